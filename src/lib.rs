@@ -1,0 +1,26 @@
+//! pecd — an Italian PEC (Posta Elettronica Certificata) provider gateway.
+//!
+//! The library holds everything the `pecd` binary and the black-box tests use.
+//! Pure decisions live apart from I/O:
+//!
+//! ```text
+//!   original message ──► pec::original (parse)      ─┐
+//!                        pec::build (every PEC type) ├─► UnsignedMessage ─► smime::Signer ─► signed bytes
+//!                        pec::daticert (model, XML)  ─┘
+//!   received bytes ────► smime::Verifier (signature, chain, time)
+//!                        index::ProviderIndex (signer hash, managedDomains)
+//!                        pec::classify (decision table RT §6.3 / §9) ─► Verdict
+//! ```
+//!
+//! Modules:
+//! - [`clock`]: the legal time reference (Europe/Rome) and a clock abstraction.
+//! - [`pec`]: the PEC domain, pure functions only (no I/O, no crypto).
+//! - [`smime`]: the only module that touches OpenSSL's CMS; signs and verifies.
+//! - [`index`]: the provider index (IGPEC) as imported from LDIF.
+//! - [`report`]: the `pecd verify` report (verification + classification of files).
+
+pub mod clock;
+pub mod index;
+pub mod pec;
+pub mod report;
+pub mod smime;

@@ -1,0 +1,133 @@
+//! The `pecd` command line: parses arguments and calls the library.
+//! Owns no logic of its own beyond argument handling and exit codes.
+
+use clap::{Parser, Subcommand};
+use pecd::index::ProviderIndex;
+use pecd::report::{Checker, Outcome};
+use pecd::smime::{Verifier, VerifyTime};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "pecd", version, about = "Italian PEC (Posta Elettronica Certificata) provider gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify and classify PEC messages (.eml files).
+    ///
+    /// Exit status: 0 every file is a valid PEC message; 1 some file is
+    /// anomaly-class (signed by a provider, not conforming); 3 some file is
+    /// ordinary mail (unsigned, bad signature, untrusted or unknown signer);
+    /// 4 some file is unreadable; 2 usage error. The worst file decides.
+    Verify {
+        /// Message files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Trust anchors: a PEM file or a directory of PEM files
+        /// (default: the system CA store, where the PEC root Actalis lives).
+        #[arg(long, value_name = "PEM_OR_DIR")]
+        trust: Option<PathBuf>,
+        /// Provider index (LDIF): check the signer is a listed provider and
+        /// the sender domain is one it manages.
+        #[arg(long, value_name = "FILE.ldif")]
+        index: Option<PathBuf>,
+        /// Judge certificate validity at this instant (RFC 3339), or at
+        /// `signing-time` (the signature's own signingTime attribute).
+        /// Default: now.
+        #[arg(long, value_name = "RFC3339_TIME|signing-time")]
+        at: Option<String>,
+        /// One JSON object per file, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify {
+            files,
+            trust,
+            index,
+            at,
+            json,
+        } => match verify(files, trust, index, at, json) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("pecd verify: {msg}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn verify(
+    files: Vec<PathBuf>,
+    trust: Option<PathBuf>,
+    index: Option<PathBuf>,
+    at: Option<String>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let when = match at.as_deref() {
+        None | Some("now") => VerifyTime::Now,
+        Some("signing-time") => VerifyTime::SigningTime,
+        Some(t) => VerifyTime::At(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| format!("--at {t:?}: not an RFC 3339 time ({e})"))?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let verifier = match &trust {
+        None => Verifier::system(),
+        Some(p) => pecd::smime::load_certificates(p).and_then(Verifier::with_anchors),
+    }
+    .map_err(|e| format!("--trust: {e}"))?;
+    let index = match &index {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("--index {}: {e}", p.display()))?;
+            Some(ProviderIndex::from_ldif(&text).map_err(|errs| {
+                let lines: Vec<String> = errs
+                    .iter()
+                    .map(|e| format!("{}:{e}", p.display()))
+                    .collect();
+                format!("provider index rejected:\n{}", lines.join("\n"))
+            })?)
+        }
+    };
+    let checker = Checker {
+        verifier,
+        index,
+        when,
+    };
+    let mut worst = Outcome::Pec;
+    for f in &files {
+        let name = f.display().to_string();
+        let report = match std::fs::read(f) {
+            Ok(raw) => checker.check(&name, &raw),
+            Err(e) => pecd::report::Report {
+                file: name.clone(),
+                outcome: Outcome::Unreadable,
+                kind: None,
+                reason: Some(format!("cannot read: {e}")),
+                signature: None,
+                provider: None,
+                provider_checked: checker.index.is_some(),
+                wrapped: false,
+                verdict: None,
+            },
+        };
+        worst = worst.max(report.outcome);
+        if json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_text());
+        }
+    }
+    Ok(ExitCode::from(worst.exit_code() as u8))
+}

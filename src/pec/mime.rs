@@ -1,0 +1,291 @@
+//! Byte-level MIME helpers the PEC builders need and general MIME libraries
+//! do not offer: exact header surgery on an original that must otherwise stay
+//! untouched, CRLF canonicalisation, ISO-8859-1 quoted-printable text, and the
+//! `multipart/signed` frame around an already-signed entity.
+//!
+//! Owns: raw header-block parsing (field boundaries, folding). Must not touch:
+//! crypto (the signature arrives as DER bytes) and header *semantics*.
+
+use mail_builder::headers::{Header, HeaderType};
+use std::borrow::Cow;
+
+/// One header field of a raw header block, with its exact bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RawField<'a> {
+    /// Field name as written (case preserved).
+    pub name: &'a str,
+    /// The whole field: name, colon, value, folded lines and the final line break.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> RawField<'a> {
+    /// The value after the colon: leading white space and the final line break removed.
+    pub fn value(&self) -> &'a [u8] {
+        let after = &self.bytes[self.name.len() + 1..];
+        let start = after
+            .iter()
+            .position(|b| *b != b' ' && *b != b'\t')
+            .unwrap_or(after.len());
+        let mut end = after.len();
+        while end > start && (after[end - 1] == b'\n' || after[end - 1] == b'\r') {
+            end -= 1;
+        }
+        &after[start..end]
+    }
+
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// Where the header block ends: returns (header including its final line
+/// break, body after the empty line). A message with no empty line is all header.
+pub fn split_header(raw: &[u8]) -> (&[u8], &[u8]) {
+    let mut i = 0;
+    // An empty first line means no header at all.
+    if raw.starts_with(b"\r\n") {
+        return (&raw[..0], &raw[2..]);
+    }
+    if raw.starts_with(b"\n") {
+        return (&raw[..0], &raw[1..]);
+    }
+    while let Some(nl) = memchr(b'\n', &raw[i..]) {
+        let line_end = i + nl + 1;
+        if raw[line_end..].starts_with(b"\r\n") {
+            return (&raw[..line_end], &raw[line_end + 2..]);
+        }
+        if raw[line_end..].starts_with(b"\n") {
+            return (&raw[..line_end], &raw[line_end + 1..]);
+        }
+        i = line_end;
+    }
+    (raw, &raw[raw.len()..])
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|b| *b == needle)
+}
+
+/// The fields of a header block in order. Lines that are not a field and not a
+/// continuation (garbage) are attached to the previous field, as MTAs do.
+pub fn header_fields(header: &[u8]) -> Vec<RawField<'_>> {
+    let mut fields: Vec<(usize, usize, usize)> = Vec::new(); // (start, name_len, end)
+    let mut i = 0;
+    while i < header.len() {
+        let line_end = memchr(b'\n', &header[i..]).map_or(header.len(), |p| i + p + 1);
+        let line = &header[i..line_end];
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        let colon = line.iter().position(|b| *b == b':');
+        let name_ok = colon.is_some_and(|c| {
+            c > 0 && line[..c].iter().all(|b| b.is_ascii_graphic() && *b != b':')
+        });
+        match (continuation, name_ok, fields.last_mut()) {
+            (false, true, _) => fields.push((i, colon.unwrap_or(0), line_end)),
+            (_, _, Some(last)) => last.2 = line_end,
+            (_, _, None) => {}
+        }
+        i = line_end;
+    }
+    fields
+        .into_iter()
+        .filter_map(|(start, name_len, end)| {
+            let name = std::str::from_utf8(&header[start..start + name_len]).ok()?;
+            Some(RawField {
+                name,
+                bytes: &header[start..end],
+            })
+        })
+        .collect()
+}
+
+/// First value of a header, unfolded, lossily decoded (no RFC 2047 decoding).
+pub fn header_value(header: &[u8], name: &str) -> Option<String> {
+    header_fields(header)
+        .into_iter()
+        .find(|f| f.is(name))
+        .map(|f| unfold(f.value()))
+}
+
+/// Remove folding line breaks from a raw value (RFC 5322 §2.2.3: unfolding
+/// removes the CRLF, the white space stays).
+pub fn unfold(value: &[u8]) -> String {
+    String::from_utf8_lossy(value)
+        .replace("\r\n", "")
+        .replace('\n', "")
+        .trim()
+        .to_string()
+}
+
+/// Convert every line break to CRLF (bare LF and bare CR alike). S/MIME signs
+/// the canonical form (RFC 5751 §3.1.1), and SMTP carries nothing else.
+pub fn to_crlf(raw: &[u8]) -> Cow<'_, [u8]> {
+    let needs = raw.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r')
+        || raw.first() == Some(&b'\n')
+        || raw.iter().enumerate().any(|(i, b)| *b == b'\r' && raw.get(i + 1) != Some(&b'\n'));
+    if !needs {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if raw.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// ISO-8859-1 bytes of a string; characters outside Latin-1 become `?`
+/// (the HTML alternative keeps them as character references).
+pub fn latin1(s: &str) -> Vec<u8> {
+    s.chars()
+        .map(|c| u32::from(c).try_into().unwrap_or(b'?'))
+        .collect()
+}
+
+/// Quoted-printable body encoding (RFC 2045 §6.7), CRLF line breaks.
+pub fn quoted_printable(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() * 11 / 10 + 16);
+    // Writing into a Vec cannot fail.
+    let _ = mail_builder::encoders::quoted_printable::quoted_printable_encode(bytes, &mut out, true);
+    out
+}
+
+/// A top-level header line of a generated message.
+pub enum HeaderLine {
+    /// Encoded by mail-builder (RFC 2047 where needed, folding).
+    Encoded(&'static str, HeaderType<'static>),
+    /// Copied byte for byte from the original (RT §3.1: `Received:`, `To:`, …).
+    Verbatim(Vec<u8>),
+}
+
+/// A generated PEC message before its signature: the top-level headers and the
+/// MIME entity to be signed (CRLF canonical, starting with its own headers).
+pub struct UnsignedMessage {
+    pub headers: Vec<HeaderLine>,
+    pub entity: Vec<u8>,
+}
+
+impl UnsignedMessage {
+    /// Write the top-level headers.
+    fn write_headers(&self, out: &mut Vec<u8>) {
+        for h in &self.headers {
+            match h {
+                HeaderLine::Encoded(name, value) => {
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b": ");
+                    // Writing into a Vec cannot fail.
+                    let _ = value.write_header(&mut *out, name.len() + 2);
+                }
+                HeaderLine::Verbatim(bytes) => {
+                    out.extend_from_slice(bytes);
+                    if !bytes.ends_with(b"\r\n") {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wrap the entity and its detached signature in `multipart/signed`
+    /// (RFC 5751 §3.5.3). `protocol` is `application/pkcs7-signature` or the
+    /// `x-` form the providers still use (RT §6.2).
+    pub fn assemble(&self, signature_der: &[u8], micalg: &str, protocol: &str) -> Vec<u8> {
+        let boundary = boundary_for(&self.entity);
+        let mut out = Vec::with_capacity(self.entity.len() + signature_der.len() * 2 + 2048);
+        self.write_headers(&mut out);
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+        out.extend_from_slice(
+            format!(
+                "Content-Type: multipart/signed; protocol=\"{protocol}\"; micalg=\"{micalg}\";\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(b"This is an S/MIME signed message\r\n\r\n");
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(&self.entity);
+        out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(
+            format!(
+                "Content-Type: {protocol}; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Description: S/MIME Cryptographic Signature\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&base64_lines(signature_der));
+        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        out
+    }
+}
+
+/// Base64 in 76-column lines, CRLF separated, no final line break.
+pub fn base64_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(b64.len() + b64.len() / 38 + 2);
+    for (i, chunk) in b64.as_bytes().chunks(76).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// A boundary that cannot occur in `content`: derived from its length and a
+/// hash, and checked (RFC 2046 §5.1.1).
+pub fn boundary_for(content: &[u8]) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut n: u64 = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(&content[..content.len().min(4096)]);
+        h.write_u64(n);
+        let b = format!("----pecd{:016X}{:08X}", h.finish(), content.len() as u32);
+        if !content.windows(b.len()).any(|w| w == b.as_bytes()) {
+            return b;
+        }
+        n = n.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_folding_and_order() {
+        let h = b"Received: from a\r\n\tby b\r\nTo: x@y.it,\r\n z@w.it\r\nSubject: hi\r\n";
+        let f = header_fields(h);
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].name, "Received");
+        assert_eq!(f[0].bytes, b"Received: from a\r\n\tby b\r\n");
+        assert_eq!(unfold(f[1].value()), "x@y.it, z@w.it");
+        assert_eq!(header_value(h, "subject").as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn split_header_on_lf_and_crlf() {
+        assert_eq!(split_header(b"A: b\r\n\r\nbody").1, b"body");
+        assert_eq!(split_header(b"A: b\n\nbody").1, b"body");
+        assert_eq!(split_header(b"A: b\r\n").1, b"");
+    }
+
+    #[test]
+    fn crlf_canonical() {
+        assert_eq!(&*to_crlf(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd");
+        assert!(matches!(to_crlf(b"a\r\nb"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn latin1_maps_and_replaces() {
+        assert_eq!(latin1("è€"), vec![0xE8, b'?']);
+    }
+}

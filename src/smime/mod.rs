@@ -1,0 +1,90 @@
+//! S/MIME: the only module that touches OpenSSL's CMS/PKCS#7.
+//!
+//! Owns: producing the detached signature of a generated message
+//! ([`Signer`]), and checking a received one ([`Verifier`]): signature value,
+//! chain to the configured trust anchors, validity at a given time, and the
+//! facts the classifier needs (signer certificate, its SHA-1 for the provider
+//! index, digest algorithm, signing time). Must not touch: PEC semantics
+//! (that is `pec::classify`), the provider index, I/O beyond reading the
+//! PEM files it is pointed at.
+
+mod cms_info;
+mod sign;
+mod verify;
+
+pub use cms_info::SignedAttributes;
+pub use sign::{Digest, SignatureProtocol, Signer};
+pub use verify::{
+    SignatureStatus, SignedParts, Verification, Verifier, VerifyTime, split_multipart_signed,
+};
+
+/// Errors of the S/MIME layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SmimeError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid certificate or key in {what}: {detail}")]
+    Pem { what: String, detail: String },
+    #[error("the signing key does not match the certificate")]
+    KeyMismatch,
+    #[error("OpenSSL: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+    #[error("not an S/MIME multipart/signed message: {0}")]
+    NotSigned(String),
+}
+
+/// Hex SHA-1 of a DER certificate, uppercase, as `providerCertificateHash`
+/// values are usually written (lookups are case-insensitive: RT §7).
+pub fn certificate_sha1_hex(der: &[u8]) -> String {
+    openssl::sha::sha1(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// Load every certificate in a PEM file or in the PEM files of a directory.
+pub fn load_certificates(path: &std::path::Path) -> Result<Vec<openssl::x509::X509>, SmimeError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| SmimeError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .map_err(|source| SmimeError::Read {
+                path: path.display().to_string(),
+                source,
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        for p in entries {
+            // A directory such as /etc/ssl/certs holds other files too;
+            // anything that is not PEM certificates is skipped.
+            if let Ok(certs) = openssl::x509::X509::stack_from_pem(&read(&p)?) {
+                out.extend(certs);
+            }
+        }
+    } else {
+        let pem = read(path)?;
+        let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| SmimeError::Pem {
+            what: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        out.extend(certs);
+    }
+    if out.is_empty() {
+        return Err(SmimeError::Pem {
+            what: path.display().to_string(),
+            detail: "no certificate found".into(),
+        });
+    }
+    Ok(out)
+}
