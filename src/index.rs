@@ -344,8 +344,8 @@ objectclass: top\n\
 objectclass: provider\n\
 providerName: Anon S.p.A.\n\
 providerCertificateHash: 7e7aef1059ae0f454f2643a95f69ec3556009239\n\
-providerCertificate;binary:: MAMCAQ\n\
- E=\n\
+providerCertificate;binary:: MAMCAQ\n \
+E=\n\
 mailReceipt: ricevute@pec.anon.test\n\
 managedDomains: pec.anon.test\n\
 managedDomains: Cert.Company.test\n";

@@ -286,8 +286,9 @@ fn on_behalf_of(sender: &str, provider: &Provider) -> HeaderLine {
 fn notice_headers(kind: MessageKind, c: &Certification, message_id: &str, to: &str) -> Vec<HeaderLine> {
     let mut h = vec![
         raw("Date", c.time.rfc5322()),
-        enc("From", Address::new_address(None::<String>, c.provider.service_address())),
-        enc("To", Address::new_address(None::<String>, to.to_string())),
+        // Bare addresses, as the providers write them (RT §3.0, §11).
+        raw("From", c.provider.service_address()),
+        raw("To", to.to_string()),
         subject(kind, &c.subject),
         raw("Message-ID", format!("<{message_id}>")),
     ];
@@ -356,7 +357,7 @@ pub fn transport(c: &Certification, original: &[u8]) -> UnsignedMessage {
     headers.push(subject(kind, &c.subject));
     headers.push(on_behalf_of(&c.sender, &c.provider));
     if !has_reply_to {
-        headers.push(enc("Reply-To", Address::new_address(None::<String>, c.sender.clone())));
+        headers.push(raw("Reply-To", c.sender.clone()));
     }
     headers.push(raw("Message-ID", format!("<{}>", c.pec_id)));
     if let Some(m) = &c.msgid {
@@ -411,7 +412,7 @@ pub fn anomaly(a: &AnomalyInput<'_>) -> UnsignedMessage {
     headers.push(subject(kind, &orig.subject));
     headers.push(on_behalf_of(&sender, a.provider));
     if !has_reply_to && !sender.is_empty() {
-        headers.push(enc("Reply-To", Address::new_address(None::<String>, sender.clone())));
+        headers.push(raw("Reply-To", sender.clone()));
     }
     let facts = Facts {
         time: a.time,
@@ -542,7 +543,7 @@ pub fn virus_detected(
     d.errore_esteso = Some(description.to_string());
     let body = text::virus_detected(&c.facts(), recipient, description);
     let mut m = notice(MessageKind::VirusDetected, c, message_id, mail_receipt, &body, &d, None);
-    m.headers.push(enc(X_MITTENTE, Address::new_address(None::<String>, c.sender.clone())));
+    m.headers.push(raw(X_MITTENTE, c.sender.clone()));
     m
 }
 

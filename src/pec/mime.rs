@@ -175,7 +175,14 @@ pub struct UnsignedMessage {
 }
 
 impl UnsignedMessage {
-    /// Write the top-level headers.
+    /// The top-level header block as it will be written (without the
+    /// MIME-Version and multipart/signed Content-Type that `assemble` adds).
+    pub fn header_block(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        self.write_headers(&mut out);
+        out
+    }
+
     fn write_headers(&self, out: &mut Vec<u8>) {
         for h in &self.headers {
             match h {

@@ -1,0 +1,270 @@
+//! Every message type pecd builds is accepted by independent checkers
+//! (`openssl smime -verify` against the dev CA, `xmllint --dtdvalid` with the
+//! daticert DTD), classified back to its own kind by `pecd verify`, and
+//! rejected once a single signed byte changes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use pecd::index::ProviderIndex;
+use pecd::pec::build::{self, AnomalyInput, DeliveryFailure, Rejection};
+use pecd::pec::headers::{MessageKind, TimeoutStage};
+use pecd::pec::mime::{header_value, split_header};
+use pecd::pec::{ReceiptVariant, daticert::Daticert};
+use pecd::report::{Checker, Outcome};
+use pecd::smime::{Digest, SignatureStatus, Verifier, VerifyTime};
+
+struct Built {
+    kind: MessageKind,
+    bytes: Vec<u8>,
+}
+
+/// Build and sign the whole catalogue. Messages emitted by the recipient's
+/// provider (presa in carico, consegna, mancata consegna, anomalia,
+/// rilevazione virus) are signed by provider B, the rest by provider A.
+fn catalogue(digest: Digest) -> Vec<Built> {
+    let a = signer("provider-a", digest);
+    let b = signer("provider-b", digest);
+    let ca = certification(provider_a());
+    let cb = certification(provider_b());
+    let rcpt = "giulia.bianchi@pec.provider-b.test";
+    let receipt_box = "posta-certificata@pec.provider-a.test";
+    let envelope = a.sign(&build::transport(&ca, ORIGINAL)).unwrap();
+    let postacert = part_named(&envelope, "postacert.eml").unwrap();
+    let mut short = cb.clone();
+    short.receipt_request = ReceiptVariant::Short;
+    let ordinary = b"From: someone@example.com\r\nTo: giulia.bianchi@pec.provider-b.test\r\nSubject: ciao\r\n\r\nhello\r\n";
+    let rcpts = vec![rcpt.to_string()];
+    let anomaly = AnomalyInput {
+        provider: &provider_b(),
+        time: time(),
+        envelope_from: "someone@example.com",
+        recipients: &rcpts,
+        received: ordinary,
+        reason: "messaggio non firmato da un gestore di posta certificata",
+        fallback_message_id: "anomalia.1@pec.provider-b.test",
+    };
+    let s = |signer: &pecd::smime::Signer, m| signer.sign(&m).unwrap();
+    vec![
+        Built { kind: MessageKind::Transport, bytes: envelope.clone() },
+        Built { kind: MessageKind::Anomaly, bytes: s(&b, build::anomaly(&anomaly)) },
+        Built { kind: MessageKind::Acceptance, bytes: s(&a, build::acceptance(&ca, "acc.1@pec.provider-a.test")) },
+        Built {
+            kind: MessageKind::NonAcceptance,
+            bytes: s(&a, build::non_acceptance(&ca, "nacc.1@pec.provider-a.test", &Rejection::Formal("destinatario non presente in To o Cc".into()))),
+        },
+        Built {
+            kind: MessageKind::NonAcceptanceVirus,
+            bytes: s(&a, build::non_acceptance(&ca, "nacc.2@pec.provider-a.test", &Rejection::Virus("Eicar-Test-Signature".into()))),
+        },
+        Built {
+            kind: MessageKind::TakenInCharge,
+            bytes: s(&b, build::taken_in_charge(&cb, "pic.1@pec.provider-b.test", receipt_box, &rcpts)),
+        },
+        Built {
+            kind: MessageKind::Delivery(ReceiptVariant::Full),
+            bytes: s(&b, build::delivery(&cb, "cons.1@pec.provider-b.test", rcpt, ReceiptVariant::Full, Some(&postacert))),
+        },
+        Built {
+            kind: MessageKind::Delivery(ReceiptVariant::Short),
+            bytes: s(&b, build::delivery(&short, "cons.2@pec.provider-b.test", rcpt, ReceiptVariant::Short, Some(&postacert))),
+        },
+        Built {
+            kind: MessageKind::Delivery(ReceiptVariant::Summary),
+            bytes: s(&b, build::delivery(&cb, "cons.3@pec.provider-b.test", rcpt, ReceiptVariant::Summary, None)),
+        },
+        Built {
+            kind: MessageKind::DeliveryError,
+            bytes: s(&b, build::delivery_error(&cb, "err.1@pec.provider-b.test", "nessuno@pec.provider-b.test", &DeliveryFailure::UnknownRecipient)),
+        },
+        Built {
+            kind: MessageKind::DeliveryErrorVirus,
+            bytes: s(&a, build::delivery_error_virus(&ca, "err.2@pec.provider-a.test", rcpt, "Eicar-Test-Signature")),
+        },
+        Built {
+            kind: MessageKind::VirusDetected,
+            bytes: s(&b, build::virus_detected(&cb, "vir.1@pec.provider-b.test", receipt_box, rcpt, "Eicar-Test-Signature")),
+        },
+        Built {
+            kind: MessageKind::Timeout(TimeoutStage::H12),
+            bytes: s(&a, build::timeout(&ca, "t12.1@pec.provider-a.test", rcpt, TimeoutStage::H12)),
+        },
+        Built {
+            kind: MessageKind::Timeout(TimeoutStage::H24),
+            bytes: s(&a, build::timeout(&ca, "t24.1@pec.provider-a.test", rcpt, TimeoutStage::H24)),
+        },
+    ]
+}
+
+fn dev_checker() -> Checker {
+    let anchors = pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap();
+    let idx = ProviderIndex::from_ldif(&String::from_utf8(read(&certs().join("index.ldif"))).unwrap()).unwrap();
+    Checker {
+        verifier: Verifier::with_anchors(anchors).unwrap(),
+        index: Some(idx),
+        when: VerifyTime::Now,
+    }
+}
+
+fn expected_kind(kind: MessageKind) -> String {
+    match kind {
+        MessageKind::Anomaly => "busta-anomalia".into(),
+        k => k.pec_type().unwrap().token().into(),
+    }
+}
+
+fn check_catalogue(digest: Digest) {
+    let checker = dev_checker();
+    let built = catalogue(digest);
+    assert_eq!(built.len(), 14);
+    for m in &built {
+        let name = m.kind.name();
+        openssl_verify(&m.bytes).unwrap_or_else(|e| panic!("{name}: openssl smime -verify failed: {e}"));
+        if let Some(xml) = part_named(&m.bytes, "daticert.xml") {
+            xmllint_dtd(&xml).unwrap_or_else(|e| panic!("{name}: daticert not DTD-valid: {e}"));
+            let d = Daticert::parse(&xml).unwrap();
+            assert_eq!(Some(d.tipo), m.kind.pec_type(), "{name}");
+        } else {
+            assert_eq!(m.kind, MessageKind::Anomaly, "{name}: only the anomaly has no daticert");
+        }
+        let r = checker.check(name, &m.bytes);
+        assert_eq!(r.outcome, Outcome::Pec, "{name}: {:?}", r.reason);
+        assert_eq!(r.kind.as_deref(), Some(expected_kind(m.kind).as_str()), "{name}");
+        assert_eq!(
+            r.signature.as_ref().unwrap().attributes.digest.as_deref(),
+            Some(match digest {
+                Digest::Sha1 => "sha1",
+                Digest::Sha256 => "sha256",
+                Digest::Sha384 => "sha384",
+                Digest::Sha512 => "sha512",
+            }),
+            "{name}"
+        );
+        let (header, _) = split_header(&m.bytes);
+        let subject = pecd::pec::classify::subject(header);
+        assert!(subject.starts_with(m.kind.subject_prefix()), "{name}: {subject}");
+        let ct = header_value(header, "Content-Type").unwrap();
+        assert!(ct.contains(&format!("micalg=\"{}\"", digest.micalg())), "{name}: {ct}");
+        assert_eq!(
+            m.kind.carries_original(),
+            part_named(&m.bytes, "postacert.eml").is_some(),
+            "{name}: postacert presence"
+        );
+    }
+}
+
+#[test]
+fn every_type_verifies_validates_and_classifies_back_sha256() {
+    check_catalogue(Digest::Sha256);
+}
+
+#[test]
+fn every_type_verifies_validates_and_classifies_back_sha1() {
+    check_catalogue(Digest::Sha1);
+}
+
+#[test]
+fn sha384_and_sha512_signatures_verify() {
+    let c = certification(provider_a());
+    for d in [Digest::Sha384, Digest::Sha512] {
+        let m = signer("provider-a", d).sign(&build::acceptance(&c, "x@pec.provider-a.test")).unwrap();
+        openssl_verify(&m).unwrap();
+        assert_eq!(dev_checker().check("x", &m).outcome, Outcome::Pec);
+    }
+}
+
+/// Flip one byte of the signed entity (inside the text, the daticert or the
+/// original): both pecd and openssl must reject the message.
+#[test]
+fn tampering_with_one_signed_byte_breaks_verification() {
+    let checker = dev_checker();
+    for m in catalogue(Digest::Sha256) {
+        let name = m.kind.name();
+        let text = m.bytes.clone();
+        // Inside the signed entity: the "Identificativo"/"Anomalia" text line.
+        let needle: &[u8] = if m.kind == MessageKind::Anomaly { b"Anomalia nel messaggio" } else { b"Identificativo messaggio" };
+        let pos = text.windows(needle.len()).position(|w| w == needle).unwrap_or_else(|| panic!("{name}"));
+        let mut tampered = text.clone();
+        tampered[pos] ^= 0x01;
+        let r = checker.check(name, &tampered);
+        assert!(
+            matches!(r.signature.as_ref().unwrap().status, SignatureStatus::BadSignature(_)),
+            "{name}: {:?}",
+            r.signature.unwrap().status
+        );
+        assert_eq!(r.outcome, Outcome::Ordinary, "{name}");
+        assert!(openssl_verify(&tampered).is_err(), "{name}: openssl accepted a tampered message");
+    }
+}
+
+#[test]
+fn signer_not_in_index_is_ordinary_mail() {
+    let c = certification(pecd::pec::Provider {
+        name: "Rogue S.p.A.".into(),
+        domain: "pec.rogue.test".into(),
+    });
+    let m = signer("rogue", Digest::Sha256).sign(&build::acceptance(&c, "r@pec.rogue.test")).unwrap();
+    openssl_verify(&m).unwrap(); // the chain is fine…
+    let r = dev_checker().check("rogue", &m);
+    assert_eq!(r.outcome, Outcome::Ordinary); // …but the signer is not a listed provider
+    assert!(r.reason.unwrap().contains("indice"));
+}
+
+#[test]
+fn provider_signing_for_a_domain_it_does_not_manage_is_an_anomaly() {
+    // Provider A's key, but a From: in provider B's domain (RT §6.3 step 4).
+    let c = certification(provider_b());
+    let m = signer("provider-a", Digest::Sha256).sign(&build::acceptance(&c, "x@pec.provider-b.test")).unwrap();
+    let r = dev_checker().check("x", &m);
+    assert_eq!(r.outcome, Outcome::Anomaly);
+    assert!(r.reason.unwrap().contains("non è gestito"));
+}
+
+#[test]
+fn daticert_type_mismatch_is_an_anomaly() {
+    // Signed by a listed provider, X-Ricevuta says accettazione but the
+    // daticert says otherwise: malformed ⇒ anomaly with the reason.
+    let c = certification(provider_a());
+    let mut unsigned = build::timeout(&c, "t@pec.provider-a.test", "x@pec.provider-b.test", TimeoutStage::H12);
+    for h in unsigned.headers.iter_mut() {
+        if let pecd::pec::mime::HeaderLine::Encoded(name, _) = h
+            && *name == "X-Ricevuta"
+        {
+            *h = pecd::pec::mime::HeaderLine::Verbatim(b"X-Ricevuta: accettazione\r\n".to_vec());
+        }
+    }
+    let m = signer("provider-a", Digest::Sha256).sign(&unsigned).unwrap();
+    let r = dev_checker().check("x", &m);
+    assert_eq!(r.outcome, Outcome::Anomaly);
+    assert!(r.reason.unwrap().contains("diverso"));
+}
+
+#[test]
+fn cli_classifies_every_built_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, m) in catalogue(Digest::Sha1).into_iter().enumerate() {
+        let p = dir.path().join(format!("{i:02}-{}.eml", m.kind.name()));
+        std::fs::write(&p, &m.bytes).unwrap();
+        files.push((p, expected_kind(m.kind)));
+    }
+    let out = pecd()
+        .arg("verify")
+        .arg("--json")
+        .arg("--trust")
+        .arg(certs().join("ca.pem"))
+        .arg("--index")
+        .arg(certs().join("index.ldif"))
+        .args(files.iter().map(|f| f.0.clone()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for (line, (_, kind)) in stdout.lines().zip(&files) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["kind"], kind.as_str());
+        assert_eq!(v["outcome"], "pec");
+        assert_eq!(v["provider"].as_str().unwrap().starts_with("Provider "), true);
+    }
+}
