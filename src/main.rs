@@ -119,6 +119,7 @@ fn verify(
                 provider: None,
                 provider_checked: checker.index.is_some(),
                 wrapped: false,
+                daticert: None,
                 verdict: None,
             },
         };

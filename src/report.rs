@@ -6,6 +6,7 @@
 //! (callers pass bytes), the process exit (callers map [`Outcome::exit_code`]).
 
 use crate::index::{ProviderIndex, SignerLookup};
+use crate::pec::daticert::Daticert;
 use crate::pec::classify::{self, Class, ClaimedKind, Origin, Verdict};
 use crate::pec::mime::{header_fields, split_header};
 use crate::smime::{SignatureStatus, Verification, Verifier, VerifyTime, split_multipart_signed};
@@ -50,6 +51,8 @@ pub struct Report {
     pub provider_checked: bool,
     /// The signed envelope was found inside a wrapper (e.g. a mailing list).
     pub wrapped: bool,
+    /// The certification data (`daticert.xml`), when readable.
+    pub daticert: Option<Daticert>,
     pub verdict: Option<Verdict>,
 }
 
@@ -60,26 +63,17 @@ pub struct Checker {
     pub when: VerifyTime,
 }
 
-/// Find the signed part: the message itself, or the first part of a
-/// `multipart/mixed` wrapper (a mailing list re-sending a PEC envelope,
-/// sample 06). Returns the bytes to verify and whether they were wrapped.
-fn signed_candidate(raw: &[u8]) -> (Vec<u8>, bool) {
-    if split_multipart_signed(raw).is_ok() {
-        return (raw.to_vec(), false);
-    }
-    if let Some(msg) = MessageParser::default().parse(raw) {
-        for part in msg.parts.iter().skip(1).take(1) {
-            let is_signed = part.content_type().is_some_and(|ct| {
-                ct.ctype().eq_ignore_ascii_case("multipart")
-                    && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed"))
-            });
-            let (h, e) = (part.offset_header as usize, part.offset_end as usize);
-            if is_signed && h < e && e <= raw.len() {
-                return (raw[h..e].to_vec(), true);
-            }
-        }
-    }
-    (raw.to_vec(), false)
+/// A signed envelope inside a wrapper: the first part of a `multipart/mixed`
+/// (a mailing list re-sending a PEC envelope, sample 06).
+fn wrapped_signed_part(raw: &[u8]) -> Option<&[u8]> {
+    let msg = MessageParser::default().parse(raw)?;
+    let part = msg.parts.get(1)?;
+    let is_signed = part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed"))
+    });
+    let (h, e) = (part.offset_header as usize, part.offset_end as usize);
+    (is_signed && h < e && e <= raw.len()).then(|| &raw[h..e])
 }
 
 impl Checker {
@@ -100,11 +94,17 @@ impl Checker {
                 provider: None,
                 provider_checked: self.index.is_some(),
                 wrapped: false,
+                daticert: None,
                 verdict: None,
             };
         }
-        let (candidate, wrapped) = signed_candidate(raw);
-        let v = self.verifier.verify(&candidate, self.when);
+        let (v, wrapped) = match split_multipart_signed(raw) {
+            Ok(parts) => (self.verifier.verify_parts(&parts, self.when), false),
+            Err(why) => match wrapped_signed_part(raw) {
+                Some(inner) => (self.verifier.verify(inner, self.when), true),
+                None => (Verification::not_signed(why), false),
+            },
+        };
         let mut provider = None;
         let origin = match &v.status {
             SignatureStatus::NotSigned(why) => Origin::NotSigned(why.clone()),
@@ -154,6 +154,7 @@ impl Checker {
             provider,
             provider_checked: self.index.is_some(),
             wrapped,
+            daticert: verdict.daticert.clone(),
             verdict: Some(verdict),
         }
     }

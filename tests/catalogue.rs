@@ -268,3 +268,37 @@ fn cli_classifies_every_built_type() {
         assert_eq!(v["provider"].as_str().unwrap().starts_with("Provider "), true);
     }
 }
+
+#[test]
+fn standard_protocol_name_verifies_too() {
+    let c = certification(provider_a());
+    let m = signer("provider-a", Digest::Sha256)
+        .with_protocol(pecd::smime::SignatureProtocol::Standard)
+        .sign(&build::acceptance(&c, "std@pec.provider-a.test"))
+        .unwrap();
+    assert!(String::from_utf8_lossy(&m).contains("protocol=\"application/pkcs7-signature\""));
+    openssl_verify(&m).unwrap();
+    assert_eq!(dev_checker().check("std", &m).outcome, Outcome::Pec);
+}
+
+/// An internationalised sender address (RFC 6532) and display text survive
+/// building, signing, verification and parsing back.
+#[test]
+fn non_ascii_addresses_round_trip() {
+    let mut c = certification(provider_a());
+    c.sender = "nicolò.d'amico@pec.provider-a.test".into();
+    c.reply_to = c.sender.clone();
+    c.recipients[0].address = "zoë.ünal@pec.provider-b.test".into();
+    let original = "From: nicolò.d'amico@pec.provider-a.test\r\nTo: zoë.ünal@pec.provider-b.test\r\nSubject: Perché sì\r\n\r\nciao\r\n";
+    let env = signer("provider-a", Digest::Sha256).sign(&build::transport(&c, original.as_bytes())).unwrap();
+    openssl_verify(&env).unwrap();
+    let r = dev_checker().check("utf8", &env);
+    assert_eq!(r.outcome, Outcome::Pec, "{:?}", r.reason);
+    let d = r.daticert.unwrap();
+    assert_eq!(d.mittente, "nicolò.d'amico@pec.provider-a.test");
+    assert_eq!(d.destinatari[0].address, "zoë.ünal@pec.provider-b.test");
+    let from = mail_parser::MessageParser::default().parse(&env).unwrap();
+    let name = from.from().unwrap().first().unwrap().name().unwrap().to_string();
+    assert_eq!(name, "Per conto di: nicolò.d'amico@pec.provider-a.test");
+    xmllint_dtd(&part_named(&env, "daticert.xml").unwrap()).unwrap();
+}

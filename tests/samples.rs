@@ -260,8 +260,8 @@ fn cli_verify_samples_exit_codes_and_json() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["kind"], "accettazione");
     assert_eq!(lines[0]["signature"]["status"]["status"], "valid");
-    assert_eq!(lines[1]["verdict"]["daticert"]["errore_esteso"], "5.1.1 - Aruba Pec S.p.A. - indirizzo non valido");
-    assert_eq!(lines[1]["verdict"]["daticert"]["errore"], "no-dest");
+    assert_eq!(lines[1]["daticert"]["errore_esteso"], "5.1.1 - Aruba Pec S.p.A. - indirizzo non valido");
+    assert_eq!(lines[1]["daticert"]["errore"], "no-dest");
 
     // 07: bad signature ⇒ ordinary (3); with 01 the worst wins.
     let out = pecd()

@@ -81,6 +81,8 @@ pub struct Verdict {
     pub x_verifica_sicurezza: Option<String>,
     pub x_riferimento_message_id: Option<String>,
     pub provider: Option<String>,
+    /// Also at the top of the report; not repeated in its JSON.
+    #[serde(skip)]
     pub daticert: Option<Daticert>,
     pub daticert_error: Option<String>,
     /// Whether the entity carries a `postacert.eml`.

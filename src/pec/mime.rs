@@ -119,10 +119,12 @@ pub fn unfold(value: &[u8]) -> String {
 /// Convert every line break to CRLF (bare LF and bare CR alike). S/MIME signs
 /// the canonical form (RFC 5751 §3.1.1), and SMTP carries nothing else.
 pub fn to_crlf(raw: &[u8]) -> Cow<'_, [u8]> {
-    let needs = raw.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r')
-        || raw.first() == Some(&b'\n')
-        || raw.iter().enumerate().any(|(i, b)| *b == b'\r' && raw.get(i + 1) != Some(&b'\n'));
-    if !needs {
+    let canonical = raw.iter().enumerate().all(|(i, &b)| match b {
+        b'\n' => i > 0 && raw[i - 1] == b'\r',
+        b'\r' => raw.get(i + 1) == Some(&b'\n'),
+        _ => true,
+    });
+    if canonical {
         return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
@@ -246,20 +248,21 @@ pub fn base64_lines(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A boundary that cannot occur in `content`: derived from its length and a
-/// hash, and checked (RFC 2046 §5.1.1).
+/// A boundary that cannot occur in `content` (RFC 2046 §5.1.1): random,
+/// and checked against every line start, the only place a delimiter counts.
 pub fn boundary_for(content: &[u8]) -> String {
     use std::hash::{BuildHasher, Hasher};
-    let mut n: u64 = std::collections::hash_map::RandomState::new().build_hasher().finish();
     loop {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write(&content[..content.len().min(4096)]);
-        h.write_u64(n);
-        let b = format!("----pecd{:016X}{:08X}", h.finish(), content.len() as u32);
-        if !content.windows(b.len()).any(|w| w == b.as_bytes()) {
+        h.write_usize(content.len());
+        let b = format!("----pecd{:016X}{:016X}", h.finish(), h.finish().rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15);
+        let delimiter = format!("--{b}");
+        let clash = content
+            .split(|c| *c == b'\n')
+            .any(|line| line.starts_with(delimiter.as_bytes()));
+        if !clash {
             return b;
         }
-        n = n.wrapping_add(1);
     }
 }
 

@@ -10,7 +10,12 @@ use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyParam;
 use openssl::x509::{X509, X509StoreContext};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Public};
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The instant at which certificate validity is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +185,8 @@ pub struct Verification {
 }
 
 impl Verification {
-    fn unsigned(reason: String) -> Self {
+    /// The verification of a message with no S/MIME structure.
+    pub fn not_signed(reason: String) -> Self {
         Verification {
             status: SignatureStatus::NotSigned(reason),
             signer_subject: None,
@@ -197,11 +203,40 @@ impl Verification {
 }
 
 /// Verifies signatures against a set of trust anchors.
+///
+/// A reception point sees the same few provider certificates over and over:
+/// parsed certificates and, for [`VerifyTime::Now`], chain results are
+/// cached (bounded; chain results for [`CHAIN_TTL`]), so a message costs one
+/// digest and one RSA verification. Unusual signatures (no signed
+/// attributes, non-RSA keys, SKI identifiers without a match) take the
+/// OpenSSL PKCS#7 path, [`Verifier::verify_parts_pkcs7`], which is also the
+/// reference the fast path is tested against.
 pub struct Verifier {
     anchors: Vec<X509>,
     system: bool,
     /// Store for [`VerifyTime::Now`], built once.
     now_store: X509Store,
+    certs: Mutex<HashMap<Vec<u8>, Arc<CachedCert>>>,
+    chains: Mutex<HashMap<(Vec<u8>, Vec<u8>), (Instant, Result<(), String>)>>,
+}
+
+/// How long a chain verified "now" is reused (certificate expiry inside this
+/// window is caught on the next check).
+pub const CHAIN_TTL: Duration = Duration::from_secs(60);
+/// Bound on cached certificates: attackers can send arbitrary ones.
+const CERT_CACHE_MAX: usize = 1024;
+
+/// A parsed certificate and the facts reports need.
+struct CachedCert {
+    x509: X509,
+    pubkey: PKey<Public>,
+    der: Vec<u8>,
+    sha1_hex: String,
+    subject: String,
+    emails: Vec<String>,
+    issuer_raw: Vec<u8>,
+    serial: Vec<u8>,
+    ski: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -231,6 +266,8 @@ impl Verifier {
             anchors,
             system,
             now_store,
+            certs: Mutex::new(HashMap::new()),
+            chains: Mutex::new(HashMap::new()),
         })
     }
 
@@ -238,13 +275,200 @@ impl Verifier {
     pub fn verify(&self, raw: &[u8], when: VerifyTime) -> Verification {
         match split_multipart_signed(raw) {
             Ok(parts) => self.verify_parts(&parts, when),
-            Err(e) => Verification::unsigned(e),
+            Err(e) => Verification::not_signed(e),
         }
     }
 
     /// Verify an already split message.
     pub fn verify_parts(&self, parts: &SignedParts<'_>, when: VerifyTime) -> Verification {
-        let mut v = Verification::unsigned(String::new());
+        match cms_info::parse(&parts.signature) {
+            Some(sd) => match self.verify_fast(parts, &sd, when) {
+                Some(v) => v,
+                None => self.verify_parts_pkcs7(parts, when),
+            },
+            None => self.verify_parts_pkcs7(parts, when),
+        }
+    }
+
+    fn cached_cert(&self, der: &[u8]) -> Option<Arc<CachedCert>> {
+        if let Ok(map) = self.certs.lock()
+            && let Some(c) = map.get(der)
+        {
+            return Some(c.clone());
+        }
+        let x509 = X509::from_der(der).ok()?;
+        let pubkey = x509.public_key().ok()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(der).ok()?;
+        let ski = parsed.extensions().iter().find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        });
+        let entry = Arc::new(CachedCert {
+            subject: subject_string(&x509),
+            emails: x509
+                .subject_alt_names()
+                .map(|names| names.iter().filter_map(|n| n.email().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            sha1_hex: certificate_sha1_hex(der),
+            issuer_raw: parsed.issuer().as_raw().to_vec(),
+            serial: strip_zeros(parsed.raw_serial()).to_vec(),
+            ski,
+            der: der.to_vec(),
+            pubkey,
+            x509,
+        });
+        if let Ok(mut map) = self.certs.lock() {
+            if map.len() >= CERT_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(der.to_vec(), entry.clone());
+        }
+        Some(entry)
+    }
+
+    /// RFC 5652 §5.4–5.6 on the common shape (RSA PKCS#1 v1.5 with signed
+    /// attributes). `None` means "not this shape": the PKCS#7 path decides.
+    fn verify_fast(
+        &self,
+        parts: &SignedParts<'_>,
+        sd: &cms_info::SignedData<'_>,
+        when: VerifyTime,
+    ) -> Option<Verification> {
+        let si = &sd.signer;
+        let attrs = si.signed_attrs?;
+        let md = digest_by_oid(&si.digest_oid)?;
+        if !RSA_SIGNATURE_OIDS.contains(&si.signature_oid.as_str()) {
+            return None;
+        }
+        let certs: Vec<Arc<CachedCert>> = sd
+            .certificates
+            .iter()
+            .filter_map(|d| self.cached_cert(d))
+            .collect();
+        let signer = certs.iter().find(|c| match &si.sid {
+            cms_info::SignerId::IssuerSerial { issuer, serial } => {
+                c.issuer_raw == *issuer && c.serial == strip_zeros(serial)
+            }
+            cms_info::SignerId::SubjectKeyId(k) => c.ski.as_deref() == Some(*k),
+        })?;
+        if signer.pubkey.id() != openssl::pkey::Id::RSA {
+            return None;
+        }
+        let mut v = Verification::not_signed(String::new());
+        v.protocol = Some(parts.protocol.clone());
+        v.micalg = parts.micalg.clone();
+        v.content = Some(parts.content.to_vec());
+        v.attributes = SignedAttributes {
+            digest: Some(cms_info::digest_name(&si.digest_oid)),
+            signing_time: si.signing_time,
+        };
+        v.signer_subject = Some(signer.subject.clone());
+        v.signer_emails = signer.emails.clone();
+        v.signer_sha1 = Some(signer.sha1_hex.clone());
+        v.signer_der = Some(signer.der.clone());
+
+        // The content must hash to messageDigest, the content type must be
+        // id-data, and the signature must cover the DER SET of attributes.
+        let digest = openssl::hash::hash(md, &parts.content).ok()?;
+        if si.message_digest != Some(&digest[..]) {
+            v.status = SignatureStatus::BadSignature("digest failure".into());
+            return Some(v);
+        }
+        if si.content_type.as_deref() != Some("1.2.840.113549.1.7.1") {
+            v.status = SignatureStatus::BadSignature("content type attribute is not id-data".into());
+            return Some(v);
+        }
+        let mut set = attrs.to_vec();
+        set[0] = 0x31; // [0] IMPLICIT → SET OF (RFC 5652 §5.4)
+        let ok = openssl::sign::Verifier::new(md, &signer.pubkey)
+            .and_then(|mut ver| {
+                ver.update(&set)?;
+                ver.verify(si.signature)
+            })
+            .unwrap_or(false);
+        if !ok {
+            v.status = SignatureStatus::BadSignature("signature failure".into());
+            return Some(v);
+        }
+        let others: Vec<X509> = certs
+            .iter()
+            .filter(|c| !Arc::ptr_eq(c, signer))
+            .map(|c| c.x509.clone())
+            .collect();
+        v.status = self.chain_status(&signer.x509, &signer.der, &others, when, &mut v.checked_at, si.signing_time);
+        Some(v)
+    }
+
+    fn chain_status(
+        &self,
+        leaf: &X509,
+        leaf_der: &[u8],
+        others: &[X509],
+        when: VerifyTime,
+        checked_at: &mut Option<DateTime<Utc>>,
+        signing_time: Option<DateTime<Utc>>,
+    ) -> SignatureStatus {
+        let at = match when {
+            VerifyTime::Now => None,
+            VerifyTime::At(t) => Some(t),
+            VerifyTime::SigningTime => signing_time,
+        };
+        *checked_at = Some(at.unwrap_or_else(Utc::now));
+        let key = (
+            leaf_der.to_vec(),
+            others.iter().flat_map(|c| c.to_der().unwrap_or_default()).collect::<Vec<u8>>(),
+        );
+        if at.is_none()
+            && let Ok(map) = self.chains.lock()
+            && let Some((t, r)) = map.get(&key)
+            && t.elapsed() < CHAIN_TTL
+        {
+            return status_of(r.clone());
+        }
+        let result = self.verify_chain(leaf, others, at);
+        if at.is_none()
+            && let Ok(mut map) = self.chains.lock()
+        {
+            if map.len() >= CERT_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(key, (Instant::now(), result.clone()));
+        }
+        status_of(result)
+    }
+
+    /// Chain of `leaf` to a trust anchor at `at` (None: now). CRLs are not
+    /// consulted here: they need network access; RT §6.3 allows a cached
+    /// CRL, which the daemon's trust refresher provides.
+    fn verify_chain(&self, leaf: &X509, others: &[X509], at: Option<DateTime<Utc>>) -> Result<(), String> {
+        let custom;
+        let store_ref = match at {
+            None => &self.now_store,
+            Some(t) => {
+                custom = store(&self.anchors, self.system, Some(t)).map_err(|e| e.to_string())?;
+                &custom
+            }
+        };
+        let mut untrusted = Stack::new().map_err(|e| first_reason(&e))?;
+        for c in others {
+            untrusted.push(c.clone()).map_err(|e| first_reason(&e))?;
+        }
+        let result = X509StoreContext::new().and_then(|mut ctx| {
+            ctx.init(store_ref, leaf, &untrusted, |c| {
+                let ok = c.verify_cert()?;
+                Ok((ok, c.error().error_string().to_string(), c.error_depth()))
+            })
+        });
+        match result {
+            Ok((true, _, _)) => Ok(()),
+            Ok((false, why, depth)) => Err(format!("{why} (at depth {depth})")),
+            Err(e) => Err(first_reason(&e)),
+        }
+    }
+
+    /// The OpenSSL PKCS#7 path: reference implementation and fallback.
+    pub fn verify_parts_pkcs7(&self, parts: &SignedParts<'_>, when: VerifyTime) -> Verification {
+        let mut v = Verification::not_signed(String::new());
         v.protocol = Some(parts.protocol.clone());
         v.micalg = parts.micalg.clone();
         v.content = Some(parts.content.to_vec());
@@ -295,58 +519,48 @@ impl Verifier {
             return v;
         }
 
-        // Step 2: the chain, at the chosen time. CRLs are not consulted here:
-        // they need network access; RT §6.3 allows a cached CRL, which the
-        // daemon's trust refresher provides.
-        let at = match when {
-            VerifyTime::Now => None,
-            VerifyTime::At(t) => Some(t),
-            VerifyTime::SigningTime => v.attributes.signing_time,
-        };
-        v.checked_at = Some(at.unwrap_or_else(Utc::now));
-        let custom;
-        let store_ref = match at {
-            None => &self.now_store,
-            Some(t) => match store(&self.anchors, self.system, Some(t)) {
-                Ok(s) => {
-                    custom = s;
-                    &custom
-                }
-                Err(e) => {
-                    v.status = SignatureStatus::UntrustedChain(e.to_string());
-                    return v;
-                }
-            },
-        };
-        let chain = p7
+        // Step 2: the chain, at the chosen time.
+        let chain: Vec<X509> = p7
             .signed()
             .and_then(|s| s.certificates())
             .map(|c| c.iter().map(|x| x.to_owned()).collect::<Vec<_>>())
             .unwrap_or_default();
-        let mut untrusted = match Stack::new() {
-            Ok(s) => s,
-            Err(e) => {
-                v.status = SignatureStatus::UntrustedChain(e.to_string());
-                return v;
-            }
-        };
-        for c in chain {
-            let _ = untrusted.push(c);
-        }
-        let result = X509StoreContext::new().and_then(|mut ctx| {
-            ctx.init(store_ref, &signer, &untrusted, |c| {
-                let ok = c.verify_cert()?;
-                Ok((ok, c.error().error_string().to_string(), c.error_depth()))
-            })
-        });
-        v.status = match result {
-            Ok((true, _, _)) => SignatureStatus::Valid,
-            Ok((false, why, depth)) => {
-                SignatureStatus::UntrustedChain(format!("{why} (at depth {depth})"))
-            }
-            Err(e) => SignatureStatus::UntrustedChain(first_reason(&e)),
-        };
+        let signing_time = v.attributes.signing_time;
+        let der = v.signer_der.clone().unwrap_or_default();
+        v.status = self.chain_status(&signer, &der, &chain, when, &mut v.checked_at, signing_time);
         v
+    }
+}
+
+const RSA_SIGNATURE_OIDS: [&str; 6] = [
+    "1.2.840.113549.1.1.1",  // rsaEncryption (what S/MIME writes)
+    "1.2.840.113549.1.1.5",  // sha1WithRSAEncryption
+    "1.2.840.113549.1.1.11", // sha256WithRSAEncryption
+    "1.2.840.113549.1.1.12", // sha384WithRSAEncryption
+    "1.2.840.113549.1.1.13", // sha512WithRSAEncryption
+    "1.2.840.113549.1.1.14", // sha224WithRSAEncryption
+];
+
+fn digest_by_oid(oid: &str) -> Option<MessageDigest> {
+    Some(match oid {
+        "1.3.14.3.2.26" => MessageDigest::sha1(),
+        "2.16.840.1.101.3.4.2.4" => MessageDigest::sha224(),
+        "2.16.840.1.101.3.4.2.1" => MessageDigest::sha256(),
+        "2.16.840.1.101.3.4.2.2" => MessageDigest::sha384(),
+        "2.16.840.1.101.3.4.2.3" => MessageDigest::sha512(),
+        _ => return None,
+    })
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|x| **x == 0).count();
+    &b[n.min(b.len().saturating_sub(1))..]
+}
+
+fn status_of(r: Result<(), String>) -> SignatureStatus {
+    match r {
+        Ok(()) => SignatureStatus::Valid,
+        Err(e) => SignatureStatus::UntrustedChain(e),
     }
 }
 

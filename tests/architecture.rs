@@ -1,0 +1,59 @@
+//! Module boundaries, checked mechanically: only `smime` touches OpenSSL's
+//! CMS/PKCS#7 (and X.509 verification); `pec` stays free of I/O and crypto
+//! (save SHA-1 for the breve hashes); nothing in the engine opens sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn module_boundaries_hold() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    assert!(files.len() > 10);
+    let mut violations = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let in_smime = rel.starts_with("smime/");
+        for needle in ["openssl::cms", "openssl::pkcs7", "openssl::x509::store", "openssl_sys", "CMS_"] {
+            if !in_smime && code.contains(needle) {
+                violations.push(format!("{rel}: uses {needle} outside smime/"));
+            }
+        }
+        if rel.starts_with("pec/") {
+            for needle in ["std::fs", "std::net", "tokio", "openssl::"] {
+                let allowed = needle == "openssl::" && rel == "pec/breve.rs" && !code.contains("openssl::pkey");
+                if code.contains(needle) && !allowed {
+                    violations.push(format!("{rel}: pec/ must stay pure, found {needle}"));
+                }
+            }
+        }
+        if !rel.starts_with("smime/") && code.contains("unsafe") {
+            violations.push(format!("{rel}: unsafe outside the smime FFI shim"));
+        }
+        if code.contains("std::net") || code.contains("TcpStream") {
+            violations.push(format!("{rel}: opens sockets"));
+        }
+        if !code.starts_with("//!") && !text.trim_start().starts_with("//!") {
+            violations.push(format!("{rel}: module must open with a //! header"));
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
