@@ -302,3 +302,20 @@ fn non_ascii_addresses_round_trip() {
     assert_eq!(name, "Per conto di: nicolò.d'amico@pec.provider-a.test");
     xmllint_dtd(&part_named(&env, "daticert.xml").unwrap()).unwrap();
 }
+
+#[test]
+fn smime_capabilities_attribute_is_optional_and_verifies() {
+    let c = certification(provider_a());
+    let plain = signer("provider-a", Digest::Sha1).sign(&build::acceptance(&c, "a@pec.provider-a.test")).unwrap();
+    let caps = signer("provider-a", Digest::Sha1)
+        .with_smime_capabilities(true)
+        .sign(&build::acceptance(&c, "b@pec.provider-a.test"))
+        .unwrap();
+    for m in [&plain, &caps] {
+        openssl_verify(m).unwrap();
+        assert_eq!(dev_checker().check("caps", m).outcome, Outcome::Pec);
+    }
+    // The attribute makes the signature visibly larger (it lists algorithms).
+    let sig_len = |m: &[u8]| part_named(m, "smime.p7s").map(|p| p.len()).unwrap_or(0);
+    assert!(sig_len(&caps) > sig_len(&plain) + 40, "{} vs {}", sig_len(&caps), sig_len(&plain));
+}

@@ -119,10 +119,9 @@ pub fn unfold(value: &[u8]) -> String {
 /// Convert every line break to CRLF (bare LF and bare CR alike). S/MIME signs
 /// the canonical form (RFC 5751 §3.1.1), and SMTP carries nothing else.
 pub fn to_crlf(raw: &[u8]) -> Cow<'_, [u8]> {
-    let canonical = raw.iter().enumerate().all(|(i, &b)| match b {
+    let canonical = memchr::memchr2_iter(b'\r', b'\n', raw).all(|i| match raw[i] {
         b'\n' => i > 0 && raw[i - 1] == b'\r',
-        b'\r' => raw.get(i + 1) == Some(&b'\n'),
-        _ => true,
+        _ => raw.get(i + 1) == Some(&b'\n'),
     });
     if canonical {
         return Cow::Borrowed(raw);
@@ -248,14 +247,26 @@ pub fn base64_lines(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A boundary that cannot occur in `content` (RFC 2046 §5.1.1): random,
-/// and checked against every line start, the only place a delimiter counts.
+const BOUNDARY_PREFIX: &str = "----pecd";
+
+/// A boundary that cannot occur in `content` (RFC 2046 §5.1.1): a fixed
+/// prefix plus a random part. A delimiter only counts at a line start, so
+/// when no line of `content` starts with `--` + the prefix (one SIMD scan),
+/// no random suffix can collide; otherwise every candidate is checked.
 pub fn boundary_for(content: &[u8]) -> String {
     use std::hash::{BuildHasher, Hasher};
+    let prefix_line = format!("\n--{BOUNDARY_PREFIX}");
+    let prefix_seen = content.starts_with(&prefix_line.as_bytes()[1..])
+        || memchr::memmem::find(content, prefix_line.as_bytes()).is_some();
     loop {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(content.len());
-        let b = format!("----pecd{:016X}{:016X}", h.finish(), h.finish().rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15);
+        let a = h.finish();
+        h.write_u64(a);
+        let b = format!("{BOUNDARY_PREFIX}{a:016X}{:016X}", h.finish());
+        if !prefix_seen {
+            return b;
+        }
         let delimiter = format!("--{b}");
         let clash = content
             .split(|c| *c == b'\n')
@@ -292,6 +303,19 @@ mod tests {
     fn crlf_canonical() {
         assert_eq!(&*to_crlf(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd");
         assert!(matches!(to_crlf(b"a\r\nb"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn boundary_never_collides() {
+        let b = boundary_for(b"hello\r\n");
+        assert!(b.starts_with(BOUNDARY_PREFIX));
+        // Content full of lines that start like our delimiters.
+        let mut hostile = Vec::new();
+        for _ in 0..50 {
+            hostile.extend_from_slice(format!("--{}\r\n", boundary_for(b"")).as_bytes());
+        }
+        let b2 = boundary_for(&hostile);
+        assert!(!hostile.split(|c| *c == b'\n').any(|l| l.starts_with(format!("--{b2}").as_bytes())));
     }
 
     #[test]
