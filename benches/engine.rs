@@ -27,7 +27,9 @@ fn certs() -> PathBuf {
 fn original_10k() -> Vec<u8> {
     let mut m = b"From: mario.rossi@pec.provider-a.test\r\nTo: giulia.bianchi@pec.provider-b.test\r\nSubject: Benchmark\r\nMessage-ID: <bench@client>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n".to_vec();
     while m.len() < 10 * 1024 {
-        m.extend_from_slice(b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n");
+        m.extend_from_slice(
+            b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n",
+        );
     }
     m
 }
@@ -69,19 +71,30 @@ fn main() {
         .and_then(|d| Digest::from_name(&d))
         .unwrap_or(Digest::Sha256);
     let caps = std::env::var_os("PECD_BENCH_SMIMECAP").is_some();
-    let signer = Signer::from_files(&certs().join("provider-a.pem"), &certs().join("provider-a.key"), digest)
-        .unwrap()
-        .with_smime_capabilities(caps);
-    let key = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(certs().join("provider-a.key")).unwrap()).unwrap();
+    let signer = Signer::from_files(
+        &certs().join("provider-a.pem"),
+        &certs().join("provider-a.key"),
+        digest,
+    )
+    .unwrap()
+    .with_smime_capabilities(caps);
+    let key = openssl::pkey::PKey::private_key_from_pem(
+        &std::fs::read(certs().join("provider-a.key")).unwrap(),
+    )
+    .unwrap();
     let original = original_10k();
     let anchors = pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap();
-    let index = ProviderIndex::from_ldif(&std::fs::read_to_string(certs().join("index.ldif")).unwrap()).unwrap();
+    let index =
+        ProviderIndex::from_ldif(&std::fs::read_to_string(certs().join("index.ldif")).unwrap())
+            .unwrap();
     let checker = Checker {
         verifier: Verifier::with_anchors(anchors).unwrap(),
         index: Some(index),
         when: VerifyTime::Now,
     };
-    let sample = signer.sign(&build::transport(&certification(0), &original)).unwrap();
+    let sample = signer
+        .sign(&build::transport(&certification(0), &original))
+        .unwrap();
     assert_eq!(checker.check("bench", &sample).outcome, Outcome::Pec);
 
     let (mut raw, mut bs, mut ver) = (Vec::new(), Vec::new(), Vec::new());

@@ -115,7 +115,11 @@ fn records(text: &str) -> (Vec<RawRecord>, Vec<IndexError>) {
             continue;
         };
         let name = l[..colon].trim().to_string();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.')
+        {
             errors.push(IndexError {
                 line,
                 message: format!("invalid attribute name {name:?}"),
@@ -164,7 +168,10 @@ fn truncate(s: &str) -> String {
 }
 
 impl RawRecord {
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a (String, Vec<u8>, usize)> + 'a {
+    fn values<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a (String, Vec<u8>, usize)> + 'a {
         self.attrs.iter().filter(move |(n, _, _)| {
             let base = n.split(';').next().unwrap_or(n);
             base.eq_ignore_ascii_case(name)
@@ -197,7 +204,10 @@ impl ProviderIndex {
                 });
                 continue;
             };
-            if r.attrs.first().is_some_and(|(n, _, _)| !n.eq_ignore_ascii_case("dn")) {
+            if r.attrs
+                .first()
+                .is_some_and(|(n, _, _)| !n.eq_ignore_ascii_case("dn"))
+            {
                 errors.push(IndexError {
                     line: r.line,
                     message: "a record must start with dn".into(),
@@ -231,7 +241,10 @@ impl ProviderIndex {
             }
             let mut hashes = Vec::new();
             for (_, v, line) in r.values("providerCertificateHash") {
-                let h = String::from_utf8_lossy(v).trim().replace(':', "").to_ascii_uppercase();
+                let h = String::from_utf8_lossy(v)
+                    .trim()
+                    .replace(':', "")
+                    .to_ascii_uppercase();
                 if h.len() != 40 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
                     errors.push(IndexError {
                         line: *line,
@@ -356,11 +369,17 @@ managedDomains: Cert.Company.test\n";
         assert_eq!(idx.providers().len(), 1);
         let p = &idx.providers()[0];
         assert_eq!(p.certificates[0], vec![0x30, 0x03, 0x02, 0x01, 0x01]);
-        assert_eq!(p.managed_domains, vec!["pec.anon.test", "cert.company.test"]);
+        assert_eq!(
+            p.managed_domains,
+            vec!["pec.anon.test", "cert.company.test"]
+        );
         assert!(idx.is_certified_address("x@CERT.company.test"));
         assert!(!idx.is_certified_address("x@gmail.test"));
         assert!(matches!(
-            idx.lookup_signer("7E7AEF1059AE0F454F2643A95F69EC3556009239", &[0x30, 3, 2, 1, 1]),
+            idx.lookup_signer(
+                "7E7AEF1059AE0F454F2643A95F69EC3556009239",
+                &[0x30, 3, 2, 1, 1]
+            ),
             SignerLookup::Found(_)
         ));
         assert!(matches!(
@@ -371,7 +390,10 @@ managedDomains: Cert.Company.test\n";
 
     #[test]
     fn bad_lines_are_reported_with_their_number() {
-        let bad = LDIF.replace("managedDomains: pec.anon.test", "managedDomains pec.anon.test");
+        let bad = LDIF.replace(
+            "managedDomains: pec.anon.test",
+            "managedDomains pec.anon.test",
+        );
         let errs = ProviderIndex::from_ldif(&bad).unwrap_err();
         assert_eq!(errs[0].line, 15);
         assert!(errs[0].message.contains("no ':'"));

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "pecd", version, about = "Italian PEC (Posta Elettronica Certificata) provider gateway")]
+#[command(
+    name = "pecd",
+    version,
+    about = "Italian PEC (Posta Elettronica Certificata) provider gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,8 +93,8 @@ fn verify(
     let index = match &index {
         None => None,
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("--index {}: {e}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| format!("--index {}: {e}", p.display()))?;
             Some(ProviderIndex::from_ldif(&text).map_err(|errs| {
                 let lines: Vec<String> = errs
                     .iter()

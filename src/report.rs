@@ -6,8 +6,8 @@
 //! (callers pass bytes), the process exit (callers map [`Outcome::exit_code`]).
 
 use crate::index::{ProviderIndex, SignerLookup};
+use crate::pec::classify::{self, ClaimedKind, Class, Origin, Verdict};
 use crate::pec::daticert::Daticert;
-use crate::pec::classify::{self, Class, ClaimedKind, Origin, Verdict};
 use crate::pec::mime::{header_fields, split_header};
 use crate::smime::{SignatureStatus, Verification, Verifier, VerifyTime, split_multipart_signed};
 use mail_parser::{MessageParser, MimeHeaders};
@@ -70,7 +70,9 @@ fn wrapped_signed_part(raw: &[u8]) -> Option<&[u8]> {
     let part = msg.parts.get(1)?;
     let is_signed = part.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed"))
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("signed"))
     });
     let (h, e) = (part.offset_header as usize, part.offset_end as usize);
     (is_signed && h < e && e <= raw.len()).then(|| &raw[h..e])
@@ -188,7 +190,10 @@ impl Report {
             };
             line(
                 "kind:",
-                format!("{}{header}", self.kind.as_deref().unwrap_or("none (no PEC headers)")),
+                format!(
+                    "{}{header}",
+                    self.kind.as_deref().unwrap_or("none (no PEC headers)")
+                ),
             );
             if let Some(t) = &v.x_tipo_ricevuta {
                 line("X-TipoRicevuta:", t.clone());
@@ -198,7 +203,10 @@ impl Report {
             }
         }
         if self.wrapped {
-            line("note:", "signed envelope found inside a wrapper (first MIME part)".into());
+            line(
+                "note:",
+                "signed envelope found inside a wrapper (first MIME part)".into(),
+            );
         }
         if let Some(sig) = &self.signature {
             let status = match &sig.status {
@@ -239,14 +247,20 @@ impl Report {
             line("errore:", d.errore.token().to_string());
             line("mittente:", d.mittente.clone());
             for x in &d.destinatari {
-                line("destinatari:", format!("{} ({})", x.address, x.tipo.token()));
+                line(
+                    "destinatari:",
+                    format!("{} ({})", x.address, x.tipo.token()),
+                );
             }
             line("risposte:", d.risposte.clone());
             if let Some(o) = &d.oggetto {
                 line("oggetto:", o.clone());
             }
             line("gestore-emittente:", d.gestore_emittente.clone());
-            line("data:", format!("{} {} (zona {})", d.data.giorno, d.data.ora, d.data.zona));
+            line(
+                "data:",
+                format!("{} {} (zona {})", d.data.giorno, d.data.ora, d.data.zona),
+            );
             line("identificativo:", d.identificativo.clone());
             if let Some(m) = &d.msgid {
                 line("msgid:", m.clone());
@@ -263,7 +277,11 @@ impl Report {
             if let Some(e) = &d.errore_esteso {
                 line("errore-esteso:", e.clone());
             }
-        } else if let Some(e) = self.verdict.as_ref().and_then(|v| v.daticert_error.as_ref()) {
+        } else if let Some(e) = self
+            .verdict
+            .as_ref()
+            .and_then(|v| v.daticert_error.as_ref())
+        {
             line("daticert:", format!("unreadable: {e}"));
         }
         s

@@ -24,7 +24,11 @@ fn module_boundaries_hold() {
     assert!(files.len() > 10);
     let mut violations = Vec::new();
     for f in files {
-        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = f
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         let text = std::fs::read_to_string(&f).unwrap();
         let code: String = text
             .lines()
@@ -32,14 +36,22 @@ fn module_boundaries_hold() {
             .collect::<Vec<_>>()
             .join("\n");
         let in_smime = rel.starts_with("smime/");
-        for needle in ["openssl::cms", "openssl::pkcs7", "openssl::x509::store", "openssl_sys", "CMS_"] {
+        for needle in [
+            "openssl::cms",
+            "openssl::pkcs7",
+            "openssl::x509::store",
+            "openssl_sys",
+            "CMS_",
+        ] {
             if !in_smime && code.contains(needle) {
                 violations.push(format!("{rel}: uses {needle} outside smime/"));
             }
         }
         if rel.starts_with("pec/") {
             for needle in ["std::fs", "std::net", "tokio", "openssl::"] {
-                let allowed = needle == "openssl::" && rel == "pec/breve.rs" && !code.contains("openssl::pkey");
+                let allowed = needle == "openssl::"
+                    && rel == "pec/breve.rs"
+                    && !code.contains("openssl::pkey");
                 if code.contains(needle) && !allowed {
                     violations.push(format!("{rel}: pec/ must stay pure, found {needle}"));
                 }

@@ -17,7 +17,10 @@ fn attachment_replaced_by_sha1_of_its_base64_text() {
     // sha1sum of the base64 line exactly as transported (computed with coreutils).
     assert!(out.contains("name=\"fattura.pdf.hash\""), "{out}");
     assert!(out.contains("filename=\"fattura.pdf.hash\""));
-    assert!(out.contains("\r\n\r\n880e1375bdb9dfb05978f941d66f06890bc745c4\r\n--XYZ--"), "{out}");
+    assert!(
+        out.contains("\r\n\r\n880e1375bdb9dfb05978f941d66f06890bc745c4\r\n--XYZ--"),
+        "{out}"
+    );
     assert!(!out.contains("JVBERi0x"));
     // The unnamed text part and the headers are untouched.
     assert!(out.contains("Buongiorno, in allegato la fattura."));
@@ -36,12 +39,20 @@ fn sogei_envelope_original_has_both_xml_attachments_hashed() {
         .iter()
         .filter_map(|p| {
             let n = p.attachment_name()?;
-            n.ends_with(".hash").then(|| (n.to_string(), String::from_utf8_lossy(p.contents()).trim().to_string()))
+            n.ends_with(".hash").then(|| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(p.contents()).trim().to_string(),
+                )
+            })
         })
         .collect();
     assert_eq!(hashes.len(), 2, "{hashes:?}");
     for (name, h) in &hashes {
-        assert!(name.ends_with(".xml.hash") || name.ends_with(".p7m.hash"), "{name}");
+        assert!(
+            name.ends_with(".xml.hash") || name.ends_with(".p7m.hash"),
+            "{name}"
+        );
         assert_eq!(h.len(), 40);
         assert!(h.bytes().all(|c| c.is_ascii_hexdigit()));
     }
@@ -61,7 +72,10 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIBBB==\r\n--S--
     assert!(out.contains("a.bin.hash"));
     assert!(!out.contains("QUJD"));
     // sha1sum of "QUJD" (coreutils).
-    assert!(out.contains("\r\n\r\nb7eceac98410d063105b40aaeea98ae29db56953\r\n--M--"), "{out}");
+    assert!(
+        out.contains("\r\n\r\nb7eceac98410d063105b40aaeea98ae29db56953\r\n--M--"),
+        "{out}"
+    );
     assert!(out.contains("MIIBBB=="), "signature part must stay: {out}");
     assert!(!out.contains("smime.p7s.hash"));
 }
@@ -83,6 +97,9 @@ From: x@y.it\r\nSubject: vecchio\r\nContent-Type: multipart/mixed; boundary=\"C\
     let out = s(&hash_attachments(orig));
     assert!(out.contains("inoltro.eml.hash"), "{out}");
     assert!(!out.contains("segreto"));
-    assert!(!out.contains("dentro.txt.hash"), "nested parts go with their message");
+    assert!(
+        !out.contains("dentro.txt.hash"),
+        "nested parts go with their message"
+    );
     assert!(out.contains("vedi inoltro"));
 }

@@ -47,59 +47,145 @@ fn catalogue(digest: Digest) -> Vec<Built> {
     };
     let s = |signer: &pecd::smime::Signer, m| signer.sign(&m).unwrap();
     vec![
-        Built { kind: MessageKind::Transport, bytes: envelope.clone() },
-        Built { kind: MessageKind::Anomaly, bytes: s(&b, build::anomaly(&anomaly)) },
-        Built { kind: MessageKind::Acceptance, bytes: s(&a, build::acceptance(&ca, "acc.1@pec.provider-a.test")) },
+        Built {
+            kind: MessageKind::Transport,
+            bytes: envelope.clone(),
+        },
+        Built {
+            kind: MessageKind::Anomaly,
+            bytes: s(&b, build::anomaly(&anomaly)),
+        },
+        Built {
+            kind: MessageKind::Acceptance,
+            bytes: s(&a, build::acceptance(&ca, "acc.1@pec.provider-a.test")),
+        },
         Built {
             kind: MessageKind::NonAcceptance,
-            bytes: s(&a, build::non_acceptance(&ca, "nacc.1@pec.provider-a.test", &Rejection::Formal("destinatario non presente in To o Cc".into()))),
+            bytes: s(
+                &a,
+                build::non_acceptance(
+                    &ca,
+                    "nacc.1@pec.provider-a.test",
+                    &Rejection::Formal("destinatario non presente in To o Cc".into()),
+                ),
+            ),
         },
         Built {
             kind: MessageKind::NonAcceptanceVirus,
-            bytes: s(&a, build::non_acceptance(&ca, "nacc.2@pec.provider-a.test", &Rejection::Virus("Eicar-Test-Signature".into()))),
+            bytes: s(
+                &a,
+                build::non_acceptance(
+                    &ca,
+                    "nacc.2@pec.provider-a.test",
+                    &Rejection::Virus("Eicar-Test-Signature".into()),
+                ),
+            ),
         },
         Built {
             kind: MessageKind::TakenInCharge,
-            bytes: s(&b, build::taken_in_charge(&cb, "pic.1@pec.provider-b.test", receipt_box, &rcpts)),
+            bytes: s(
+                &b,
+                build::taken_in_charge(&cb, "pic.1@pec.provider-b.test", receipt_box, &rcpts),
+            ),
         },
         Built {
             kind: MessageKind::Delivery(ReceiptVariant::Full),
-            bytes: s(&b, build::delivery(&cb, "cons.1@pec.provider-b.test", rcpt, ReceiptVariant::Full, Some(&postacert))),
+            bytes: s(
+                &b,
+                build::delivery(
+                    &cb,
+                    "cons.1@pec.provider-b.test",
+                    rcpt,
+                    ReceiptVariant::Full,
+                    Some(&postacert),
+                ),
+            ),
         },
         Built {
             kind: MessageKind::Delivery(ReceiptVariant::Short),
-            bytes: s(&b, build::delivery(&short, "cons.2@pec.provider-b.test", rcpt, ReceiptVariant::Short, Some(&postacert))),
+            bytes: s(
+                &b,
+                build::delivery(
+                    &short,
+                    "cons.2@pec.provider-b.test",
+                    rcpt,
+                    ReceiptVariant::Short,
+                    Some(&postacert),
+                ),
+            ),
         },
         Built {
             kind: MessageKind::Delivery(ReceiptVariant::Summary),
-            bytes: s(&b, build::delivery(&cb, "cons.3@pec.provider-b.test", rcpt, ReceiptVariant::Summary, None)),
+            bytes: s(
+                &b,
+                build::delivery(
+                    &cb,
+                    "cons.3@pec.provider-b.test",
+                    rcpt,
+                    ReceiptVariant::Summary,
+                    None,
+                ),
+            ),
         },
         Built {
             kind: MessageKind::DeliveryError,
-            bytes: s(&b, build::delivery_error(&cb, "err.1@pec.provider-b.test", "nessuno@pec.provider-b.test", &DeliveryFailure::UnknownRecipient)),
+            bytes: s(
+                &b,
+                build::delivery_error(
+                    &cb,
+                    "err.1@pec.provider-b.test",
+                    "nessuno@pec.provider-b.test",
+                    &DeliveryFailure::UnknownRecipient,
+                ),
+            ),
         },
         Built {
             kind: MessageKind::DeliveryErrorVirus,
-            bytes: s(&a, build::delivery_error_virus(&ca, "err.2@pec.provider-a.test", rcpt, "Eicar-Test-Signature")),
+            bytes: s(
+                &a,
+                build::delivery_error_virus(
+                    &ca,
+                    "err.2@pec.provider-a.test",
+                    rcpt,
+                    "Eicar-Test-Signature",
+                ),
+            ),
         },
         Built {
             kind: MessageKind::VirusDetected,
-            bytes: s(&b, build::virus_detected(&cb, "vir.1@pec.provider-b.test", receipt_box, rcpt, "Eicar-Test-Signature")),
+            bytes: s(
+                &b,
+                build::virus_detected(
+                    &cb,
+                    "vir.1@pec.provider-b.test",
+                    receipt_box,
+                    rcpt,
+                    "Eicar-Test-Signature",
+                ),
+            ),
         },
         Built {
             kind: MessageKind::Timeout(TimeoutStage::H12),
-            bytes: s(&a, build::timeout(&ca, "t12.1@pec.provider-a.test", rcpt, TimeoutStage::H12)),
+            bytes: s(
+                &a,
+                build::timeout(&ca, "t12.1@pec.provider-a.test", rcpt, TimeoutStage::H12),
+            ),
         },
         Built {
             kind: MessageKind::Timeout(TimeoutStage::H24),
-            bytes: s(&a, build::timeout(&ca, "t24.1@pec.provider-a.test", rcpt, TimeoutStage::H24)),
+            bytes: s(
+                &a,
+                build::timeout(&ca, "t24.1@pec.provider-a.test", rcpt, TimeoutStage::H24),
+            ),
         },
     ]
 }
 
 fn dev_checker() -> Checker {
     let anchors = pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap();
-    let idx = ProviderIndex::from_ldif(&String::from_utf8(read(&certs().join("index.ldif"))).unwrap()).unwrap();
+    let idx =
+        ProviderIndex::from_ldif(&String::from_utf8(read(&certs().join("index.ldif"))).unwrap())
+            .unwrap();
     Checker {
         verifier: Verifier::with_anchors(anchors).unwrap(),
         index: Some(idx),
@@ -120,17 +206,26 @@ fn check_catalogue(digest: Digest) {
     assert_eq!(built.len(), 14);
     for m in &built {
         let name = m.kind.name();
-        openssl_verify(&m.bytes).unwrap_or_else(|e| panic!("{name}: openssl smime -verify failed: {e}"));
+        openssl_verify(&m.bytes)
+            .unwrap_or_else(|e| panic!("{name}: openssl smime -verify failed: {e}"));
         if let Some(xml) = part_named(&m.bytes, "daticert.xml") {
             xmllint_dtd(&xml).unwrap_or_else(|e| panic!("{name}: daticert not DTD-valid: {e}"));
             let d = Daticert::parse(&xml).unwrap();
             assert_eq!(Some(d.tipo), m.kind.pec_type(), "{name}");
         } else {
-            assert_eq!(m.kind, MessageKind::Anomaly, "{name}: only the anomaly has no daticert");
+            assert_eq!(
+                m.kind,
+                MessageKind::Anomaly,
+                "{name}: only the anomaly has no daticert"
+            );
         }
         let r = checker.check(name, &m.bytes);
         assert_eq!(r.outcome, Outcome::Pec, "{name}: {:?}", r.reason);
-        assert_eq!(r.kind.as_deref(), Some(expected_kind(m.kind).as_str()), "{name}");
+        assert_eq!(
+            r.kind.as_deref(),
+            Some(expected_kind(m.kind).as_str()),
+            "{name}"
+        );
         assert_eq!(
             r.signature.as_ref().unwrap().attributes.digest.as_deref(),
             Some(match digest {
@@ -143,9 +238,15 @@ fn check_catalogue(digest: Digest) {
         );
         let (header, _) = split_header(&m.bytes);
         let subject = pecd::pec::classify::subject(header);
-        assert!(subject.starts_with(m.kind.subject_prefix()), "{name}: {subject}");
+        assert!(
+            subject.starts_with(m.kind.subject_prefix()),
+            "{name}: {subject}"
+        );
         let ct = header_value(header, "Content-Type").unwrap();
-        assert!(ct.contains(&format!("micalg=\"{}\"", digest.micalg())), "{name}: {ct}");
+        assert!(
+            ct.contains(&format!("micalg=\"{}\"", digest.micalg())),
+            "{name}: {ct}"
+        );
         assert_eq!(
             m.kind.carries_original(),
             part_named(&m.bytes, "postacert.eml").is_some(),
@@ -168,7 +269,9 @@ fn every_type_verifies_validates_and_classifies_back_sha1() {
 fn sha384_and_sha512_signatures_verify() {
     let c = certification(provider_a());
     for d in [Digest::Sha384, Digest::Sha512] {
-        let m = signer("provider-a", d).sign(&build::acceptance(&c, "x@pec.provider-a.test")).unwrap();
+        let m = signer("provider-a", d)
+            .sign(&build::acceptance(&c, "x@pec.provider-a.test"))
+            .unwrap();
         openssl_verify(&m).unwrap();
         assert_eq!(dev_checker().check("x", &m).outcome, Outcome::Pec);
     }
@@ -183,18 +286,31 @@ fn tampering_with_one_signed_byte_breaks_verification() {
         let name = m.kind.name();
         let text = m.bytes.clone();
         // Inside the signed entity: the "Identificativo"/"Anomalia" text line.
-        let needle: &[u8] = if m.kind == MessageKind::Anomaly { b"Anomalia nel messaggio" } else { b"Identificativo messaggio" };
-        let pos = text.windows(needle.len()).position(|w| w == needle).unwrap_or_else(|| panic!("{name}"));
+        let needle: &[u8] = if m.kind == MessageKind::Anomaly {
+            b"Anomalia nel messaggio"
+        } else {
+            b"Identificativo messaggio"
+        };
+        let pos = text
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap_or_else(|| panic!("{name}"));
         let mut tampered = text.clone();
         tampered[pos] ^= 0x01;
         let r = checker.check(name, &tampered);
         assert!(
-            matches!(r.signature.as_ref().unwrap().status, SignatureStatus::BadSignature(_)),
+            matches!(
+                r.signature.as_ref().unwrap().status,
+                SignatureStatus::BadSignature(_)
+            ),
             "{name}: {:?}",
             r.signature.unwrap().status
         );
         assert_eq!(r.outcome, Outcome::Ordinary, "{name}");
-        assert!(openssl_verify(&tampered).is_err(), "{name}: openssl accepted a tampered message");
+        assert!(
+            openssl_verify(&tampered).is_err(),
+            "{name}: openssl accepted a tampered message"
+        );
     }
 }
 
@@ -204,7 +320,9 @@ fn signer_not_in_index_is_ordinary_mail() {
         name: "Rogue S.p.A.".into(),
         domain: "pec.rogue.test".into(),
     });
-    let m = signer("rogue", Digest::Sha256).sign(&build::acceptance(&c, "r@pec.rogue.test")).unwrap();
+    let m = signer("rogue", Digest::Sha256)
+        .sign(&build::acceptance(&c, "r@pec.rogue.test"))
+        .unwrap();
     openssl_verify(&m).unwrap(); // the chain is fine…
     let r = dev_checker().check("rogue", &m);
     assert_eq!(r.outcome, Outcome::Ordinary); // …but the signer is not a listed provider
@@ -215,7 +333,9 @@ fn signer_not_in_index_is_ordinary_mail() {
 fn provider_signing_for_a_domain_it_does_not_manage_is_an_anomaly() {
     // Provider A's key, but a From: in provider B's domain (RT §6.3 step 4).
     let c = certification(provider_b());
-    let m = signer("provider-a", Digest::Sha256).sign(&build::acceptance(&c, "x@pec.provider-b.test")).unwrap();
+    let m = signer("provider-a", Digest::Sha256)
+        .sign(&build::acceptance(&c, "x@pec.provider-b.test"))
+        .unwrap();
     let r = dev_checker().check("x", &m);
     assert_eq!(r.outcome, Outcome::Anomaly);
     assert!(r.reason.unwrap().contains("non è gestito"));
@@ -226,7 +346,12 @@ fn daticert_type_mismatch_is_an_anomaly() {
     // Signed by a listed provider, X-Ricevuta says accettazione but the
     // daticert says otherwise: malformed ⇒ anomaly with the reason.
     let c = certification(provider_a());
-    let mut unsigned = build::timeout(&c, "t@pec.provider-a.test", "x@pec.provider-b.test", TimeoutStage::H12);
+    let mut unsigned = build::timeout(
+        &c,
+        "t@pec.provider-a.test",
+        "x@pec.provider-b.test",
+        TimeoutStage::H12,
+    );
     for h in unsigned.headers.iter_mut() {
         if let pecd::pec::mime::HeaderLine::Encoded(name, _) = h
             && *name == "X-Ricevuta"
@@ -234,7 +359,9 @@ fn daticert_type_mismatch_is_an_anomaly() {
             *h = pecd::pec::mime::HeaderLine::Verbatim(b"X-Ricevuta: accettazione\r\n".to_vec());
         }
     }
-    let m = signer("provider-a", Digest::Sha256).sign(&unsigned).unwrap();
+    let m = signer("provider-a", Digest::Sha256)
+        .sign(&unsigned)
+        .unwrap();
     let r = dev_checker().check("x", &m);
     assert_eq!(r.outcome, Outcome::Anomaly);
     assert!(r.reason.unwrap().contains("diverso"));
@@ -259,13 +386,18 @@ fn cli_classifies_every_built_type() {
         .args(files.iter().map(|f| f.0.clone()))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     for (line, (_, kind)) in stdout.lines().zip(&files) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["kind"], kind.as_str());
         assert_eq!(v["outcome"], "pec");
-        assert_eq!(v["provider"].as_str().unwrap().starts_with("Provider "), true);
+        assert!(v["provider"].as_str().unwrap().starts_with("Provider "));
     }
 }
 
@@ -290,7 +422,9 @@ fn non_ascii_addresses_round_trip() {
     c.reply_to = c.sender.clone();
     c.recipients[0].address = "zoë.ünal@pec.provider-b.test".into();
     let original = "From: nicolò.d'amico@pec.provider-a.test\r\nTo: zoë.ünal@pec.provider-b.test\r\nSubject: Perché sì\r\n\r\nciao\r\n";
-    let env = signer("provider-a", Digest::Sha256).sign(&build::transport(&c, original.as_bytes())).unwrap();
+    let env = signer("provider-a", Digest::Sha256)
+        .sign(&build::transport(&c, original.as_bytes()))
+        .unwrap();
     openssl_verify(&env).unwrap();
     let r = dev_checker().check("utf8", &env);
     assert_eq!(r.outcome, Outcome::Pec, "{:?}", r.reason);
@@ -298,7 +432,14 @@ fn non_ascii_addresses_round_trip() {
     assert_eq!(d.mittente, "nicolò.d'amico@pec.provider-a.test");
     assert_eq!(d.destinatari[0].address, "zoë.ünal@pec.provider-b.test");
     let from = mail_parser::MessageParser::default().parse(&env).unwrap();
-    let name = from.from().unwrap().first().unwrap().name().unwrap().to_string();
+    let name = from
+        .from()
+        .unwrap()
+        .first()
+        .unwrap()
+        .name()
+        .unwrap()
+        .to_string();
     assert_eq!(name, "Per conto di: nicolò.d'amico@pec.provider-a.test");
     xmllint_dtd(&part_named(&env, "daticert.xml").unwrap()).unwrap();
 }
@@ -306,7 +447,9 @@ fn non_ascii_addresses_round_trip() {
 #[test]
 fn smime_capabilities_attribute_is_optional_and_verifies() {
     let c = certification(provider_a());
-    let plain = signer("provider-a", Digest::Sha1).sign(&build::acceptance(&c, "a@pec.provider-a.test")).unwrap();
+    let plain = signer("provider-a", Digest::Sha1)
+        .sign(&build::acceptance(&c, "a@pec.provider-a.test"))
+        .unwrap();
     let caps = signer("provider-a", Digest::Sha1)
         .with_smime_capabilities(true)
         .sign(&build::acceptance(&c, "b@pec.provider-a.test"))
@@ -317,5 +460,10 @@ fn smime_capabilities_attribute_is_optional_and_verifies() {
     }
     // The attribute makes the signature visibly larger (it lists algorithms).
     let sig_len = |m: &[u8]| part_named(m, "smime.p7s").map(|p| p.len()).unwrap_or(0);
-    assert!(sig_len(&caps) > sig_len(&plain) + 40, "{} vs {}", sig_len(&caps), sig_len(&plain));
+    assert!(
+        sig_len(&caps) > sig_len(&plain) + 40,
+        "{} vs {}",
+        sig_len(&caps),
+        sig_len(&plain)
+    );
 }

@@ -17,7 +17,10 @@ fn checker() -> &'static Checker {
     static C: OnceLock<Checker> = OnceLock::new();
     C.get_or_init(|| {
         let anchors = pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap();
-        let idx = ProviderIndex::from_ldif(&String::from_utf8(read(&certs().join("index.ldif"))).unwrap()).unwrap();
+        let idx = ProviderIndex::from_ldif(
+            &String::from_utf8(read(&certs().join("index.ldif"))).unwrap(),
+        )
+        .unwrap();
         Checker {
             verifier: Verifier::with_anchors(anchors).unwrap(),
             index: Some(idx),
@@ -41,7 +44,11 @@ fn seeds() -> &'static Vec<Vec<u8>> {
         }
         let c = certification(provider_a());
         let env = pecd::pec::build::transport(&c, ORIGINAL);
-        v.push(signer("provider-a", pecd::smime::Digest::Sha256).sign(&env).unwrap());
+        v.push(
+            signer("provider-a", pecd::smime::Digest::Sha256)
+                .sign(&env)
+                .unwrap(),
+        );
         v
     })
 }
@@ -131,7 +138,11 @@ fn bad_index_lines_are_named() {
     let bad = std::fs::read_to_string(certs().join("index-bad.ldif")).unwrap();
     let errs = ProviderIndex::from_ldif(&bad).unwrap_err();
     assert!(!errs.is_empty());
-    let broken_line = bad.lines().position(|l| l.starts_with("managedDomains ")).unwrap() + 1;
+    let broken_line = bad
+        .lines()
+        .position(|l| l.starts_with("managedDomains "))
+        .unwrap()
+        + 1;
     assert!(errs.iter().any(|e| e.line == broken_line), "{errs:?}");
     // And from the command line: the file and the line are named.
     let out = pecd()
@@ -142,5 +153,8 @@ fn bad_index_lines_are_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("index-bad.ldif:line {broken_line}:")), "{err}");
+    assert!(
+        err.contains(&format!("index-bad.ldif:line {broken_line}:")),
+        "{err}"
+    );
 }

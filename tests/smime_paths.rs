@@ -23,7 +23,13 @@ fn compare(verifier: &Verifier, name: &str, raw: &[u8], when: VerifyTime) -> &'s
     };
     let fast = verifier.verify_parts(&parts, when);
     let reference = verifier.verify_parts_pkcs7(&parts, when);
-    assert_eq!(class(&fast.status), class(&reference.status), "{name}: {:?} vs {:?}", fast.status, reference.status);
+    assert_eq!(
+        class(&fast.status),
+        class(&reference.status),
+        "{name}: {:?} vs {:?}",
+        fast.status,
+        reference.status
+    );
     assert_eq!(fast.signer_sha1, reference.signer_sha1, "{name}");
     assert_eq!(fast.signer_subject, reference.signer_subject, "{name}");
     assert_eq!(fast.attributes, reference.attributes, "{name}");
@@ -32,7 +38,11 @@ fn compare(verifier: &Verifier, name: &str, raw: &[u8], when: VerifyTime) -> &'s
 
 fn tampered(raw: &[u8]) -> Vec<u8> {
     let mut t = raw.to_vec();
-    let pos = t.windows(8).position(|w| w == b"Il giorn").or_else(|| t.windows(4).position(|w| w == b"<dat")).unwrap_or(t.len() / 2);
+    let pos = t
+        .windows(8)
+        .position(|w| w == b"Il giorn")
+        .or_else(|| t.windows(4).position(|w| w == b"<dat"))
+        .unwrap_or(t.len() / 2);
     t[pos] ^= 0x20;
     t
 }
@@ -41,14 +51,29 @@ fn tampered(raw: &[u8]) -> Vec<u8> {
 fn samples_agree() {
     let v = Verifier::system().unwrap();
     let mut seen = Vec::new();
-    for f in ["01-aruba-2018-accettazione", "02-aruba-2018-avvenuta-consegna-completa", "03-aruba-2021-accettazione-2-destinatari", "04-aruba-2021-avvenuta-consegna-completa", "05-aruba-2021-errore-consegna-no-dest", "07-sogei-sdi-2018-busta-trasporto-breve"] {
+    for f in [
+        "01-aruba-2018-accettazione",
+        "02-aruba-2018-avvenuta-consegna-completa",
+        "03-aruba-2021-accettazione-2-destinatari",
+        "04-aruba-2021-avvenuta-consegna-completa",
+        "05-aruba-2021-errore-consegna-no-dest",
+        "07-sogei-sdi-2018-busta-trasporto-breve",
+    ] {
         let raw = read(&samples().join(format!("pec/{f}.eml")));
         seen.push(compare(&v, f, &raw, VerifyTime::SigningTime));
         seen.push(compare(&v, f, &raw, VerifyTime::Now));
-        assert_eq!(compare(&v, f, &tampered(&raw), VerifyTime::SigningTime), "bad", "{f} tampered");
+        assert_eq!(
+            compare(&v, f, &tampered(&raw), VerifyTime::SigningTime),
+            "bad",
+            "{f} tampered"
+        );
     }
     assert_eq!(seen.iter().filter(|s| **s == "valid").count(), 5);
-    assert_eq!(seen.iter().filter(|s| **s == "chain").count(), 5, "expired now");
+    assert_eq!(
+        seen.iter().filter(|s| **s == "chain").count(),
+        5,
+        "expired now"
+    );
 }
 
 #[test]
@@ -57,16 +82,29 @@ fn built_messages_agree_for_every_digest() {
     let v = Verifier::with_anchors(anchors).unwrap();
     let c = certification(provider_a());
     for d in [Digest::Sha1, Digest::Sha256, Digest::Sha384, Digest::Sha512] {
-        let m = signer("provider-a", d).sign(&build::transport(&c, ORIGINAL)).unwrap();
+        let m = signer("provider-a", d)
+            .sign(&build::transport(&c, ORIGINAL))
+            .unwrap();
         assert_eq!(compare(&v, "envelope", &m, VerifyTime::Now), "valid");
-        assert_eq!(compare(&v, "envelope", &m, VerifyTime::Now), "valid", "cached path");
-        assert_eq!(compare(&v, "tampered", &tampered(&m), VerifyTime::Now), "bad");
+        assert_eq!(
+            compare(&v, "envelope", &m, VerifyTime::Now),
+            "valid",
+            "cached path"
+        );
+        assert_eq!(
+            compare(&v, "tampered", &tampered(&m), VerifyTime::Now),
+            "bad"
+        );
         // Far in the future the dev certificates have expired: both paths say so.
-        let later = chrono::DateTime::parse_from_rfc3339("2090-01-01T00:00:00Z").unwrap().to_utc();
+        let later = chrono::DateTime::parse_from_rfc3339("2090-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(compare(&v, "expired", &m, VerifyTime::At(later)), "chain");
     }
     // A signer chained to another root is untrusted on both paths.
     let sys = Verifier::system().unwrap();
-    let m = signer("provider-b", Digest::Sha1).sign(&build::acceptance(&c, "x@y")).unwrap();
+    let m = signer("provider-b", Digest::Sha1)
+        .sign(&build::acceptance(&c, "x@y"))
+        .unwrap();
     assert_eq!(compare(&sys, "untrusted", &m, VerifyTime::Now), "chain");
 }

@@ -45,8 +45,10 @@ pub fn hash_attachments(original: &[u8]) -> Vec<u8> {
             continue;
         };
         let is_signature = part.content_type().is_some_and(|ct| {
-            ct.subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("pkcs7-signature") || s.eq_ignore_ascii_case("x-pkcs7-signature"))
+            ct.subtype().is_some_and(|s| {
+                s.eq_ignore_ascii_case("pkcs7-signature")
+                    || s.eq_ignore_ascii_case("x-pkcs7-signature")
+            })
         });
         if is_signature {
             continue;
@@ -103,6 +105,12 @@ fn trim_final_break(b: &[u8]) -> &[u8] {
 /// A file name safe inside a quoted parameter.
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }

@@ -17,7 +17,9 @@ use super::mime::{
 };
 use super::original::OriginalHeaders;
 use super::text::{self, Body, Facts};
-use super::{ErrorKind, PecType, Provider, ReceiptVariant, Recipient, RecipientClass, RecipientRole};
+use super::{
+    ErrorKind, PecType, Provider, ReceiptVariant, Recipient, RecipientClass, RecipientRole,
+};
 use crate::clock::LegalTime;
 use mail_builder::headers::HeaderType;
 use mail_builder::headers::address::Address;
@@ -252,10 +254,14 @@ fn postacert_part(original: Vec<u8>) -> MimePart<'static> {
 }
 
 fn entity(parts: Vec<MimePart<'static>>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(MimePart::size).sum::<usize>() * 4 / 3 + 2048);
+    let mut out =
+        Vec::with_capacity(parts.iter().map(MimePart::size).sum::<usize>() * 4 / 3 + 2048);
     // Writing into a Vec cannot fail.
-    let _ = MimePart::new(ContentType::new("multipart/mixed"), BodyPart::Multipart(parts))
-        .write_part(&mut out);
+    let _ = MimePart::new(
+        ContentType::new("multipart/mixed"),
+        BodyPart::Multipart(parts),
+    )
+    .write_part(&mut out);
     out
 }
 
@@ -277,13 +283,21 @@ fn subject(kind: MessageKind, original: &str) -> HeaderLine {
 fn on_behalf_of(sender: &str, provider: &Provider) -> HeaderLine {
     enc(
         "From",
-        Address::new_address(Some(format!("Per conto di: {sender}")), provider.service_address()),
+        Address::new_address(
+            Some(format!("Per conto di: {sender}")),
+            provider.service_address(),
+        ),
     )
 }
 
 /// Header lines of a notice (RT §3.0): From is the bare service address,
 /// notices go to the reverse-path (or a provider's mailReceipt), never to Reply-To.
-fn notice_headers(kind: MessageKind, c: &Certification, message_id: &str, to: &str) -> Vec<HeaderLine> {
+fn notice_headers(
+    kind: MessageKind,
+    c: &Certification,
+    message_id: &str,
+    to: &str,
+) -> Vec<HeaderLine> {
     let mut h = vec![
         raw("Date", c.time.rfc5322()),
         // Bare addresses, as the providers write them (RT §3.0, §11).
@@ -369,7 +383,11 @@ pub fn transport(c: &Certification, original: &[u8]) -> UnsignedMessage {
     let postacert = super::original::rewrite_for_envelope(original, &c.pec_id, c.msgid.as_deref());
     UnsignedMessage {
         headers,
-        entity: entity(vec![text_parts(&body), daticert_part(&d), postacert_part(postacert)]),
+        entity: entity(vec![
+            text_parts(&body),
+            daticert_part(&d),
+            postacert_part(postacert),
+        ]),
     }
 }
 
@@ -402,7 +420,14 @@ pub fn anomaly(a: &AnomalyInput<'_>) -> UnsignedMessage {
         .unwrap_or_else(|| a.envelope_from.to_string());
     let (mut headers, has_reply_to) = copied_fields(
         a.received,
-        &["Received", "Return-Path", "To", "Cc", "Message-ID", "Reply-To"],
+        &[
+            "Received",
+            "Return-Path",
+            "To",
+            "Cc",
+            "Message-ID",
+            "Reply-To",
+        ],
     );
     if orig.message_id.is_none() {
         headers.push(raw("Message-ID", format!("<{}>", a.fallback_message_id)));
@@ -423,7 +448,10 @@ pub fn anomaly(a: &AnomalyInput<'_>) -> UnsignedMessage {
     let body = text::anomaly(&facts, a.recipients, a.reason);
     UnsignedMessage {
         headers,
-        entity: entity(vec![text_parts(&body), postacert_part(to_crlf(a.received).into_owned())]),
+        entity: entity(vec![
+            text_parts(&body),
+            postacert_part(to_crlf(a.received).into_owned()),
+        ]),
     }
 }
 
@@ -436,7 +464,15 @@ pub fn acceptance(c: &Certification, message_id: &str) -> UnsignedMessage {
         .map(|r| (r.address.clone(), r.class == RecipientClass::Certified))
         .collect();
     let body = text::acceptance(&c.facts(), &list);
-    notice(kind, c, message_id, &c.sender, &body, &c.daticert(PecType::Acceptance), None)
+    notice(
+        kind,
+        c,
+        message_id,
+        &c.sender,
+        &body,
+        &c.daticert(PecType::Acceptance),
+        None,
+    )
 }
 
 /// *Avviso di non accettazione*, formal or for virus (RT §3.3).
@@ -446,7 +482,11 @@ pub fn non_acceptance(c: &Certification, message_id: &str, why: &Rejection) -> U
         Rejection::Virus(r) => (MessageKind::NonAcceptanceVirus, r, true),
     };
     let mut d = c.daticert(PecType::NonAcceptance);
-    d.errore = if virus { ErrorKind::Virus } else { ErrorKind::Other };
+    d.errore = if virus {
+        ErrorKind::Virus
+    } else {
+        ErrorKind::Other
+    };
     d.errore_esteso = Some(reason.clone());
     let body = text::non_acceptance(&c.facts(), &c.addresses(), reason, virus);
     notice(kind, c, message_id, &c.sender, &body, &d, None)
@@ -463,7 +503,15 @@ pub fn taken_in_charge(
     let mut d = c.daticert(PecType::TakenInCharge);
     d.ricezione = covered.to_vec();
     let body = text::taken_in_charge(&c.facts(), covered);
-    notice(MessageKind::TakenInCharge, c, message_id, mail_receipt, &body, &d, None)
+    notice(
+        MessageKind::TakenInCharge,
+        c,
+        message_id,
+        mail_receipt,
+        &body,
+        &d,
+        None,
+    )
 }
 
 /// *Ricevuta di avvenuta consegna* (RT §3.8). `variant` is what this
@@ -492,7 +540,15 @@ pub fn delivery(
         variant
     };
     let body = text::delivery(&c.facts(), recipient, variant);
-    notice(MessageKind::Delivery(variant), c, message_id, &c.sender, &body, &d, original)
+    notice(
+        MessageKind::Delivery(variant),
+        c,
+        message_id,
+        &c.sender,
+        &body,
+        &d,
+        original,
+    )
 }
 
 /// *Avviso di mancata consegna* (RT §3.9), one per recipient.
@@ -508,7 +564,15 @@ pub fn delivery_error(
     d.consegna = Some(recipient.to_string());
     d.errore_esteso = Some(error.clone());
     let body = text::delivery_error(&c.facts(), recipient, &error);
-    notice(MessageKind::DeliveryError, c, message_id, &c.sender, &body, &d, None)
+    notice(
+        MessageKind::DeliveryError,
+        c,
+        message_id,
+        &c.sender,
+        &body,
+        &d,
+        None,
+    )
 }
 
 /// *Avviso di mancata consegna per virus* (RT §3.7): emitted by the sender's
@@ -525,7 +589,15 @@ pub fn delivery_error_virus(
     d.consegna = Some(recipient.to_string());
     d.errore_esteso = Some(description.to_string());
     let body = text::delivery_error_virus(&c.facts(), recipient, description);
-    notice(MessageKind::DeliveryErrorVirus, c, message_id, &c.sender, &body, &d, None)
+    notice(
+        MessageKind::DeliveryErrorVirus,
+        c,
+        message_id,
+        &c.sender,
+        &body,
+        &d,
+        None,
+    )
 }
 
 /// *Avviso di rilevazione virus* (RT §3.6): to the sending provider's
@@ -542,7 +614,15 @@ pub fn virus_detected(
     d.consegna = Some(recipient.to_string());
     d.errore_esteso = Some(description.to_string());
     let body = text::virus_detected(&c.facts(), recipient, description);
-    let mut m = notice(MessageKind::VirusDetected, c, message_id, mail_receipt, &body, &d, None);
+    let mut m = notice(
+        MessageKind::VirusDetected,
+        c,
+        message_id,
+        mail_receipt,
+        &body,
+        &d,
+        None,
+    );
     m.headers.push(raw(X_MITTENTE, c.sender.clone()));
     m
 }
@@ -572,5 +652,13 @@ pub fn timeout(
         ),
     });
     let body = text::timeout(&c.facts(), recipient, stage);
-    notice(MessageKind::Timeout(stage), c, message_id, &c.sender, &body, &d, None)
+    notice(
+        MessageKind::Timeout(stage),
+        c,
+        message_id,
+        &c.sender,
+        &body,
+        &d,
+        None,
+    )
 }

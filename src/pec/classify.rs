@@ -202,9 +202,10 @@ fn daticert_consistent(d: &Daticert) -> Result<(), String> {
             need(d.consegna.is_some(), "<consegna>")
         }
         // Older implementations put the recipient in <ricezione> (RT §8.4).
-        PecType::VirusDetected => {
-            need(d.consegna.is_some() || !d.ricezione.is_empty(), "<consegna>")
-        }
+        PecType::VirusDetected => need(
+            d.consegna.is_some() || !d.ricezione.is_empty(),
+            "<consegna>",
+        ),
         PecType::TakenInCharge => need(!d.ricezione.is_empty(), "<ricezione>"),
         PecType::Acceptance | PecType::NonAcceptance => Ok(()),
     }
@@ -215,9 +216,9 @@ fn well_formed(r: &Reading) -> Result<(), String> {
     if let Some(e) = &r.claim_error {
         return Err(e.clone());
     }
-    let claimed = r
-        .claimed
-        .ok_or("messaggio firmato da un gestore senza intestazioni PEC (X-Ricevuta o X-Trasporto)")?;
+    let claimed = r.claimed.ok_or(
+        "messaggio firmato da un gestore senza intestazioni PEC (X-Ricevuta o X-Trasporto)",
+    )?;
     let ClaimedKind::Pec(t) = claimed else {
         // A busta di anomalia carries no daticert (RT §3.5).
         return if r.has_postacert {
@@ -251,15 +252,23 @@ fn well_formed(r: &Reading) -> Result<(), String> {
 pub fn classify(top_header: &[u8], entity: &[u8], origin: &Origin) -> Verdict {
     let r = read(top_header, entity);
     let (class, reason, provider) = match origin {
-        Origin::NotSigned(why) => (Class::Ordinary, Some(format!("messaggio non firmato: {why}")), None),
+        Origin::NotSigned(why) => (
+            Class::Ordinary,
+            Some(format!("messaggio non firmato: {why}")),
+            None,
+        ),
         Origin::SignatureInvalid(why) => (
             Class::Ordinary,
-            Some(format!("la firma digitale del messaggio non risulta attendibile: {why}")),
+            Some(format!(
+                "la firma digitale del messaggio non risulta attendibile: {why}"
+            )),
             None,
         ),
         Origin::UnknownProvider(why) => (
             Class::Ordinary,
-            Some(format!("il firmatario non è un gestore dell'indice dei gestori PEC: {why}")),
+            Some(format!(
+                "il firmatario non è un gestore dell'indice dei gestori PEC: {why}"
+            )),
             None,
         ),
         Origin::Provider {

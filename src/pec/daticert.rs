@@ -166,15 +166,20 @@ impl Daticert {
         let mut errore_esteso = None;
 
         loop {
-            let ev = reader
-                .read_event()
-                .map_err(|e| DaticertError::Xml(format!("at byte {}: {e}", reader.error_position())))?;
+            let ev = reader.read_event().map_err(|e| {
+                DaticertError::Xml(format!("at byte {}: {e}", reader.error_position()))
+            })?;
             match ev {
                 Event::Start(ref e) | Event::Empty(ref e) => {
-                    let name = String::from_utf8_lossy(e.local_name().as_ref()).to_ascii_lowercase();
+                    let name =
+                        String::from_utf8_lossy(e.local_name().as_ref()).to_ascii_lowercase();
                     let attr = |n: &str| -> Option<String> {
                         e.attributes().flatten().find_map(|a| {
-                            if a.key.local_name().as_ref().eq_ignore_ascii_case(n.as_bytes()) {
+                            if a.key
+                                .local_name()
+                                .as_ref()
+                                .eq_ignore_ascii_case(n.as_bytes())
+                            {
                                 a.unescape_value().ok().map(|v| v.trim().to_string())
                             } else {
                                 None
@@ -275,10 +280,12 @@ impl Daticert {
         }
         let ricevuta = match ricevuta {
             None => None,
-            Some(s) => Some(ReceiptVariant::from_token(&s).ok_or(DaticertError::BadValue {
-                field: "ricevuta/@tipo",
-                value: s,
-            })?),
+            Some(s) => Some(
+                ReceiptVariant::from_token(&s).ok_or(DaticertError::BadValue {
+                    field: "ricevuta/@tipo",
+                    value: s,
+                })?,
+            ),
         };
         Ok(Daticert {
             tipo,

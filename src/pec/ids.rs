@@ -70,6 +70,9 @@ mod tests {
         let id = a.next(at, "pec.provider-a.test");
         assert!(id.starts_with("pecd.20261123110000."));
         assert!(id.ends_with("@pec.provider-a.test"));
-        assert!(id.bytes().all(|c| c.is_ascii_alphanumeric() || b".@-".contains(&c)));
+        assert!(
+            id.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b".@-".contains(&c))
+        );
     }
 }

@@ -76,9 +76,8 @@ pub fn header_fields(header: &[u8]) -> Vec<RawField<'_>> {
         let line = &header[i..line_end];
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
         let colon = line.iter().position(|b| *b == b':');
-        let name_ok = colon.is_some_and(|c| {
-            c > 0 && line[..c].iter().all(|b| b.is_ascii_graphic() && *b != b':')
-        });
+        let name_ok = colon
+            .is_some_and(|c| c > 0 && line[..c].iter().all(|b| b.is_ascii_graphic() && *b != b':'));
         match (continuation, name_ok, fields.last_mut()) {
             (false, true, _) => fields.push((i, colon.unwrap_or(0), line_end)),
             (_, _, Some(last)) => last.2 = line_end,
@@ -156,7 +155,8 @@ pub fn latin1(s: &str) -> Vec<u8> {
 pub fn quoted_printable(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() * 11 / 10 + 16);
     // Writing into a Vec cannot fail.
-    let _ = mail_builder::encoders::quoted_printable::quoted_printable_encode(bytes, &mut out, true);
+    let _ =
+        mail_builder::encoders::quoted_printable::quoted_printable_encode(bytes, &mut out, true);
     out
 }
 
@@ -315,7 +315,11 @@ mod tests {
             hostile.extend_from_slice(format!("--{}\r\n", boundary_for(b"")).as_bytes());
         }
         let b2 = boundary_for(&hostile);
-        assert!(!hostile.split(|c| *c == b'\n').any(|l| l.starts_with(format!("--{b2}").as_bytes())));
+        assert!(
+            !hostile
+                .split(|c| *c == b'\n')
+                .any(|l| l.starts_with(format!("--{b2}").as_bytes()))
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! Subject, Message-ID, X-TipoRicevuta) and the Message-ID swap of RT §2.2.
 //! Must not touch: anything but the header block; the body stays byte-exact.
 
+use super::ReceiptVariant;
 use super::headers::{X_RIFERIMENTO_MESSAGE_ID, X_TIPO_RICEVUTA};
 use super::mime::{header_fields, split_header, to_crlf, unfold};
-use super::ReceiptVariant;
 use mail_parser::{Address, MessageParser};
 
 /// What certification reads from an original message's headers.
@@ -150,7 +150,9 @@ body \xe8 8-bit\r\n";
     fn rewrite_swaps_message_id_and_keeps_body() {
         let out = rewrite_for_envelope(MSG, "pecd.1@pec.provider-a.test", Some("<abc@client>"));
         let s = String::from_utf8_lossy(&out);
-        assert!(s.starts_with("Message-ID: <pecd.1@pec.provider-a.test>\r\nX-Riferimento-Message-ID: <abc@client>\r\n"));
+        assert!(s.starts_with(
+            "Message-ID: <pecd.1@pec.provider-a.test>\r\nX-Riferimento-Message-ID: <abc@client>\r\n"
+        ));
         assert_eq!(s.matches("Message-ID:").count(), 2);
         assert!(out.ends_with(b"\r\n\r\nbody \xe8 8-bit\r\n"));
     }
@@ -158,6 +160,9 @@ body \xe8 8-bit\r\n";
     #[test]
     fn rewrite_without_message_id() {
         let out = rewrite_for_envelope(b"From: a@b.it\nSubject: x\n\nhi\n", "id@d", None);
-        assert_eq!(out, b"Message-ID: <id@d>\r\nFrom: a@b.it\r\nSubject: x\r\n\r\nhi\r\n");
+        assert_eq!(
+            out,
+            b"Message-ID: <id@d>\r\nFrom: a@b.it\r\nSubject: x\r\n\r\nhi\r\n"
+        );
     }
 }

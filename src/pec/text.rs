@@ -91,7 +91,9 @@ pub fn non_acceptance(f: &Facts<'_>, recipients: &[String], reason: &str, virus:
     ];
     l.extend(recipients.iter().cloned());
     if virus {
-        l.push(format!("è stato rilevato un problema di sicurezza: {reason}."));
+        l.push(format!(
+            "è stato rilevato un problema di sicurezza: {reason}."
+        ));
     } else {
         l.push("è stato rilevato un problema che ne impedisce l'accettazione".into());
         l.push(format!("a causa di {reason}."));
@@ -123,7 +125,10 @@ pub fn taken_in_charge(f: &Facts<'_>, covered: &[String]) -> Body {
 pub fn anomaly(f: &Facts<'_>, recipients: &[String], reason: &str) -> Body {
     let mut l = vec![
         format!("{} è stato ricevuto", f.when()),
-        format!("il messaggio \"{}\" proveniente da \"{}\"", f.subject, f.sender),
+        format!(
+            "il messaggio \"{}\" proveniente da \"{}\"",
+            f.subject, f.sender
+        ),
         "ed indirizzato a:".to_string(),
     ];
     l.extend(recipients.iter().cloned());

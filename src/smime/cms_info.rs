@@ -19,7 +19,10 @@ pub struct SignedAttributes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignerId<'a> {
     /// issuer Name (whole TLV) and serial INTEGER content bytes.
-    IssuerSerial { issuer: &'a [u8], serial: &'a [u8] },
+    IssuerSerial {
+        issuer: &'a [u8],
+        serial: &'a [u8],
+    },
     SubjectKeyId(&'a [u8]),
 }
 

@@ -209,9 +209,9 @@ impl Signer {
 /// the whole unsafe surface of pecd.
 #[allow(unsafe_code)]
 mod ffi {
+    use foreign_types::ForeignType;
     use openssl::cms::{CMSOptions, CmsContentInfo};
     use openssl::error::ErrorStack;
-    use foreign_types::ForeignType;
     use openssl::hash::MessageDigest;
     use openssl::pkey::{PKey, Private};
     use openssl::x509::X509;

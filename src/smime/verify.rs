@@ -5,13 +5,13 @@ use crate::pec::mime::{split_header, to_crlf};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use mail_parser::{MessageParser, MimeHeaders};
+use openssl::hash::MessageDigest;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::{PKey, Public};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyParam;
 use openssl::x509::{X509, X509StoreContext};
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Public};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,7 +64,9 @@ pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
         .ok_or("unreadable header")?;
     let ct = msg.content_type().ok_or("no Content-Type")?;
     if !ct.ctype().eq_ignore_ascii_case("multipart")
-        || !ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed"))
+        || !ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("signed"))
     {
         return Err(format!(
             "top-level type is {}/{}",
@@ -217,8 +219,17 @@ pub struct Verifier {
     /// Store for [`VerifyTime::Now`], built once.
     now_store: X509Store,
     certs: Mutex<HashMap<Vec<u8>, Arc<CachedCert>>>,
-    chains: Mutex<HashMap<(Vec<u8>, Vec<u8>), (Instant, Result<(), String>)>>,
+    chains: Mutex<HashMap<ChainKey, ChainEntry>>,
 }
+
+/// A chain result verified "now", and when.
+struct ChainEntry {
+    at: Instant,
+    result: Result<(), String>,
+}
+
+/// (leaf DER, the other certificates of the message, concatenated DER).
+type ChainKey = (Vec<u8>, Vec<u8>);
 
 /// How long a chain verified "now" is reused (certificate expiry inside this
 /// window is caught on the next check).
@@ -299,15 +310,25 @@ impl Verifier {
         let x509 = X509::from_der(der).ok()?;
         let pubkey = x509.public_key().ok()?;
         let (_, parsed) = x509_parser::parse_x509_certificate(der).ok()?;
-        let ski = parsed.extensions().iter().find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        });
+        let ski = parsed
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            });
         let entry = Arc::new(CachedCert {
             subject: subject_string(&x509),
             emails: x509
                 .subject_alt_names()
-                .map(|names| names.iter().filter_map(|n| n.email().map(str::to_string)).collect())
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| n.email().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             sha1_hex: certificate_sha1_hex(der),
             issuer_raw: parsed.issuer().as_raw().to_vec(),
@@ -375,7 +396,8 @@ impl Verifier {
             return Some(v);
         }
         if si.content_type.as_deref() != Some("1.2.840.113549.1.7.1") {
-            v.status = SignatureStatus::BadSignature("content type attribute is not id-data".into());
+            v.status =
+                SignatureStatus::BadSignature("content type attribute is not id-data".into());
             return Some(v);
         }
         let mut set = attrs.to_vec();
@@ -395,7 +417,14 @@ impl Verifier {
             .filter(|c| !Arc::ptr_eq(c, signer))
             .map(|c| c.x509.clone())
             .collect();
-        v.status = self.chain_status(&signer.x509, &signer.der, &others, when, &mut v.checked_at, si.signing_time);
+        v.status = self.chain_status(
+            &signer.x509,
+            &signer.der,
+            &others,
+            when,
+            &mut v.checked_at,
+            si.signing_time,
+        );
         Some(v)
     }
 
@@ -416,14 +445,17 @@ impl Verifier {
         *checked_at = Some(at.unwrap_or_else(Utc::now));
         let key = (
             leaf_der.to_vec(),
-            others.iter().flat_map(|c| c.to_der().unwrap_or_default()).collect::<Vec<u8>>(),
+            others
+                .iter()
+                .flat_map(|c| c.to_der().unwrap_or_default())
+                .collect::<Vec<u8>>(),
         );
         if at.is_none()
             && let Ok(map) = self.chains.lock()
-            && let Some((t, r)) = map.get(&key)
-            && t.elapsed() < CHAIN_TTL
+            && let Some(e) = map.get(&key)
+            && e.at.elapsed() < CHAIN_TTL
         {
-            return status_of(r.clone());
+            return status_of(e.result.clone());
         }
         let result = self.verify_chain(leaf, others, at);
         if at.is_none()
@@ -432,7 +464,13 @@ impl Verifier {
             if map.len() >= CERT_CACHE_MAX {
                 map.clear();
             }
-            map.insert(key, (Instant::now(), result.clone()));
+            map.insert(
+                key,
+                ChainEntry {
+                    at: Instant::now(),
+                    result: result.clone(),
+                },
+            );
         }
         status_of(result)
     }
@@ -440,7 +478,12 @@ impl Verifier {
     /// Chain of `leaf` to a trust anchor at `at` (None: now). CRLs are not
     /// consulted here: they need network access; RT §6.3 allows a cached
     /// CRL, which the daemon's trust refresher provides.
-    fn verify_chain(&self, leaf: &X509, others: &[X509], at: Option<DateTime<Utc>>) -> Result<(), String> {
+    fn verify_chain(
+        &self,
+        leaf: &X509,
+        others: &[X509],
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
         let custom;
         let store_ref = match at {
             None => &self.now_store,
@@ -476,7 +519,8 @@ impl Verifier {
         let p7 = match Pkcs7::from_der(&parts.signature) {
             Ok(p) => p,
             Err(e) => {
-                v.status = SignatureStatus::BadSignature(format!("unreadable PKCS#7 structure: {e}"));
+                v.status =
+                    SignatureStatus::BadSignature(format!("unreadable PKCS#7 structure: {e}"));
                 return v;
             }
         };
@@ -564,7 +608,11 @@ fn status_of(r: Result<(), String>) -> SignatureStatus {
     }
 }
 
-fn store(anchors: &[X509], system: bool, at: Option<DateTime<Utc>>) -> Result<X509Store, super::SmimeError> {
+fn store(
+    anchors: &[X509],
+    system: bool,
+    at: Option<DateTime<Utc>>,
+) -> Result<X509Store, super::SmimeError> {
     let mut b = X509StoreBuilder::new()?;
     if system {
         b.set_default_paths()?;

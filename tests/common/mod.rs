@@ -156,7 +156,10 @@ pub fn part_named(message: &[u8], name: &str) -> Option<Vec<u8>> {
     let msg = MessageParser::default().parse(message)?;
     msg.parts
         .iter()
-        .find(|p| p.attachment_name().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .find(|p| {
+            p.attachment_name()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
         .map(|p| p.contents().to_vec())
 }
 
