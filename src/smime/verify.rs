@@ -321,15 +321,7 @@ impl Verifier {
             });
         let entry = Arc::new(CachedCert {
             subject: subject_string(&x509),
-            emails: x509
-                .subject_alt_names()
-                .map(|names| {
-                    names
-                        .iter()
-                        .filter_map(|n| n.email().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            emails: san_emails(&x509),
             sha1_hex: certificate_sha1_hex(der),
             issuer_raw: parsed.issuer().as_raw().to_vec(),
             serial: strip_zeros(parsed.raw_serial()).to_vec(),
@@ -537,15 +529,7 @@ impl Verifier {
             return v;
         };
         v.signer_subject = Some(subject_string(&signer));
-        v.signer_emails = signer
-            .subject_alt_names()
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| n.email().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        v.signer_emails = san_emails(&signer);
         if let Ok(der) = signer.to_der() {
             v.signer_sha1 = Some(certificate_sha1_hex(&der));
             v.signer_der = Some(der);
@@ -633,6 +617,19 @@ fn first_reason(e: &openssl::error::ErrorStack) -> String {
         .first()
         .map(|x| x.reason().unwrap_or("unknown error").to_string())
         .unwrap_or_else(|| "verification failed".into())
+}
+
+/// The rfc822Name entries of the subjectAltName (where PEC puts the
+/// service address, RT §6.1).
+fn san_emails(cert: &X509) -> Vec<String> {
+    cert.subject_alt_names()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.email().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `C=IT, O=…, CN=…` in certificate order.
