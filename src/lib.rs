@@ -20,7 +20,9 @@
 //! - [`report`]: the `pecd verify` report (verification + classification of files).
 
 pub mod clock;
+pub mod config;
 pub mod index;
 pub mod pec;
 pub mod report;
 pub mod smime;
+pub mod store;

@@ -1,0 +1,514 @@
+//! Configuration: TOML files read into typed sections, every key documented
+//! here (and in `config/pecd.example.toml`, which a test parses).
+//!
+//! Owns: the file format, defaults, and validation that reports *every*
+//! problem at once with its key path (`limits.max_message_size: …`).
+//! Must not touch: anything at run time; other modules receive a [`Config`].
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One configuration problem, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A duration written as `30s`, `5m`, `12h`, `2d` (or plain seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Span(Duration::from_secs(s))),
+            Raw::Text(t) => parse_span(&t).map(Span).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parse `500ms`, `30s`, `5m`, `12h`, `2d`.
+pub fn parse_span(t: &str) -> Result<Duration, String> {
+    let t = t.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{t:?} is not a duration (e.g. 30s, 5m, 12h, 2d)"))?;
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        u => return Err(format!("unknown duration unit {u:?} in {t:?} (use ms, s, m, h, d)")),
+    })
+}
+
+/// The certifying provider and its signing identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name written in daticert `gestore-emittente` and NOTA 12 errors;
+    /// must equal `providerName` in the provider index.
+    pub name: String,
+    /// Provider mail domain: service address `posta-certificata@<domain>`
+    /// and the suffix of PEC identifiers.
+    pub domain: String,
+    /// PEC mail domains whose mailboxes this instance serves.
+    pub local_domains: Vec<String>,
+    /// Signing certificate (PEM; intermediates may follow the leaf).
+    pub signing_cert: PathBuf,
+    /// Signing key (PEM, PKCS#8).
+    pub signing_key: PathBuf,
+    /// CMS digest: `sha256` (default) or `sha1` for byte-compatibility.
+    #[serde(default = "default_digest")]
+    pub digest: String,
+    /// Add the SMIMECapabilities signed attribute (Aruba/Sogei style).
+    #[serde(default)]
+    pub smime_capabilities: bool,
+    /// Trust anchors for other providers' signatures (PEM file or directory);
+    /// empty: the system CA store.
+    #[serde(default)]
+    pub trust_anchors: Option<PathBuf>,
+    /// Local copy of the provider index (LDIF).
+    pub provider_index: PathBuf,
+}
+
+fn default_digest() -> String {
+    "sha256".into()
+}
+
+/// TLS server identity for the SMTP listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Listening addresses (loopback ports above 1024 in the dev config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Submission with STARTTLS (punto di accesso).
+    pub submission: Option<SocketAddr>,
+    /// Submission over implicit TLS.
+    pub submissions: Option<SocketAddr>,
+    /// Inbound MX (punto di ricezione).
+    pub inbound: Option<SocketAddr>,
+    /// Admin HTTP endpoint (CLI, metrics).
+    pub admin: Option<SocketAddr>,
+}
+
+/// Protocol and resource limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message accepted, bytes (SIZE). Default 100 MB.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: u64,
+    /// Largest recipients × size, bytes. RT §8.5: at least 30 MB must be
+    /// allowed; default 100 MB.
+    #[serde(default = "default_max_message_size")]
+    pub max_total_size: u64,
+    /// Recipients per message. RT §8.5: at least 50.
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    /// Longest command or text line, bytes (RFC 5321 §4.5.3.1: 512 / 1000 minimum).
+    #[serde(default = "default_max_line")]
+    pub max_line_length: usize,
+    /// Simultaneous SMTP connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Idle time allowed between commands (RFC 5321 §4.5.3.2: 5 minutes).
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: Span,
+    /// Time allowed for the whole DATA phase.
+    #[serde(default = "default_data_timeout")]
+    pub data_timeout: Span,
+}
+
+fn default_max_message_size() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_max_line() -> usize {
+    4096
+}
+fn default_max_connections() -> usize {
+    500
+}
+fn default_command_timeout() -> Span {
+    Span(Duration::from_secs(300))
+}
+fn default_data_timeout() -> Span {
+    Span(Duration::from_secs(600))
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: default_max_message_size(),
+            max_total_size: default_max_message_size(),
+            max_recipients: default_max_recipients(),
+            max_line_length: default_max_line(),
+            max_connections: default_max_connections(),
+            command_timeout: default_command_timeout(),
+            data_timeout: default_data_timeout(),
+        }
+    }
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redb` (default: fsync per commit) or `sled` (process-crash-safe only).
+    #[serde(default = "default_engine")]
+    pub engine: String,
+}
+
+fn default_engine() -> String {
+    "redb".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            engine: default_engine(),
+        }
+    }
+}
+
+/// The legal log (RT §8.2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Retention of log records; RT §8.2: 30 months.
+    #[serde(default = "default_retention")]
+    pub retention: Span,
+}
+
+fn default_retention() -> Span {
+    // 30 months of 30.44 days.
+    Span(Duration::from_secs(913 * 86400))
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            retention: default_retention(),
+        }
+    }
+}
+
+/// Per-recipient timers of the access point (RT §8.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimerConfig {
+    /// No presa in carico nor consegna after this: 12 h notice.
+    #[serde(default = "default_warning")]
+    pub warning_after: Span,
+    /// No consegna after this: 24 h notice (RT: in the window 22–24 h).
+    #[serde(default = "default_final")]
+    pub final_after: Span,
+}
+
+fn default_warning() -> Span {
+    Span(Duration::from_secs(12 * 3600))
+}
+fn default_final() -> Span {
+    Span(Duration::from_secs(23 * 3600))
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            warning_after: default_warning(),
+            final_after: default_final(),
+        }
+    }
+}
+
+/// A static route: mail for `domain` goes to `host` instead of its MX.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub domain: String,
+    pub host: SocketAddr,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the store, Maildirs and spool live.
+    pub data_dir: PathBuf,
+    /// Name in the SMTP greeting and Received fields.
+    pub hostname: String,
+    pub provider: ProviderConfig,
+    pub tls: TlsConfig,
+    pub listen: ListenConfig,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    pub timers: TimerConfig,
+    pub routes: Vec<Route>,
+}
+
+const TOP_KEYS: [&str; 10] = [
+    "data_dir", "hostname", "provider", "tls", "listen", "limits", "store", "log", "timers", "routes",
+];
+
+fn section<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let value = table
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    match value.try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(err(key, e.to_string().trim().replace('\n', " ")));
+            None
+        }
+    }
+}
+
+impl Config {
+    /// Parse TOML text; relative paths are resolved against `base`.
+    /// Returns every problem found, not just the first.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| vec![err("(syntax)", e.to_string().trim().replace('\n', " "))])?;
+        let mut errors = Vec::new();
+        for k in table.keys() {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                errors.push(err(k.clone(), format!("unknown key (expected one of {})", TOP_KEYS.join(", "))));
+            }
+        }
+        let data_dir = match table.get("data_dir") {
+            Some(toml::Value::String(s)) => Some(base.join(s)),
+            Some(_) => {
+                errors.push(err("data_dir", "must be a string"));
+                None
+            }
+            None => {
+                errors.push(err("data_dir", "missing"));
+                None
+            }
+        };
+        let hostname = match table.get("hostname") {
+            Some(toml::Value::String(s)) => s.clone(),
+            None => "localhost".into(),
+            Some(_) => {
+                errors.push(err("hostname", "must be a string"));
+                String::new()
+            }
+        };
+        let provider: Option<ProviderConfig> = section(&table, "provider", &mut errors);
+        let tls: Option<TlsConfig> = section(&table, "tls", &mut errors);
+        let listen: Option<ListenConfig> = section(&table, "listen", &mut errors);
+        let limits: Option<Limits> = section(&table, "limits", &mut errors);
+        let store: Option<StoreConfig> = section(&table, "store", &mut errors);
+        let log: Option<LogConfig> = section(&table, "log", &mut errors);
+        let timers: Option<TimerConfig> = section(&table, "timers", &mut errors);
+        let routes: Vec<Route> = match table.get("routes") {
+            None => Vec::new(),
+            Some(v) => match v.clone().try_into::<Vec<Route>>() {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(err("routes", e.to_string().trim().replace('\n', " ")));
+                    Vec::new()
+                }
+            },
+        };
+        let (Some(data_dir), Some(mut provider), Some(mut tls), Some(listen), Some(limits), Some(store), Some(log), Some(timers)) =
+            (data_dir, provider, tls, listen, limits, store, log, timers)
+        else {
+            return Err(errors);
+        };
+        for p in [&mut provider.signing_cert, &mut provider.signing_key, &mut provider.provider_index, &mut tls.cert, &mut tls.key] {
+            *p = base.join(&*p);
+        }
+        if let Some(t) = provider.trust_anchors.as_mut() {
+            *t = base.join(&*t);
+        }
+        let cfg = Config {
+            data_dir,
+            hostname,
+            provider,
+            tls,
+            listen,
+            limits,
+            store,
+            log,
+            timers,
+            routes,
+        };
+        errors.extend(cfg.validate());
+        if errors.is_empty() { Ok(cfg) } else { Err(errors) }
+    }
+
+    /// Read and parse a file.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![err("(file)", format!("{}: {e}", path.display()))])?;
+        // Relative paths in a config file are relative to the file itself.
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Semantic checks: every error with its key path.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut e = Vec::new();
+        let p = &self.provider;
+        if p.name.trim().is_empty() {
+            e.push(err("provider.name", "must not be empty"));
+        }
+        if !p.domain.contains('.') {
+            e.push(err("provider.domain", format!("{:?} is not a mail domain", p.domain)));
+        }
+        if p.local_domains.is_empty() {
+            e.push(err("provider.local_domains", "at least one PEC domain is needed"));
+        }
+        if crate::smime::Digest::from_name(&p.digest).is_none() {
+            e.push(err("provider.digest", format!("{:?}: use sha1, sha256, sha384 or sha512", p.digest)));
+        }
+        for (key, path) in [
+            ("provider.signing_cert", &p.signing_cert),
+            ("provider.signing_key", &p.signing_key),
+            ("provider.provider_index", &p.provider_index),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !path.is_file() {
+                e.push(err(key, format!("{} is not a readable file", path.display())));
+            }
+        }
+        if let Some(t) = &p.trust_anchors
+            && !t.exists()
+        {
+            e.push(err("provider.trust_anchors", format!("{} does not exist", t.display())));
+        }
+        let l = &self.limits;
+        // RT §8.5 (DM 2/11/2005 art. 12 c.2): the legal floor.
+        if l.max_recipients < 50 {
+            e.push(err("limits.max_recipients", "must be at least 50 (DM 2/11/2005 art. 12)"));
+        }
+        if l.max_total_size < 30 * 1024 * 1024 {
+            e.push(err("limits.max_total_size", "must be at least 30 MB (DM 2/11/2005 art. 12)"));
+        }
+        if l.max_line_length < 1000 {
+            e.push(err("limits.max_line_length", "must be at least 1000 (RFC 5321 §4.5.3.1.6)"));
+        }
+        if l.max_connections == 0 {
+            e.push(err("limits.max_connections", "must be positive"));
+        }
+        if !matches!(self.store.engine.as_str(), "redb" | "sled") {
+            e.push(err("store.engine", format!("{:?}: use redb or sled", self.store.engine)));
+        }
+        if self.timers.final_after.0 <= self.timers.warning_after.0 {
+            e.push(err("timers.final_after", "must be later than timers.warning_after"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !r.domain.contains('.') {
+                e.push(err(format!("routes[{i}].domain"), format!("{:?} is not a domain", r.domain)));
+            }
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans() {
+        assert_eq!(parse_span("12h").unwrap(), Duration::from_secs(43200));
+        assert_eq!(parse_span("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_span("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_span("12 hours").is_err());
+        assert!(parse_span("h").is_err());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let text = r#"
+data_dir = "data"
+colour = "blue"
+[provider]
+name = ""
+domain = "nodot"
+local_domains = []
+signing_cert = "nope.pem"
+signing_key = "nope.key"
+provider_index = "nope.ldif"
+digest = "md5"
+[tls]
+cert = "x"
+key = "y"
+[listen]
+[limits]
+max_recipients = 10
+max_total_size = 1000
+[timers]
+warning_after = "12h"
+final_after = "1h"
+"#;
+        let errs = Config::parse(text, Path::new("/nonexistent")).unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "colour",
+            "provider.name",
+            "provider.domain",
+            "provider.local_domains",
+            "provider.digest",
+            "provider.signing_cert",
+            "tls.cert",
+            "limits.max_recipients",
+            "limits.max_total_size",
+            "timers.final_after",
+        ] {
+            assert!(keys.contains(&k), "{k} missing in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_inside_sections_are_rejected() {
+        let text = "data_dir = \"d\"\n[provider]\nname = \"x\"\nfoo = 1\n[tls]\ncert=\"a\"\nkey=\"b\"\n[listen]\n";
+        let errs = Config::parse(text, Path::new("/")).unwrap_err();
+        assert!(errs.iter().any(|e| e.key == "provider" && e.message.contains("unknown field `foo`")), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errs = Config::parse("data_dir = \n", Path::new("/")).unwrap_err();
+        assert_eq!(errs[0].key, "(syntax)");
+        assert!(errs[0].message.contains("line 1"), "{errs:?}");
+    }
+}

@@ -1,0 +1,375 @@
+//! The durable store: the only module that touches a storage engine.
+//!
+//! Owns: named tables of ordered byte keys → byte values, atomic multi-table
+//! batches that are durable (fsync'd) when [`Store::commit`] returns, group
+//! commit (concurrent committers share one flush), and the hash chain of the
+//! legal log, whose order is the commit order. Must not touch: what the keys
+//! and values mean (the queue, the mailboxes and `audit` decide that).
+//!
+//! Engines implement [`Engine`]; every engine passes the same contract tests
+//! (`store::contract`). redb is the default (fdatasync per commit).
+
+mod redb_engine;
+mod sled_engine;
+
+pub use redb_engine::RedbEngine;
+pub use sled_engine::SledEngine;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+/// The tables. Adding one is adding a variant: engines create them lazily.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Store metadata: schema version, log head.
+    Meta,
+    /// The legal log: big-endian sequence → record with its chain hash.
+    Log,
+    /// Mailbox accounts: address → record.
+    Mailboxes,
+    /// Outbound and delivery queue entries.
+    Queue,
+    /// Per-recipient transaction state (timers, receipts seen).
+    Transactions,
+}
+
+impl Table {
+    pub const ALL: [Table; 5] = [Table::Meta, Table::Log, Table::Mailboxes, Table::Queue, Table::Transactions];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Log => "log",
+            Table::Mailboxes => "mailboxes",
+            Table::Queue => "queue",
+            Table::Transactions => "transactions",
+        }
+    }
+}
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("the store writer has stopped")]
+    Closed,
+    #[error("corrupt record in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+}
+
+/// An atomic unit of work: writes plus legal-log records to append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+    /// Log payloads; the writer gives each a sequence number and chains it.
+    pub log: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, t: Table, k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(Op::Put(t, k.into(), v.into()));
+        self
+    }
+
+    pub fn delete(&mut self, t: Table, k: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(Op::Delete(t, k.into()));
+        self
+    }
+
+    pub fn log(&mut self, payload: impl Into<Vec<u8>>) -> &mut Self {
+        self.log.push(payload.into());
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.log.is_empty()
+    }
+}
+
+/// A storage engine: atomic, durable multi-table writes and ordered reads.
+pub trait Engine: Send + Sync + 'static {
+    /// Apply every op atomically; durable when this returns Ok.
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries with `from <= key < to` (to = None: to the end), in key
+    /// order, at most `limit`.
+    fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// The entry with the greatest key.
+    fn last(&self, t: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+/// Where the legal log stands: last sequence number and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+/// A chained log entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub prev: [u8; 32],
+    pub hash: [u8; 32],
+    pub payload: Vec<u8>,
+}
+
+impl LogEntry {
+    /// hash = SHA-256(prev ‖ seq (8 bytes BE) ‖ payload)
+    pub fn chain_hash(prev: &[u8; 32], seq: u64, payload: &[u8]) -> [u8; 32] {
+        let mut h = openssl::sha::Sha256::new();
+        h.update(prev);
+        h.update(&seq.to_be_bytes());
+        h.update(payload);
+        h.finish()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64 + self.payload.len());
+        v.extend_from_slice(&self.prev);
+        v.extend_from_slice(&self.hash);
+        v.extend_from_slice(&self.payload);
+        v
+    }
+
+    pub fn decode(seq: u64, v: &[u8]) -> Result<LogEntry, StoreError> {
+        if v.len() < 64 {
+            return Err(StoreError::Corrupt {
+                table: "log",
+                detail: format!("entry {seq} is {} bytes", v.len()),
+            });
+        }
+        let mut prev = [0u8; 32];
+        let mut hash = [0u8; 32];
+        prev.copy_from_slice(&v[..32]);
+        hash.copy_from_slice(&v[32..64]);
+        Ok(LogEntry {
+            seq,
+            prev,
+            hash,
+            payload: v[64..].to_vec(),
+        })
+    }
+}
+
+/// What a commit produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Sequence numbers given to the batch's log records, in order.
+    pub log_seqs: Vec<u64>,
+    /// How many batches shared the flush (1 = no grouping).
+    pub group_size: usize,
+}
+
+struct Job {
+    batch: Batch,
+    reply: mpsc::SyncSender<Result<Committed, String>>,
+}
+
+/// The store: an engine behind a single writer thread that groups commits.
+pub struct Store {
+    engine: Arc<dyn Engine>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Most batches merged into one engine transaction.
+const GROUP_MAX: usize = 256;
+
+impl Store {
+    /// Open the engine named in the config under `dir`.
+    pub fn open(dir: &Path, engine: &str) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
+        let e: Arc<dyn Engine> = match engine {
+            "redb" => Arc::new(RedbEngine::open(&dir.join("pecd.redb"))?),
+            "sled" => Arc::new(SledEngine::open(&dir.join("pecd.sled"))?),
+            other => return Err(StoreError::Engine(format!("engine {other:?} is not available in this build"))),
+        };
+        Self::with_engine(e)
+    }
+
+    /// Wrap an engine (tests, alternative engines).
+    pub fn with_engine(engine: Arc<dyn Engine>) -> Result<Store, StoreError> {
+        let head = read_head(&*engine)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let e = engine.clone();
+        let writer = std::thread::Builder::new()
+            .name("pecd-store-writer".into())
+            .spawn(move || writer_loop(&*e, rx, head))
+            .map_err(|e| StoreError::Engine(e.to_string()))?;
+        Ok(Store {
+            engine,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Commit a batch; returns once it is durable. Concurrent callers are
+    /// grouped into one engine transaction and one flush.
+    pub fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
+        if batch.is_empty() {
+            return Ok(Committed::default());
+        }
+        let (reply, wait) = mpsc::sync_channel(1);
+        {
+            let guard = self.jobs.lock().map_err(|_| StoreError::Closed)?;
+            let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(Job { batch, reply }).map_err(|_| StoreError::Closed)?;
+        }
+        wait.recv().map_err(|_| StoreError::Closed)?.map_err(StoreError::Engine)
+    }
+
+    pub fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.engine.get(t, key)
+    }
+
+    pub fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.engine.range(t, from, to, limit)
+    }
+
+    /// Every key starting with `prefix`.
+    pub fn scan_prefix(&self, t: Table, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let end = prefix_end(prefix);
+        self.engine.range(t, prefix, end.as_deref(), limit)
+    }
+
+    /// The current head of the legal log.
+    pub fn log_head(&self) -> Result<LogHead, StoreError> {
+        read_head(&*self.engine)
+    }
+
+    /// Log entries from `seq` on, at most `limit`.
+    pub fn log_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        self.engine
+            .range(Table::Log, &from_seq.to_be_bytes(), None, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                    table: "log",
+                    detail: "key is not a sequence number".into(),
+                })?);
+                LogEntry::decode(seq, &v)
+            })
+            .collect()
+    }
+
+    /// Stop the writer after the pending commits.
+    pub fn close(&self) {
+        if let Ok(mut j) = self.jobs.lock() {
+            j.take();
+        }
+        if let Ok(mut w) = self.writer.lock()
+            && let Some(h) = w.take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The smallest key greater than every key with this prefix.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn read_head(engine: &dyn Engine) -> Result<LogHead, StoreError> {
+    match engine.last(Table::Log)? {
+        None => Ok(LogHead::default()),
+        Some((k, v)) => {
+            let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                table: "log",
+                detail: "key is not a sequence number".into(),
+            })?);
+            let e = LogEntry::decode(seq, &v)?;
+            Ok(LogHead { seq, hash: e.hash })
+        }
+    }
+}
+
+fn writer_loop(engine: &dyn Engine, rx: mpsc::Receiver<Job>, mut head: LogHead) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut ops = Vec::new();
+        let mut new_head = head;
+        let mut seqs = Vec::with_capacity(jobs.len());
+        for j in &jobs {
+            ops.extend(j.batch.ops.iter().cloned());
+            let mut mine = Vec::with_capacity(j.batch.log.len());
+            for payload in &j.batch.log {
+                let seq = new_head.seq + 1;
+                let hash = LogEntry::chain_hash(&new_head.hash, seq, payload);
+                let entry = LogEntry {
+                    seq,
+                    prev: new_head.hash,
+                    hash,
+                    payload: payload.clone(),
+                };
+                ops.push(Op::Put(Table::Log, seq.to_be_bytes().to_vec(), entry.encode()));
+                new_head = LogHead { seq, hash };
+                mine.push(seq);
+            }
+            seqs.push(mine);
+        }
+        let group_size = jobs.len();
+        match engine.apply(&ops) {
+            Ok(()) => {
+                head = new_head;
+                for (j, log_seqs) in jobs.into_iter().zip(seqs) {
+                    let _ = j.reply.send(Ok(Committed { log_seqs, group_size }));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for j in jobs {
+                    let _ = j.reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract;
