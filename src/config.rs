@@ -58,7 +58,11 @@ pub fn parse_span(t: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86400),
-        u => return Err(format!("unknown duration unit {u:?} in {t:?} (use ms, s, m, h, d)")),
+        u => {
+            return Err(format!(
+                "unknown duration unit {u:?} in {t:?} (use ms, s, m, h, d)"
+            ));
+        }
     })
 }
 
@@ -276,7 +280,8 @@ pub struct Config {
 }
 
 const TOP_KEYS: [&str; 10] = [
-    "data_dir", "hostname", "provider", "tls", "listen", "limits", "store", "log", "timers", "routes",
+    "data_dir", "hostname", "provider", "tls", "listen", "limits", "store", "log", "timers",
+    "routes",
 ];
 
 fn section<T: serde::de::DeserializeOwned>(
@@ -301,13 +306,16 @@ impl Config {
     /// Parse TOML text; relative paths are resolved against `base`.
     /// Returns every problem found, not just the first.
     pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| vec![err("(syntax)", e.to_string().trim().replace('\n', " "))])?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![err("(syntax)", e.to_string().trim().replace('\n', " "))]
+        })?;
         let mut errors = Vec::new();
         for k in table.keys() {
             if !TOP_KEYS.contains(&k.as_str()) {
-                errors.push(err(k.clone(), format!("unknown key (expected one of {})", TOP_KEYS.join(", "))));
+                errors.push(err(
+                    k.clone(),
+                    format!("unknown key (expected one of {})", TOP_KEYS.join(", ")),
+                ));
             }
         }
         let data_dir = match table.get("data_dir") {
@@ -346,31 +354,55 @@ impl Config {
                 }
             },
         };
-        let (Some(data_dir), Some(mut provider), Some(mut tls), Some(listen), Some(limits), Some(store), Some(log), Some(timers)) =
-            (data_dir, provider, tls, listen, limits, store, log, timers)
-        else {
-            return Err(errors);
-        };
-        for p in [&mut provider.signing_cert, &mut provider.signing_key, &mut provider.provider_index, &mut tls.cert, &mut tls.key] {
-            *p = base.join(&*p);
+        // Semantic checks run on every section that parsed, so one bad
+        // section does not hide the problems of the others.
+        let resolve = |p: &mut PathBuf| *p = base.join(&*p);
+        let provider = provider.map(|mut p| {
+            resolve(&mut p.signing_cert);
+            resolve(&mut p.signing_key);
+            resolve(&mut p.provider_index);
+            if let Some(t) = p.trust_anchors.as_mut() {
+                resolve(t);
+            }
+            p
+        });
+        let tls = tls.map(|mut t| {
+            resolve(&mut t.cert);
+            resolve(&mut t.key);
+            t
+        });
+        errors.extend(validate_parts(
+            provider.as_ref(),
+            tls.as_ref(),
+            limits.as_ref(),
+            store.as_ref(),
+            timers.as_ref(),
+            &routes,
+        ));
+        match (data_dir, provider, tls, listen, limits, store, log, timers) {
+            (
+                Some(data_dir),
+                Some(provider),
+                Some(tls),
+                Some(listen),
+                Some(limits),
+                Some(store),
+                Some(log),
+                Some(timers),
+            ) if errors.is_empty() => Ok(Config {
+                data_dir,
+                hostname,
+                provider,
+                tls,
+                listen,
+                limits,
+                store,
+                log,
+                timers,
+                routes,
+            }),
+            _ => Err(errors),
         }
-        if let Some(t) = provider.trust_anchors.as_mut() {
-            *t = base.join(&*t);
-        }
-        let cfg = Config {
-            data_dir,
-            hostname,
-            provider,
-            tls,
-            listen,
-            limits,
-            store,
-            log,
-            timers,
-            routes,
-        };
-        errors.extend(cfg.validate());
-        if errors.is_empty() { Ok(cfg) } else { Err(errors) }
     }
 
     /// Read and parse a file.
@@ -384,63 +416,128 @@ impl Config {
 
     /// Semantic checks: every error with its key path.
     pub fn validate(&self) -> Vec<ConfigError> {
-        let mut e = Vec::new();
-        let p = &self.provider;
+        validate_parts(
+            Some(&self.provider),
+            Some(&self.tls),
+            Some(&self.limits),
+            Some(&self.store),
+            Some(&self.timers),
+            &self.routes,
+        )
+    }
+}
+
+fn validate_parts(
+    provider: Option<&ProviderConfig>,
+    tls: Option<&TlsConfig>,
+    limits: Option<&Limits>,
+    store: Option<&StoreConfig>,
+    timers: Option<&TimerConfig>,
+    routes: &[Route],
+) -> Vec<ConfigError> {
+    let mut e = Vec::new();
+    if let Some(p) = provider {
         if p.name.trim().is_empty() {
             e.push(err("provider.name", "must not be empty"));
         }
         if !p.domain.contains('.') {
-            e.push(err("provider.domain", format!("{:?} is not a mail domain", p.domain)));
+            e.push(err(
+                "provider.domain",
+                format!("{:?} is not a mail domain", p.domain),
+            ));
         }
         if p.local_domains.is_empty() {
-            e.push(err("provider.local_domains", "at least one PEC domain is needed"));
+            e.push(err(
+                "provider.local_domains",
+                "at least one PEC domain is needed",
+            ));
         }
         if crate::smime::Digest::from_name(&p.digest).is_none() {
-            e.push(err("provider.digest", format!("{:?}: use sha1, sha256, sha384 or sha512", p.digest)));
+            e.push(err(
+                "provider.digest",
+                format!("{:?}: use sha1, sha256, sha384 or sha512", p.digest),
+            ));
         }
         for (key, path) in [
             ("provider.signing_cert", &p.signing_cert),
             ("provider.signing_key", &p.signing_key),
             ("provider.provider_index", &p.provider_index),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
         ] {
             if !path.is_file() {
-                e.push(err(key, format!("{} is not a readable file", path.display())));
+                e.push(err(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
             }
         }
         if let Some(t) = &p.trust_anchors
             && !t.exists()
         {
-            e.push(err("provider.trust_anchors", format!("{} does not exist", t.display())));
+            e.push(err(
+                "provider.trust_anchors",
+                format!("{} does not exist", t.display()),
+            ));
         }
-        let l = &self.limits;
+    }
+    if let Some(t) = tls {
+        for (key, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+            if !path.is_file() {
+                e.push(err(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+    }
+    if let Some(l) = limits {
         // RT §8.5 (DM 2/11/2005 art. 12 c.2): the legal floor.
         if l.max_recipients < 50 {
-            e.push(err("limits.max_recipients", "must be at least 50 (DM 2/11/2005 art. 12)"));
+            e.push(err(
+                "limits.max_recipients",
+                "must be at least 50 (DM 2/11/2005 art. 12)",
+            ));
         }
         if l.max_total_size < 30 * 1024 * 1024 {
-            e.push(err("limits.max_total_size", "must be at least 30 MB (DM 2/11/2005 art. 12)"));
+            e.push(err(
+                "limits.max_total_size",
+                "must be at least 30 MB (DM 2/11/2005 art. 12)",
+            ));
         }
         if l.max_line_length < 1000 {
-            e.push(err("limits.max_line_length", "must be at least 1000 (RFC 5321 §4.5.3.1.6)"));
+            e.push(err(
+                "limits.max_line_length",
+                "must be at least 1000 (RFC 5321 §4.5.3.1.6)",
+            ));
         }
         if l.max_connections == 0 {
             e.push(err("limits.max_connections", "must be positive"));
         }
-        if !matches!(self.store.engine.as_str(), "redb" | "sled") {
-            e.push(err("store.engine", format!("{:?}: use redb or sled", self.store.engine)));
-        }
-        if self.timers.final_after.0 <= self.timers.warning_after.0 {
-            e.push(err("timers.final_after", "must be later than timers.warning_after"));
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            if !r.domain.contains('.') {
-                e.push(err(format!("routes[{i}].domain"), format!("{:?} is not a domain", r.domain)));
-            }
-        }
-        e
     }
+    if let Some(s) = store
+        && !matches!(s.engine.as_str(), "redb" | "sled")
+    {
+        e.push(err(
+            "store.engine",
+            format!("{:?}: use redb or sled", s.engine),
+        ));
+    }
+    if let Some(t) = timers
+        && t.final_after.0 <= t.warning_after.0
+    {
+        e.push(err(
+            "timers.final_after",
+            "must be later than timers.warning_after",
+        ));
+    }
+    for (i, r) in routes.iter().enumerate() {
+        if !r.domain.contains('.') {
+            e.push(err(
+                format!("routes[{i}].domain"),
+                format!("{:?} is not a domain", r.domain),
+            ));
+        }
+    }
+    e
 }
 
 #[cfg(test)]
@@ -502,7 +599,11 @@ final_after = "1h"
     fn unknown_keys_inside_sections_are_rejected() {
         let text = "data_dir = \"d\"\n[provider]\nname = \"x\"\nfoo = 1\n[tls]\ncert=\"a\"\nkey=\"b\"\n[listen]\n";
         let errs = Config::parse(text, Path::new("/")).unwrap_err();
-        assert!(errs.iter().any(|e| e.key == "provider" && e.message.contains("unknown field `foo`")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.key == "provider" && e.message.contains("unknown field `foo`")),
+            "{errs:?}"
+        );
     }
 
     #[test]

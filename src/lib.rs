@@ -19,6 +19,7 @@
 //! - [`index`]: the provider index (IGPEC) as imported from LDIF.
 //! - [`report`]: the `pecd verify` report (verification + classification of files).
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod index;

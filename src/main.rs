@@ -21,6 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check a configuration file and report every problem with its key.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// The legal log: verify its hash chain or search it.
+    Log {
+        #[command(subcommand)]
+        action: LogAction,
+    },
     /// Verify and classify PEC messages (.eml files).
     ///
     /// Exit status: 0 every file is a valid PEC message; 1 some file is
@@ -50,9 +60,68 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum LogAction {
+    /// Check the hash chain; names the first broken record.
+    Verify {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List the records of a message (JSON lines, in log order).
+    Search {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Original Message-ID or PEC identifier (with or without <>).
+        #[arg(long)]
+        msgid: Option<String>,
+        /// Sender address.
+        #[arg(long)]
+        from: Option<String>,
+        /// Recipient address.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only records at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+fn load_config(path: &std::path::Path) -> Result<pecd::config::Config, String> {
+    pecd::config::Config::load(path).map_err(|errs| {
+        errs.iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn open_store(path: &std::path::Path) -> Result<pecd::store::Store, String> {
+    let cfg = load_config(path)?;
+    pecd::store::Store::open(&cfg.data_dir.join("store"), &cfg.store.engine).map_err(|e| {
+        format!("{e} (is the daemon running? the embedded store allows one process at a time)")
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::CheckConfig { config } => match load_config(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("{msg}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Log { action } => match log_command(action) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("pecd log: {msg}");
+                ExitCode::from(2)
+            }
+        },
         Command::Verify {
             files,
             trust,
@@ -66,6 +135,58 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn log_command(action: LogAction) -> Result<ExitCode, String> {
+    use pecd::audit::{ChainStatus, Filter};
+    match action {
+        LogAction::Verify { config } => {
+            let store = open_store(&config)?;
+            match pecd::audit::verify_chain(&store).map_err(|e| e.to_string())? {
+                ChainStatus::Intact {
+                    records,
+                    first_seq,
+                    head_seq,
+                } => {
+                    println!("legal log intact: {records} records (#{first_seq}..#{head_seq})");
+                    Ok(ExitCode::SUCCESS)
+                }
+                ChainStatus::Broken { seq, reason } => {
+                    println!("legal log BROKEN at record #{seq}: {reason}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        LogAction::Search {
+            config,
+            msgid,
+            from,
+            to,
+            since,
+        } => {
+            let since = match since {
+                None => None,
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map_err(|e| format!("--since {t:?}: not an RFC 3339 time ({e})"))?
+                        .to_utc(),
+                ),
+            };
+            let store = open_store(&config)?;
+            let filter = Filter {
+                id: msgid,
+                from,
+                to,
+                since,
+            };
+            for (seq, rec) in pecd::audit::search(&store, &filter).map_err(|e| e.to_string())? {
+                let mut v = serde_json::to_value(&rec).map_err(|e| e.to_string())?;
+                v["seq"] = seq.into();
+                println!("{v}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -17,10 +17,19 @@ pub(crate) fn run(make: &dyn Fn(&Path) -> Arc<dyn Engine>) {
             .log(b"second".to_vec());
         let c = store.commit(b).unwrap();
         assert_eq!(c.log_seqs, vec![1, 2]);
-        assert_eq!(store.get(Table::Mailboxes, b"a@x").unwrap().as_deref(), Some(&b"A"[..]));
+        assert_eq!(
+            store.get(Table::Mailboxes, b"a@x").unwrap().as_deref(),
+            Some(&b"A"[..])
+        );
         assert_eq!(store.get(Table::Mailboxes, b"zz").unwrap(), None);
         let q = store.scan_prefix(Table::Queue, b"q/", 10).unwrap();
-        assert_eq!(q, vec![(b"q/1".to_vec(), b"one".to_vec()), (b"q/2".to_vec(), b"two".to_vec())]);
+        assert_eq!(
+            q,
+            vec![
+                (b"q/1".to_vec(), b"one".to_vec()),
+                (b"q/2".to_vec(), b"two".to_vec())
+            ]
+        );
         assert_eq!(store.range(Table::Queue, b"q/", None, 1).unwrap().len(), 1);
         let mut d = Batch::new();
         d.delete(Table::Queue, b"q/1".to_vec());
@@ -31,7 +40,10 @@ pub(crate) fn run(make: &dyn Fn(&Path) -> Arc<dyn Engine>) {
     // Reopen: everything is still there, and the log chain continues.
     {
         let store = Store::with_engine(make(dir.path())).unwrap();
-        assert_eq!(store.get(Table::Mailboxes, b"a@x").unwrap().as_deref(), Some(&b"A"[..]));
+        assert_eq!(
+            store.get(Table::Mailboxes, b"a@x").unwrap().as_deref(),
+            Some(&b"A"[..])
+        );
         let head = store.log_head().unwrap();
         assert_eq!(head.seq, 2);
         let mut b = Batch::new();
@@ -57,7 +69,11 @@ pub(crate) fn run(make: &dyn Fn(&Path) -> Arc<dyn Engine>) {
                     let mut seqs = Vec::new();
                     for i in 0..25 {
                         let mut b = Batch::new();
-                        b.put(Table::Transactions, format!("t{t}/{i:03}").into_bytes(), vec![t as u8]);
+                        b.put(
+                            Table::Transactions,
+                            format!("t{t}/{i:03}").into_bytes(),
+                            vec![t as u8],
+                        );
                         b.log(format!("{t}/{i}").into_bytes());
                         seqs.extend(s.commit(b).unwrap().log_seqs);
                     }
@@ -65,10 +81,19 @@ pub(crate) fn run(make: &dyn Fn(&Path) -> Arc<dyn Engine>) {
                 })
             })
             .collect();
-        let mut all: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort();
         assert_eq!(all, (4..204).collect::<Vec<u64>>());
-        assert_eq!(store.scan_prefix(Table::Transactions, b"t", 1000).unwrap().len(), 200);
+        assert_eq!(
+            store
+                .scan_prefix(Table::Transactions, b"t", 1000)
+                .unwrap()
+                .len(),
+            200
+        );
     }
 }
 

@@ -35,7 +35,13 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [Table::Meta, Table::Log, Table::Mailboxes, Table::Queue, Table::Transactions];
+    pub const ALL: [Table; 5] = [
+        Table::Meta,
+        Table::Log,
+        Table::Mailboxes,
+        Table::Queue,
+        Table::Transactions,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -58,6 +64,9 @@ pub enum StoreError {
     #[error("corrupt record in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// One write of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +121,9 @@ pub trait Engine: Send + Sync + 'static {
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
     /// The entry with the greatest key.
-    fn last(&self, t: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last(&self, t: Table) -> Result<Option<Entry>, StoreError>;
 }
 
 /// Where the legal log stands: last sequence number and hash.
@@ -198,11 +207,16 @@ const GROUP_MAX: usize = 256;
 impl Store {
     /// Open the engine named in the config under `dir`.
     pub fn open(dir: &Path, engine: &str) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
         let e: Arc<dyn Engine> = match engine {
             "redb" => Arc::new(RedbEngine::open(&dir.join("pecd.redb"))?),
             "sled" => Arc::new(SledEngine::open(&dir.join("pecd.sled"))?),
-            other => return Err(StoreError::Engine(format!("engine {other:?} is not available in this build"))),
+            other => {
+                return Err(StoreError::Engine(format!(
+                    "engine {other:?} is not available in this build"
+                )));
+            }
         };
         Self::with_engine(e)
     }
@@ -233,9 +247,12 @@ impl Store {
         {
             let guard = self.jobs.lock().map_err(|_| StoreError::Closed)?;
             let tx = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(Job { batch, reply }).map_err(|_| StoreError::Closed)?;
+            tx.send(Job { batch, reply })
+                .map_err(|_| StoreError::Closed)?;
         }
-        wait.recv().map_err(|_| StoreError::Closed)?.map_err(StoreError::Engine)
+        wait.recv()
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Engine)
     }
 
     pub fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -248,12 +265,17 @@ impl Store {
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         self.engine.range(t, from, to, limit)
     }
 
     /// Every key starting with `prefix`.
-    pub fn scan_prefix(&self, t: Table, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         let end = prefix_end(prefix);
         self.engine.range(t, prefix, end.as_deref(), limit)
     }
@@ -269,9 +291,11 @@ impl Store {
             .range(Table::Log, &from_seq.to_be_bytes(), None, limit)?
             .into_iter()
             .map(|(k, v)| {
-                let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                    table: "log",
-                    detail: "key is not a sequence number".into(),
+                let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt {
+                        table: "log",
+                        detail: "key is not a sequence number".into(),
+                    }
                 })?);
                 LogEntry::decode(seq, &v)
             })
@@ -313,10 +337,11 @@ fn read_head(engine: &dyn Engine) -> Result<LogHead, StoreError> {
     match engine.last(Table::Log)? {
         None => Ok(LogHead::default()),
         Some((k, v)) => {
-            let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                table: "log",
-                detail: "key is not a sequence number".into(),
-            })?);
+            let seq =
+                u64::from_be_bytes(k.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                    table: "log",
+                    detail: "key is not a sequence number".into(),
+                })?);
             let e = LogEntry::decode(seq, &v)?;
             Ok(LogHead { seq, hash: e.hash })
         }
@@ -347,7 +372,11 @@ fn writer_loop(engine: &dyn Engine, rx: mpsc::Receiver<Job>, mut head: LogHead) 
                     hash,
                     payload: payload.clone(),
                 };
-                ops.push(Op::Put(Table::Log, seq.to_be_bytes().to_vec(), entry.encode()));
+                ops.push(Op::Put(
+                    Table::Log,
+                    seq.to_be_bytes().to_vec(),
+                    entry.encode(),
+                ));
                 new_head = LogHead { seq, hash };
                 mine.push(seq);
             }
@@ -358,7 +387,10 @@ fn writer_loop(engine: &dyn Engine, rx: mpsc::Receiver<Job>, mut head: LogHead) 
             Ok(()) => {
                 head = new_head;
                 for (j, log_seqs) in jobs.into_iter().zip(seqs) {
-                    let _ = j.reply.send(Ok(Committed { log_seqs, group_size }));
+                    let _ = j.reply.send(Ok(Committed {
+                        log_seqs,
+                        group_size,
+                    }));
                 }
             }
             Err(e) => {

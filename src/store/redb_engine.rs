@@ -1,7 +1,7 @@
 //! redb engine: one redb database file; every commit is fsync'd
 //! (`Durability::Immediate`, redb's default).
 
-use super::{Engine, Op, StoreError, Table};
+use super::{Engine, Entry, Op, StoreError, Table};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
@@ -19,7 +19,8 @@ pub struct RedbEngine {
 
 impl RedbEngine {
     pub fn open(path: &Path) -> Result<RedbEngine, StoreError> {
-        let db = Database::create(path).map_err(|x| StoreError::Engine(format!("{}: {x}", path.display())))?;
+        let db = Database::create(path)
+            .map_err(|x| StoreError::Engine(format!("{}: {x}", path.display())))?;
         // Create every table once so reads never meet a missing table.
         let w = db.begin_write().map_err(e)?;
         for t in Table::ALL {
@@ -34,7 +35,8 @@ impl Engine for RedbEngine {
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(e)?;
         {
-            let mut open: Vec<(Table, redb::Table<'_, &'static [u8], &'static [u8]>)> = Vec::new();
+            type Open<'t> = (Table, redb::Table<'t, &'static [u8], &'static [u8]>);
+            let mut open: Vec<Open<'_>> = Vec::new();
             for op in ops {
                 let t = match op {
                     Op::Put(t, _, _) | Op::Delete(t, _) => *t,
@@ -72,7 +74,7 @@ impl Engine for RedbEngine {
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let r = self.db.begin_read().map_err(e)?;
         let table = r.open_table(def(t)).map_err(e)?;
         let iter = match to {
@@ -87,7 +89,7 @@ impl Engine for RedbEngine {
         Ok(out)
     }
 
-    fn last(&self, t: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, t: Table) -> Result<Option<Entry>, StoreError> {
         let r = self.db.begin_read().map_err(e)?;
         let table = r.open_table(def(t)).map_err(e)?;
         if table.is_empty().map_err(e)? {

@@ -2,7 +2,7 @@
 //! `sync_file_range`: a commit survives a process crash, not a power loss or
 //! an OS crash (upstream report spacejam/sled#1452). The README says so.
 
-use super::{Engine, Op, StoreError, Table};
+use super::{Engine, Entry, Op, StoreError, Table};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::path::Path;
@@ -18,7 +18,8 @@ pub struct SledEngine {
 
 impl SledEngine {
     pub fn open(path: &Path) -> Result<SledEngine, StoreError> {
-        let db = sled::open(path).map_err(|x| StoreError::Engine(format!("{}: {x}", path.display())))?;
+        let db =
+            sled::open(path).map_err(|x| StoreError::Engine(format!("{}: {x}", path.display())))?;
         let trees = Table::ALL
             .iter()
             .map(|t| db.open_tree(t.name()).map_err(e))
@@ -66,7 +67,7 @@ impl Engine for SledEngine {
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let tree = self.tree(t);
         let iter = match to {
             Some(to) => tree.range(from..to),
@@ -77,7 +78,11 @@ impl Engine for SledEngine {
             .collect()
     }
 
-    fn last(&self, t: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        Ok(self.tree(t).last().map_err(e)?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    fn last(&self, t: Table) -> Result<Option<Entry>, StoreError> {
+        Ok(self
+            .tree(t)
+            .last()
+            .map_err(e)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 }
