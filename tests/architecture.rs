@@ -1,6 +1,7 @@
 //! Module boundaries, checked mechanically: only `smime` touches OpenSSL's
 //! CMS/PKCS#7 (and X.509 verification); `pec` stays free of I/O and crypto
-//! (save SHA-1 for the breve hashes); nothing in the engine opens sockets.
+//! (save SHA-1 for the breve hashes); only `store` uses a storage engine;
+//! only the network edges open sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ fn module_boundaries_hold() {
             }
         }
         if rel.starts_with("pec/") {
-            for needle in ["std::fs", "std::net", "tokio", "openssl::"] {
+            for needle in ["std::fs", "TcpStream", "tokio", "openssl::"] {
                 let allowed = needle == "openssl::"
                     && rel == "pec/breve.rs"
                     && !code.contains("openssl::pkey");
@@ -60,8 +61,12 @@ fn module_boundaries_hold() {
         if !rel.starts_with("smime/") && code.contains("unsafe") {
             violations.push(format!("{rel}: unsafe outside the smime FFI shim"));
         }
-        if code.contains("std::net") || code.contains("TcpStream") {
-            violations.push(format!("{rel}: opens sockets"));
+        let may_open_sockets = ["server/", "smtp/client", "admin/"].iter().any(|p| rel.starts_with(p));
+        if !may_open_sockets && ["TcpStream", "TcpListener", "UdpSocket"].iter().any(|n| code.contains(n)) {
+            violations.push(format!("{rel}: opens sockets outside server/, smtp/client, admin/"));
+        }
+        if !rel.starts_with("store/") && (code.contains("redb::") || code.contains("sled::")) {
+            violations.push(format!("{rel}: only store/ may use a storage engine"));
         }
         if !code.starts_with("//!") && !text.trim_start().starts_with("//!") {
             violations.push(format!("{rel}: module must open with a //! header"));
