@@ -19,10 +19,12 @@
 //! - [`index`]: the provider index (IGPEC) as imported from LDIF.
 //! - [`report`]: the `pecd verify` report (verification + classification of files).
 
+pub mod accounts;
 pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod index;
+pub mod maildir;
 pub mod pec;
 pub mod report;
 pub mod smime;

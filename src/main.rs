@@ -26,6 +26,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Mailbox accounts (the embedded store must not be open by a running
+    /// daemon: one process at a time).
+    Mailbox {
+        #[command(subcommand)]
+        action: MailboxAction,
+    },
     /// The legal log: verify its hash chain or search it.
     Log {
         #[command(subcommand)]
@@ -57,6 +63,38 @@ enum Command {
         /// One JSON object per file, one per line.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailboxAction {
+    /// Create a mailbox. The password is read from standard input (one line)
+    /// unless --password is given.
+    Add {
+        address: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// List mailboxes (address, state, creation time).
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Change a password (read from standard input unless --password).
+    Passwd {
+        address: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Remove an account (its Maildir stays on disk).
+    Remove {
+        address: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -115,6 +153,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Mailbox { action } => match mailbox_command(action) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("pecd mailbox: {msg}");
+                ExitCode::from(1)
+            }
+        },
         Command::Log { action } => match log_command(action) {
             Ok(code) => code,
             Err(msg) => {
@@ -136,6 +181,64 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn password_or_stdin(p: Option<String>) -> Result<String, String> {
+    match p {
+        Some(p) => Ok(p),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_string())
+        }
+    }
+}
+
+fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
+    use pecd::accounts;
+    let now = chrono::Utc::now();
+    match action {
+        MailboxAction::Add {
+            address,
+            config,
+            password,
+        } => {
+            let store = open_store(&config)?;
+            let pw = password_or_stdin(password)?;
+            let a = accounts::add(&store, &address, &pw, now).map_err(|e| e.to_string())?;
+            println!("created {}", a.address);
+        }
+        MailboxAction::List { config } => {
+            let store = open_store(&config)?;
+            for a in accounts::list(&store).map_err(|e| e.to_string())? {
+                let state = serde_json::to_value(a.state).map_err(|e| e.to_string())?;
+                println!(
+                    "{}\t{}\t{}",
+                    a.address,
+                    state.as_str().unwrap_or("?"),
+                    a.created.to_rfc3339()
+                );
+            }
+        }
+        MailboxAction::Passwd {
+            address,
+            config,
+            password,
+        } => {
+            let store = open_store(&config)?;
+            let pw = password_or_stdin(password)?;
+            accounts::set_password(&store, &address, &pw, now).map_err(|e| e.to_string())?;
+            println!("password changed for {address}");
+        }
+        MailboxAction::Remove { address, config } => {
+            let store = open_store(&config)?;
+            accounts::remove(&store, &address, now).map_err(|e| e.to_string())?;
+            println!("removed {address}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn log_command(action: LogAction) -> Result<ExitCode, String> {

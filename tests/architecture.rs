@@ -61,9 +61,17 @@ fn module_boundaries_hold() {
         if !rel.starts_with("smime/") && code.contains("unsafe") {
             violations.push(format!("{rel}: unsafe outside the smime FFI shim"));
         }
-        let may_open_sockets = ["server/", "smtp/client", "admin/"].iter().any(|p| rel.starts_with(p));
-        if !may_open_sockets && ["TcpStream", "TcpListener", "UdpSocket"].iter().any(|n| code.contains(n)) {
-            violations.push(format!("{rel}: opens sockets outside server/, smtp/client, admin/"));
+        let may_open_sockets = ["server/", "smtp/client", "admin/"]
+            .iter()
+            .any(|p| rel.starts_with(p));
+        if !may_open_sockets
+            && ["TcpStream", "TcpListener", "UdpSocket"]
+                .iter()
+                .any(|n| code.contains(n))
+        {
+            violations.push(format!(
+                "{rel}: opens sockets outside server/, smtp/client, admin/"
+            ));
         }
         if !rel.starts_with("store/") && (code.contains("redb::") || code.contains("sled::")) {
             violations.push(format!("{rel}: only store/ may use a storage engine"));

@@ -108,3 +108,85 @@ fn log_commands_on_a_store() {
     assert_eq!(line["event"], "acceptance");
     assert_eq!(line["seq"], 1);
 }
+
+#[test]
+fn mailbox_cli_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("pecd.toml");
+    let text = std::fs::read_to_string(root().join("config/pecd.toml"))
+        .unwrap()
+        .replace("../certs/", &format!("{}/", certs().display()))
+        .replace(
+            "../data/provider-a",
+            &dir.path().join("data").display().to_string(),
+        );
+    std::fs::write(&cfg_path, text).unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = pecd()
+            .args(args)
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        &["mailbox", "add", "mario.rossi@pec.provider-a.test"],
+        "una password lunga\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &["mailbox", "add", "mario.rossi@pec.provider-a.test"],
+        "una password lunga\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = run(&["mailbox", "add", "luca@pec.provider-a.test"], "corta\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+    let out = run(&["mailbox", "list"], "");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.starts_with("mario.rossi@pec.provider-a.test\tactive\t"),
+        "{listing}"
+    );
+    assert!(
+        run(
+            &["mailbox", "passwd", "mario.rossi@pec.provider-a.test"],
+            "un'altra password\n"
+        )
+        .status
+        .success()
+    );
+    assert!(
+        run(
+            &["mailbox", "remove", "mario.rossi@pec.provider-a.test"],
+            ""
+        )
+        .status
+        .success()
+    );
+    let out = run(
+        &["mailbox", "remove", "mario.rossi@pec.provider-a.test"],
+        "",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = run(
+        &["log", "search", "--to", "mario.rossi@pec.provider-a.test"],
+        "",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}

@@ -1,0 +1,169 @@
+//! Maildir delivery: the layout Dovecot reads (`tmp/`, `new/`, `cur/`).
+//!
+//! Owns: unique file names, the durable write sequence (write to `tmp/`,
+//! fsync the file, rename into `new/`, fsync the directory), and mailbox
+//! paths under the data directory. Must not touch: quota policy, PEC logic.
+//! A message is in the mailbox once [`Maildir::deliver`] returns Ok.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One mailbox directory.
+#[derive(Debug, Clone)]
+pub struct Maildir {
+    root: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Errors of Maildir delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum MaildirError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid mailbox address {0:?}")]
+    BadAddress(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaildirError + '_ {
+    move |source| MaildirError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The directory of a mailbox address: `<base>/<domain>/<local>`, lower
+/// case, refusing anything that could escape `base`.
+pub fn mailbox_path(base: &Path, address: &str) -> Result<PathBuf, MaildirError> {
+    let a = address.trim().to_lowercase();
+    let (local, domain) = a
+        .rsplit_once('@')
+        .ok_or_else(|| MaildirError::BadAddress(address.into()))?;
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && !s.contains(['/', '\\', '\0'])
+            && !s.starts_with('.')
+    };
+    if !safe(local) || !safe(domain) {
+        return Err(MaildirError::BadAddress(address.into()));
+    }
+    Ok(base.join(domain).join(local))
+}
+
+impl Maildir {
+    /// Open (creating `tmp`, `new`, `cur` if needed).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Maildir, MaildirError> {
+        let root = root.into();
+        for d in ["tmp", "new", "cur"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(Maildir { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A unique name: `<secs>.M<micros>P<pid>Q<n>.<host>,S=<size>` (the
+    /// Maildir++ size field lets quota code skip a stat).
+    fn unique_name(&self, size: usize) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().replace(['/', ':'], "_"))
+            .unwrap_or_else(|_| "pecd".into());
+        format!(
+            "{}.M{}P{}Q{n}.{host},S={size}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id()
+        )
+    }
+
+    /// Store a message durably in `new/` and return its file name.
+    pub fn deliver(&self, message: &[u8]) -> Result<String, MaildirError> {
+        let name = self.unique_name(message.len());
+        let tmp = self.root.join("tmp").join(&name);
+        let new = self.root.join("new").join(&name);
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io(&tmp))?;
+            f.write_all(message).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        fs::rename(&tmp, &new).map_err(io(&new))?;
+        let dir = self.root.join("new");
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))?;
+        Ok(name)
+    }
+
+    /// Messages in `new/` and `cur/` with their sizes (what a rescan-based
+    /// quota counts; deletions made by an IMAP server are seen).
+    pub fn messages(&self) -> Result<Vec<(PathBuf, u64)>, MaildirError> {
+        let mut out = Vec::new();
+        for d in ["new", "cur"] {
+            let dir = self.root.join(d);
+            for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                let e = e.map_err(io(&dir))?;
+                let len = e.metadata().map_err(io(&dir))?.len();
+                out.push((e.path(), len));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_is_visible_in_new_and_tmp_is_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(mailbox_path(d.path(), "Mario.Rossi@PEC.Provider-A.test").unwrap())
+            .unwrap();
+        assert!(md.root().ends_with("pec.provider-a.test/mario.rossi"));
+        let a = md.deliver(b"Subject: a\r\n\r\nx\r\n").unwrap();
+        let b = md.deliver(b"Subject: b\r\n\r\ny\r\n").unwrap();
+        assert_ne!(a, b);
+        assert!(a.ends_with(",S=17"));
+        let msgs = md.messages().unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(fs::read(&msgs[0].0).unwrap().len() as u64, msgs[0].1);
+        assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+        // A deletion behind our back (an IMAP client) is seen.
+        fs::remove_file(&msgs[0].0).unwrap();
+        assert_eq!(md.messages().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn hostile_addresses_cannot_escape() {
+        let base = Path::new("/srv/mail");
+        for a in [
+            "../x@d.it",
+            "x@..",
+            "a/b@d.it",
+            "noat",
+            ".hidden@d.it",
+            "x@d/../../etc",
+        ] {
+            assert!(mailbox_path(base, a).is_err(), "{a}");
+        }
+    }
+}
