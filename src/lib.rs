@@ -26,6 +26,7 @@ pub mod config;
 pub mod index;
 pub mod maildir;
 pub mod pec;
+pub mod points;
 pub mod report;
 pub mod smime;
 pub mod store;
