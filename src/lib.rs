@@ -29,4 +29,5 @@ pub mod pec;
 pub mod points;
 pub mod report;
 pub mod smime;
+pub mod smtp;
 pub mod store;

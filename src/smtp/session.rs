@@ -1,0 +1,578 @@
+//! The server side of one SMTP connection as a state machine (sans-IO).
+//!
+//! The I/O shell feeds received bytes with [`Session::feed`] and takes
+//! [`Event`]s from [`Session::next_event`] until it returns None. Events that
+//! need the outside world (TLS upgrade, credentials, the message itself)
+//! stop processing until the shell answers with [`Session::tls_started`],
+//! [`Session::auth_result`] or [`Session::message_result`]; pipelined
+//! commands wait in the buffer meanwhile (RFC 2920).
+//!
+//! Two modes: `Submission` (punto di accesso: AUTH only over TLS, required
+//! before MAIL) and `Inbound` (punto di ricezione: no AUTH, cleartext
+//! allowed, recipients only in local domains — never an open relay).
+
+use super::reply::Reply;
+use base64::Engine;
+use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ProtoError, Request};
+
+/// Which listener this session belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Submission,
+    Inbound,
+}
+
+/// Per-listener settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub mode: Mode,
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// Whether STARTTLS can be offered (a TLS identity is configured).
+    pub tls_available: bool,
+    /// Domains accepted as recipients on the inbound listener.
+    pub local_domains: Vec<String>,
+}
+
+/// What the shell must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Write this reply.
+    Reply(Reply),
+    /// Write this reply (220), then upgrade to TLS and call `tls_started`.
+    StartTls(Reply),
+    /// Check these credentials and call `auth_result`.
+    Authenticate { user: String, password: String },
+    /// A complete message: process it and call `message_result` with the
+    /// reply (250 only once it is durable).
+    Message(Envelope),
+    /// Write this reply and close the connection.
+    Close(Reply),
+}
+
+/// The SMTP envelope and the data of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub authenticated: Option<String>,
+    pub tls: bool,
+    pub helo: String,
+    pub data: Vec<u8>,
+}
+
+enum Framing {
+    Command,
+    Data {
+        receiver: DataReceiver,
+        buf: Vec<u8>,
+        too_big: bool,
+    },
+    AuthPlain,
+    AuthLoginUser,
+    AuthLoginPassword {
+        user: String,
+    },
+    /// Waiting for the shell (auth, message, TLS): input stays buffered.
+    Waiting,
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+struct Transaction {
+    mail_from: String,
+    rcpt_to: Vec<String>,
+}
+
+/// One connection's state.
+pub struct Session {
+    cfg: SessionConfig,
+    tls: bool,
+    helo: Option<String>,
+    authenticated: Option<String>,
+    tx: Option<Transaction>,
+    framing: Framing,
+    receiver: RequestReceiver,
+    input: Vec<u8>,
+    auth_failures: u32,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("mode", &self.cfg.mode)
+            .field("tls", &self.tls)
+            .field("authenticated", &self.authenticated)
+            .finish_non_exhaustive()
+    }
+}
+
+const MAX_AUTH_FAILURES: u32 = 3;
+
+fn domain_of(address: &str) -> Option<String> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig, tls: bool) -> Session {
+        Session {
+            cfg,
+            tls,
+            helo: None,
+            authenticated: None,
+            tx: None,
+            framing: Framing::Command,
+            receiver: RequestReceiver::default(),
+            input: Vec::new(),
+            auth_failures: 0,
+        }
+    }
+
+    /// The 220 greeting.
+    pub fn greeting(&self) -> Reply {
+        Reply::plain(220, format!("{} ESMTP pecd", self.cfg.hostname))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.framing, Framing::Closed)
+    }
+
+    /// Whether the session is inside DATA (the shell applies the data timeout).
+    pub fn in_data(&self) -> bool {
+        matches!(self.framing, Framing::Data { .. })
+    }
+
+    /// Append received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if !self.is_closed() {
+            self.input.extend_from_slice(bytes);
+        }
+    }
+
+    /// After the TLS handshake: RFC 3207 §4.2 — forget everything, including
+    /// any command pipelined after STARTTLS in cleartext (injection).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.authenticated = None;
+        self.tx = None;
+        self.input.clear();
+        self.receiver = RequestReceiver::default();
+        self.framing = Framing::Command;
+    }
+
+    /// The shell's verdict on credentials (Some(identity) when valid).
+    pub fn auth_result(&mut self, identity: Option<String>) -> Reply {
+        self.framing = Framing::Command;
+        match identity {
+            Some(id) => {
+                self.authenticated = Some(id);
+                Reply::new(235, (2, 7, 0), "Authentication successful")
+            }
+            None => {
+                self.auth_failures += 1;
+                if self.auth_failures >= MAX_AUTH_FAILURES {
+                    self.framing = Framing::Closed;
+                    return Reply::new(421, (4, 7, 0), "Too many authentication failures, closing");
+                }
+                Reply::new(535, (5, 7, 8), "Authentication credentials invalid")
+            }
+        }
+    }
+
+    /// The shell's reply to a message; the transaction ends either way.
+    pub fn message_result(&mut self, reply: Reply) -> Reply {
+        self.tx = None;
+        self.framing = Framing::Command;
+        reply
+    }
+
+    /// Process buffered input until an event is ready.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            match &mut self.framing {
+                Framing::Closed | Framing::Waiting => return None,
+                Framing::Data {
+                    receiver,
+                    buf,
+                    too_big,
+                } => {
+                    if self.input.is_empty() {
+                        return None;
+                    }
+                    let input = std::mem::take(&mut self.input);
+                    let mut it = input.iter();
+                    let done = receiver.ingest(&mut it, buf);
+                    self.input = it.as_slice().to_vec();
+                    if buf.len() > self.cfg.max_message_size {
+                        // Keep reading to the terminating dot, store nothing more.
+                        *too_big = true;
+                        buf.clear();
+                    }
+                    if !done {
+                        continue;
+                    }
+                    let too_big = *too_big;
+                    let data = std::mem::take(buf);
+                    if too_big {
+                        self.tx = None;
+                        self.framing = Framing::Command;
+                        return Some(Event::Reply(Reply::new(
+                            552,
+                            (5, 3, 4),
+                            format!(
+                                "Message exceeds the maximum size of {} bytes",
+                                self.cfg.max_message_size
+                            ),
+                        )));
+                    }
+                    let tx = self.tx.clone()?;
+                    self.framing = Framing::Waiting;
+                    return Some(Event::Message(Envelope {
+                        mail_from: tx.mail_from,
+                        rcpt_to: tx.rcpt_to,
+                        authenticated: self.authenticated.clone(),
+                        tls: self.tls,
+                        helo: self.helo.clone().unwrap_or_default(),
+                        data,
+                    }));
+                }
+                Framing::AuthPlain | Framing::AuthLoginUser | Framing::AuthLoginPassword { .. } => {
+                    let Some(pos) = self.input.iter().position(|b| *b == b'\n') else {
+                        if self.input.len() > 2048 {
+                            self.framing = Framing::Command;
+                            self.input.clear();
+                            return Some(Event::Reply(Reply::new(
+                                500,
+                                (5, 5, 6),
+                                "Authentication line too long",
+                            )));
+                        }
+                        return None;
+                    };
+                    let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    let line = String::from_utf8_lossy(&line).trim().to_string();
+                    if line == "*" {
+                        self.framing = Framing::Command;
+                        return Some(Event::Reply(Reply::new(
+                            501,
+                            (5, 0, 0),
+                            "Authentication cancelled",
+                        )));
+                    }
+                    let Ok(decoded) =
+                        base64::engine::general_purpose::STANDARD.decode(line.as_bytes())
+                    else {
+                        self.framing = Framing::Command;
+                        return Some(Event::Reply(Reply::new(
+                            501,
+                            (5, 5, 2),
+                            "Invalid base64 in authentication",
+                        )));
+                    };
+                    match std::mem::replace(&mut self.framing, Framing::Command) {
+                        Framing::AuthPlain => return Some(self.plain(&decoded)),
+                        Framing::AuthLoginUser => {
+                            self.framing = Framing::AuthLoginPassword {
+                                user: String::from_utf8_lossy(&decoded).into_owned(),
+                            };
+                            return Some(Event::Reply(Reply::plain(334, "UGFzc3dvcmQ6")));
+                        }
+                        Framing::AuthLoginPassword { user } => {
+                            self.framing = Framing::Waiting;
+                            return Some(Event::Authenticate {
+                                user,
+                                password: String::from_utf8_lossy(&decoded).into_owned(),
+                            });
+                        }
+                        _ => return None,
+                    }
+                }
+                Framing::Command => {
+                    if self.input.is_empty() {
+                        return None;
+                    }
+                    let input = std::mem::take(&mut self.input);
+                    let mut it = input.iter();
+                    let parsed = self.receiver.ingest(&mut it).map(|r| r.into_owned());
+                    self.input = it.as_slice().to_vec();
+                    match parsed {
+                        Err(ProtoError::NeedsMoreData { .. }) => return None,
+                        Err(e) => return Some(Event::Reply(proto_error(e))),
+                        Ok(req) => {
+                            if let Some(ev) = self.command(req) {
+                                return Some(ev);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn plain(&mut self, decoded: &[u8]) -> Event {
+        // RFC 4616: authzid NUL authcid NUL passwd
+        let parts: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
+        if parts.len() != 3 {
+            self.framing = Framing::Command;
+            return Event::Reply(Reply::new(501, (5, 5, 2), "Malformed PLAIN credentials"));
+        }
+        let authz = String::from_utf8_lossy(parts[0]).into_owned();
+        let user = String::from_utf8_lossy(parts[1]).into_owned();
+        if !authz.is_empty() && !authz.eq_ignore_ascii_case(&user) {
+            self.framing = Framing::Command;
+            return Event::Reply(Reply::new(
+                535,
+                (5, 7, 8),
+                "Authorization identity not allowed",
+            ));
+        }
+        self.framing = Framing::Waiting;
+        Event::Authenticate {
+            user,
+            password: String::from_utf8_lossy(parts[2]).into_owned(),
+        }
+    }
+
+    fn ehlo(&self, host: &str) -> Reply {
+        let mut lines = vec![
+            format!("{} greets {host}", self.cfg.hostname),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.cfg.max_message_size),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.cfg.tls_available && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.cfg.mode == Mode::Submission && self.tls {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        Reply {
+            code: 250,
+            enhanced: None,
+            lines,
+        }
+    }
+
+    fn command(&mut self, req: Request<String>) -> Option<Event> {
+        let r = |reply| Some(Event::Reply(reply));
+        match req {
+            Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host } => {
+                self.tx = None;
+                let reply = self.ehlo(&host);
+                self.helo = Some(host);
+                r(reply)
+            }
+            Request::StartTls => {
+                if self.tls {
+                    r(Reply::bad_sequence("TLS already active"))
+                } else if !self.cfg.tls_available {
+                    r(Reply::new(454, (4, 7, 0), "TLS not available"))
+                } else {
+                    self.framing = Framing::Waiting;
+                    Some(Event::StartTls(Reply::plain(
+                        220,
+                        "2.0.0 Ready to start TLS",
+                    )))
+                }
+            }
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                if self.cfg.mode != Mode::Submission {
+                    return r(Reply::new(
+                        502,
+                        (5, 5, 1),
+                        "AUTH not available on this port",
+                    ));
+                }
+                if !self.tls {
+                    // RFC 4954 §4: credentials only over an encrypted channel.
+                    return r(Reply::new(
+                        538,
+                        (5, 7, 11),
+                        "Encryption required for requested authentication mechanism",
+                    ));
+                }
+                if self.authenticated.is_some() {
+                    return r(Reply::bad_sequence("Already authenticated"));
+                }
+                if self.tx.is_some() {
+                    return r(Reply::bad_sequence(
+                        "AUTH not allowed during a mail transaction",
+                    ));
+                }
+                let initial = initial_response.trim().to_string();
+                if mechanism == AUTH_PLAIN {
+                    if initial.is_empty() {
+                        self.framing = Framing::AuthPlain;
+                        return r(Reply::plain(334, ""));
+                    }
+                    if initial == "=" {
+                        return Some(self.plain(b""));
+                    }
+                    match base64::engine::general_purpose::STANDARD.decode(initial.as_bytes()) {
+                        Ok(d) => Some(self.plain(&d)),
+                        Err(_) => r(Reply::new(
+                            501,
+                            (5, 5, 2),
+                            "Invalid base64 in authentication",
+                        )),
+                    }
+                } else if mechanism == AUTH_LOGIN {
+                    if initial.is_empty() {
+                        self.framing = Framing::AuthLoginUser;
+                        return r(Reply::plain(334, "VXNlcm5hbWU6"));
+                    }
+                    match base64::engine::general_purpose::STANDARD.decode(initial.as_bytes()) {
+                        Ok(d) => {
+                            self.framing = Framing::AuthLoginPassword {
+                                user: String::from_utf8_lossy(&d).into_owned(),
+                            };
+                            r(Reply::plain(334, "UGFzc3dvcmQ6"))
+                        }
+                        Err(_) => r(Reply::new(
+                            501,
+                            (5, 5, 2),
+                            "Invalid base64 in authentication",
+                        )),
+                    }
+                } else {
+                    r(Reply::new(
+                        504,
+                        (5, 5, 4),
+                        "Unrecognized authentication mechanism",
+                    ))
+                }
+            }
+            Request::Mail { from } => {
+                if self.helo.is_none() {
+                    return r(Reply::bad_sequence("Send EHLO first"));
+                }
+                if self.tx.is_some() {
+                    return r(Reply::bad_sequence("Nested MAIL command"));
+                }
+                if self.cfg.mode == Mode::Submission {
+                    let Some(user) = &self.authenticated else {
+                        return r(Reply::new(530, (5, 7, 0), "Authentication required"));
+                    };
+                    // RFC 6109 §5.2: a user sends only as his own PEC address.
+                    if !from.address.eq_ignore_ascii_case(user) {
+                        return r(Reply::new(
+                            553,
+                            (5, 7, 1),
+                            format!("Sender address must be {user}"),
+                        ));
+                    }
+                }
+                if from.size > self.cfg.max_message_size {
+                    return r(Reply::new(
+                        552,
+                        (5, 3, 4),
+                        format!(
+                            "Message size exceeds the maximum of {} bytes",
+                            self.cfg.max_message_size
+                        ),
+                    ));
+                }
+                self.tx = Some(Transaction {
+                    mail_from: from.address.to_string(),
+                    rcpt_to: Vec::new(),
+                });
+                r(Reply::new(250, (2, 1, 0), "Sender OK"))
+            }
+            Request::Rcpt { to } => {
+                let mode = self.cfg.mode;
+                let local = self.cfg.local_domains.clone();
+                let max = self.cfg.max_recipients;
+                let Some(tx) = self.tx.as_mut() else {
+                    return r(Reply::bad_sequence("Send MAIL first"));
+                };
+                let address = to.address.to_string();
+                if address.is_empty() || !address.contains('@') {
+                    return r(Reply::new(501, (5, 1, 3), "Invalid recipient address"));
+                }
+                if mode == Mode::Inbound {
+                    let ours = domain_of(&address)
+                        .is_some_and(|d| local.iter().any(|l| l.eq_ignore_ascii_case(&d)));
+                    if !ours {
+                        return r(Reply::new(
+                            550,
+                            (5, 7, 1),
+                            "Relaying denied: not a domain of this provider",
+                        ));
+                    }
+                }
+                if tx.rcpt_to.len() >= max {
+                    return r(Reply::new(452, (4, 5, 3), "Too many recipients"));
+                }
+                tx.rcpt_to.push(address);
+                r(Reply::new(250, (2, 1, 5), "Recipient OK"))
+            }
+            Request::Data => match &self.tx {
+                None => r(Reply::bad_sequence("Send MAIL first")),
+                Some(tx) if tx.rcpt_to.is_empty() => {
+                    r(Reply::new(554, (5, 5, 1), "No valid recipients"))
+                }
+                Some(_) => {
+                    self.framing = Framing::Data {
+                        receiver: DataReceiver::new(),
+                        buf: Vec::new(),
+                        too_big: false,
+                    };
+                    r(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
+                }
+            },
+            Request::Bdat { .. } => r(Reply::new(
+                502,
+                (5, 5, 1),
+                "BDAT not supported (CHUNKING is not offered)",
+            )),
+            Request::Rset => {
+                self.tx = None;
+                r(Reply::ok("Reset"))
+            }
+            Request::Noop { .. } => r(Reply::ok("OK")),
+            Request::Quit => {
+                self.framing = Framing::Closed;
+                Some(Event::Close(Reply::new(221, (2, 0, 0), "Bye")))
+            }
+            Request::Vrfy { .. } | Request::Expn { .. } => r(Reply::new(
+                252,
+                (2, 5, 0),
+                "Cannot verify, send mail to try delivery",
+            )),
+            Request::Help { .. } => r(Reply::new(214, (2, 0, 0), "See RFC 5321")),
+            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                r(Reply::new(502, (5, 5, 1), "Command not implemented"))
+            }
+        }
+    }
+}
+
+fn proto_error(e: ProtoError) -> Reply {
+    match e {
+        ProtoError::UnknownCommand => Reply::new(500, (5, 5, 2), "Command unrecognized"),
+        ProtoError::InvalidSenderAddress => Reply::new(501, (5, 1, 7), "Invalid sender address"),
+        ProtoError::InvalidRecipientAddress => {
+            Reply::new(501, (5, 1, 3), "Invalid recipient address")
+        }
+        ProtoError::SyntaxError { syntax } => Reply::syntax(format!("Syntax: {syntax}")),
+        ProtoError::InvalidParameter { param } => {
+            Reply::new(501, (5, 5, 4), format!("Invalid parameter {param}"))
+        }
+        ProtoError::UnsupportedParameter { param } => {
+            Reply::new(504, (5, 5, 4), format!("Unsupported parameter {param}"))
+        }
+        ProtoError::ResponseTooLong => Reply::new(500, (5, 5, 6), "Line too long"),
+        ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
+            Reply::syntax("Syntax error")
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Transcript tests of the sans-IO SMTP session: every wrong sequence and
+//! piece of garbage gets the RFC 5321 reply, never a panic or a silent drop.
+
+use pecd::smtp::reply::Reply;
+use pecd::smtp::session::{Event, Mode, Session, SessionConfig};
+
+fn cfg(mode: Mode) -> SessionConfig {
+    SessionConfig {
+        mode,
+        hostname: "mx.pec.provider-a.test".into(),
+        max_message_size: 1000,
+        max_recipients: 3,
+        tls_available: true,
+        local_domains: vec!["pec.provider-a.test".into()],
+    }
+}
+
+/// A fake shell: TLS always succeeds, one valid account, messages are
+/// acknowledged with their size. Returns everything written.
+struct Shell {
+    out: String,
+    messages: Vec<pecd::smtp::session::Envelope>,
+    closed: bool,
+}
+
+impl Shell {
+    fn new(s: &Session) -> Shell {
+        Shell {
+            out: s.greeting().to_string(),
+            messages: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn send(&mut self, s: &mut Session, input: &str) -> &mut Self {
+        s.feed(input.as_bytes());
+        while let Some(ev) = s.next_event() {
+            match ev {
+                Event::Reply(r) => self.out.push_str(&r.to_string()),
+                Event::StartTls(r) => {
+                    self.out.push_str(&r.to_string());
+                    s.tls_started();
+                }
+                Event::Authenticate { user, password } => {
+                    let ok = user == "mario@pec.provider-a.test" && password == "segreto";
+                    let r = s.auth_result(ok.then_some(user));
+                    self.out.push_str(&r.to_string());
+                }
+                Event::Message(env) => {
+                    let r = s.message_result(Reply::ok(format!("queued {} bytes", env.data.len())));
+                    self.messages.push(env);
+                    self.out.push_str(&r.to_string());
+                }
+                Event::Close(r) => {
+                    self.out.push_str(&r.to_string());
+                    self.closed = true;
+                }
+            }
+        }
+        self
+    }
+
+    fn codes(&self) -> Vec<&str> {
+        self.out
+            .lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| &l[..3])
+            .collect()
+    }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn submission_happy_path_with_starttls_auth_plain_and_pipelining() {
+    let mut s = Session::new(cfg(Mode::Submission), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO client\r\n");
+    assert!(sh.out.contains("250 STARTTLS"), "{}", sh.out);
+    assert!(
+        !sh.out.contains("AUTH"),
+        "AUTH must not be offered before TLS"
+    );
+    sh.send(&mut s, "STARTTLS\r\n");
+    sh.send(&mut s, "EHLO client\r\n");
+    assert!(sh.out.contains("AUTH PLAIN LOGIN"));
+    let plain = b64("\0mario@pec.provider-a.test\0segreto");
+    // Pipelined: AUTH is not pipelinable, so send it alone; then the rest at once.
+    sh.send(&mut s, &format!("AUTH PLAIN {plain}\r\n"));
+    sh.send(
+        &mut s,
+        "MAIL FROM:<mario@pec.provider-a.test> SIZE=100\r\nRCPT TO:<a@pec.provider-b.test>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        sh.codes(),
+        vec![
+            "220", "250", "220", "250", "235", "250", "250", "250", "354", "250", "221"
+        ]
+    );
+    assert!(sh.closed);
+    let m = &sh.messages[0];
+    assert_eq!(m.mail_from, "mario@pec.provider-a.test");
+    assert_eq!(m.rcpt_to, vec!["a@pec.provider-b.test", "b@example.com"]);
+    assert_eq!(
+        m.authenticated.as_deref(),
+        Some("mario@pec.provider-a.test")
+    );
+    assert!(m.tls);
+    assert_eq!(
+        m.data, b"Subject: x\r\n\r\n.dot\r\nbody\r\n",
+        "dot-unstuffed, terminator removed"
+    );
+}
+
+#[test]
+fn auth_is_refused_without_tls_and_mail_without_auth() {
+    let mut s = Session::new(cfg(Mode::Submission), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\n");
+    sh.send(
+        &mut s,
+        &format!(
+            "AUTH PLAIN {}\r\n",
+            b64("\0mario@pec.provider-a.test\0segreto")
+        ),
+    );
+    assert!(sh.out.contains("538 5.7.11"), "{}", sh.out);
+    sh.send(&mut s, "MAIL FROM:<mario@pec.provider-a.test>\r\n");
+    assert!(sh.out.contains("530 5.7.0"), "{}", sh.out);
+}
+
+#[test]
+fn auth_login_wrong_password_then_sender_mismatch() {
+    let mut s = Session::new(cfg(Mode::Submission), true);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\nAUTH LOGIN\r\n");
+    sh.send(&mut s, &format!("{}\r\n", b64("mario@pec.provider-a.test")));
+    sh.send(&mut s, &format!("{}\r\n", b64("sbagliata")));
+    assert!(sh.out.contains("535 5.7.8"), "{}", sh.out);
+    sh.send(
+        &mut s,
+        &format!(
+            "AUTH LOGIN {}\r\n{}\r\n",
+            b64("mario@pec.provider-a.test"),
+            b64("segreto")
+        ),
+    );
+    assert!(sh.out.contains("235 2.7.0"), "{}", sh.out);
+    sh.send(&mut s, "MAIL FROM:<luigi@pec.provider-a.test>\r\n");
+    assert!(sh.out.contains("553 5.7.1"), "{}", sh.out);
+}
+
+#[test]
+fn three_failed_auths_close_the_connection() {
+    let mut s = Session::new(cfg(Mode::Submission), true);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\n");
+    for _ in 0..3 {
+        sh.send(&mut s, &format!("AUTH PLAIN {}\r\n", b64("\0x@y.it\0no")));
+    }
+    assert!(sh.out.contains("421 4.7.0"));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn inbound_refuses_relay_and_auth_but_takes_cleartext() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO other-provider\r\n");
+    assert!(!sh.out.contains("AUTH"));
+    sh.send(&mut s, &format!("AUTH PLAIN {}\r\n", b64("\0a\0b")));
+    assert!(sh.out.contains("502 5.5.1"));
+    sh.send(&mut s, "MAIL FROM:<x@example.com>\r\nRCPT TO:<victim@gmail.test>\r\nRCPT TO:<Mario@PEC.Provider-A.test>\r\nDATA\r\nhi\r\n.\r\n");
+    assert!(sh.out.contains("550 5.7.1 Relaying denied"));
+    assert_eq!(sh.messages.len(), 1);
+    assert_eq!(sh.messages[0].rcpt_to, vec!["Mario@PEC.Provider-A.test"]);
+    assert!(!sh.messages[0].tls);
+}
+
+#[test]
+fn starttls_discards_pipelined_cleartext_commands() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.it>\r\n");
+    // The injected MAIL must not be executed after the upgrade.
+    sh.send(&mut s, "MAIL FROM:<a@b.it>\r\n");
+    assert!(
+        sh.out.ends_with("503 5.5.1 Send EHLO first\r\n"),
+        "{}",
+        sh.out
+    );
+}
+
+#[test]
+fn wrong_sequences_get_503_and_limits_apply() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "MAIL FROM:<a@b.it>\r\n");
+    sh.send(
+        &mut s,
+        "EHLO c\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\n",
+    );
+    sh.send(&mut s, "MAIL FROM:<a@b.it> SIZE=5000\r\n");
+    sh.send(
+        &mut s,
+        "MAIL FROM:<a@b.it>\r\nMAIL FROM:<a@b.it>\r\nDATA\r\n",
+    );
+    for i in 0..4 {
+        sh.send(&mut s, &format!("RCPT TO:<u{i}@pec.provider-a.test>\r\n"));
+    }
+    assert_eq!(
+        sh.codes(),
+        vec![
+            "220", "503", "250", "503", "503", "552", "250", "503", "554", "250", "250", "250",
+            "452"
+        ]
+    );
+}
+
+#[test]
+fn oversized_data_is_read_to_the_end_and_refused() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(
+        &mut s,
+        "EHLO c\r\nMAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\n",
+    );
+    let big = "x".repeat(700);
+    sh.send(&mut s, &format!("{big}\r\n{big}\r\n.\r\nNOOP\r\n"));
+    assert!(sh.out.contains("552 5.3.4"), "{}", sh.out);
+    assert!(
+        sh.out.ends_with("250 2.0.0 OK\r\n"),
+        "session continues: {}",
+        sh.out
+    );
+    assert!(sh.messages.is_empty());
+}
+
+#[test]
+fn garbage_and_long_lines_get_errors_not_panics() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "HELLO\r\n\x00\x01\x02\r\nMAIL\r\nRCPT TO:\r\n");
+    sh.send(&mut s, &format!("EHLO {}\r\n", "a".repeat(10_000)));
+    sh.send(&mut s, "NOOP\r\nBDAT 10 LAST\r\nVRFY x\r\nHELP\r\n");
+    let codes = sh.codes();
+    assert!(
+        codes.iter().filter(|c| c.starts_with('5')).count() >= 4,
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&"502") && codes.contains(&"252") && codes.contains(&"214"),
+        "{codes:?}"
+    );
+    assert!(!s.is_closed());
+}
+
+#[test]
+fn split_input_byte_by_byte_gives_the_same_result() {
+    let script = "EHLO c\r\nMAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\nline\r\n.\r\nQUIT\r\n";
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    for b in script.chars() {
+        sh.send(&mut s, &b.to_string());
+    }
+    assert_eq!(
+        sh.codes(),
+        vec!["220", "250", "250", "250", "354", "250", "221"]
+    );
+    assert_eq!(sh.messages[0].data, b"line\r\n");
+}
