@@ -262,6 +262,14 @@ pub struct Route {
     pub host: SocketAddr,
 }
 
+/// A mailbox created at start-up if missing (dev and demo setups only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevMailbox {
+    pub address: String,
+    pub password: String,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -277,10 +285,21 @@ pub struct Config {
     pub log: LogConfig,
     pub timers: TimerConfig,
     pub routes: Vec<Route>,
+    /// Demo mailboxes created at start-up when missing (never in production).
+    pub dev_mailboxes: Vec<DevMailbox>,
 }
 
-const TOP_KEYS: [&str; 10] = [
-    "data_dir", "hostname", "provider", "tls", "listen", "limits", "store", "log", "timers",
+const TOP_KEYS: [&str; 11] = [
+    "dev_mailboxes",
+    "data_dir",
+    "hostname",
+    "provider",
+    "tls",
+    "listen",
+    "limits",
+    "store",
+    "log",
+    "timers",
     "routes",
 ];
 
@@ -354,6 +373,19 @@ impl Config {
                 }
             },
         };
+        let dev_mailboxes: Vec<DevMailbox> = match table.get("dev_mailboxes") {
+            None => Vec::new(),
+            Some(v) => match v.clone().try_into::<Vec<DevMailbox>>() {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(err(
+                        "dev_mailboxes",
+                        e.to_string().trim().replace('\n', " "),
+                    ));
+                    Vec::new()
+                }
+            },
+        };
         // Semantic checks run on every section that parsed, so one bad
         // section does not hide the problems of the others.
         let resolve = |p: &mut PathBuf| *p = base.join(&*p);
@@ -400,6 +432,7 @@ impl Config {
                 log,
                 timers,
                 routes,
+                dev_mailboxes,
             }),
             _ => Err(errors),
         }

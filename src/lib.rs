@@ -20,6 +20,7 @@
 //! - [`report`]: the `pecd verify` report (verification + classification of files).
 
 pub mod accounts;
+pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -27,7 +28,9 @@ pub mod index;
 pub mod maildir;
 pub mod pec;
 pub mod points;
+pub mod queue;
 pub mod report;
+pub mod server;
 pub mod smime;
 pub mod smtp;
 pub mod store;

@@ -93,12 +93,47 @@ impl Maildir {
     /// Store a message durably in `new/` and return its file name.
     pub fn deliver(&self, message: &[u8]) -> Result<String, MaildirError> {
         let name = self.unique_name(message.len());
-        let tmp = self.root.join("tmp").join(&name);
-        let new = self.root.join("new").join(&name);
+        self.write_named(&name, message)?;
+        Ok(name)
+    }
+
+    /// Deliver under a name derived from `id`, unless a file of that id is
+    /// already in `new/` or `cur/` (an IMAP server may have moved it and
+    /// added flags): re-running a delivery after a crash never duplicates.
+    pub fn deliver_once(&self, id: &str, message: &[u8]) -> Result<String, MaildirError> {
+        let safe: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let prefix = format!("{safe},S=");
+        for d in ["new", "cur"] {
+            let dir = self.root.join(d);
+            for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                let e = e.map_err(io(&dir))?;
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    return Ok(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        let name = format!("{safe},S={}", message.len());
+        self.write_named(&name, message)?;
+        Ok(name)
+    }
+
+    fn write_named(&self, name: &str, message: &[u8]) -> Result<(), MaildirError> {
+        let tmp = self.root.join("tmp").join(name);
+        let new = self.root.join("new").join(name);
         {
             let mut f = OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(true)
                 .open(&tmp)
                 .map_err(io(&tmp))?;
             f.write_all(message).map_err(io(&tmp))?;
@@ -109,7 +144,7 @@ impl Maildir {
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&dir))?;
-        Ok(name)
+        Ok(())
     }
 
     /// Messages in `new/` and `cur/` with their sizes (what a rescan-based
@@ -147,6 +182,17 @@ mod tests {
         assert_eq!(msgs.len(), 2);
         assert_eq!(fs::read(&msgs[0].0).unwrap().len() as u64, msgs[0].1);
         assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+        // Idempotent delivery by id, even after an IMAP server moved the file.
+        let n = md.deliver_once("item.1", b"x").unwrap();
+        assert_eq!(md.deliver_once("item.1", b"x").unwrap(), n);
+        fs::rename(
+            md.root().join("new").join(&n),
+            md.root().join("cur").join(format!("{n}:2,S")),
+        )
+        .unwrap();
+        md.deliver_once("item.1", b"x").unwrap();
+        assert_eq!(md.messages().unwrap().len(), 3);
+        fs::remove_file(md.root().join("cur").join(format!("{n}:2,S"))).unwrap();
         // A deletion behind our back (an IMAP client) is seen.
         fs::remove_file(&msgs[0].0).unwrap();
         assert_eq!(md.messages().unwrap().len(), 1);

@@ -21,6 +21,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the provider daemon (punto di accesso, ricezione, consegna).
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format: human (default) or json.
+        #[arg(long, default_value = "human")]
+        log_format: String,
+    },
     /// Check a configuration file and report every problem with its key.
     CheckConfig {
         #[arg(long, value_name = "FILE")]
@@ -143,6 +151,13 @@ fn open_store(path: &std::path::Path) -> Result<pecd::store::Store, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config, log_format } => match serve(&config, &log_format) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("pecd serve: {msg}");
+                ExitCode::from(1)
+            }
+        },
         Command::CheckConfig { config } => match load_config(&config) {
             Ok(_) => {
                 println!("{}: OK", config.display());
@@ -181,6 +196,62 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PECD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log_format {
+        "json" => builder.json().init(),
+        "human" => builder.init(),
+        other => return Err(format!("--log-format {other:?}: use human or json")),
+    }
+    let cfg = load_config(path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let app = std::sync::Arc::new(pecd::app::App::open(cfg).map_err(|e| e.to_string())?);
+        let now = chrono::Utc::now();
+        for m in &app.config.dev_mailboxes {
+            if pecd::accounts::get(&app.store, &m.address)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                pecd::accounts::add(&app.store, &m.address, &m.password, now)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let bound = pecd::server::start(app.clone(), rx.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        for (name, addr) in &bound {
+            println!("listening {name} {addr}");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let tick = (app.config.timers.warning_after.0 / 20).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1),
+        );
+        let worker = tokio::spawn(app.clone().worker(tick, rx));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!(event = "shutdown");
+        let _ = tx.send(true);
+        let _ = worker.await;
+        app.store.close();
+        Ok(())
+    })
 }
 
 fn password_or_stdin(p: Option<String>) -> Result<String, String> {

@@ -162,6 +162,19 @@ impl Checker {
     }
 }
 
+/// The decoded content of the first MIME part named `name` (e.g.
+/// `postacert.eml`), at any depth of the top-level message.
+pub fn part(raw: &[u8], name: &str) -> Option<Vec<u8>> {
+    let msg = MessageParser::default().parse(raw)?;
+    msg.parts
+        .iter()
+        .find(|p| {
+            p.attachment_name()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .map(|p| p.contents().to_vec())
+}
+
 impl Report {
     /// One JSON object (one line).
     pub fn to_json(&self) -> String {

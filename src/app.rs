@@ -1,0 +1,905 @@
+//! Composition root and the processing of the three PEC points.
+//!
+//! Owns: the running [`App`] (config, store, spool, signer, trust, ids),
+//! what happens to a submitted message (punto di accesso), to a received one
+//! (punto di ricezione) and at delivery (punto di consegna), routing, the
+//! queue worker and the 12 h / 24 h timers. Every effect is a queue item
+//! committed, with its log records, before the SMTP reply: nothing
+//! acknowledged is lost, and a crash re-runs only uncommitted work.
+//! Must not touch: sockets (see `server`, `smtp::client`), the engine.
+
+use crate::accounts::{self, AccountState};
+use crate::audit::{Event, LogRecord};
+use crate::clock::{Clock, LegalTime, SystemClock};
+use crate::config::Config;
+use crate::index::{ProviderIndex, SignerLookup};
+use crate::maildir::{Maildir, mailbox_path};
+use crate::pec::build::{self, Certification, DeliveryFailure, Rejection};
+use crate::pec::classify::ClaimedKind;
+use crate::pec::headers::TimeoutStage;
+use crate::pec::ids::IdGenerator;
+use crate::pec::original::OriginalHeaders;
+use crate::pec::{PecType, Provider, RecipientClass};
+use crate::points::access::{self, AccessLimits, Decision, Submission};
+use crate::queue::{self, Item, Spool, Work};
+use crate::report::{Checker, Outcome};
+use crate::smime::{Digest, Signer, Verifier, VerifyTime};
+use crate::smtp::reply::Reply;
+use crate::smtp::session::Envelope;
+use crate::store::{Batch, Store, StoreError, Table};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("signing identity: {0}")]
+    Signer(#[from] crate::smime::SmimeError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Per-recipient state of an accepted transaction (timers, RT §8.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TxState {
+    pub pec_id: String,
+    pub recipient: String,
+    pub sent_at: DateTime<Utc>,
+    pub taken: bool,
+    pub warned: bool,
+    pub closed: bool,
+    /// Certification data needed to build the timeout notices.
+    pub sender: String,
+    pub recipients: Vec<(String, bool)>,
+    pub reply_to: String,
+    pub subject: String,
+    pub msgid: Option<String>,
+}
+
+fn tx_key(pec_id: &str, rcpt: &str) -> Vec<u8> {
+    format!("{pec_id}\n{}", rcpt.to_lowercase()).into_bytes()
+}
+
+/// The running provider.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub spool: Spool,
+    pub signer: Signer,
+    pub checker: Checker,
+    pub provider: Provider,
+    pub ids: IdGenerator,
+    pub clock: Arc<dyn Clock>,
+    pub wake: tokio::sync::Notify,
+}
+
+impl App {
+    pub fn open(config: Config) -> Result<App, StartError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+        let store = Store::open(&config.data_dir.join("store"), &config.store.engine)?;
+        let spool = Spool::open(&config.data_dir.join("spool"))?;
+        let digest = Digest::from_name(&config.provider.digest).ok_or_else(|| {
+            StartError::Config(format!("provider.digest {:?}", config.provider.digest))
+        })?;
+        let signer = Signer::from_files(
+            &config.provider.signing_cert,
+            &config.provider.signing_key,
+            digest,
+        )?
+        .with_smime_capabilities(config.provider.smime_capabilities);
+        let verifier = match &config.provider.trust_anchors {
+            Some(p) => Verifier::with_anchors(crate::smime::load_certificates(p)?)?,
+            None => Verifier::system()?,
+        };
+        let text = std::fs::read_to_string(&config.provider.provider_index)?;
+        let index = ProviderIndex::from_ldif(&text).map_err(|errs| {
+            StartError::Config(
+                errs.iter()
+                    .map(|e| format!("{}: {e}", config.provider.provider_index.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        let provider = Provider {
+            name: config.provider.name.clone(),
+            domain: config.provider.domain.clone(),
+        };
+        Ok(App {
+            checker: Checker {
+                verifier,
+                index: Some(index),
+                when: VerifyTime::Now,
+            },
+            store,
+            spool,
+            signer,
+            provider,
+            ids: IdGenerator::new(),
+            clock,
+            wake: tokio::sync::Notify::new(),
+            config,
+        })
+    }
+
+    fn index(&self) -> Option<&ProviderIndex> {
+        self.checker.index.as_ref()
+    }
+
+    fn is_local(&self, address: &str) -> bool {
+        address.rsplit_once('@').is_some_and(|(_, d)| {
+            self.config
+                .provider
+                .local_domains
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(d))
+        })
+    }
+
+    fn new_id(&self, t: LegalTime) -> String {
+        self.ids.next(t, &self.provider.domain)
+    }
+
+    fn sign(&self, m: &crate::pec::mime::UnsignedMessage) -> Result<Vec<u8>, String> {
+        self.signer
+            .sign(m)
+            .map_err(|e| format!("signing failed: {e}"))
+    }
+
+    /// Queue `data` for addresses: local domains go to our own reception
+    /// point (full processing, RT §1.1), others are relayed per domain.
+    fn route(
+        &self,
+        b: &mut Batch,
+        data: &[u8],
+        mail_from: &str,
+        rcpts: &[String],
+        pec_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let blob = self.spool.put(data).map_err(|e| format!("spool: {e}"))?;
+        let mut local = Vec::new();
+        let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in rcpts {
+            if self.is_local(r) {
+                local.push(r.clone());
+            } else if let Some((_, d)) = r.rsplit_once('@') {
+                remote
+                    .entry(d.to_ascii_lowercase())
+                    .or_default()
+                    .push(r.clone());
+            }
+        }
+        let t = LegalTime::new(now);
+        if !local.is_empty() {
+            Item::new(
+                self.new_id(t),
+                Work::Receive {
+                    mail_from: mail_from.into(),
+                    rcpt_to: local,
+                },
+                blob.clone(),
+                now,
+                pec_id.map(str::to_string),
+            )
+            .put(b);
+        }
+        for (domain, rcpt_to) in remote {
+            Item::new(
+                self.new_id(t),
+                Work::Relay {
+                    mail_from: mail_from.into(),
+                    rcpt_to,
+                    domain,
+                },
+                blob.clone(),
+                now,
+                pec_id.map(str::to_string),
+            )
+            .put(b);
+        }
+        Ok(())
+    }
+
+    /// Queue `data` for a local mailbox.
+    fn to_mailbox(
+        &self,
+        b: &mut Batch,
+        data: &[u8],
+        mailbox: &str,
+        pec_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let blob = self.spool.put(data).map_err(|e| format!("spool: {e}"))?;
+        Item::new(
+            self.new_id(LegalTime::new(now)),
+            Work::Local {
+                mailbox: mailbox.to_lowercase(),
+            },
+            blob,
+            now,
+            pec_id.map(str::to_string),
+        )
+        .put(b);
+        Ok(())
+    }
+
+    fn commit(&self, b: Batch) -> Result<(), String> {
+        self.store.commit(b).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn record(&self, now: DateTime<Utc>, event: Event, c: &Certification) -> LogRecord {
+        let mut r = LogRecord::new(now, event);
+        r.pec_id = Some(c.pec_id.clone());
+        r.msgid = c.msgid.clone();
+        r.sender = Some(c.sender.clone());
+        r.recipients = c.recipients.iter().map(|x| x.address.clone()).collect();
+        r.subject = Some(c.subject.clone());
+        r
+    }
+
+    // ----------------------------------------------------------------------
+    // Punto di accesso
+
+    /// A message from an authenticated user. The reply is sent only after
+    /// everything it implies is durable.
+    pub fn submit(&self, env: &Envelope) -> Reply {
+        match self.try_submit(env) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(event = "submit_failed", error = %e);
+                Reply::local_error("Temporary failure, message not accepted; try again later")
+            }
+        }
+    }
+
+    fn try_submit(&self, env: &Envelope) -> Result<Reply, String> {
+        let now = self.clock.now();
+        let time = LegalTime::new(now);
+        let pec_id = self.new_id(time);
+        let limits = AccessLimits {
+            max_message_size: self.config.limits.max_message_size,
+            max_total_size: self.config.limits.max_total_size,
+            max_recipients: self.config.limits.max_recipients,
+        };
+        let user = env.authenticated.clone().unwrap_or_default();
+        let sub = Submission {
+            authenticated: &user,
+            mail_from: &env.mail_from,
+            rcpt_to: &env.rcpt_to,
+            message: &env.data,
+        };
+        let certified = |a: &str| self.index().is_some_and(|i| i.is_certified_address(a));
+        let mut b = Batch::new();
+        match access::decide(
+            &sub,
+            &limits,
+            &self.provider,
+            time,
+            pec_id.clone(),
+            &certified,
+        ) {
+            Decision::Reject {
+                certification,
+                reason,
+            } => {
+                let notice = self.sign(&build::non_acceptance(
+                    &certification,
+                    &self.new_id(time),
+                    &Rejection::Formal(reason.clone()),
+                ))?;
+                self.to_mailbox(&mut b, &notice, &user, Some(&pec_id), now)?;
+                let mut r = self.record(now, Event::NonAcceptance, &certification);
+                r.detail = Some(reason.clone());
+                r.append_to(&mut b);
+                self.commit(b)?;
+                self.wake.notify_one();
+                // RT §3.1.2: the message is not accepted; the avviso di non
+                // accettazione is the certified answer, the 5xx tells the
+                // mail program at once.
+                Ok(Reply::new(
+                    550,
+                    (5, 7, 1),
+                    format!("Messaggio non accettato: {reason}"),
+                ))
+            }
+            Decision::Accept(c) => {
+                let acc_id = self.new_id(time);
+                let acceptance = self.sign(&build::acceptance(&c, &acc_id))?;
+                let envelope = self.sign(&build::transport(&c, &env.data))?;
+                self.to_mailbox(&mut b, &acceptance, &c.sender, Some(&pec_id), now)?;
+                let rcpts: Vec<String> = c.recipients.iter().map(|r| r.address.clone()).collect();
+                self.route(&mut b, &envelope, &c.sender, &rcpts, Some(&pec_id), now)?;
+                // Timers only for certified recipients (RT §8.1 [INF]).
+                for r in c
+                    .recipients
+                    .iter()
+                    .filter(|r| r.class == RecipientClass::Certified)
+                {
+                    let st = TxState {
+                        pec_id: pec_id.clone(),
+                        recipient: r.address.clone(),
+                        sent_at: now,
+                        taken: false,
+                        warned: false,
+                        closed: false,
+                        sender: c.sender.clone(),
+                        recipients: c
+                            .recipients
+                            .iter()
+                            .map(|x| (x.address.clone(), x.class == RecipientClass::Certified))
+                            .collect(),
+                        reply_to: c.reply_to.clone(),
+                        subject: c.subject.clone(),
+                        msgid: c.msgid.clone(),
+                    };
+                    b.put(
+                        Table::Transactions,
+                        tx_key(&pec_id, &r.address),
+                        serde_json::to_vec(&st).unwrap_or_default(),
+                    );
+                }
+                let mut r = self.record(now, Event::Acceptance, &c);
+                r.related = vec![acc_id];
+                r.append_to(&mut b);
+                self.commit(b)?;
+                self.wake.notify_one();
+                tracing::info!(event = "accepted", pec_id = %pec_id, from = %c.sender, rcpts = rcpts.len());
+                Ok(Reply::ok(format!(
+                    "Messaggio accettato, identificativo {pec_id}"
+                )))
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Punto di ricezione: the SMTP part only makes the message durable.
+
+    pub fn receive(&self, env: &Envelope) -> Reply {
+        let now = self.clock.now();
+        let r = (|| -> Result<(), String> {
+            let blob = self.spool.put(&env.data).map_err(|e| e.to_string())?;
+            let mut b = Batch::new();
+            Item::new(
+                self.new_id(LegalTime::new(now)),
+                Work::Receive {
+                    mail_from: env.mail_from.clone(),
+                    rcpt_to: env.rcpt_to.clone(),
+                },
+                blob,
+                now,
+                None,
+            )
+            .put(&mut b);
+            self.commit(b)
+        })();
+        match r {
+            Ok(()) => {
+                self.wake.notify_one();
+                Reply::ok("Messaggio ricevuto")
+            }
+            Err(e) => {
+                tracing::error!(event = "receive_failed", error = %e);
+                Reply::local_error("Temporary failure; try again later")
+            }
+        }
+    }
+
+    fn service_address(&self) -> String {
+        self.provider.service_address()
+    }
+
+    /// RT §9: verify, classify and act; all results commit with the removal
+    /// of the item.
+    fn process_receive(
+        &self,
+        item: &Item,
+        mail_from: &str,
+        rcpt_to: &[String],
+    ) -> Result<(), String> {
+        let raw = self
+            .spool
+            .get(&item.blob)
+            .map_err(|e| format!("spool {}: {e}", item.blob))?;
+        let now = self.clock.now();
+        let time = LegalTime::new(now);
+        let report = self.checker.check(&item.id, &raw);
+        let mut b = Batch::new();
+        item.remove(&mut b);
+        let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
+        match (report.outcome, claimed, &report.daticert) {
+            (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
+                let cc = OriginalHeaders::parse(&raw).cc;
+                let c = Certification::from_daticert(d, self.provider.clone(), time, &cc);
+                // Presa in carico to the sending provider's service mailbox.
+                let sig = report.signature.as_ref();
+                let mail_receipt = self
+                    .index()
+                    .and_then(|i| {
+                        match i.lookup_signer(
+                            sig.and_then(|s| s.signer_sha1.as_deref()).unwrap_or(""),
+                            sig.and_then(|s| s.signer_der.as_deref()).unwrap_or(&[]),
+                        ) {
+                            SignerLookup::Found(p) => Some(p.mail_receipt.clone()),
+                            _ => None,
+                        }
+                    })
+                    .ok_or("genuine envelope but no mailReceipt for its signer")?;
+                let pic = self.sign(&build::taken_in_charge(
+                    &c,
+                    &self.new_id(time),
+                    &mail_receipt,
+                    rcpt_to,
+                ))?;
+                self.route(
+                    &mut b,
+                    &pic,
+                    &self.service_address(),
+                    std::slice::from_ref(&mail_receipt),
+                    Some(&c.pec_id),
+                    now,
+                )?;
+                let mut r = self.record(now, Event::TakenInChargeSent, &c);
+                r.provider = report.provider.clone();
+                r.append_to(&mut b);
+                let postacert = crate::report::part(&raw, "postacert.eml");
+                for rcpt in rcpt_to {
+                    let state = accounts::get(&self.store, rcpt)
+                        .map_err(|e| e.to_string())?
+                        .map(|a| a.state);
+                    let notice = match state {
+                        Some(AccountState::Active) => {
+                            self.to_mailbox(&mut b, &raw, rcpt, Some(&c.pec_id), now)?;
+                            let variant = c.delivery_variant(rcpt);
+                            let mut r = self.record(now, Event::Delivered, &c);
+                            r.recipients = vec![rcpt.clone()];
+                            r.append_to(&mut b);
+                            build::delivery(
+                                &c,
+                                &self.new_id(time),
+                                rcpt,
+                                variant,
+                                postacert.as_deref(),
+                            )
+                        }
+                        other => {
+                            let failure = if other.is_some() {
+                                DeliveryFailure::MailboxDisabled
+                            } else {
+                                DeliveryFailure::UnknownRecipient
+                            };
+                            let mut r = self.record(now, Event::DeliveryError, &c);
+                            r.recipients = vec![rcpt.clone()];
+                            r.detail = Some(failure.code().to_string());
+                            r.append_to(&mut b);
+                            build::delivery_error(&c, &self.new_id(time), rcpt, &failure)
+                        }
+                    };
+                    let signed = self.sign(&notice)?;
+                    self.route(
+                        &mut b,
+                        &signed,
+                        &self.service_address(),
+                        std::slice::from_ref(&c.sender),
+                        Some(&c.pec_id),
+                        now,
+                    )?;
+                }
+            }
+            (Outcome::Pec, Some(ClaimedKind::Pec(t)), Some(d)) => {
+                // A receipt or notice for one of our users (or our service
+                // mailbox): deliver it and update the transaction.
+                for rcpt in rcpt_to {
+                    self.to_mailbox(&mut b, &raw, rcpt, Some(&d.identificativo), now)?;
+                }
+                let targets: Vec<String> = match t {
+                    PecType::TakenInCharge => d.ricezione.clone(),
+                    _ => d.consegna.iter().cloned().collect(),
+                };
+                for target in targets {
+                    let key = tx_key(&d.identificativo, &target);
+                    if let Some(v) = self
+                        .store
+                        .get(Table::Transactions, &key)
+                        .map_err(|e| e.to_string())?
+                        && let Ok(mut st) = serde_json::from_slice::<TxState>(&v)
+                    {
+                        match t {
+                            PecType::TakenInCharge => st.taken = true,
+                            PecType::Delivery | PecType::DeliveryError | PecType::VirusDetected => {
+                                st.closed = true
+                            }
+                            _ => {}
+                        }
+                        b.put(
+                            Table::Transactions,
+                            key,
+                            serde_json::to_vec(&st).unwrap_or_default(),
+                        );
+                    }
+                }
+                let mut r = LogRecord::new(
+                    now,
+                    if t == PecType::TakenInCharge {
+                        Event::TakenInChargeReceived
+                    } else {
+                        Event::ReceiptReceived
+                    },
+                );
+                r.pec_id = Some(d.identificativo.clone());
+                r.msgid = d.msgid.clone();
+                r.sender = Some(d.mittente.clone());
+                r.recipients = rcpt_to.to_vec();
+                r.provider = report.provider.clone();
+                r.detail = Some(t.token().into());
+                r.append_to(&mut b);
+            }
+            (Outcome::Pec, Some(ClaimedKind::AnomalyEnvelope), _) => {
+                for rcpt in rcpt_to {
+                    self.to_mailbox(&mut b, &raw, rcpt, None, now)?;
+                }
+            }
+            _ => {
+                // Ordinary mail or a non-conforming PEC message: wrap it in a
+                // busta di anomalia for each existing mailbox (RT §3.5, §9).
+                let reason = report
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "messaggio non certificato".into());
+                let existing: Vec<String> = rcpt_to
+                    .iter()
+                    .filter(|r| matches!(accounts::get(&self.store, r), Ok(Some(_))))
+                    .cloned()
+                    .collect();
+                if !existing.is_empty() {
+                    let wrapped = self.sign(&build::anomaly(&build::AnomalyInput {
+                        provider: &self.provider,
+                        time,
+                        envelope_from: mail_from,
+                        recipients: &existing,
+                        received: &raw,
+                        reason: &reason,
+                        fallback_message_id: &self.new_id(time),
+                    }))?;
+                    for rcpt in &existing {
+                        self.to_mailbox(&mut b, &wrapped, rcpt, None, now)?;
+                    }
+                }
+                let mut r = LogRecord::new(now, Event::Anomaly);
+                r.sender = Some(mail_from.to_string());
+                r.recipients = rcpt_to.to_vec();
+                r.detail = Some(reason);
+                r.append_to(&mut b);
+            }
+        }
+        self.commit(b)
+    }
+
+    // ----------------------------------------------------------------------
+    // Punto di consegna
+
+    fn process_local(&self, item: &Item, mailbox: &str) -> Result<(), String> {
+        let data = self
+            .spool
+            .get(&item.blob)
+            .map_err(|e| format!("spool {}: {e}", item.blob))?;
+        let dir =
+            mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
+        let md = Maildir::open(dir).map_err(|e| e.to_string())?;
+        md.deliver_once(&item.id, &data)
+            .map_err(|e| e.to_string())?;
+        let mut b = Batch::new();
+        item.remove(&mut b);
+        self.commit(b)
+    }
+
+    // ----------------------------------------------------------------------
+    // Relay
+
+    async fn resolve(&self, domain: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+        if let Some(r) = self
+            .config
+            .routes
+            .iter()
+            .find(|r| r.domain.eq_ignore_ascii_case(domain))
+        {
+            return Ok(vec![r.host]);
+        }
+        let resolver = hickory_resolver::Resolver::builder_tokio()
+            .map_err(|e| e.to_string())?
+            .build();
+        let mx = resolver
+            .mx_lookup(domain)
+            .await
+            .map_err(|e| format!("MX {domain}: {e}"))?;
+        let mut hosts: Vec<_> = mx
+            .iter()
+            .map(|m| (m.preference(), m.exchange().to_utf8()))
+            .collect();
+        hosts.sort();
+        let mut out = Vec::new();
+        for (_, h) in hosts {
+            if let Ok(ips) = resolver.lookup_ip(h.as_str()).await {
+                out.extend(ips.iter().map(|ip| std::net::SocketAddr::new(ip, 25)));
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("no MX host reachable for {domain}"));
+        }
+        Ok(out)
+    }
+
+    async fn process_relay(
+        &self,
+        item: &Item,
+        mail_from: &str,
+        rcpt_to: &[String],
+        domain: &str,
+    ) -> Result<(), String> {
+        let data = self
+            .spool
+            .get(&item.blob)
+            .map_err(|e| format!("spool {}: {e}", item.blob))?;
+        let now = self.clock.now();
+        let hosts = self.resolve(domain).await;
+        let mut last_err = String::new();
+        let mut outcome = None;
+        match hosts {
+            Ok(hosts) => {
+                for h in hosts {
+                    match crate::smtp::client::deliver(
+                        h,
+                        &self.config.hostname,
+                        mail_from,
+                        rcpt_to,
+                        &data,
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    {
+                        Ok(o) => {
+                            outcome = Some(o);
+                            break;
+                        }
+                        Err(e) => last_err = e.to_string(),
+                    }
+                }
+            }
+            Err(e) => last_err = e,
+        }
+        let mut b = Batch::new();
+        match outcome {
+            Some(o) => {
+                let mut r = LogRecord::new(now, Event::EnvelopeSent);
+                r.pec_id = item.pec_id.clone();
+                r.sender = Some(mail_from.into());
+                r.recipients = o.delivered.clone();
+                r.provider = Some(domain.into());
+                if !o.delivered.is_empty() {
+                    r.append_to(&mut b);
+                }
+                for (rcpt, why) in &o.permanent {
+                    let mut r = LogRecord::new(now, Event::DeliveryError);
+                    r.pec_id = item.pec_id.clone();
+                    r.recipients = vec![rcpt.clone()];
+                    r.detail = Some(format!("refused by {domain}: {why}"));
+                    r.append_to(&mut b);
+                }
+                if o.temporary.is_empty() {
+                    item.remove(&mut b);
+                } else {
+                    let mut next = item.clone();
+                    if let Work::Relay { rcpt_to, .. } = &mut next.work {
+                        *rcpt_to = o.temporary.iter().map(|x| x.0.clone()).collect();
+                    }
+                    self.reschedule(&mut b, next, now, o.temporary[0].1.clone());
+                }
+            }
+            None => self.reschedule(&mut b, item.clone(), now, last_err),
+        }
+        self.commit(b)
+    }
+
+    fn reschedule(&self, b: &mut Batch, mut item: Item, now: DateTime<Utc>, error: String) {
+        if item.expired(now) {
+            // RT §2.2.2: give up after 24 h; the timers tell the sender.
+            let mut r = LogRecord::new(now, Event::DeliveryError);
+            r.pec_id = item.pec_id.clone();
+            r.detail = Some(format!("gave up after 24 h: {error}"));
+            r.append_to(b);
+            item.remove(b);
+        } else {
+            item.retry(now, error, self.retry_base());
+            item.put(b);
+        }
+    }
+
+    fn retry_base(&self) -> Duration {
+        // Short with short timers (tests), a minute in production.
+        (self.config.timers.warning_after.0 / 720)
+            .clamp(Duration::from_millis(200), Duration::from_secs(60))
+    }
+
+    // ----------------------------------------------------------------------
+    // Timers (RT §8.1)
+
+    pub fn check_timers(&self) -> Result<usize, String> {
+        let now = self.clock.now();
+        let time = LegalTime::new(now);
+        let warn = chrono::Duration::from_std(self.config.timers.warning_after.0)
+            .map_err(|e| e.to_string())?;
+        let fin = chrono::Duration::from_std(self.config.timers.final_after.0)
+            .map_err(|e| e.to_string())?;
+        let mut b = Batch::new();
+        let mut n = 0;
+        let mut from = Vec::new();
+        loop {
+            let page = self
+                .store
+                .range(Table::Transactions, &from, None, 1000)
+                .map_err(|e| e.to_string())?;
+            let Some((last, _)) = page.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in page {
+                let Ok(mut st) = serde_json::from_slice::<TxState>(&v) else {
+                    continue;
+                };
+                if st.closed {
+                    b.delete(Table::Transactions, k);
+                    continue;
+                }
+                let age = now - st.sent_at;
+                let stage = if age >= fin {
+                    Some(TimeoutStage::H24)
+                } else if age >= warn && !st.taken && !st.warned {
+                    Some(TimeoutStage::H12)
+                } else {
+                    None
+                };
+                let Some(stage) = stage else { continue };
+                let c = Certification {
+                    provider: self.provider.clone(),
+                    time,
+                    pec_id: st.pec_id.clone(),
+                    sender: st.sender.clone(),
+                    recipients: st
+                        .recipients
+                        .iter()
+                        .map(|(a, cert)| crate::pec::Recipient {
+                            address: a.clone(),
+                            class: if *cert {
+                                RecipientClass::Certified
+                            } else {
+                                RecipientClass::External
+                            },
+                            role: crate::pec::RecipientRole::To,
+                        })
+                        .collect(),
+                    reply_to: st.reply_to.clone(),
+                    subject: st.subject.clone(),
+                    msgid: st.msgid.clone(),
+                    receipt_request: Default::default(),
+                };
+                let notice = self.sign(&build::timeout(
+                    &c,
+                    &self.new_id(time),
+                    &st.recipient,
+                    stage,
+                ))?;
+                self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
+                let mut r = self.record(now, Event::TimeoutNotice, &c);
+                r.recipients = vec![st.recipient.clone()];
+                r.detail = Some(match stage {
+                    TimeoutStage::H12 => "12h".into(),
+                    TimeoutStage::H24 => "24h".into(),
+                });
+                r.append_to(&mut b);
+                match stage {
+                    TimeoutStage::H12 => {
+                        st.warned = true;
+                        b.put(
+                            Table::Transactions,
+                            k,
+                            serde_json::to_vec(&st).unwrap_or_default(),
+                        );
+                    }
+                    TimeoutStage::H24 => {
+                        b.delete(Table::Transactions, k);
+                    }
+                }
+                n += 1;
+            }
+        }
+        if !b.is_empty() {
+            self.commit(b)?;
+        }
+        Ok(n)
+    }
+
+    // ----------------------------------------------------------------------
+    // The worker
+
+    /// Process every due item once; returns how many were attempted.
+    pub async fn run_queue_once(&self) -> usize {
+        let now = self.clock.now();
+        let (items, bad) = match queue::load(&self.store, 10_000) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(event = "queue_load_failed", error = %e);
+                return 0;
+            }
+        };
+        if !bad.is_empty() {
+            tracing::error!(event = "queue_quarantine", count = bad.len());
+            let _ = queue::quarantine(&self.store, &bad, now);
+        }
+        let mut n = 0;
+        for item in items.into_iter().filter(|i| i.next_attempt <= now) {
+            n += 1;
+            let r = match &item.work {
+                Work::Local { mailbox } => {
+                    tokio::task::block_in_place(|| self.process_local(&item, mailbox))
+                }
+                Work::Receive { mail_from, rcpt_to } => {
+                    tokio::task::block_in_place(|| self.process_receive(&item, mail_from, rcpt_to))
+                }
+                Work::Relay {
+                    mail_from,
+                    rcpt_to,
+                    domain,
+                } => self.process_relay(&item, mail_from, rcpt_to, domain).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
+                let mut b = Batch::new();
+                self.reschedule(&mut b, item, now, e);
+                let _ = self.commit(b);
+            }
+        }
+        n
+    }
+
+    /// Blobs referenced by queue items.
+    pub fn referenced_blobs(&self) -> HashSet<String> {
+        queue::load(&self.store, usize::MAX)
+            .map(|(items, _)| items.into_iter().map(|i| i.blob).collect())
+            .unwrap_or_default()
+    }
+
+    /// The background loop: queue and timers, woken by new work or every
+    /// `tick`, until `shutdown` flips.
+    pub async fn worker(
+        self: Arc<Self>,
+        tick: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let gc_age = Duration::from_secs(3600);
+        let _ = self.spool.collect_garbage(&self.referenced_blobs(), gc_age);
+        let mut passes = 0u64;
+        loop {
+            while self.run_queue_once().await > 0 {}
+            if let Err(e) = tokio::task::block_in_place(|| self.check_timers()) {
+                tracing::error!(event = "timers_failed", error = %e);
+            }
+            passes += 1;
+            if passes.is_multiple_of(600) {
+                let _ = self.spool.collect_garbage(&self.referenced_blobs(), gc_age);
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The durable queue: message blobs in the spool and work items in the store.
+//!
+//! Owns: item shapes (what must still happen to a message), the spool of
+//! message bodies (content-addressed files: tmp → fsync → rename → fsync
+//! dir, written *before* the store commit that references them), retry
+//! backoff, and quarantine of undecodable items. Must not touch: what the
+//! items mean for PEC (that is `app`) or the storage engine (via [`Store`]).
+
+use crate::store::{Batch, Store, StoreError, Table};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What must happen to a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Work {
+    /// Store the blob in a local mailbox (punto di consegna, or a notice to
+    /// one of our users).
+    Local { mailbox: String },
+    /// Relay the blob by SMTP to another provider or an external domain.
+    Relay {
+        mail_from: String,
+        rcpt_to: Vec<String>,
+        domain: String,
+    },
+    /// Process the blob as our own reception point (inbound mail, and
+    /// same-provider PEC traffic, which gets the full processing: RT §1.1).
+    Receive {
+        mail_from: String,
+        rcpt_to: Vec<String>,
+    },
+}
+
+/// One queue item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Unique and stable: also names the Maildir file (idempotent delivery).
+    pub id: String,
+    pub work: Work,
+    /// Spool file name (hex SHA-256 of the content).
+    pub blob: String,
+    pub attempts: u32,
+    pub created: DateTime<Utc>,
+    pub next_attempt: DateTime<Utc>,
+    /// The PEC transaction this belongs to (logs, timers).
+    #[serde(default)]
+    pub pec_id: Option<String>,
+    /// Last temporary error, for operators.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// SMTP queues carrying PEC traffic give up after 24 hours (RT §2.2.2).
+pub const GIVE_UP_AFTER: ChronoDuration = ChronoDuration::hours(24);
+
+impl Item {
+    pub fn new(
+        id: String,
+        work: Work,
+        blob: String,
+        now: DateTime<Utc>,
+        pec_id: Option<String>,
+    ) -> Item {
+        Item {
+            id,
+            work,
+            blob,
+            attempts: 0,
+            created: now,
+            next_attempt: now,
+            pec_id,
+            last_error: None,
+        }
+    }
+
+    pub fn key(&self) -> Vec<u8> {
+        self.id.as_bytes().to_vec()
+    }
+
+    pub fn put(&self, batch: &mut Batch) {
+        batch.put(
+            Table::Queue,
+            self.key(),
+            serde_json::to_vec(self).unwrap_or_default(),
+        );
+    }
+
+    pub fn remove(&self, batch: &mut Batch) {
+        batch.delete(Table::Queue, self.key());
+    }
+
+    /// Reschedule after a temporary failure: 1, 2, 4 … minutes, at most 30.
+    pub fn retry(&mut self, now: DateTime<Utc>, error: String, base: std::time::Duration) {
+        self.attempts += 1;
+        let factor = 1u32 << self.attempts.min(5);
+        let delay = base
+            .saturating_mul(factor)
+            .min(std::time::Duration::from_secs(1800));
+        self.next_attempt =
+            now + ChronoDuration::from_std(delay).unwrap_or(ChronoDuration::minutes(30));
+        self.last_error = Some(error);
+    }
+
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        now - self.created > GIVE_UP_AFTER
+    }
+}
+
+/// Items in key order; undecodable ones are returned apart for quarantine.
+pub fn load(store: &Store, limit: usize) -> Result<(Vec<Item>, Vec<Vec<u8>>), StoreError> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (k, v) in store.range(Table::Queue, b"", None, limit)? {
+        match serde_json::from_slice::<Item>(&v) {
+            Ok(i) => good.push(i),
+            Err(_) => bad.push(k),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// Move undecodable items out of the queue, keeping their bytes for an
+/// operator (`meta` table, `quarantine/<key>`), and log it.
+pub fn quarantine(store: &Store, keys: &[Vec<u8>], now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut b = Batch::new();
+    for k in keys {
+        let v = store.get(Table::Queue, k)?.unwrap_or_default();
+        let mut qk = b"quarantine/".to_vec();
+        qk.extend_from_slice(k);
+        b.put(Table::Meta, qk, v);
+        b.delete(Table::Queue, k.clone());
+        let mut r = crate::audit::LogRecord::new(now, crate::audit::Event::Anomaly);
+        r.detail = Some(format!(
+            "queue item {} quarantined: undecodable",
+            String::from_utf8_lossy(k)
+        ));
+        r.append_to(&mut b);
+    }
+    store.commit(b).map(|_| ())
+}
+
+/// The spool of message bodies.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    pub fn open(dir: &Path) -> std::io::Result<Spool> {
+        fs::create_dir_all(dir.join("tmp"))?;
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Write durably; returns the blob name. Idempotent for equal content.
+    pub fn put(&self, data: &[u8]) -> std::io::Result<String> {
+        let name: String = openssl::sha::sha256(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = self.dir.join(&name);
+        if path.exists() {
+            return Ok(name);
+        }
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{name}.{}", std::process::id()));
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(name)
+    }
+
+    pub fn get(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(std::io::Error::other("invalid blob name"));
+        }
+        fs::read(self.dir.join(name))
+    }
+
+    /// Remove blobs no queue item references and older than `min_age` (a
+    /// blob is written just *before* the commit that references it).
+    pub fn collect_garbage(
+        &self,
+        referenced: &std::collections::HashSet<String>,
+        min_age: std::time::Duration,
+    ) -> std::io::Result<usize> {
+        let mut n = 0;
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let old = e
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age >= min_age);
+            if e.file_type()?.is_file() && old && !referenced.contains(&name) {
+                fs::remove_file(e.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_is_content_addressed_and_durable() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let a = s.put(b"hello").unwrap();
+        assert_eq!(a, s.put(b"hello").unwrap());
+        assert_eq!(s.get(&a).unwrap(), b"hello");
+        assert!(s.get("../etc/passwd").is_err());
+        let b = s.put(b"other").unwrap();
+        let keep: std::collections::HashSet<String> = [a.clone()].into();
+        assert_eq!(
+            s.collect_garbage(&keep, std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.collect_garbage(&keep, std::time::Duration::ZERO).unwrap(),
+            1
+        );
+        assert!(s.get(&b).is_err());
+    }
+
+    #[test]
+    fn items_round_trip_and_bad_ones_are_quarantined() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), "redb").unwrap();
+        let now = Utc::now();
+        let item = Item::new(
+            "i1".into(),
+            Work::Local {
+                mailbox: "a@b.it".into(),
+            },
+            "ab".into(),
+            now,
+            None,
+        );
+        let mut b = Batch::new();
+        item.put(&mut b);
+        b.put(Table::Queue, b"i2".to_vec(), b"not json".to_vec());
+        store.commit(b).unwrap();
+        let (good, bad) = load(&store, 100).unwrap();
+        assert_eq!(good, vec![item]);
+        assert_eq!(bad, vec![b"i2".to_vec()]);
+        quarantine(&store, &bad, now).unwrap();
+        assert_eq!(load(&store, 100).unwrap().1.len(), 0);
+        assert_eq!(
+            store.get(Table::Meta, b"quarantine/i2").unwrap().as_deref(),
+            Some(&b"not json"[..])
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let now = Utc::now();
+        let mut i = Item::new(
+            "x".into(),
+            Work::Local {
+                mailbox: "a@b.it".into(),
+            },
+            "ab".into(),
+            now,
+            None,
+        );
+        i.retry(now, "e".into(), std::time::Duration::from_secs(60));
+        assert_eq!(i.next_attempt - now, ChronoDuration::minutes(2));
+        for _ in 0..10 {
+            i.retry(now, "e".into(), std::time::Duration::from_secs(60));
+        }
+        assert_eq!(i.next_attempt - now, ChronoDuration::minutes(30));
+        assert!(!i.expired(now));
+        assert!(i.expired(now + ChronoDuration::hours(25)));
+    }
+}

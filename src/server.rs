@@ -1,0 +1,265 @@
+//! SMTP listeners: the I/O shell around [`Session`] (mini-redis pattern:
+//! a semaphore bounds connections, shutdown is broadcast).
+//!
+//! Owns: sockets, TLS (tokio-openssl, the same OpenSSL as S/MIME), timeouts,
+//! and calling the [`App`] for credentials and messages. Must not touch: PEC
+//! logic or the store directly.
+
+use crate::app::App;
+use crate::smtp::reply::Reply;
+use crate::smtp::session::{Event, Mode, Session, SessionConfig};
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// Errors binding or configuring listeners.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS identity: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Build the TLS acceptor from the configured certificate chain and key.
+pub fn acceptor(app: &App) -> Result<Arc<SslAcceptor>, ServerError> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    b.set_certificate_chain_file(&app.config.tls.cert)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", app.config.tls.cert.display())))?;
+    b.set_private_key_file(&app.config.tls.key, SslFiletype::PEM)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", app.config.tls.key.display())))?;
+    b.check_private_key()
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(Arc::new(b.build()))
+}
+
+/// The listeners of one instance.
+#[derive(Clone, Copy, Debug)]
+struct Listener {
+    mode: Mode,
+    implicit_tls: bool,
+}
+
+/// Bind every configured listener and serve until `shutdown` flips.
+/// Returns the bound addresses once listening (port 0 gets a free port).
+pub async fn start(
+    app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<(String, SocketAddr)>, ServerError> {
+    let tls = acceptor(&app)?;
+    let limit = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let mut bound = Vec::new();
+    let l = &app.config.listen;
+    for (name, addr, kind) in [
+        (
+            "submission",
+            l.submission,
+            Listener {
+                mode: Mode::Submission,
+                implicit_tls: false,
+            },
+        ),
+        (
+            "submissions",
+            l.submissions,
+            Listener {
+                mode: Mode::Submission,
+                implicit_tls: true,
+            },
+        ),
+        (
+            "inbound",
+            l.inbound,
+            Listener {
+                mode: Mode::Inbound,
+                implicit_tls: false,
+            },
+        ),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        bound.push((name.to_string(), local));
+        tracing::info!(event = "listening", listener = name, addr = %local);
+        tokio::spawn(accept_loop(
+            listener,
+            kind,
+            app.clone(),
+            tls.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(bound)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Listener,
+    app: Arc<App>,
+    tls: Arc<SslAcceptor>,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(event = "accept_failed", error = %e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let mut tcp = tcp;
+            let _ = tcp
+                .write_all(
+                    &Reply::new(421, (4, 3, 2), "Too many connections, try again later").to_bytes(),
+                )
+                .await;
+            continue;
+        };
+        let (app, tls) = (app.clone(), tls.clone());
+        tokio::spawn(async move {
+            if let Err(e) = connection(tcp, peer, kind, app, tls).await {
+                tracing::debug!(event = "connection_ended", peer = %peer, error = %e);
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn tls_accept(
+    acceptor: &SslAcceptor,
+    s: Box<dyn Stream>,
+) -> std::io::Result<Box<dyn Stream>> {
+    let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(std::io::Error::other)?;
+    let mut tls = tokio_openssl::SslStream::new(ssl, s).map_err(std::io::Error::other)?;
+    Pin::new(&mut tls)
+        .accept()
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Box::new(tls))
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: Listener,
+    app: Arc<App>,
+    tls: Arc<SslAcceptor>,
+) -> std::io::Result<()> {
+    let cfg = &app.config;
+    let limits = &cfg.limits;
+    let handshake = std::time::Duration::from_secs(30);
+    let mut stream: Box<dyn Stream> = Box::new(tcp);
+    if kind.implicit_tls {
+        stream = tokio::time::timeout(handshake, tls_accept(&tls, stream))
+            .await
+            .map_err(|_| std::io::Error::other("TLS handshake timeout"))??;
+    }
+    let mut session = Session::new(
+        SessionConfig {
+            mode: kind.mode,
+            hostname: cfg.hostname.clone(),
+            max_message_size: limits.max_message_size as usize,
+            max_recipients: limits.max_recipients,
+            tls_available: true,
+            local_domains: cfg.provider.local_domains.clone(),
+        },
+        kind.implicit_tls,
+    );
+    stream.write_all(&session.greeting().to_bytes()).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let wait = if session.in_data() {
+            limits.data_timeout.0
+        } else {
+            limits.command_timeout.0
+        };
+        let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let _ = stream
+                    .write_all(
+                        &Reply::new(421, (4, 4, 2), "Timeout, closing connection").to_bytes(),
+                    )
+                    .await;
+                return Ok(());
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        session.feed(&buf[..n]);
+        let mut out = Vec::new();
+        while let Some(ev) = session.next_event() {
+            match ev {
+                Event::Reply(r) => out.extend_from_slice(&r.to_bytes()),
+                Event::Close(r) => {
+                    out.extend_from_slice(&r.to_bytes());
+                    stream.write_all(&out).await?;
+                    let _ = stream.shutdown().await;
+                    return Ok(());
+                }
+                Event::StartTls(r) => {
+                    out.extend_from_slice(&r.to_bytes());
+                    stream.write_all(&out).await?;
+                    out.clear();
+                    stream = tokio::time::timeout(handshake, tls_accept(&tls, stream))
+                        .await
+                        .map_err(|_| std::io::Error::other("TLS handshake timeout"))??;
+                    session.tls_started();
+                }
+                Event::Authenticate { user, password } => {
+                    let ok = tokio::task::block_in_place(|| {
+                        crate::accounts::authenticate(&app.store, &user, &password)
+                    })
+                    .ok()
+                    .flatten()
+                    .map(|a| a.address);
+                    if ok.is_none() {
+                        tracing::warn!(event = "auth_failed", peer = %peer, user = %user);
+                    }
+                    out.extend_from_slice(&session.auth_result(ok).to_bytes());
+                }
+                Event::Message(env) => {
+                    // Flush pipelined replies before the (slower) processing.
+                    stream.write_all(&out).await?;
+                    out.clear();
+                    let reply = tokio::task::block_in_place(|| match kind.mode {
+                        Mode::Submission => app.submit(&env),
+                        Mode::Inbound => app.receive(&env),
+                    });
+                    out.extend_from_slice(&session.message_result(reply).to_bytes());
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+        }
+        if session.is_closed() {
+            return Ok(());
+        }
+    }
+}

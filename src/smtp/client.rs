@@ -1,0 +1,248 @@
+//! Outbound SMTP to other providers and external domains.
+//!
+//! Owns: one SMTP transaction over TCP with STARTTLS when offered, and an
+//! outcome *per recipient* (general client crates abort the whole
+//! transaction on one refused recipient; PEC needs each recipient's fate).
+//! Replies are parsed with smtp-proto. TLS is opportunistic (RFC 7435):
+//! authenticity of PEC traffic comes from the S/MIME signatures, and
+//! providers' MX certificates are not uniformly publicly trusted.
+//! Must not touch: the queue, PEC semantics.
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use smtp_proto::Response;
+use smtp_proto::response::parser::ResponseReceiver;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What happened to each recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub delivered: Vec<String>,
+    /// 4xx: try again later.
+    pub temporary: Vec<(String, String)>,
+    /// 5xx: will never be accepted.
+    pub permanent: Vec<(String, String)>,
+}
+
+/// A failure of the whole transaction (every recipient shares it).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timeout waiting for the server")]
+    Timeout,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server refused the whole transaction with this reply.
+    #[error("refused: {code} {text}")]
+    Refused { code: u16, text: String },
+}
+
+impl ClientError {
+    /// Whether retrying may help.
+    pub fn is_temporary(&self) -> bool {
+        !matches!(self, ClientError::Refused { code, .. } if *code >= 500)
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+struct Conn {
+    stream: Box<dyn Stream>,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Conn {
+    async fn reply(&mut self) -> Result<Response<String>, ClientError> {
+        let mut receiver = ResponseReceiver::default();
+        loop {
+            if !self.buf.is_empty() {
+                let data = std::mem::take(&mut self.buf);
+                let mut it = data.iter();
+                match receiver.parse(&mut it) {
+                    Ok(r) => {
+                        self.buf = it.as_slice().to_vec();
+                        return Ok(r);
+                    }
+                    Err(smtp_proto::Error::NeedsMoreData { .. }) => {}
+                    Err(e) => return Err(ClientError::Protocol(format!("{e:?}"))),
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(self.timeout, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            if n == 0 {
+                return Err(ClientError::Protocol(
+                    "connection closed by the server".into(),
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send(&mut self, line: &[u8]) -> Result<(), ClientError> {
+        tokio::time::timeout(self.timeout, self.stream.write_all(line))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        Ok(())
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Response<String>, ClientError> {
+        self.send(format!("{line}\r\n").as_bytes()).await?;
+        self.reply().await
+    }
+}
+
+fn expect(r: &Response<String>, ok: u16) -> Result<(), ClientError> {
+    if r.code == ok {
+        Ok(())
+    } else {
+        Err(ClientError::Refused {
+            code: r.code,
+            text: r.message.replace(['\r', '\n'], " "),
+        })
+    }
+}
+
+/// Dot-stuff and terminate message data (RFC 5321 §4.5.2).
+pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 8);
+    let mut line_start = true;
+    for &b in data {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Deliver one message to one server.
+pub async fn deliver(
+    addr: SocketAddr,
+    helo: &str,
+    mail_from: &str,
+    rcpt_to: &[String],
+    data: &[u8],
+    timeout: Duration,
+) -> Result<Outcome, ClientError> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ClientError::Timeout)?
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let mut c = Conn {
+        stream: Box::new(tcp),
+        buf: Vec::new(),
+        timeout,
+    };
+    expect(&c.reply().await?, 220)?;
+    let mut ehlo = c.command(&format!("EHLO {helo}")).await?;
+    expect(&ehlo, 250)?;
+    if ehlo
+        .message
+        .lines()
+        .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
+    {
+        expect(&c.command("STARTTLS").await?, 220)?;
+        let mut b = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        b.set_verify(SslVerifyMode::NONE);
+        let ssl = b
+            .build()
+            .configure()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .verify_hostname(false)
+            .into_ssl(&addr.ip().to_string())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut tls = tokio_openssl::SslStream::new(ssl, c.stream)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        tokio::time::timeout(timeout, Pin::new(&mut tls).connect())
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        c = Conn {
+            stream: Box::new(tls),
+            buf: Vec::new(),
+            timeout,
+        };
+        ehlo = c.command(&format!("EHLO {helo}")).await?;
+        expect(&ehlo, 250)?;
+    }
+    let eight_bit = ehlo
+        .message
+        .lines()
+        .any(|l| l.trim().eq_ignore_ascii_case("8BITMIME"));
+    let body = if data.iter().any(|b| *b >= 0x80) && eight_bit {
+        " BODY=8BITMIME"
+    } else {
+        ""
+    };
+    expect(
+        &c.command(&format!("MAIL FROM:<{mail_from}>{body}")).await?,
+        250,
+    )?;
+    let mut out = Outcome::default();
+    let mut accepted = Vec::new();
+    for r in rcpt_to {
+        let reply = c.command(&format!("RCPT TO:<{r}>")).await?;
+        let text = format!(
+            "{} {}",
+            reply.code,
+            reply.message.replace(['\r', '\n'], " ")
+        );
+        match reply.code {
+            250 | 251 => accepted.push(r.clone()),
+            400..=499 => out.temporary.push((r.clone(), text)),
+            _ => out.permanent.push((r.clone(), text)),
+        }
+    }
+    if accepted.is_empty() {
+        let _ = c.command("QUIT").await;
+        return Ok(out);
+    }
+    let go = c.command("DATA").await?;
+    expect(&go, 354)?;
+    c.send(&dot_stuff(data)).await?;
+    let done = c.reply().await?;
+    let text = format!("{} {}", done.code, done.message.replace(['\r', '\n'], " "));
+    match done.code {
+        250 => out.delivered = accepted,
+        400..=499 => out
+            .temporary
+            .extend(accepted.into_iter().map(|r| (r, text.clone()))),
+        _ => out
+            .permanent
+            .extend(accepted.into_iter().map(|r| (r, text.clone()))),
+    }
+    let _ = c.command("QUIT").await;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuff(b".a\r\nb\r\n.\r\n"), b"..a\r\nb\r\n..\r\n.\r\n");
+        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n");
+    }
+}
