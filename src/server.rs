@@ -182,7 +182,10 @@ async fn connection(
         SessionConfig {
             mode: kind.mode,
             hostname: cfg.hostname.clone(),
-            max_message_size: limits.max_message_size as usize,
+            // RT §3.1.2: a message over the limit gets an avviso di non
+            // accettazione from the access point; only a grossly oversized
+            // one (over twice the limit) is refused at the SMTP level.
+            max_message_size: limits.max_message_size.saturating_mul(2) as usize,
             max_recipients: limits.max_recipients,
             tls_available: true,
             local_domains: cfg.provider.local_domains.clone(),
