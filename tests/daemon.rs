@@ -1,0 +1,668 @@
+//! Two real pecd daemons, provider A and provider B, on 127.0.0.1 with free
+//! ports, exchanging PEC over SMTP; submission through a real SMTP client
+//! library (lettre) with STARTTLS + AUTH.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{SmtpTransport, Transport};
+use pecd::index::ProviderIndex;
+use pecd::report::{Checker, Outcome};
+use pecd::smime::{Verifier, VerifyTime};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Ports {
+    submission: u16,
+    inbound: u16,
+}
+
+struct Daemon {
+    child: Option<Child>,
+    cfg: PathBuf,
+    data: PathBuf,
+    ports: Ports,
+}
+
+const A_MAILBOXES: &[(&str, &str)] = &[("mario.rossi@pec.provider-a.test", "password-mario")];
+const B_MAILBOXES: &[(&str, &str)] = &[
+    ("giulia.bianchi@pec.provider-b.test", "password-giulia"),
+    ("luca.verdi@pec.provider-b.test", "password-luca"),
+    ("anna.neri@mail.provider-b.test", "password-anna"),
+];
+
+struct Spec<'a> {
+    who: char,
+    dir: &'a Path,
+    ports: Ports,
+    /// domain → port of its inbound listener
+    routes: Vec<(&'a str, u16)>,
+    warning: &'a str,
+    final_after: &'a str,
+}
+
+impl Daemon {
+    fn start(spec: Spec<'_>) -> Daemon {
+        let who = spec.who;
+        let data = spec.dir.join(format!("data-{who}"));
+        let certs = certs();
+        let mut routes = String::new();
+        for (d, p) in &spec.routes {
+            routes.push_str(&format!(
+                "[[routes]]\ndomain = \"{d}\"\nhost = \"127.0.0.1:{p}\"\n"
+            ));
+        }
+        let mut boxes = String::new();
+        for (a, p) in if who == 'a' { A_MAILBOXES } else { B_MAILBOXES } {
+            boxes.push_str(&format!(
+                "[[dev_mailboxes]]\naddress = \"{a}\"\npassword = \"{p}\"\n"
+            ));
+        }
+        let cfg = format!(
+            r#"data_dir = "{data}"
+hostname = "mx.pec.provider-{who}.test"
+[provider]
+name = "Provider {upper} S.p.A."
+domain = "pec.provider-{who}.test"
+local_domains = ["pec.provider-{who}.test", "mail.provider-{who}.test"]
+signing_cert = "{certs}/provider-{who}.pem"
+signing_key = "{certs}/provider-{who}.key"
+digest = "sha1"
+trust_anchors = "{certs}/ca.pem"
+provider_index = "{certs}/index.ldif"
+[tls]
+cert = "{certs}/localhost.pem"
+key = "{certs}/localhost.key"
+[listen]
+submission = "127.0.0.1:{sub}"
+inbound = "127.0.0.1:{inb}"
+[limits]
+max_message_size = 20000
+[timers]
+warning_after = "{warning}"
+final_after = "{final_after}"
+{routes}{boxes}"#,
+            data = data.display(),
+            upper = who.to_ascii_uppercase(),
+            certs = certs.display(),
+            sub = spec.ports.submission,
+            inb = spec.ports.inbound,
+            warning = spec.warning,
+            final_after = spec.final_after,
+        );
+        let cfg_path = spec.dir.join(format!("pecd-{who}.toml"));
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut d = Daemon {
+            child: None,
+            cfg: cfg_path,
+            data,
+            ports: spec.ports,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut child = pecd()
+            .args(["serve", "--config"])
+            .arg(&self.cfg)
+            .env("PECD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Ready when it has printed its inbound listener.
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("listening inbound") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("daemon exited: {:?}", child.try_wait()),
+            }
+        }
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn mailbox(&self, address: &str) -> Vec<Vec<u8>> {
+        let dir = pecd::maildir::mailbox_path(&self.data.join("mail"), address).unwrap();
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+                let mut files: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
+                files.sort();
+                out.extend(files.into_iter().map(|p| std::fs::read(p).unwrap()));
+            }
+        }
+        out
+    }
+
+    fn submit(
+        &self,
+        user: &str,
+        password: &str,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> Result<(), String> {
+        let ca = Certificate::from_pem(&std::fs::read(certs().join("ca.pem")).unwrap()).unwrap();
+        let tls = TlsParameters::builder("localhost".into())
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let mailer = SmtpTransport::builder_dangerous("127.0.0.1")
+            .port(self.ports.submission)
+            .tls(Tls::Required(tls))
+            .credentials(Credentials::new(user.into(), password.into()))
+            .authentication(vec![Mechanism::Plain])
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        let env = Envelope::new(
+            Some(from.parse().unwrap()),
+            to.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+        .unwrap();
+        mailer
+            .send_raw(&env, message)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn checker() -> Checker {
+    Checker {
+        verifier: Verifier::with_anchors(
+            pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap(),
+        )
+        .unwrap(),
+        index: Some(
+            ProviderIndex::from_ldif(&std::fs::read_to_string(certs().join("index.ldif")).unwrap())
+                .unwrap(),
+        ),
+        when: VerifyTime::Now,
+    }
+}
+
+/// Wait until `f` returns true (polling), or fail with `what`.
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (kind, daticert) of each message, all verified as genuine PEC with
+/// openssl's CLI and the DTD on the way.
+fn kinds(msgs: &[Vec<u8>]) -> Vec<(String, pecd::pec::daticert::Daticert)> {
+    let c = checker();
+    msgs.iter()
+        .map(|m| {
+            openssl_verify(m).unwrap();
+            let r = c.check("m", m);
+            assert_eq!(r.outcome, Outcome::Pec, "{:?}", r.reason);
+            let xml = part_named(m, "daticert.xml").unwrap();
+            xmllint_dtd(&xml).unwrap();
+            (r.kind.unwrap(), r.daticert.unwrap())
+        })
+        .collect()
+}
+
+fn message(from: &str, to: &[&str], cc: &[&str], extra: &str, subject: &str) -> Vec<u8> {
+    let mut m = format!("From: {from}\r\nTo: {}\r\n", to.join(", "));
+    if !cc.is_empty() {
+        m.push_str(&format!("Cc: {}\r\n", cc.join(", ")));
+    }
+    m.push_str(&format!(
+        "Subject: {subject}\r\nMessage-ID: <{}@client.test>\r\n{extra}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nTesto della prova.\r\n--b1\r\nContent-Type: application/pdf; name=\"atto.pdf\"\r\nContent-Disposition: attachment; filename=\"atto.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n",
+        subject.replace(' ', "-")
+    ));
+    m.into_bytes()
+}
+
+fn pair(dir: &Path, warning: &str, final_after: &str) -> (Daemon, Daemon) {
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec {
+        who: 'a',
+        dir,
+        ports: Ports {
+            submission: free_port(),
+            inbound: a_in,
+        },
+        routes: vec![
+            ("pec.provider-b.test", b_in),
+            ("mail.provider-b.test", b_in),
+        ],
+        warning,
+        final_after,
+    });
+    let b = Daemon::start(Spec {
+        who: 'b',
+        dir,
+        ports: Ports {
+            submission: free_port(),
+            inbound: b_in,
+        },
+        routes: vec![
+            ("pec.provider-a.test", a_in),
+            ("mail.provider-a.test", a_in),
+        ],
+        warning,
+        final_after,
+    });
+    (a, b)
+}
+
+const MARIO: &str = "mario.rossi@pec.provider-a.test";
+const GIULIA: &str = "giulia.bianchi@pec.provider-b.test";
+const LUCA: &str = "luca.verdi@pec.provider-b.test";
+
+#[test]
+fn a_to_b_with_to_and_cc_then_breve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA, LUCA],
+        &message(MARIO, &[GIULIA], &[LUCA], "", "Prova uno"),
+    )
+    .unwrap();
+    wait_for("accettazione + 2 consegne", 30, || {
+        a.mailbox(MARIO).len() >= 3
+    });
+    wait_for("presa in carico", 30, || {
+        !a.mailbox("posta-certificata@pec.provider-a.test")
+            .is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let got = kinds(&a.mailbox(MARIO));
+    assert_eq!(
+        got.len(),
+        3,
+        "{:?}",
+        got.iter().map(|g| &g.0).collect::<Vec<_>>()
+    );
+    assert_eq!(got.iter().filter(|g| g.0 == "accettazione").count(), 1);
+    let consegne: Vec<_> = got.iter().filter(|g| g.0 == "avvenuta-consegna").collect();
+    assert_eq!(consegne.len(), 2);
+    let sender_box = a.mailbox(MARIO);
+    for m in &sender_box {
+        let d =
+            pecd::pec::daticert::Daticert::parse(&part_named(m, "daticert.xml").unwrap()).unwrap();
+        if d.tipo == pecd::pec::PecType::Delivery {
+            let has_original = part_named(m, "postacert.eml").is_some();
+            match d.consegna.as_deref() {
+                Some(GIULIA) => assert!(has_original, "To recipient: completa"),
+                Some(LUCA) => assert!(!has_original, "Cc recipient: sintetica"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // One presa in carico for the one SMTP transaction, covering both.
+    let pic = kinds(&a.mailbox("posta-certificata@pec.provider-a.test"));
+    assert_eq!(pic.len(), 1);
+    assert_eq!(pic[0].0, "presa-in-carico");
+    assert_eq!(
+        pic[0].1.ricezione,
+        vec![GIULIA.to_string(), LUCA.to_string()]
+    );
+    // Each recipient's Maildir holds the envelope.
+    for r in [GIULIA, LUCA] {
+        let env = kinds(&b.mailbox(r));
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].0, "posta-certificata");
+    }
+    // breve on request: the To recipient's receipt carries hashes.
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(
+            MARIO,
+            &[GIULIA],
+            &[],
+            "X-TipoRicevuta: breve\r\n",
+            "Prova breve",
+        ),
+    )
+    .unwrap();
+    wait_for("breve", 30, || a.mailbox(MARIO).len() >= 5);
+    let breve = a
+        .mailbox(MARIO)
+        .into_iter()
+        .find(|m| {
+            String::from_utf8_lossy(m).contains("breve") && part_named(m, "postacert.eml").is_some()
+        })
+        .expect("a breve receipt");
+    let original = part_named(&breve, "postacert.eml").unwrap();
+    assert!(String::from_utf8_lossy(&original).contains("atto.pdf.hash"));
+    // Both logs verify.
+    for d in [&a, &b] {
+        let out = pecd()
+            .args(["log", "verify", "--config"])
+            .arg(&d.cfg)
+            .output();
+        // The store is open by the running daemon: the CLI says so clearly.
+        let out = out.unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("one process at a time"));
+    }
+    drop(a);
+    drop(b);
+    let dir_a = dir.path().join("pecd-a.toml");
+    let out = pecd()
+        .args(["log", "verify", "--config"])
+        .arg(&dir_a)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn formal_errors_get_non_acceptance_and_nothing_is_relayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    let cases: Vec<(Vec<u8>, Vec<&str>, &str)> = vec![
+        (
+            message("altro@pec.provider-a.test", &[GIULIA], &[], "", "Mittente"),
+            vec![GIULIA],
+            "diverso dal mittente SMTP",
+        ),
+        (
+            message(
+                MARIO,
+                &[GIULIA],
+                &[],
+                "Bcc: spia@pec.provider-b.test\r\n",
+                "Bcc",
+            ),
+            vec![GIULIA, "spia@pec.provider-b.test"],
+            "Bcc",
+        ),
+        (
+            message(MARIO, &[GIULIA], &[], "", "Nascosto"),
+            vec![GIULIA, LUCA],
+            "non presente nelle intestazioni",
+        ),
+        (
+            {
+                let mut m = message(MARIO, &[GIULIA], &[], "", "Grande");
+                m.extend(std::iter::repeat_n(b'x', 25_000));
+                m
+            },
+            vec![GIULIA],
+            "dimensione del messaggio",
+        ),
+    ];
+    for (i, (msg, rcpt, why)) in cases.iter().enumerate() {
+        let err = a
+            .submit(MARIO, "password-mario", MARIO, rcpt, msg)
+            .unwrap_err();
+        assert!(
+            err.contains("550") || err.contains("non accettato"),
+            "{err}"
+        );
+        wait_for("avviso", 20, || a.mailbox(MARIO).len() > i);
+        let notices = kinds(&a.mailbox(MARIO));
+        let last = notices.iter().find(|n| {
+            n.1.errore_esteso
+                .as_deref()
+                .is_some_and(|e| e.contains(why))
+        });
+        assert!(
+            last.is_some(),
+            "no notice for {why}: {:?}",
+            notices
+                .iter()
+                .map(|n| &n.1.errore_esteso)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(last.unwrap().0, "non-accettazione");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(b.mailbox(GIULIA).is_empty(), "nothing relayed");
+}
+
+fn smtp(port: u16, lines: &[&str]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = String::new();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    out.push_str(&String::from_utf8_lossy(&buf[..n]));
+    for l in lines {
+        s.write_all(format!("{l}\r\n").as_bytes()).unwrap();
+        let n = s.read(&mut buf).unwrap_or(0);
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    out
+}
+
+#[test]
+fn auth_needs_tls_and_inbound_is_not_an_open_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b) = pair(dir.path(), "12h", "23h");
+    use base64::Engine;
+    let plain =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{MARIO}\0password-mario"));
+    let t = smtp(
+        a.ports.submission,
+        &[
+            "EHLO c",
+            &format!("AUTH PLAIN {plain}"),
+            "MAIL FROM:<mario.rossi@pec.provider-a.test>",
+        ],
+    );
+    assert!(t.contains("538 5.7.11"), "{t}");
+    assert!(t.contains("530 5.7.0"), "{t}");
+    let t = smtp(
+        a.ports.inbound,
+        &[
+            "EHLO c",
+            "MAIL FROM:<x@example.com>",
+            "RCPT TO:<victim@gmail.test>",
+            "RCPT TO:<someone@pec.provider-b.test>",
+        ],
+    );
+    assert_eq!(t.matches("550 5.7.1").count(), 2, "{t}");
+}
+
+fn send_inbound(port: u16, from: &str, to: &str, data: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    let mut read_reply = |r: &mut BufReader<TcpStream>| {
+        let mut all = String::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                return all;
+            }
+        }
+    };
+    read_reply(&mut r);
+    for cmd in [
+        "EHLO test".to_string(),
+        format!("MAIL FROM:<{from}>"),
+        format!("RCPT TO:<{to}>"),
+        "DATA".into(),
+    ] {
+        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        read_reply(&mut r);
+    }
+    s.write_all(&pecd::smtp::client::dot_stuff(data)).unwrap();
+    read_reply(&mut r)
+}
+
+#[test]
+fn unknown_recipient_ordinary_mail_and_forged_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    // Unknown user at B: avviso di mancata consegna 5.1.1 back to the sender.
+    let ghost = "nessuno@pec.provider-b.test";
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[ghost],
+        &message(MARIO, &[ghost], &[], "", "Fantasma"),
+    )
+    .unwrap();
+    wait_for("mancata consegna", 30, || a.mailbox(MARIO).len() >= 2);
+    let got = kinds(&a.mailbox(MARIO));
+    let err = got
+        .iter()
+        .find(|g| g.0 == "errore-consegna")
+        .expect("errore-consegna");
+    assert!(
+        err.1
+            .errore_esteso
+            .as_deref()
+            .unwrap()
+            .starts_with("5.1.1 - Provider B S.p.A."),
+        "{:?}",
+        err.1.errore_esteso
+    );
+    assert_eq!(err.1.errore, pecd::pec::ErrorKind::NoRecipient);
+    // Ordinary unsigned mail to B: busta di anomalia, no receipts.
+    let reply = send_inbound(b.ports.inbound, "someone@example.com", GIULIA, b"From: someone@example.com\r\nTo: giulia.bianchi@pec.provider-b.test\r\nSubject: ciao\r\n\r\nnon certificato\r\n");
+    assert!(reply.starts_with("250"), "{reply}");
+    // A forged signature: a genuine A notice with one byte changed.
+    let mut forged = a.mailbox(MARIO)[0].clone();
+    let pos = forged.windows(8).position(|w| w == b"Il giorn").unwrap();
+    forged[pos] ^= 0x20;
+    let reply = send_inbound(b.ports.inbound, MARIO, GIULIA, &forged);
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for("two anomalies", 30, || b.mailbox(GIULIA).len() >= 2);
+    let c = checker();
+    for m in b.mailbox(GIULIA) {
+        let r = c.check("anomaly", &m);
+        assert_eq!(r.kind.as_deref(), Some("busta-anomalia"), "{:?}", r.reason);
+        assert_eq!(r.outcome, Outcome::Pec, "signed by B");
+        assert!(part_named(&m, "postacert.eml").is_some());
+        openssl_verify(&m).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // Accettazione + mancata consegna: anomalies produce no receipts.
+    assert_eq!(a.mailbox(MARIO).len(), 2);
+}
+
+#[test]
+fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in, dead) = (free_port(), free_port(), free_port());
+    let a = Daemon::start(Spec {
+        who: 'a',
+        dir: dir.path(),
+        ports: Ports {
+            submission: free_port(),
+            inbound: a_in,
+        },
+        routes: vec![
+            ("pec.provider-b.test", b_in),
+            ("mail.provider-b.test", dead),
+        ],
+        warning: "3s",
+        final_after: "16s",
+    });
+    let anna = "anna.neri@mail.provider-b.test";
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA, anna],
+        &message(MARIO, &[GIULIA, anna], &[], "", "Ritardo"),
+    )
+    .unwrap();
+    // 12 h notices (short timers) for both recipients.
+    wait_for("12h notices", 20, || a.mailbox(MARIO).len() >= 3);
+    let got = kinds(&a.mailbox(MARIO));
+    let early: Vec<_> = got
+        .iter()
+        .filter(|g| g.0 == "preavviso-errore-consegna")
+        .collect();
+    assert_eq!(early.len(), 2);
+    assert!(
+        early
+            .iter()
+            .all(|g| !g.1.errore_esteso.as_deref().unwrap().starts_with("5.4.1"))
+    );
+    // B comes up late: the queued envelope goes through, the consegna closes
+    // GIULIA's transaction.
+    let _b = Daemon::start(Spec {
+        who: 'b',
+        dir: dir.path(),
+        ports: Ports {
+            submission: free_port(),
+            inbound: b_in,
+        },
+        routes: vec![("pec.provider-a.test", a_in)],
+        warning: "3s",
+        final_after: "16s",
+    });
+    wait_for("late consegna", 20, || {
+        kinds(&a.mailbox(MARIO))
+            .iter()
+            .any(|g| g.0 == "avvenuta-consegna")
+    });
+    // The 24 h notice comes only for the recipient never reached.
+    wait_for("24h notice", 25, || {
+        kinds(&a.mailbox(MARIO)).iter().any(|g| {
+            g.1.errore_esteso
+                .as_deref()
+                .is_some_and(|e| e.starts_with("5.4.1"))
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let all = kinds(&a.mailbox(MARIO));
+    let finals: Vec<_> = all
+        .iter()
+        .filter(|g| {
+            g.1.errore_esteso
+                .as_deref()
+                .is_some_and(|e| e.starts_with("5.4.1"))
+        })
+        .collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].1.consegna.as_deref(), Some(anna));
+}
