@@ -412,9 +412,34 @@ impl App {
             .map_err(|e| format!("spool {}: {e}", item.blob))?;
         let now = self.clock.now();
         let time = LegalTime::new(now);
-        let report = self.checker.check(&item.id, &raw);
         let mut b = Batch::new();
         item.remove(&mut b);
+        // Exactly once per (Message-ID, recipient): a peer that retries a
+        // relay after a crash gets its 250 again but nothing is repeated.
+        let message_id =
+            crate::pec::mime::header_value(crate::pec::mime::split_header(&raw).0, "Message-ID")
+                .unwrap_or_else(|| item.blob.clone())
+                .to_ascii_lowercase();
+        let mut fresh = Vec::new();
+        for r in rcpt_to {
+            let key = format!("{message_id}\n{}", r.to_lowercase()).into_bytes();
+            if self
+                .store
+                .get(Table::Seen, &key)
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                tracing::info!(event = "duplicate_ignored", message_id = %message_id, rcpt = %r);
+                continue;
+            }
+            b.put(Table::Seen, key, now.timestamp().to_be_bytes().to_vec());
+            fresh.push(r.clone());
+        }
+        if fresh.is_empty() {
+            return self.commit(b);
+        }
+        let rcpt_to = &fresh[..];
+        let report = self.checker.check(&item.id, &raw);
         let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
@@ -718,15 +743,14 @@ impl App {
             r.append_to(b);
             item.remove(b);
         } else {
-            item.retry(now, error, self.retry_base());
+            item.retry(
+                now,
+                error,
+                self.config.queue.retry_initial.0,
+                self.config.queue.retry_max.0,
+            );
             item.put(b);
         }
-    }
-
-    fn retry_base(&self) -> Duration {
-        // Short with short timers (tests), a minute in production.
-        (self.config.timers.warning_after.0 / 720)
-            .clamp(Duration::from_millis(200), Duration::from_secs(60))
     }
 
     // ----------------------------------------------------------------------
@@ -886,7 +910,23 @@ impl App {
         let gc_age = Duration::from_secs(3600);
         let _ = self.spool.collect_garbage(&self.referenced_blobs(), gc_age);
         let mut passes = 0u64;
+        let mut last_purge: Option<std::time::Instant> = None;
         loop {
+            // RT §8.2: log records older than the retention are purged; the
+            // purge itself is a log record.
+            if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                last_purge = Some(std::time::Instant::now());
+                let now = self.clock.now();
+                let retention = chrono::Duration::from_std(self.config.log.retention.0)
+                    .unwrap_or(chrono::Duration::days(913));
+                match tokio::task::block_in_place(|| {
+                    crate::audit::purge(&self.store, now - retention, now)
+                }) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(event = "log_purged", records = n),
+                    Err(e) => tracing::error!(event = "log_purge_failed", error = %e),
+                }
+            }
             while self.run_queue_once().await > 0 {}
             if let Err(e) = tokio::task::block_in_place(|| self.check_timers()) {
                 tracing::error!(event = "timers_failed", error = %e);

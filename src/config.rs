@@ -254,6 +254,34 @@ impl Default for TimerConfig {
     }
 }
 
+/// Retries of queued work (relays to other providers, local steps).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// First retry delay; it doubles at each attempt.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial: Span,
+    /// Longest delay between two attempts.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: Span,
+}
+
+fn default_retry_initial() -> Span {
+    Span(Duration::from_secs(60))
+}
+fn default_retry_max() -> Span {
+    Span(Duration::from_secs(1800))
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+        }
+    }
+}
+
 /// A static route: mail for `domain` goes to `host` instead of its MX.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,13 +312,15 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub timers: TimerConfig,
+    pub queue: QueueConfig,
     pub routes: Vec<Route>,
     /// Demo mailboxes created at start-up when missing (never in production).
     pub dev_mailboxes: Vec<DevMailbox>,
 }
 
-const TOP_KEYS: [&str; 11] = [
+const TOP_KEYS: [&str; 12] = [
     "dev_mailboxes",
+    "queue",
     "data_dir",
     "hostname",
     "provider",
@@ -363,6 +393,7 @@ impl Config {
         let store: Option<StoreConfig> = section(&table, "store", &mut errors);
         let log: Option<LogConfig> = section(&table, "log", &mut errors);
         let timers: Option<TimerConfig> = section(&table, "timers", &mut errors);
+        let queue: Option<QueueConfig> = section(&table, "queue", &mut errors);
         let routes: Vec<Route> = match table.get("routes") {
             None => Vec::new(),
             Some(v) => match v.clone().try_into::<Vec<Route>>() {
@@ -411,7 +442,9 @@ impl Config {
             timers.as_ref(),
             &routes,
         ));
-        match (data_dir, provider, tls, listen, limits, store, log, timers) {
+        match (
+            data_dir, provider, tls, listen, limits, store, log, timers, queue,
+        ) {
             (
                 Some(data_dir),
                 Some(provider),
@@ -421,6 +454,7 @@ impl Config {
                 Some(store),
                 Some(log),
                 Some(timers),
+                Some(queue),
             ) if errors.is_empty() => Ok(Config {
                 data_dir,
                 hostname,
@@ -431,6 +465,7 @@ impl Config {
                 store,
                 log,
                 timers,
+                queue,
                 routes,
                 dev_mailboxes,
             }),

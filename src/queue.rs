@@ -92,13 +92,17 @@ impl Item {
         batch.delete(Table::Queue, self.key());
     }
 
-    /// Reschedule after a temporary failure: 1, 2, 4 … minutes, at most 30.
-    pub fn retry(&mut self, now: DateTime<Utc>, error: String, base: std::time::Duration) {
+    /// Reschedule after a temporary failure: `base`, doubling, at most `max`.
+    pub fn retry(
+        &mut self,
+        now: DateTime<Utc>,
+        error: String,
+        base: std::time::Duration,
+        max: std::time::Duration,
+    ) {
+        let factor = 1u32 << self.attempts.min(16);
         self.attempts += 1;
-        let factor = 1u32 << self.attempts.min(5);
-        let delay = base
-            .saturating_mul(factor)
-            .min(std::time::Duration::from_secs(1800));
+        let delay = base.saturating_mul(factor).min(max);
         self.next_attempt =
             now + ChronoDuration::from_std(delay).unwrap_or(ChronoDuration::minutes(30));
         self.last_error = Some(error);
@@ -283,10 +287,16 @@ mod tests {
             now,
             None,
         );
-        i.retry(now, "e".into(), std::time::Duration::from_secs(60));
+        let (base, max) = (
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(1800),
+        );
+        i.retry(now, "e".into(), base, max);
+        assert_eq!(i.next_attempt - now, ChronoDuration::minutes(1));
+        i.retry(now, "e".into(), base, max);
         assert_eq!(i.next_attempt - now, ChronoDuration::minutes(2));
         for _ in 0..10 {
-            i.retry(now, "e".into(), std::time::Duration::from_secs(60));
+            i.retry(now, "e".into(), base, max);
         }
         assert_eq!(i.next_attempt - now, ChronoDuration::minutes(30));
         assert!(!i.expired(now));

@@ -96,6 +96,9 @@ max_message_size = 20000
 [timers]
 warning_after = "{warning}"
 final_after = "{final_after}"
+[queue]
+retry_initial = "200ms"
+retry_max = "1s"
 {routes}{boxes}"#,
             data = data.display(),
             upper = who.to_ascii_uppercase(),
@@ -665,4 +668,32 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
         .collect();
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0].1.consegna.as_deref(), Some(anna));
+}
+
+/// A relay retried after a crash (its 250 lost) sends the same envelope
+/// again: the recipient provider delivers it once and acknowledges it once.
+#[test]
+fn the_same_envelope_relayed_twice_is_delivered_and_acknowledged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Doppio"),
+    )
+    .unwrap();
+    wait_for("consegna", 30, || a.mailbox(MARIO).len() >= 2);
+    let envelope = b.mailbox(GIULIA).remove(0);
+    let reply = send_inbound(b.ports.inbound, MARIO, GIULIA, &envelope);
+    assert!(reply.starts_with("250"), "{reply}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(b.mailbox(GIULIA).len(), 1, "delivered once");
+    assert_eq!(a.mailbox(MARIO).len(), 2, "one accettazione, one consegna");
+    assert_eq!(
+        a.mailbox("posta-certificata@pec.provider-a.test").len(),
+        1,
+        "one presa in carico"
+    );
 }

@@ -32,15 +32,19 @@ pub enum Table {
     Queue,
     /// Per-recipient transaction state (timers, receipts seen).
     Transactions,
+    /// (Message-ID, recipient) pairs already handled by the reception point:
+    /// a relay retried after a crash must not deliver or acknowledge twice.
+    Seen,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Log,
         Table::Mailboxes,
         Table::Queue,
         Table::Transactions,
+        Table::Seen,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Table {
             Table::Mailboxes => "mailboxes",
             Table::Queue => "queue",
             Table::Transactions => "transactions",
+            Table::Seen => "seen",
         }
     }
 }
