@@ -20,6 +20,7 @@
 //! - [`report`]: the `pecd verify` report (verification + classification of files).
 
 pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod clock;

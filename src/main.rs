@@ -141,11 +141,51 @@ fn load_config(path: &std::path::Path) -> Result<pecd::config::Config, String> {
     })
 }
 
-fn open_store(path: &std::path::Path) -> Result<pecd::store::Store, String> {
+/// Where the CLI does its work: the store itself, or — while the daemon
+/// holds it — the daemon's admin API.
+enum Target {
+    Store(pecd::store::Store),
+    Admin {
+        addr: std::net::SocketAddr,
+        token: String,
+    },
+}
+
+fn target(path: &std::path::Path) -> Result<Target, String> {
     let cfg = load_config(path)?;
-    pecd::store::Store::open(&cfg.data_dir.join("store"), &cfg.store.engine).map_err(|e| {
-        format!("{e} (is the daemon running? the embedded store allows one process at a time)")
-    })
+    match pecd::store::Store::open(&cfg.data_dir.join("store"), &cfg.store.engine) {
+        Ok(s) => Ok(Target::Store(s)),
+        Err(e) => {
+            let token = std::fs::read_to_string(cfg.data_dir.join("admin.token")).ok();
+            match (cfg.listen.admin, token) {
+                (Some(addr), Some(token)) => Ok(Target::Admin {
+                    addr,
+                    token: token.trim().to_string(),
+                }),
+                _ => Err(format!(
+                    "{e} (the embedded store allows one process at a time; configure listen.admin to manage a running daemon)"
+                )),
+            }
+        }
+    }
+}
+
+fn admin(
+    addr: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let (status, v) = pecd::admin::call(addr, token, method, path, body.as_ref())?;
+    if (200..300).contains(&status) {
+        Ok(v)
+    } else {
+        Err(v["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP {status}: {v}")))
+    }
 }
 
 fn main() -> ExitCode {
@@ -227,9 +267,23 @@ fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
             }
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let bound = pecd::server::start(app.clone(), rx.clone())
+        let mut bound = pecd::server::start(app.clone(), rx.clone())
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(addr) = app.config.listen.admin {
+            let token = pecd::admin::write_token(&app.config.data_dir)
+                .map_err(|e| format!("admin token: {e}"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            bound.push((
+                "admin".into(),
+                listener.local_addr().map_err(|e| e.to_string())?,
+            ));
+            tokio::spawn(pecd::admin::serve(app.clone(), token, listener, rx.clone()));
+        }
+        // The inbound line comes last: scripts and tests wait for it.
+        bound.sort_by_key(|(name, _)| name == "inbound");
         for (name, addr) in &bound {
             println!("listening {name} {addr}");
         }
@@ -269,6 +323,7 @@ fn password_or_stdin(p: Option<String>) -> Result<String, String> {
 
 fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
     use pecd::accounts;
+    use pecd::admin::path_segment as seg;
     let now = chrono::Utc::now();
     match action {
         MailboxAction::Add {
@@ -276,21 +331,54 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
             config,
             password,
         } => {
-            let store = open_store(&config)?;
             let pw = password_or_stdin(password)?;
-            let a = accounts::add(&store, &address, &pw, now).map_err(|e| e.to_string())?;
-            println!("created {}", a.address);
+            match target(&config)? {
+                Target::Store(store) => {
+                    let a = accounts::add(&store, &address, &pw, now).map_err(|e| e.to_string())?;
+                    println!("created {}", a.address);
+                }
+                Target::Admin { addr, token } => {
+                    let v = admin(
+                        addr,
+                        &token,
+                        "POST",
+                        "/mailboxes",
+                        Some(serde_json::json!({"address": address, "password": pw})),
+                    )?;
+                    println!("created {}", v["address"].as_str().unwrap_or(&address));
+                }
+            }
         }
         MailboxAction::List { config } => {
-            let store = open_store(&config)?;
-            for a in accounts::list(&store).map_err(|e| e.to_string())? {
-                let state = serde_json::to_value(a.state).map_err(|e| e.to_string())?;
-                println!(
-                    "{}\t{}\t{}",
-                    a.address,
-                    state.as_str().unwrap_or("?"),
-                    a.created.to_rfc3339()
-                );
+            let rows: Vec<(String, String, String)> = match target(&config)? {
+                Target::Store(store) => accounts::list(&store)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|a| {
+                        let state = serde_json::to_value(a.state).unwrap_or_default();
+                        (
+                            a.address,
+                            state.as_str().unwrap_or("?").to_string(),
+                            a.created.to_rfc3339(),
+                        )
+                    })
+                    .collect(),
+                Target::Admin { addr, token } => admin(addr, &token, "GET", "/mailboxes", None)?
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| {
+                        let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+                        let created = chrono::DateTime::parse_from_rfc3339(&s("created"))
+                            .map(|t| t.to_utc().to_rfc3339())
+                            .unwrap_or_else(|_| s("created"));
+                        (s("address"), s("state"), created)
+                    })
+                    .collect(),
+            };
+            for (a, st, c) in rows {
+                println!("{a}\t{st}\t{c}");
             }
         }
         MailboxAction::Passwd {
@@ -298,14 +386,38 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
             config,
             password,
         } => {
-            let store = open_store(&config)?;
             let pw = password_or_stdin(password)?;
-            accounts::set_password(&store, &address, &pw, now).map_err(|e| e.to_string())?;
+            match target(&config)? {
+                Target::Store(store) => {
+                    accounts::set_password(&store, &address, &pw, now).map_err(|e| e.to_string())?
+                }
+                Target::Admin { addr, token } => {
+                    admin(
+                        addr,
+                        &token,
+                        "PUT",
+                        &format!("/mailboxes/{}/password", seg(&address)),
+                        Some(serde_json::json!({"password": pw})),
+                    )?;
+                }
+            }
             println!("password changed for {address}");
         }
         MailboxAction::Remove { address, config } => {
-            let store = open_store(&config)?;
-            accounts::remove(&store, &address, now).map_err(|e| e.to_string())?;
+            match target(&config)? {
+                Target::Store(store) => {
+                    accounts::remove(&store, &address, now).map_err(|e| e.to_string())?
+                }
+                Target::Admin { addr, token } => {
+                    admin(
+                        addr,
+                        &token,
+                        "DELETE",
+                        &format!("/mailboxes/{}", seg(&address)),
+                        None,
+                    )?;
+                }
+            }
             println!("removed {address}");
         }
     }
@@ -316,8 +428,27 @@ fn log_command(action: LogAction) -> Result<ExitCode, String> {
     use pecd::audit::{ChainStatus, Filter};
     match action {
         LogAction::Verify { config } => {
-            let store = open_store(&config)?;
-            match pecd::audit::verify_chain(&store).map_err(|e| e.to_string())? {
+            let status = match target(&config)? {
+                Target::Store(store) => {
+                    pecd::audit::verify_chain(&store).map_err(|e| e.to_string())?
+                }
+                Target::Admin { addr, token } => {
+                    let v = admin(addr, &token, "GET", "/log/verify", None)?;
+                    if v["intact"].as_bool() == Some(true) {
+                        ChainStatus::Intact {
+                            records: v["records"].as_u64().unwrap_or(0),
+                            first_seq: v["first_seq"].as_u64().unwrap_or(0),
+                            head_seq: v["head_seq"].as_u64().unwrap_or(0),
+                        }
+                    } else {
+                        ChainStatus::Broken {
+                            seq: v["seq"].as_u64().unwrap_or(0),
+                            reason: v["reason"].as_str().unwrap_or("?").to_string(),
+                        }
+                    }
+                }
+            };
+            match status {
                 ChainStatus::Intact {
                     records,
                     first_seq,
@@ -347,17 +478,45 @@ fn log_command(action: LogAction) -> Result<ExitCode, String> {
                         .to_utc(),
                 ),
             };
-            let store = open_store(&config)?;
-            let filter = Filter {
-                id: msgid,
-                from,
-                to,
-                since,
-            };
-            for (seq, rec) in pecd::audit::search(&store, &filter).map_err(|e| e.to_string())? {
-                let mut v = serde_json::to_value(&rec).map_err(|e| e.to_string())?;
-                v["seq"] = seq.into();
-                println!("{v}");
+            match target(&config)? {
+                Target::Store(store) => {
+                    let filter = Filter {
+                        id: msgid,
+                        from,
+                        to,
+                        since,
+                    };
+                    for (seq, rec) in
+                        pecd::audit::search(&store, &filter).map_err(|e| e.to_string())?
+                    {
+                        let mut v = serde_json::to_value(&rec).map_err(|e| e.to_string())?;
+                        v["seq"] = seq.into();
+                        println!("{v}");
+                    }
+                }
+                Target::Admin { addr, token } => {
+                    let mut q = Vec::new();
+                    for (k, v) in [
+                        ("msgid", msgid),
+                        ("from", from),
+                        ("to", to),
+                        ("since", since.map(|t| t.to_rfc3339())),
+                    ] {
+                        if let Some(v) = v {
+                            q.push(format!("{k}={}", pecd::admin::path_segment(&v)));
+                        }
+                    }
+                    let v = admin(
+                        addr,
+                        &token,
+                        "GET",
+                        &format!("/log/search?{}", q.join("&")),
+                        None,
+                    )?;
+                    for rec in v.as_array().cloned().unwrap_or_default() {
+                        println!("{rec}");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

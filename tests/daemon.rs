@@ -91,6 +91,7 @@ key = "{certs}/localhost.key"
 [listen]
 submission = "127.0.0.1:{sub}"
 inbound = "127.0.0.1:{inb}"
+admin = "127.0.0.1:{adm}"
 [limits]
 max_message_size = 20000
 [timers]
@@ -105,6 +106,7 @@ retry_max = "1s"
             certs = certs.display(),
             sub = spec.ports.submission,
             inb = spec.ports.inbound,
+            adm = free_port(),
             warning = spec.warning,
             final_after = spec.final_after,
         );
@@ -372,17 +374,46 @@ fn a_to_b_with_to_and_cc_then_breve() {
         .expect("a breve receipt");
     let original = part_named(&breve, "postacert.eml").unwrap();
     assert!(String::from_utf8_lossy(&original).contains("atto.pdf.hash"));
-    // Both logs verify.
+    // Both logs verify, through the admin API while the daemons run…
     for d in [&a, &b] {
         let out = pecd()
             .args(["log", "verify", "--config"])
             .arg(&d.cfg)
-            .output();
-        // The store is open by the running daemon: the CLI says so clearly.
-        let out = out.unwrap();
-        assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("one process at a time"));
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("legal log intact"));
     }
+    let out = pecd()
+        .args([
+            "log",
+            "search",
+            "--msgid",
+            "Prova-uno@client.test",
+            "--config",
+        ])
+        .arg(&a.cfg)
+        .output()
+        .unwrap();
+    let events: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(events.contains(&"acceptance".to_string()), "{events:?}");
+    assert!(
+        events.contains(&"receipt-received".to_string()),
+        "{events:?}"
+    );
+    // …and directly on the stores once they stop.
     drop(a);
     drop(b);
     let dir_a = dir.path().join("pecd-a.toml");
@@ -696,4 +727,70 @@ fn the_same_envelope_relayed_twice_is_delivered_and_acknowledged_once() {
         1,
         "one presa in carico"
     );
+}
+
+/// The mailbox CLI works while the daemon runs (through the admin API), and
+/// a mailbox created that way can submit at once.
+#[test]
+fn mailbox_cli_talks_to_the_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    let new_user = "nuovo.utente@pec.provider-a.test";
+    let out = pecd()
+        .args([
+            "mailbox",
+            "add",
+            new_user,
+            "--password",
+            "una-password-nuova",
+            "--config",
+        ])
+        .arg(&a.cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = pecd()
+        .args([
+            "mailbox",
+            "add",
+            new_user,
+            "--password",
+            "xxxxxxxxxxxx",
+            "--config",
+        ])
+        .arg(&a.cfg)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = pecd()
+        .args(["mailbox", "list", "--config"])
+        .arg(&a.cfg)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{new_user}\tactive")));
+    a.submit(
+        new_user,
+        "una-password-nuova",
+        new_user,
+        &[GIULIA],
+        &message(new_user, &[GIULIA], &[], "", "Nuovo"),
+    )
+    .unwrap();
+    wait_for("delivery to B", 30, || !b.mailbox(GIULIA).is_empty());
+    // Wrong token: refused.
+    let adm: std::net::SocketAddr = std::fs::read_to_string(&a.cfg)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("admin = \"")
+                .map(|x| x.trim_end_matches('"').parse().unwrap())
+        })
+        .unwrap();
+    let (status, v) = pecd::admin::call(adm, "wrong", "GET", "/mailboxes", None).unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(v["error"], "unauthorized");
 }

@@ -1,0 +1,284 @@
+//! Admin HTTP API (axum) on the admin listener: what the CLI needs while the
+//! daemon holds the store (one process at a time), and health.
+//!
+//! Owns: routes, bearer-token authentication (the token is written at start
+//! to `<data_dir>/admin.token`, mode 0600, for the local CLI), and the one
+//! JSON error shape `{"error": code, "message": text}`. Must not touch:
+//! the storage engine (through `accounts` / `audit` only).
+
+use crate::app::App;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct Ctx {
+    app: Arc<App>,
+    token: Arc<String>,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn authorized(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison of equal-length secrets.
+    let ok = given.len() == ctx.token.len()
+        && openssl::memcmp::eq(given.as_bytes(), ctx.token.as_bytes());
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token",
+        ))
+    }
+}
+
+fn account_error(e: crate::accounts::AccountError) -> Response {
+    use crate::accounts::AccountError as E;
+    match e {
+        E::BadAddress(_) | E::WeakPassword => {
+            error(StatusCode::BAD_REQUEST, "invalid", e.to_string())
+        }
+        E::Exists(_) => error(StatusCode::CONFLICT, "exists", e.to_string()),
+        E::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        other => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            other.to_string(),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewMailbox {
+    address: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct NewPassword {
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct Search {
+    msgid: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    since: Option<String>,
+}
+
+async fn list(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Err(r) = authorized(&ctx, &h) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| crate::accounts::list(&ctx.app.store)) {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|a| json!({"address": a.address, "state": a.state, "created": a.created}))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn add(State(ctx): State<Ctx>, h: HeaderMap, Json(m): Json<NewMailbox>) -> Response {
+    if let Err(r) = authorized(&ctx, &h) {
+        return r;
+    }
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| {
+        crate::accounts::add(&ctx.app.store, &m.address, &m.password, now)
+    }) {
+        Ok(a) => (StatusCode::CREATED, Json(json!({"address": a.address}))).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn passwd(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(address): Path<String>,
+    Json(p): Json<NewPassword>,
+) -> Response {
+    if let Err(r) = authorized(&ctx, &h) {
+        return r;
+    }
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| {
+        crate::accounts::set_password(&ctx.app.store, &address, &p.password, now)
+    }) {
+        Ok(()) => Json(json!({"address": address})).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn remove(State(ctx): State<Ctx>, h: HeaderMap, Path(address): Path<String>) -> Response {
+    if let Err(r) = authorized(&ctx, &h) {
+        return r;
+    }
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| crate::accounts::remove(&ctx.app.store, &address, now)) {
+        Ok(()) => Json(json!({"address": address})).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn log_verify(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Err(r) = authorized(&ctx, &h) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| crate::audit::verify_chain(&ctx.app.store)) {
+        Ok(crate::audit::ChainStatus::Intact { records, first_seq, head_seq }) => {
+            Json(json!({"intact": true, "records": records, "first_seq": first_seq, "head_seq": head_seq})).into_response()
+        }
+        Ok(crate::audit::ChainStatus::Broken { seq, reason }) => {
+            Json(json!({"intact": false, "seq": seq, "reason": reason})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+async fn log_search(State(ctx): State<Ctx>, h: HeaderMap, Query(q): Query<Search>) -> Response {
+    if let Err(r) = authorized(&ctx, &h) {
+        return r;
+    }
+    let since = match q.since.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+        None => None,
+        Some(Ok(t)) => Some(t.to_utc()),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, "invalid", format!("since: {e}")),
+    };
+    let filter = crate::audit::Filter {
+        id: q.msgid,
+        from: q.from,
+        to: q.to,
+        since,
+    };
+    match tokio::task::block_in_place(|| crate::audit::search(&ctx.app.store, &filter)) {
+        Ok(recs) => Json(
+            recs.into_iter()
+                .map(|(seq, r)| {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    v["seq"] = seq.into();
+                    v
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+/// Write a fresh admin token for the local CLI (mode 0600) and return it.
+pub fn write_token(data_dir: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut raw = [0u8; 32];
+    openssl::rand::rand_bytes(&mut raw).map_err(std::io::Error::other)?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let path = data_dir.join("admin.token");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+/// Serve the admin API on `listener` until `shutdown` flips.
+pub async fn serve(
+    app: Arc<App>,
+    token: String,
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let ctx = Ctx {
+        app,
+        token: Arc::new(token),
+    };
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/mailboxes", get(list).post(add))
+        .route("/mailboxes/{address}", axum::routing::delete(remove))
+        .route("/mailboxes/{address}/password", put(passwd))
+        .route("/log/verify", get(log_verify))
+        .route("/log/search", get(log_search))
+        .with_state(ctx);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await
+}
+
+/// The CLI side: one JSON request to a running daemon's admin API over
+/// loopback HTTP/1.1 (a dozen lines; no client crate needed).
+pub fn call(
+    addr: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("admin endpoint {addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("malformed HTTP response")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("malformed HTTP status line")?;
+    let value = if body.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string()))
+    };
+    Ok((status, value))
+}
+
+/// Percent-encode one path segment (an address has `@` and maybe `+`).
+pub fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
