@@ -30,7 +30,8 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-fn authorized(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
+/// None when the bearer token is right; the 401 response otherwise.
+fn unauthorized(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -39,15 +40,13 @@ fn authorized(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
     // Constant-time comparison of equal-length secrets.
     let ok = given.len() == ctx.token.len()
         && openssl::memcmp::eq(given.as_bytes(), ctx.token.as_bytes());
-    if ok {
-        Ok(())
-    } else {
-        Err(error(
+    (!ok).then(|| {
+        error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong admin token",
-        ))
-    }
+        )
+    })
 }
 
 fn account_error(e: crate::accounts::AccountError) -> Response {
@@ -86,7 +85,7 @@ struct Search {
 }
 
 async fn list(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
-    if let Err(r) = authorized(&ctx, &h) {
+    if let Some(r) = unauthorized(&ctx, &h) {
         return r;
     }
     match tokio::task::block_in_place(|| crate::accounts::list(&ctx.app.store)) {
@@ -101,7 +100,7 @@ async fn list(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
 }
 
 async fn add(State(ctx): State<Ctx>, h: HeaderMap, Json(m): Json<NewMailbox>) -> Response {
-    if let Err(r) = authorized(&ctx, &h) {
+    if let Some(r) = unauthorized(&ctx, &h) {
         return r;
     }
     let now = ctx.app.clock.now();
@@ -119,7 +118,7 @@ async fn passwd(
     Path(address): Path<String>,
     Json(p): Json<NewPassword>,
 ) -> Response {
-    if let Err(r) = authorized(&ctx, &h) {
+    if let Some(r) = unauthorized(&ctx, &h) {
         return r;
     }
     let now = ctx.app.clock.now();
@@ -132,7 +131,7 @@ async fn passwd(
 }
 
 async fn remove(State(ctx): State<Ctx>, h: HeaderMap, Path(address): Path<String>) -> Response {
-    if let Err(r) = authorized(&ctx, &h) {
+    if let Some(r) = unauthorized(&ctx, &h) {
         return r;
     }
     let now = ctx.app.clock.now();
@@ -143,7 +142,7 @@ async fn remove(State(ctx): State<Ctx>, h: HeaderMap, Path(address): Path<String
 }
 
 async fn log_verify(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
-    if let Err(r) = authorized(&ctx, &h) {
+    if let Some(r) = unauthorized(&ctx, &h) {
         return r;
     }
     match tokio::task::block_in_place(|| crate::audit::verify_chain(&ctx.app.store)) {
@@ -158,7 +157,7 @@ async fn log_verify(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
 }
 
 async fn log_search(State(ctx): State<Ctx>, h: HeaderMap, Query(q): Query<Search>) -> Response {
-    if let Err(r) = authorized(&ctx, &h) {
+    if let Some(r) = unauthorized(&ctx, &h) {
         return r;
     }
     let since = match q.since.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
@@ -204,6 +203,23 @@ pub fn write_token(data_dir: &std::path::Path) -> std::io::Result<String> {
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     Ok(token)
+}
+
+/// Bind the configured admin listener (if any), write the token, serve.
+pub async fn start(
+    app: Arc<App>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let Some(addr) = app.config.listen.admin else {
+        return Ok(None);
+    };
+    let token = write_token(&app.config.data_dir).map_err(|e| format!("admin token: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(serve(app, token, listener, shutdown));
+    Ok(Some(local))
 }
 
 /// Serve the admin API on `listener` until `shutdown` flips.

@@ -270,17 +270,8 @@ fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
         let mut bound = pecd::server::start(app.clone(), rx.clone())
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(addr) = app.config.listen.admin {
-            let token = pecd::admin::write_token(&app.config.data_dir)
-                .map_err(|e| format!("admin token: {e}"))?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            bound.push((
-                "admin".into(),
-                listener.local_addr().map_err(|e| e.to_string())?,
-            ));
-            tokio::spawn(pecd::admin::serve(app.clone(), token, listener, rx.clone()));
+        if let Some(addr) = pecd::admin::start(app.clone(), rx.clone()).await? {
+            bound.push(("admin".into(), addr));
         }
         // The inbound line comes last: scripts and tests wait for it.
         bound.sort_by_key(|(name, _)| name == "inbound");

@@ -18,8 +18,19 @@ pub struct SledEngine {
 
 impl SledEngine {
     pub fn open(path: &Path) -> Result<SledEngine, StoreError> {
-        let db =
-            sled::open(path).map_err(|x| StoreError::Engine(format!("{}: {x}", path.display())))?;
+        // A just-closed instance's background flusher may still hold the
+        // file lock for a moment (restart, tests): retry briefly.
+        let mut tries = 0;
+        let db = loop {
+            match sled::open(path) {
+                Ok(db) => break db,
+                Err(sled::Error::Io(err)) if tries < 40 && err.to_string().contains("lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(x) => return Err(StoreError::Engine(format!("{}: {x}", path.display()))),
+            }
+        };
         let trees = Table::ALL
             .iter()
             .map(|t| db.open_tree(t.name()).map_err(e))
