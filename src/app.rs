@@ -33,6 +33,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Queue items processed at the same time by the worker.
+const QUEUE_CONCURRENCY: usize = 32;
+
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -233,8 +236,32 @@ impl App {
         Ok(())
     }
 
+    /// Commit; if the batch queued new work, wake the worker (work created
+    /// by the worker itself must not wait for the next tick).
     fn commit(&self, b: Batch) -> Result<(), String> {
-        self.store.commit(b).map(|_| ()).map_err(|e| e.to_string())
+        let queued = b
+            .ops
+            .iter()
+            .any(|op| matches!(op, crate::store::Op::Put(Table::Queue, _, _)));
+        self.store
+            .commit(b)
+            .map(|_| ())
+            .map_err(|e| e.to_string())?;
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// How long until the earliest scheduled item is due (None: queue empty).
+    fn next_due(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        queue::load(&self.store, 10_000)
+            .ok()?
+            .0
+            .iter()
+            .map(|i| (i.next_attempt - now).to_std().unwrap_or(Duration::ZERO))
+            .min()
     }
 
     fn record(&self, now: DateTime<Utc>, event: Event, c: &Certification) -> LogRecord {
@@ -854,7 +881,7 @@ impl App {
     // The worker
 
     /// Process every due item once; returns how many were attempted.
-    pub async fn run_queue_once(&self) -> usize {
+    pub async fn run_queue_once(self: &Arc<Self>) -> usize {
         let now = self.clock.now();
         let (items, bad) = match queue::load(&self.store, 10_000) {
             Ok(x) => x,
@@ -867,29 +894,42 @@ impl App {
             tracing::error!(event = "queue_quarantine", count = bad.len());
             let _ = queue::quarantine(&self.store, &bad, now);
         }
+        // Items are independent: process them concurrently, so that their
+        // fsyncs overlap and the store's group commit has company. A pass
+        // ends when all its items are done, so no item runs twice at once.
+        let limit = Arc::new(tokio::sync::Semaphore::new(QUEUE_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
         let mut n = 0;
         for item in items.into_iter().filter(|i| i.next_attempt <= now) {
             n += 1;
-            let r = match &item.work {
-                Work::Local { mailbox } => {
-                    tokio::task::block_in_place(|| self.process_local(&item, mailbox))
-                }
-                Work::Receive { mail_from, rcpt_to } => {
-                    tokio::task::block_in_place(|| self.process_receive(&item, mail_from, rcpt_to))
-                }
-                Work::Relay {
-                    mail_from,
-                    rcpt_to,
-                    domain,
-                } => self.process_relay(&item, mail_from, rcpt_to, domain).await,
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
             };
-            if let Err(e) = r {
-                tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
-                let mut b = Batch::new();
-                self.reschedule(&mut b, item, now, e);
-                let _ = self.commit(b);
-            }
+            let app = self.clone();
+            tasks.spawn(async move {
+                let r = match &item.work {
+                    Work::Local { mailbox } => {
+                        tokio::task::block_in_place(|| app.process_local(&item, mailbox))
+                    }
+                    Work::Receive { mail_from, rcpt_to } => tokio::task::block_in_place(|| {
+                        app.process_receive(&item, mail_from, rcpt_to)
+                    }),
+                    Work::Relay {
+                        mail_from,
+                        rcpt_to,
+                        domain,
+                    } => app.process_relay(&item, mail_from, rcpt_to, domain).await,
+                };
+                if let Err(e) = r {
+                    tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
+                    let mut b = Batch::new();
+                    app.reschedule(&mut b, item, now, e);
+                    let _ = app.commit(b);
+                }
+                drop(permit);
+            });
         }
+        while tasks.join_next().await.is_some() {}
         n
     }
 
@@ -935,9 +975,10 @@ impl App {
             if passes.is_multiple_of(600) {
                 let _ = self.spool.collect_garbage(&self.referenced_blobs(), gc_age);
             }
+            let sleep = self.next_due().map_or(tick, |d| d.min(tick));
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => return,
             }
         }

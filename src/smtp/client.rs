@@ -8,11 +8,12 @@
 //! providers' MX certificates are not uniformly publicly trusted.
 //! Must not touch: the queue, PEC semantics.
 
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslContext, SslMethod, SslVerifyMode};
 use smtp_proto::Response;
 use smtp_proto::response::parser::ResponseReceiver;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -135,6 +136,23 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// One client TLS context for the process. Built without loading a CA
+/// bundle: verification is off (opportunistic TLS, see the module header),
+/// and parsing the system bundle on every connection is what made relays
+/// slow (OpenSSL 3.0 decoder locks).
+fn tls_context() -> Result<&'static SslContext, ClientError> {
+    static CTX: OnceLock<Result<SslContext, String>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let mut b = SslContext::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+        b.set_verify(SslVerifyMode::NONE);
+        b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+            .map_err(|e| e.to_string())?;
+        Ok(b.build())
+    })
+    .as_ref()
+    .map_err(|e| ClientError::Tls(e.clone()))
+}
+
 /// Deliver one message to one server.
 pub async fn deliver(
     addr: SocketAddr,
@@ -162,16 +180,8 @@ pub async fn deliver(
         .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
     {
         expect(&c.command("STARTTLS").await?, 220)?;
-        let mut b = SslConnector::builder(SslMethod::tls_client())
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
-        b.set_verify(SslVerifyMode::NONE);
-        let ssl = b
-            .build()
-            .configure()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .verify_hostname(false)
-            .into_ssl(&addr.ip().to_string())
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let ssl =
+            openssl::ssl::Ssl::new(tls_context()?).map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut tls = tokio_openssl::SslStream::new(ssl, c.stream)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         tokio::time::timeout(timeout, Pin::new(&mut tls).connect())

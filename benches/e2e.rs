@@ -1,0 +1,207 @@
+//! End-to-end benchmark: N certified messages (10 KB, 1 recipient) from a real
+//! SMTP client (lettre, STARTTLS + AUTH, pooled connections, C concurrent
+//! senders) through provider A to provider B on loopback, fsync on, until
+//! every ricevuta di avvenuta consegna is back in the sender's mailbox.
+//! In the same run: the raw RSA-2048 sign rate of the provider key, and the
+//! signing bound (sign rate ÷ 4: accettazione, busta di trasporto, presa in
+//! carico, consegna are 4 signatures per message).
+//!
+//! Run: `cargo bench --bench e2e` (PECD_BENCH_N, PECD_BENCH_C to change
+//! 400 messages / 8 senders). Last line:
+//! `e2e_msgs_per_s=… signing_bound_msgs_per_s=… ratio_signing=… p50_ms=… p99_ms=… rss_a_mb=… rss_b_mb=…`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &Path, who: char, sub: u16, inb: u16, peer: u16) -> (Child, PathBuf) {
+    let c = root().join("certs");
+    let data = dir.join(format!("data-{who}"));
+    let other = if who == 'a' { 'b' } else { 'a' };
+    let user = if who == 'a' {
+        "mario.rossi@pec.provider-a.test"
+    } else {
+        "giulia.bianchi@pec.provider-b.test"
+    };
+    let cfg = format!(
+        "data_dir = \"{}\"\n[provider]\nname = \"Provider {} S.p.A.\"\ndomain = \"pec.provider-{who}.test\"\nlocal_domains = [\"pec.provider-{who}.test\"]\nsigning_cert = \"{c}/provider-{who}.pem\"\nsigning_key = \"{c}/provider-{who}.key\"\ntrust_anchors = \"{c}/ca.pem\"\nprovider_index = \"{c}/index.ldif\"\n[tls]\ncert = \"{c}/localhost.pem\"\nkey = \"{c}/localhost.key\"\n[listen]\nsubmission = \"127.0.0.1:{sub}\"\ninbound = \"127.0.0.1:{inb}\"\n[queue]\nretry_initial = \"200ms\"\nretry_max = \"1s\"\n[[routes]]\ndomain = \"pec.provider-{other}.test\"\nhost = \"127.0.0.1:{peer}\"\n[[dev_mailboxes]]\naddress = \"{user}\"\npassword = \"bench-password\"\n",
+        data.display(),
+        who.to_ascii_uppercase(),
+        c = c.display()
+    );
+    let path = dir.join(format!("{who}.toml"));
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pecd"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("PECD_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(l)) = lines.next() {
+        if l.starts_with("listening inbound") {
+            break;
+        }
+    }
+    (child, data)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn count(dir: &Path) -> usize {
+    ["new", "cur"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn sign_rate() -> f64 {
+    let key = openssl::pkey::PKey::private_key_from_pem(
+        &std::fs::read(root().join("certs/provider-a.key")).unwrap(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut n = 0u32;
+    while t.elapsed() < Duration::from_secs(2) {
+        let mut s =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+        s.update(&n.to_le_bytes()).unwrap();
+        std::hint::black_box(s.sign_to_vec().unwrap());
+        n += 1;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --benches`: nothing to smoke-test without daemons
+    }
+    let n: usize = std::env::var("PECD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let conc: usize = std::env::var("PECD_BENCH_C")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let dir = tempfile::tempdir().unwrap();
+    let (a_sub, a_in, b_sub, b_in) = (free_port(), free_port(), free_port(), free_port());
+    let (mut a, data_a) = start(dir.path(), 'a', a_sub, a_in, b_in);
+    let (mut b, _data_b) = start(dir.path(), 'b', b_sub, b_in, a_in);
+    let sender_box = data_a.join("mail/pec.provider-a.test/mario.rossi");
+
+    let mut body = String::new();
+    while body.len() < 10 * 1024 {
+        body.push_str(
+            "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n",
+        );
+    }
+    let ca = lettre::transport::smtp::client::Certificate::from_pem(
+        &std::fs::read(root().join("certs/ca.pem")).unwrap(),
+    )
+    .unwrap();
+    let tls = lettre::transport::smtp::client::TlsParameters::builder("localhost".into())
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let mailer = lettre::SmtpTransport::builder_dangerous("127.0.0.1")
+        .port(a_sub)
+        .tls(lettre::transport::smtp::client::Tls::Required(tls))
+        .credentials(lettre::transport::smtp::authentication::Credentials::new(
+            "mario.rossi@pec.provider-a.test".into(),
+            "bench-password".into(),
+        ))
+        .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(conc as u32))
+        .build();
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let start_all = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..conc)
+        .map(|_| {
+            let (mailer, latencies, next, body) = (mailer.clone(), latencies.clone(), next.clone(), body.clone());
+            std::thread::spawn(move || {
+                use lettre::Transport;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let msg = format!(
+                        "From: mario.rossi@pec.provider-a.test\r\nTo: giulia.bianchi@pec.provider-b.test\r\nSubject: Bench {i}\r\nMessage-ID: <bench{i}@client>\r\n\r\n{body}"
+                    );
+                    let env = lettre::address::Envelope::new(
+                        Some("mario.rossi@pec.provider-a.test".parse().unwrap()),
+                        vec!["giulia.bianchi@pec.provider-b.test".parse().unwrap()],
+                    )
+                    .unwrap();
+                    let t = Instant::now();
+                    mailer.send_raw(&env, msg.as_bytes()).expect("submission");
+                    latencies.lock().unwrap().push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let accepted_s = start_all.elapsed().as_secs_f64();
+    // accettazione + consegna per message in the sender's mailbox.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count(&sender_box) < 2 * n {
+        assert!(Instant::now() < deadline, "receipts did not all arrive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let e2e_s = start_all.elapsed().as_secs_f64();
+    let (rss_a, rss_b) = (rss_mb(a.id()), rss_mb(b.id()));
+    let _ = a.kill();
+    let _ = b.kill();
+    let rate = sign_rate();
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort();
+    let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0;
+    let e2e = n as f64 / e2e_s;
+    let bound = rate / 4.0;
+    println!(
+        "messages={n} senders={conc} accepted_msgs_per_s={:.1} raw_rsa2048_sign_per_s={rate:.0}",
+        n as f64 / accepted_s
+    );
+    println!(
+        "e2e_msgs_per_s={e2e:.1} signing_bound_msgs_per_s={bound:.1} ratio_signing={:.2} p50_ms={:.1} p99_ms={:.1} rss_a_mb={rss_a:.0} rss_b_mb={rss_b:.0}",
+        e2e / bound,
+        pct(0.50),
+        pct(0.99)
+    );
+}
