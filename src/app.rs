@@ -81,6 +81,8 @@ pub struct App {
     pub ids: IdGenerator,
     pub clock: Arc<dyn Clock>,
     pub wake: tokio::sync::Notify,
+    /// When this process opened the store (see `process_local`).
+    pub started: DateTime<Utc>,
 }
 
 impl App {
@@ -117,6 +119,7 @@ impl App {
             name: config.provider.name.clone(),
             domain: config.provider.domain.clone(),
         };
+        let started = clock.now();
         Ok(App {
             checker: Checker {
                 verifier,
@@ -130,6 +133,7 @@ impl App {
             ids: IdGenerator::new(),
             clock,
             wake: tokio::sync::Notify::new(),
+            started,
             config,
         })
     }
@@ -647,7 +651,10 @@ impl App {
         let dir =
             mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
         let md = Maildir::open(dir).map_err(|e| e.to_string())?;
-        md.deliver_once(&item.id, &data)
+        // Only an item from before this process started, or one already
+        // retried, can have been interrupted between delivery and commit.
+        let interrupted = item.attempts > 0 || item.created < self.started;
+        md.deliver_once(&item.id, &data, interrupted)
             .map_err(|e| e.to_string())?;
         let mut b = Batch::new();
         item.remove(&mut b);

@@ -98,9 +98,17 @@ impl Maildir {
     }
 
     /// Deliver under a name derived from `id`, unless a file of that id is
-    /// already in `new/` or `cur/` (an IMAP server may have moved it and
-    /// added flags): re-running a delivery after a crash never duplicates.
-    pub fn deliver_once(&self, id: &str, message: &[u8]) -> Result<String, MaildirError> {
+    /// already there: re-running a delivery after a crash never duplicates.
+    /// `interrupted_before` says whether an earlier attempt may have been
+    /// cut short (then `new/` and `cur/` are scanned, since an IMAP server
+    /// may have moved the file and added flags); otherwise one `stat` of
+    /// `new/<name>` suffices and delivery stays O(1) in the mailbox size.
+    pub fn deliver_once(
+        &self,
+        id: &str,
+        message: &[u8],
+        interrupted_before: bool,
+    ) -> Result<String, MaildirError> {
         let safe: String = id
             .chars()
             .map(|c| {
@@ -111,17 +119,22 @@ impl Maildir {
                 }
             })
             .collect();
-        let prefix = format!("{safe},S=");
-        for d in ["new", "cur"] {
-            let dir = self.root.join(d);
-            for e in fs::read_dir(&dir).map_err(io(&dir))? {
-                let e = e.map_err(io(&dir))?;
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    return Ok(e.file_name().to_string_lossy().into_owned());
+        let name = format!("{safe},S={}", message.len());
+        if self.root.join("new").join(&name).exists() {
+            return Ok(name);
+        }
+        if interrupted_before {
+            let prefix = format!("{safe},S=");
+            for d in ["new", "cur"] {
+                let dir = self.root.join(d);
+                for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                    let e = e.map_err(io(&dir))?;
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        return Ok(e.file_name().to_string_lossy().into_owned());
+                    }
                 }
             }
         }
-        let name = format!("{safe},S={}", message.len());
         self.write_named(&name, message)?;
         Ok(name)
     }
@@ -183,14 +196,15 @@ mod tests {
         assert_eq!(fs::read(&msgs[0].0).unwrap().len() as u64, msgs[0].1);
         assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
         // Idempotent delivery by id, even after an IMAP server moved the file.
-        let n = md.deliver_once("item.1", b"x").unwrap();
-        assert_eq!(md.deliver_once("item.1", b"x").unwrap(), n);
+        let n = md.deliver_once("item.1", b"x", false).unwrap();
+        assert_eq!(md.deliver_once("item.1", b"x", false).unwrap(), n);
         fs::rename(
             md.root().join("new").join(&n),
             md.root().join("cur").join(format!("{n}:2,S")),
         )
         .unwrap();
-        md.deliver_once("item.1", b"x").unwrap();
+        // After an interruption the moved file is still found.
+        md.deliver_once("item.1", b"x", true).unwrap();
         assert_eq!(md.messages().unwrap().len(), 3);
         fs::remove_file(md.root().join("cur").join(format!("{n}:2,S"))).unwrap();
         // A deletion behind our back (an IMAP client) is seen.
