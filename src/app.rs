@@ -752,6 +752,7 @@ impl App {
                     r.recipients = vec![rcpt.clone()];
                     r.detail = Some(format!("refused by {domain}: {why}"));
                     r.append_to(&mut b);
+                    self.refused_notice(&mut b, &data, rcpt, why, now)?;
                 }
                 if o.temporary.is_empty() {
                     item.remove(&mut b);
@@ -766,6 +767,54 @@ impl App {
             None => self.reschedule(&mut b, item.clone(), now, last_err),
         }
         self.commit(b)
+    }
+
+    /// A recipient permanently refused at the SMTP level by another provider:
+    /// no PEC notice will ever come from it, so the sender's provider tells
+    /// its user now, with the peer's reply in NOTA 12 form, and closes that
+    /// recipient's timers. Only for our own envelopes of local senders.
+    fn refused_notice(
+        &self,
+        b: &mut Batch,
+        data: &[u8],
+        rcpt: &str,
+        reply: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let (header, _) = crate::pec::mime::split_header(data);
+        let is_envelope = crate::pec::mime::header_value(header, crate::pec::headers::X_TRASPORTO)
+            .is_some_and(|v| v == crate::pec::headers::TRANSPORT_PEC);
+        let Some(xml) = crate::report::part(data, "daticert.xml") else {
+            return Ok(());
+        };
+        let Ok(d) = crate::pec::daticert::Daticert::parse(&xml) else {
+            return Ok(());
+        };
+        if !is_envelope || !self.is_local(&d.mittente) {
+            return Ok(());
+        }
+        let time = LegalTime::new(now);
+        let c = Certification::from_daticert(&d, self.provider.clone(), time, &[]);
+        // "550 5.1.1 text" → code 5.1.1; a reply without one → 5.0.0.
+        let code = reply
+            .split_whitespace()
+            .nth(1)
+            .filter(|t| t.split('.').count() == 3 && t.starts_with('5'))
+            .unwrap_or("5.0.0")
+            .to_string();
+        let failure = DeliveryFailure::Other {
+            code,
+            description: format!("destinatario rifiutato dal gestore di destinazione ({reply})"),
+        };
+        let notice = self.sign(&build::delivery_error(
+            &c,
+            &self.new_id(time),
+            rcpt,
+            &failure,
+        ))?;
+        self.to_mailbox(b, &notice, &d.mittente, Some(&d.identificativo), now)?;
+        b.delete(Table::Transactions, tx_key(&d.identificativo, rcpt));
+        Ok(())
     }
 
     fn reschedule(&self, b: &mut Batch, mut item: Item, now: DateTime<Utc>, error: String) {

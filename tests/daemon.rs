@@ -794,3 +794,54 @@ fn mailbox_cli_talks_to_the_running_daemon() {
     assert_eq!(status, 401);
     assert_eq!(v["error"], "unauthorized");
 }
+
+/// A recipient refused by the other provider at the SMTP level gets the
+/// sender an avviso di mancata consegna at once, with the peer's code.
+#[test]
+fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec {
+        who: 'a',
+        dir: dir.path(),
+        ports: Ports {
+            submission: free_port(),
+            inbound: a_in,
+        },
+        routes: vec![
+            ("pec.provider-b.test", b_in),
+            ("altro.provider-b.test", b_in),
+        ],
+        warning: "12h",
+        final_after: "23h",
+    });
+    let _b = Daemon::start(Spec {
+        who: 'b',
+        dir: dir.path(),
+        ports: Ports {
+            submission: free_port(),
+            inbound: b_in,
+        },
+        routes: vec![("pec.provider-a.test", a_in)],
+        warning: "12h",
+        final_after: "23h",
+    });
+    let stray = "qualcuno@altro.provider-b.test";
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[stray],
+        &message(MARIO, &[stray], &[], "", "Rifiutato"),
+    )
+    .unwrap();
+    wait_for("mancata consegna", 20, || a.mailbox(MARIO).len() >= 2);
+    let got = kinds(&a.mailbox(MARIO));
+    let err = got
+        .iter()
+        .find(|g| g.0 == "errore-consegna")
+        .expect("errore-consegna");
+    assert_eq!(err.1.consegna.as_deref(), Some(stray));
+    let text = err.1.errore_esteso.as_deref().unwrap();
+    assert!(text.starts_with("5.7.1 - Provider A S.p.A. - "), "{text}");
+}

@@ -118,6 +118,16 @@ fn expect(r: &Response<String>, ok: u16) -> Result<(), ClientError> {
     }
 }
 
+/// `550 5.1.1 text`: the code, the enhanced status when given, the text.
+fn reply_text(r: &Response<String>) -> String {
+    let text = r.message.replace(['\r', '\n'], " ");
+    if r.esc[0] == 0 {
+        format!("{} {text}", r.code)
+    } else {
+        format!("{} {}.{}.{} {text}", r.code, r.esc[0], r.esc[1], r.esc[2])
+    }
+}
+
 /// Dot-stuff and terminate message data (RFC 5321 §4.5.2).
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 8);
@@ -213,11 +223,7 @@ pub async fn deliver(
     let mut accepted = Vec::new();
     for r in rcpt_to {
         let reply = c.command(&format!("RCPT TO:<{r}>")).await?;
-        let text = format!(
-            "{} {}",
-            reply.code,
-            reply.message.replace(['\r', '\n'], " ")
-        );
+        let text = reply_text(&reply);
         match reply.code {
             250 | 251 => accepted.push(r.clone()),
             400..=499 => out.temporary.push((r.clone(), text)),
@@ -232,7 +238,7 @@ pub async fn deliver(
     expect(&go, 354)?;
     c.send(&dot_stuff(data)).await?;
     let done = c.reply().await?;
-    let text = format!("{} {}", done.code, done.message.replace(['\r', '\n'], " "));
+    let text = reply_text(&done);
     match done.code {
         250 => out.delivered = accepted,
         400..=499 => out
