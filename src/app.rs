@@ -33,6 +33,25 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Map a mailbox server's permanent refusal to the NOTA 12 cause: quota
+/// (`5.2.2`) and disabled (`5.2.1`) by their codes, anything else as given.
+fn lmtp_failure(reply: &str) -> DeliveryFailure {
+    let code = reply
+        .split_whitespace()
+        .nth(1)
+        .filter(|t| t.split('.').count() == 3)
+        .unwrap_or("5.0.0");
+    match code {
+        "5.2.2" => DeliveryFailure::MailboxFull,
+        "5.2.1" => DeliveryFailure::MailboxDisabled,
+        "5.1.1" => DeliveryFailure::UnknownRecipient,
+        other => DeliveryFailure::Other {
+            code: other.to_string(),
+            description: format!("consegna rifiutata dal server delle caselle ({reply})"),
+        },
+    }
+}
+
 /// Queue items processed at the same time by the worker.
 const QUEUE_CONCURRENCY: usize = 32;
 
@@ -226,11 +245,25 @@ impl App {
         pec_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        self.enqueue_local(b, data, mailbox, None, pec_id, now)
+    }
+
+    /// Queue a local delivery; with `receipt_to`, a delivery receipt follows it.
+    fn enqueue_local(
+        &self,
+        b: &mut Batch,
+        data: &[u8],
+        mailbox: &str,
+        receipt_to: Option<&str>,
+        pec_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
         let blob = self.spool.put(data).map_err(|e| format!("spool: {e}"))?;
         Item::new(
             self.new_id(LegalTime::new(now)),
             Work::Local {
                 mailbox: mailbox.to_lowercase(),
+                receipt_to: receipt_to.map(str::to_string),
             },
             blob,
             now,
@@ -507,40 +540,37 @@ impl App {
                 let mut r = self.record(now, Event::TakenInChargeSent, &c);
                 r.provider = report.provider.clone();
                 r.append_to(&mut b);
-                let postacert = crate::report::part(&raw, "postacert.eml");
                 for rcpt in rcpt_to {
                     let state = accounts::get(&self.store, rcpt)
                         .map_err(|e| e.to_string())?
                         .map(|a| a.state);
-                    let notice = match state {
-                        Some(AccountState::Active) => {
-                            self.to_mailbox(&mut b, &raw, rcpt, Some(&c.pec_id), now)?;
-                            let variant = c.delivery_variant(rcpt);
-                            let mut r = self.record(now, Event::Delivered, &c);
-                            r.recipients = vec![rcpt.clone()];
-                            r.append_to(&mut b);
-                            build::delivery(
-                                &c,
-                                &self.new_id(time),
-                                rcpt,
-                                variant,
-                                postacert.as_deref(),
-                            )
-                        }
-                        other => {
-                            let failure = if other.is_some() {
-                                DeliveryFailure::MailboxDisabled
-                            } else {
-                                DeliveryFailure::UnknownRecipient
-                            };
-                            let mut r = self.record(now, Event::DeliveryError, &c);
-                            r.recipients = vec![rcpt.clone()];
-                            r.detail = Some(failure.code().to_string());
-                            r.append_to(&mut b);
-                            build::delivery_error(&c, &self.new_id(time), rcpt, &failure)
-                        }
+                    if state == Some(AccountState::Active) {
+                        // Store first; the receipt follows the storage.
+                        self.enqueue_local(
+                            &mut b,
+                            &raw,
+                            rcpt,
+                            Some(&c.sender),
+                            Some(&c.pec_id),
+                            now,
+                        )?;
+                        continue;
+                    }
+                    let failure = if state.is_some() {
+                        DeliveryFailure::MailboxDisabled
+                    } else {
+                        DeliveryFailure::UnknownRecipient
                     };
-                    let signed = self.sign(&notice)?;
+                    let mut r = self.record(now, Event::DeliveryError, &c);
+                    r.recipients = vec![rcpt.clone()];
+                    r.detail = Some(failure.code().to_string());
+                    r.append_to(&mut b);
+                    let signed = self.sign(&build::delivery_error(
+                        &c,
+                        &self.new_id(time),
+                        rcpt,
+                        &failure,
+                    ))?;
                     self.route(
                         &mut b,
                         &signed,
@@ -643,22 +673,109 @@ impl App {
     // ----------------------------------------------------------------------
     // Punto di consegna
 
-    fn process_local(&self, item: &Item, mailbox: &str) -> Result<(), String> {
+    fn process_local(
+        &self,
+        item: &Item,
+        mailbox: &str,
+        receipt_to: Option<&str>,
+    ) -> Result<(), String> {
         let data = self
             .spool
             .get(&item.blob)
             .map_err(|e| format!("spool {}: {e}", item.blob))?;
-        let dir =
-            mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
-        let md = Maildir::open(dir).map_err(|e| e.to_string())?;
-        // Only an item from before this process started, or one already
-        // retried, can have been interrupted between delivery and commit.
-        let interrupted = item.attempts > 0 || item.created < self.started;
-        md.deliver_once(&item.id, &data, interrupted)
-            .map_err(|e| e.to_string())?;
+        let stored: Result<(), DeliveryFailure> = match self.config.delivery.lmtp {
+            Some(addr) => {
+                let out =
+                    tokio::runtime::Handle::current().block_on(crate::smtp::client::deliver_lmtp(
+                        addr,
+                        &self.config.hostname,
+                        &self.service_address(),
+                        mailbox,
+                        &data,
+                        Duration::from_secs(60),
+                    ));
+                match out {
+                    Ok(o) if !o.delivered.is_empty() => Ok(()),
+                    Ok(o) => match o.permanent.first() {
+                        // The mailbox server refused for good (e.g. quota 5.2.2).
+                        Some((_, why)) => Err(lmtp_failure(why)),
+                        None => return Err(format!("LMTP temporary failure: {:?}", o.temporary)),
+                    },
+                    Err(e) => return Err(format!("LMTP: {e}")),
+                }
+            }
+            None => {
+                let dir = mailbox_path(&self.config.data_dir.join("mail"), mailbox)
+                    .map_err(|e| e.to_string())?;
+                let md = Maildir::open(dir).map_err(|e| e.to_string())?;
+                // Only an item from before this process started, or one already
+                // retried, can have been interrupted between delivery and commit.
+                let interrupted = item.attempts > 0 || item.created < self.started;
+                md.deliver_once(&item.id, &data, interrupted)
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        };
         let mut b = Batch::new();
         item.remove(&mut b);
+        if let Some(sender) = receipt_to {
+            self.delivery_outcome(&mut b, &data, mailbox, sender, stored)?;
+        }
         self.commit(b)
+    }
+
+    /// After a stored (or refused) envelope: the ricevuta di avvenuta
+    /// consegna (variant per RT §3.8) or the avviso di mancata consegna.
+    fn delivery_outcome(
+        &self,
+        b: &mut Batch,
+        envelope: &[u8],
+        mailbox: &str,
+        sender: &str,
+        stored: Result<(), DeliveryFailure>,
+    ) -> Result<(), String> {
+        let now = self.clock.now();
+        let time = LegalTime::new(now);
+        let xml =
+            crate::report::part(envelope, "daticert.xml").ok_or("envelope without daticert")?;
+        let d = crate::pec::daticert::Daticert::parse(&xml).map_err(|e| e.to_string())?;
+        let cc = OriginalHeaders::parse(envelope).cc;
+        let c = Certification::from_daticert(&d, self.provider.clone(), time, &cc);
+        let (notice, event, detail) = match stored {
+            Ok(()) => {
+                let postacert = crate::report::part(envelope, "postacert.eml");
+                let variant = c.delivery_variant(mailbox);
+                (
+                    build::delivery(
+                        &c,
+                        &self.new_id(time),
+                        mailbox,
+                        variant,
+                        postacert.as_deref(),
+                    ),
+                    Event::Delivered,
+                    None,
+                )
+            }
+            Err(failure) => (
+                build::delivery_error(&c, &self.new_id(time), mailbox, &failure),
+                Event::DeliveryError,
+                Some(failure.code().to_string()),
+            ),
+        };
+        let mut r = self.record(now, event, &c);
+        r.recipients = vec![mailbox.to_string()];
+        r.detail = detail;
+        r.append_to(b);
+        let signed = self.sign(&notice)?;
+        self.route(
+            b,
+            &signed,
+            &self.service_address(),
+            &[sender.to_string()],
+            Some(&c.pec_id),
+            now,
+        )
     }
 
     // ----------------------------------------------------------------------
@@ -964,9 +1081,12 @@ impl App {
             let app = self.clone();
             tasks.spawn(async move {
                 let r = match &item.work {
-                    Work::Local { mailbox } => {
-                        tokio::task::block_in_place(|| app.process_local(&item, mailbox))
-                    }
+                    Work::Local {
+                        mailbox,
+                        receipt_to,
+                    } => tokio::task::block_in_place(|| {
+                        app.process_local(&item, mailbox, receipt_to.as_deref())
+                    }),
                     Work::Receive { mail_from, rcpt_to } => tokio::task::block_in_place(|| {
                         app.process_receive(&item, mail_from, rcpt_to)
                     }),

@@ -282,6 +282,17 @@ impl Default for QueueConfig {
     }
 }
 
+/// Where the punto di consegna stores messages.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Deliver to a mailbox server over LMTP (e.g. Dovecot's lmtp) instead
+    /// of writing Maildirs under `data_dir/mail`. Its permanent refusals
+    /// (quota `5.2.2`, …) become avvisi di mancata consegna.
+    #[serde(default)]
+    pub lmtp: Option<SocketAddr>,
+}
+
 /// A static route: mail for `domain` goes to `host` instead of its MX.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -313,13 +324,15 @@ pub struct Config {
     pub log: LogConfig,
     pub timers: TimerConfig,
     pub queue: QueueConfig,
+    pub delivery: DeliveryConfig,
     pub routes: Vec<Route>,
     /// Demo mailboxes created at start-up when missing (never in production).
     pub dev_mailboxes: Vec<DevMailbox>,
 }
 
-const TOP_KEYS: [&str; 12] = [
+const TOP_KEYS: [&str; 13] = [
     "dev_mailboxes",
+    "delivery",
     "queue",
     "data_dir",
     "hostname",
@@ -394,6 +407,7 @@ impl Config {
         let log: Option<LogConfig> = section(&table, "log", &mut errors);
         let timers: Option<TimerConfig> = section(&table, "timers", &mut errors);
         let queue: Option<QueueConfig> = section(&table, "queue", &mut errors);
+        let delivery: Option<DeliveryConfig> = section(&table, "delivery", &mut errors);
         let routes: Vec<Route> = match table.get("routes") {
             None => Vec::new(),
             Some(v) => match v.clone().try_into::<Vec<Route>>() {
@@ -443,7 +457,15 @@ impl Config {
             &routes,
         ));
         match (
-            data_dir, provider, tls, listen, limits, store, log, timers, queue,
+            data_dir,
+            provider,
+            tls,
+            listen,
+            limits,
+            store,
+            log,
+            timers,
+            (queue, delivery),
         ) {
             (
                 Some(data_dir),
@@ -454,7 +476,7 @@ impl Config {
                 Some(store),
                 Some(log),
                 Some(timers),
-                Some(queue),
+                (Some(queue), Some(delivery)),
             ) if errors.is_empty() => Ok(Config {
                 data_dir,
                 hostname,
@@ -466,6 +488,7 @@ impl Config {
                 log,
                 timers,
                 queue,
+                delivery,
                 routes,
                 dev_mailboxes,
             }),

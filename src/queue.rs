@@ -18,8 +18,15 @@ use std::path::{Path, PathBuf};
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Work {
     /// Store the blob in a local mailbox (punto di consegna, or a notice to
-    /// one of our users).
-    Local { mailbox: String },
+    /// one of our users). With `receipt_to`, the blob is a busta di trasporto
+    /// and, once it is stored, the delivery receipt (or, when the mailbox
+    /// refuses it, the avviso di mancata consegna) goes to that address
+    /// (RT §3.8: a receipt only after the envelope is stored).
+    Local {
+        mailbox: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receipt_to: Option<String>,
+    },
     /// Relay the blob by SMTP to another provider or an external domain.
     Relay {
         mail_from: String,
@@ -255,6 +262,7 @@ mod tests {
             "i1".into(),
             Work::Local {
                 mailbox: "a@b.it".into(),
+                receipt_to: None,
             },
             "ab".into(),
             now,
@@ -282,6 +290,7 @@ mod tests {
             "x".into(),
             Work::Local {
                 mailbox: "a@b.it".into(),
+                receipt_to: None,
             },
             "ab".into(),
             now,

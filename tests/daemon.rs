@@ -54,6 +54,8 @@ struct Spec<'a> {
     routes: Vec<(&'a str, u16)>,
     warning: &'a str,
     final_after: &'a str,
+    /// Extra TOML appended to the config.
+    extra: &'a str,
 }
 
 impl Daemon {
@@ -100,7 +102,7 @@ final_after = "{final_after}"
 [queue]
 retry_initial = "200ms"
 retry_max = "1s"
-{routes}{boxes}"#,
+{routes}{boxes}{extra}"#,
             data = data.display(),
             upper = who.to_ascii_uppercase(),
             certs = certs.display(),
@@ -109,6 +111,7 @@ retry_max = "1s"
             adm = free_port(),
             warning = spec.warning,
             final_after = spec.final_after,
+            extra = spec.extra,
         );
         let cfg_path = spec.dir.join(format!("pecd-{who}.toml"));
         std::fs::write(&cfg_path, cfg).unwrap();
@@ -270,6 +273,7 @@ fn pair(dir: &Path, warning: &str, final_after: &str) -> (Daemon, Daemon) {
         ],
         warning,
         final_after,
+        extra: "",
     });
     let b = Daemon::start(Spec {
         who: 'b',
@@ -284,6 +288,7 @@ fn pair(dir: &Path, warning: &str, final_after: &str) -> (Daemon, Daemon) {
         ],
         warning,
         final_after,
+        extra: "",
     });
     (a, b)
 }
@@ -638,6 +643,7 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
         ],
         warning: "3s",
         final_after: "16s",
+        extra: "",
     });
     let anna = "anna.neri@mail.provider-b.test";
     a.submit(
@@ -673,6 +679,7 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
         routes: vec![("pec.provider-a.test", a_in)],
         warning: "3s",
         final_after: "16s",
+        extra: "",
     });
     wait_for("late consegna", 20, || {
         kinds(&a.mailbox(MARIO))
@@ -814,6 +821,7 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
         ],
         warning: "12h",
         final_after: "23h",
+        extra: "",
     });
     let _b = Daemon::start(Spec {
         who: 'b',
@@ -825,6 +833,7 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
         routes: vec![("pec.provider-a.test", a_in)],
         warning: "12h",
         final_after: "23h",
+        extra: "",
     });
     let stray = "qualcuno@altro.provider-b.test";
     a.submit(
@@ -844,4 +853,129 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
     assert_eq!(err.1.consegna.as_deref(), Some(stray));
     let text = err.1.errore_esteso.as_deref().unwrap();
     assert!(text.starts_with("5.7.1 - Provider A S.p.A. - "), "{text}");
+}
+
+/// A tiny LMTP peer (RFC 2033): accepts the envelope for GIULIA, refuses
+/// LUCA's copy after DATA with 552 5.2.2 (mailbox full), records what it got.
+fn lmtp_server() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            s.write_all(b"220 lmtp ready\r\n").unwrap();
+            let mut rcpt = String::new();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let cmd = line.trim_end().to_string();
+                let up = cmd.to_ascii_uppercase();
+                if up.starts_with("LHLO") {
+                    s.write_all(b"250-lmtp\r\n250 8BITMIME\r\n").unwrap();
+                } else if up.starts_with("MAIL") {
+                    s.write_all(b"250 2.1.0 ok\r\n").unwrap();
+                } else if up.starts_with("RCPT") {
+                    rcpt = cmd[cmd.find('<').unwrap() + 1..cmd.find('>').unwrap()].to_string();
+                    s.write_all(b"250 2.1.5 ok\r\n").unwrap();
+                } else if up == "DATA" {
+                    s.write_all(b"354 go\r\n").unwrap();
+                    let mut data = Vec::new();
+                    loop {
+                        line.clear();
+                        r.read_line(&mut line).unwrap();
+                        if line == ".\r\n" {
+                            break;
+                        }
+                        data.extend_from_slice(line.strip_prefix('.').unwrap_or(&line).as_bytes());
+                    }
+                    if rcpt == LUCA {
+                        s.write_all(b"552 5.2.2 Mailbox full\r\n").unwrap();
+                    } else {
+                        g.lock().unwrap().push((rcpt.clone(), data));
+                        s.write_all(b"250 2.0.0 delivered\r\n").unwrap();
+                    }
+                } else if up == "QUIT" {
+                    s.write_all(b"221 bye\r\n").unwrap();
+                    break;
+                } else {
+                    s.write_all(b"500 5.5.2 what\r\n").unwrap();
+                }
+            }
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn lmtp_delivery_with_receipts_after_storage_and_quota_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lmtp_port, got) = lmtp_server();
+    let extra = format!("[delivery]\nlmtp = \"127.0.0.1:{lmtp_port}\"\n");
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec {
+        who: 'a',
+        dir: dir.path(),
+        ports: Ports {
+            submission: free_port(),
+            inbound: a_in,
+        },
+        routes: vec![("pec.provider-b.test", b_in)],
+        warning: "12h",
+        final_after: "23h",
+        extra: "",
+    });
+    let _b = Daemon::start(Spec {
+        who: 'b',
+        dir: dir.path(),
+        ports: Ports {
+            submission: free_port(),
+            inbound: b_in,
+        },
+        routes: vec![("pec.provider-a.test", a_in)],
+        warning: "12h",
+        final_after: "23h",
+        extra: &extra,
+    });
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA, LUCA],
+        &message(MARIO, &[GIULIA, LUCA], &[], "", "Via LMTP"),
+    )
+    .unwrap();
+    wait_for("consegna + mancata consegna", 30, || {
+        a.mailbox(MARIO).len() >= 3
+    });
+    let notices = kinds(&a.mailbox(MARIO));
+    let ok = notices
+        .iter()
+        .find(|n| n.0 == "avvenuta-consegna")
+        .expect("consegna");
+    assert_eq!(ok.1.consegna.as_deref(), Some(GIULIA));
+    let full = notices
+        .iter()
+        .find(|n| n.0 == "errore-consegna")
+        .expect("mancata consegna");
+    assert_eq!(full.1.consegna.as_deref(), Some(LUCA));
+    assert!(
+        full.1
+            .errore_esteso
+            .as_deref()
+            .unwrap()
+            .starts_with("5.2.2 - Provider B S.p.A. - casella piena")
+    );
+    let stored = got.lock().unwrap().clone();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, GIULIA);
+    assert!(String::from_utf8_lossy(&stored[0].1).contains("X-Trasporto: posta-certificata"));
 }

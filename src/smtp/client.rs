@@ -252,6 +252,58 @@ pub async fn deliver(
     Ok(out)
 }
 
+/// Deliver one message to one mailbox over LMTP (RFC 2033): LHLO, no TLS
+/// (a local mailbox server), and after DATA one reply per accepted
+/// recipient — here exactly one.
+pub async fn deliver_lmtp(
+    addr: SocketAddr,
+    lhlo: &str,
+    mail_from: &str,
+    rcpt: &str,
+    data: &[u8],
+    timeout: Duration,
+) -> Result<Outcome, ClientError> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ClientError::Timeout)?
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let mut c = Conn {
+        stream: Box::new(tcp),
+        buf: Vec::new(),
+        timeout,
+    };
+    expect(&c.reply().await?, 220)?;
+    expect(&c.command(&format!("LHLO {lhlo}")).await?, 250)?;
+    expect(&c.command(&format!("MAIL FROM:<{mail_from}>")).await?, 250)?;
+    let mut out = Outcome::default();
+    let r = c.command(&format!("RCPT TO:<{rcpt}>")).await?;
+    let text = reply_text(&r);
+    match r.code {
+        250 | 251 => {}
+        400..=499 => {
+            out.temporary.push((rcpt.to_string(), text));
+            let _ = c.command("QUIT").await;
+            return Ok(out);
+        }
+        _ => {
+            out.permanent.push((rcpt.to_string(), text));
+            let _ = c.command("QUIT").await;
+            return Ok(out);
+        }
+    }
+    expect(&c.command("DATA").await?, 354)?;
+    c.send(&dot_stuff(data)).await?;
+    let done = c.reply().await?;
+    let text = reply_text(&done);
+    match done.code {
+        250 => out.delivered.push(rcpt.to_string()),
+        400..=499 => out.temporary.push((rcpt.to_string(), text)),
+        _ => out.permanent.push((rcpt.to_string(), text)),
+    }
+    let _ = c.command("QUIT").await;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
