@@ -857,10 +857,10 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
 
 /// A tiny LMTP peer (RFC 2033): accepts the envelope for GIULIA, refuses
 /// LUCA's copy after DATA with 552 5.2.2 (mailbox full), records what it got.
-fn lmtp_server() -> (
-    u16,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
-) {
+/// What the LMTP peer stored: (recipient, message).
+type Stored = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+fn lmtp_server() -> (u16, Stored) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
