@@ -5,108 +5,30 @@
 
 mod common;
 
+use common::daemon::*;
 use common::*;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    cfg: PathBuf,
-    data: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn new(dir: &Path, who: char, sub: u16, inb: u16, peer: u16) -> Node {
-        let data = dir.join(format!("data-{who}"));
-        let c = certs();
-        let other = if who == 'a' { 'b' } else { 'a' };
-        let user = if who == 'a' {
-            "mario.rossi@pec.provider-a.test"
-        } else {
-            "giulia.bianchi@pec.provider-b.test"
-        };
-        let cfg = format!(
-            "data_dir = \"{}\"\nhostname = \"mx.{who}\"\n[provider]\nname = \"Provider {} S.p.A.\"\ndomain = \"pec.provider-{who}.test\"\nlocal_domains = [\"pec.provider-{who}.test\"]\nsigning_cert = \"{c}/provider-{who}.pem\"\nsigning_key = \"{c}/provider-{who}.key\"\ntrust_anchors = \"{c}/ca.pem\"\nprovider_index = \"{c}/index.ldif\"\n[tls]\ncert = \"{c}/localhost.pem\"\nkey = \"{c}/localhost.key\"\n[listen]\nsubmission = \"127.0.0.1:{sub}\"\ninbound = \"127.0.0.1:{inb}\"\n[timers]\nwarning_after = \"12h\"\nfinal_after = \"23h\"\n[queue]\nretry_initial = \"200ms\"\nretry_max = \"1s\"\n[[routes]]\ndomain = \"pec.provider-{other}.test\"\nhost = \"127.0.0.1:{peer}\"\n[[dev_mailboxes]]\naddress = \"{user}\"\npassword = \"password-1234\"\n",
-            data.display(),
-            who.to_ascii_uppercase(),
-            c = c.display()
+/// Every file of a mailbox; a truncated one would be a durability bug.
+fn mailbox(d: &Daemon, address: &str) -> Vec<Vec<u8>> {
+    let msgs = d.mailbox(address);
+    for m in &msgs {
+        assert!(
+            m.ends_with(b"--\r\n"),
+            "truncated Maildir file in {address}"
         );
-        let path = dir.join(format!("{who}.toml"));
-        std::fs::write(&path, cfg).unwrap();
-        let mut n = Node {
-            cfg: path,
-            data,
-            child: None,
-        };
-        n.start();
-        n
     }
-
-    fn start(&mut self) {
-        let mut child = pecd()
-            .args(["serve", "--config"])
-            .arg(&self.cfg)
-            .env("PECD_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        while let Some(Ok(l)) = lines.next() {
-            if l.starts_with("listening inbound") {
-                break;
-            }
-        }
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
-    }
-
-    fn mailbox(&self, address: &str) -> Vec<Vec<u8>> {
-        let dir = pecd::maildir::mailbox_path(&self.data.join("mail"), address).unwrap();
-        let mut out = Vec::new();
-        for sub in ["new", "cur"] {
-            if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
-                for e in rd {
-                    let p = e.unwrap().path();
-                    let bytes = std::fs::read(&p).unwrap();
-                    // A truncated Maildir file would be a durability bug.
-                    assert!(
-                        bytes.ends_with(b"--\r\n"),
-                        "truncated Maildir file {}",
-                        p.display()
-                    );
-                    out.push(bytes);
-                }
-            }
-        }
-        // Nothing may be left half-written in tmp/ after recovery either.
-        out
-    }
+    msgs
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+fn restart(d: &mut Daemon) {
+    d.kill(); // SIGKILL
+    std::thread::sleep(Duration::from_millis(300));
+    d.spawn();
 }
 
 /// (daticert tipo, oggetto) → count
@@ -135,7 +57,7 @@ fn submit(port: u16, i: usize) -> bool {
         .tls(Tls::Required(tls))
         .credentials(Credentials::new(
             "mario.rossi@pec.provider-a.test".into(),
-            "password-1234".into(),
+            "password-mario".into(),
         ))
         .authentication(vec![Mechanism::Plain])
         .timeout(Some(Duration::from_secs(10)))
@@ -154,9 +76,31 @@ fn submit(port: u16, i: usize) -> bool {
 #[test]
 fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (a_sub, a_in, b_sub, b_in) = (free_port(), free_port(), free_port(), free_port());
-    let a = Arc::new(Mutex::new(Node::new(dir.path(), 'a', a_sub, a_in, b_in)));
-    let b = Arc::new(Mutex::new(Node::new(dir.path(), 'b', b_sub, b_in, a_in)));
+    let (a_sub, a_in, b_in) = (free_port(), free_port(), free_port());
+    let spec = |who, sub, inb, route: (&'static str, u16)| Spec {
+        who,
+        dir: dir.path(),
+        ports: Ports {
+            submission: sub,
+            inbound: inb,
+        },
+        routes: vec![route],
+        warning: "12h",
+        final_after: "23h",
+        extra: "",
+    };
+    let a = Arc::new(Mutex::new(Daemon::start(spec(
+        'a',
+        a_sub,
+        a_in,
+        ("pec.provider-b.test", b_in),
+    ))));
+    let b = Arc::new(Mutex::new(Daemon::start(spec(
+        'b',
+        free_port(),
+        b_in,
+        ("pec.provider-a.test", a_in),
+    ))));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let attempted = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,10 +123,7 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
     // SMTP 250 and the commit that retires it (the duplicate-prone window).
     for (k, (who, node)) in [("a", &a), ("b", &b)].iter().cycle().take(8).enumerate() {
         std::thread::sleep(Duration::from_millis(500 + 137 * (k as u64 % 5)));
-        let mut n = node.lock().unwrap();
-        n.kill9();
-        std::thread::sleep(Duration::from_millis(300));
-        n.start();
+        restart(&mut node.lock().unwrap());
         eprintln!("restarted {who}");
     }
     std::thread::sleep(Duration::from_millis(1500));
@@ -199,7 +140,10 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
     // Wait until every acknowledged message has its consegna.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let c = census(&a.lock().unwrap().mailbox("mario.rossi@pec.provider-a.test"));
+        let c = census(&mailbox(
+            &a.lock().unwrap(),
+            "mario.rossi@pec.provider-a.test",
+        ));
         let done = acked
             .iter()
             .all(|i| c.contains_key(&("avvenuta-consegna".into(), format!("Burst {i}"))));
@@ -213,7 +157,10 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let sender = census(&a.lock().unwrap().mailbox("mario.rossi@pec.provider-a.test"));
+    let sender = census(&mailbox(
+        &a.lock().unwrap(),
+        "mario.rossi@pec.provider-a.test",
+    ));
     let service = census(
         &a.lock()
             .unwrap()
@@ -258,7 +205,7 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
     assert_eq!((lost, duplicated), (0, 0));
     for node in [&a, &b] {
         let mut n = node.lock().unwrap();
-        n.kill9();
+        n.kill();
         let out = pecd()
             .args(["log", "verify", "--config"])
             .arg(&n.cfg)

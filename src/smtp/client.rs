@@ -66,6 +66,21 @@ struct Conn {
 }
 
 impl Conn {
+    /// Connect and read the 220 greeting.
+    async fn open(addr: SocketAddr, timeout: Duration) -> Result<Conn, ClientError> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        let mut c = Conn {
+            stream: Box::new(tcp),
+            buf: Vec::new(),
+            timeout,
+        };
+        expect(&c.reply().await?, 220)?;
+        Ok(c)
+    }
+
     async fn reply(&mut self) -> Result<Response<String>, ClientError> {
         let mut receiver = ResponseReceiver::default();
         loop {
@@ -172,16 +187,7 @@ pub async fn deliver(
     data: &[u8],
     timeout: Duration,
 ) -> Result<Outcome, ClientError> {
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| ClientError::Timeout)?
-        .map_err(|source| ClientError::Connect { addr, source })?;
-    let mut c = Conn {
-        stream: Box::new(tcp),
-        buf: Vec::new(),
-        timeout,
-    };
-    expect(&c.reply().await?, 220)?;
+    let mut c = Conn::open(addr, timeout).await?;
     let mut ehlo = c.command(&format!("EHLO {helo}")).await?;
     expect(&ehlo, 250)?;
     if ehlo
@@ -263,16 +269,7 @@ pub async fn deliver_lmtp(
     data: &[u8],
     timeout: Duration,
 ) -> Result<Outcome, ClientError> {
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| ClientError::Timeout)?
-        .map_err(|source| ClientError::Connect { addr, source })?;
-    let mut c = Conn {
-        stream: Box::new(tcp),
-        buf: Vec::new(),
-        timeout,
-    };
-    expect(&c.reply().await?, 220)?;
+    let mut c = Conn::open(addr, timeout).await?;
     expect(&c.command(&format!("LHLO {lhlo}")).await?, 250)?;
     expect(&c.command(&format!("MAIL FROM:<{mail_from}>")).await?, 250)?;
     let mut out = Outcome::default();

@@ -3,6 +3,8 @@
 //! (`openssl smime -verify`, `xmllint --dtdvalid`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod daemon;
+
 use chrono::{TimeZone, Utc};
 use pecd::clock::LegalTime;
 use pecd::pec::build::Certification;
@@ -152,15 +154,7 @@ pub fn xmllint_dtd(xml: &[u8]) -> Result<(), String> {
 
 /// Decoded content of the first MIME part named `name`, at any depth.
 pub fn part_named(message: &[u8], name: &str) -> Option<Vec<u8>> {
-    use mail_parser::{MessageParser, MimeHeaders};
-    let msg = MessageParser::default().parse(message)?;
-    msg.parts
-        .iter()
-        .find(|p| {
-            p.attachment_name()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .map(|p| p.contents().to_vec())
+    pecd::report::part(message, name)
 }
 
 /// The `pecd` binary built by cargo for this test run.

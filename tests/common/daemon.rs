@@ -1,0 +1,210 @@
+//! Two real pecd daemons on 127.0.0.1 for the black-box tests: config
+//! written from a template, free ports, start/kill/restart, Maildir reading,
+//! submission through lettre (STARTTLS + AUTH PLAIN).
+
+use super::*;
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{SmtpTransport, Transport};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Ports {
+    pub submission: u16,
+    pub inbound: u16,
+}
+
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub cfg: PathBuf,
+    pub data: PathBuf,
+    pub ports: Ports,
+}
+
+pub const A_MAILBOXES: &[(&str, &str)] = &[("mario.rossi@pec.provider-a.test", "password-mario")];
+pub const B_MAILBOXES: &[(&str, &str)] = &[
+    ("giulia.bianchi@pec.provider-b.test", "password-giulia"),
+    ("luca.verdi@pec.provider-b.test", "password-luca"),
+    ("anna.neri@mail.provider-b.test", "password-anna"),
+];
+
+pub struct Spec<'a> {
+    pub who: char,
+    pub dir: &'a Path,
+    pub ports: Ports,
+    /// domain → port of its inbound listener
+    pub routes: Vec<(&'a str, u16)>,
+    pub warning: &'a str,
+    pub final_after: &'a str,
+    /// Extra TOML appended to the config.
+    pub extra: &'a str,
+}
+
+impl Daemon {
+    pub fn start(spec: Spec<'_>) -> Daemon {
+        let who = spec.who;
+        let data = spec.dir.join(format!("data-{who}"));
+        let certs = certs();
+        let mut routes = String::new();
+        for (d, p) in &spec.routes {
+            routes.push_str(&format!(
+                "[[routes]]\ndomain = \"{d}\"\nhost = \"127.0.0.1:{p}\"\n"
+            ));
+        }
+        let mut boxes = String::new();
+        for (a, p) in if who == 'a' { A_MAILBOXES } else { B_MAILBOXES } {
+            boxes.push_str(&format!(
+                "[[dev_mailboxes]]\naddress = \"{a}\"\npassword = \"{p}\"\n"
+            ));
+        }
+        let cfg = format!(
+            r#"data_dir = "{data}"
+hostname = "mx.pec.provider-{who}.test"
+[provider]
+name = "Provider {upper} S.p.A."
+domain = "pec.provider-{who}.test"
+local_domains = ["pec.provider-{who}.test", "mail.provider-{who}.test"]
+signing_cert = "{certs}/provider-{who}.pem"
+signing_key = "{certs}/provider-{who}.key"
+digest = "sha1"
+trust_anchors = "{certs}/ca.pem"
+provider_index = "{certs}/index.ldif"
+[tls]
+cert = "{certs}/localhost.pem"
+key = "{certs}/localhost.key"
+[listen]
+submission = "127.0.0.1:{sub}"
+inbound = "127.0.0.1:{inb}"
+admin = "127.0.0.1:{adm}"
+[limits]
+max_message_size = 20000
+[timers]
+warning_after = "{warning}"
+final_after = "{final_after}"
+[queue]
+retry_initial = "200ms"
+retry_max = "1s"
+{routes}{boxes}{extra}"#,
+            data = data.display(),
+            upper = who.to_ascii_uppercase(),
+            certs = certs.display(),
+            sub = spec.ports.submission,
+            inb = spec.ports.inbound,
+            adm = free_port(),
+            warning = spec.warning,
+            final_after = spec.final_after,
+            extra = spec.extra,
+        );
+        let cfg_path = spec.dir.join(format!("pecd-{who}.toml"));
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut d = Daemon {
+            child: None,
+            cfg: cfg_path,
+            data,
+            ports: spec.ports,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let mut child = pecd()
+            .args(["serve", "--config"])
+            .arg(&self.cfg)
+            .env("PECD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Ready when it has printed its inbound listener.
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("listening inbound") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("daemon exited: {:?}", child.try_wait()),
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn mailbox(&self, address: &str) -> Vec<Vec<u8>> {
+        let dir = pecd::maildir::mailbox_path(&self.data.join("mail"), address).unwrap();
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+                let mut files: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
+                files.sort();
+                out.extend(files.into_iter().map(|p| std::fs::read(p).unwrap()));
+            }
+        }
+        out
+    }
+
+    pub fn submit(
+        &self,
+        user: &str,
+        password: &str,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> Result<(), String> {
+        let ca = Certificate::from_pem(&std::fs::read(certs().join("ca.pem")).unwrap()).unwrap();
+        let tls = TlsParameters::builder("localhost".into())
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let mailer = SmtpTransport::builder_dangerous("127.0.0.1")
+            .port(self.ports.submission)
+            .tls(Tls::Required(tls))
+            .credentials(Credentials::new(user.into(), password.into()))
+            .authentication(vec![Mechanism::Plain])
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        let env = Envelope::new(
+            Some(from.parse().unwrap()),
+            to.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+        .unwrap();
+        mailer
+            .send_raw(&env, message)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Wait until `f` returns true (polling), or fail with `what`.
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
