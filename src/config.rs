@@ -122,7 +122,9 @@ pub struct ListenConfig {
     pub admin: Option<SocketAddr>,
 }
 
-/// Protocol and resource limits.
+/// Protocol and resource limits. Command lines are limited to 4096 bytes
+/// by the SMTP parser (smtp-proto), above RFC 5321's 512 minimum; DATA
+/// lines are not limited beyond the message size.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -136,9 +138,6 @@ pub struct Limits {
     /// Recipients per message. RT §8.5: at least 50.
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
-    /// Longest command or text line, bytes (RFC 5321 §4.5.3.1: 512 / 1000 minimum).
-    #[serde(default = "default_max_line")]
-    pub max_line_length: usize,
     /// Simultaneous SMTP connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -156,9 +155,6 @@ fn default_max_message_size() -> u64 {
 fn default_max_recipients() -> usize {
     100
 }
-fn default_max_line() -> usize {
-    4096
-}
 fn default_max_connections() -> usize {
     500
 }
@@ -175,7 +171,6 @@ impl Default for Limits {
             max_message_size: default_max_message_size(),
             max_total_size: default_max_message_size(),
             max_recipients: default_max_recipients(),
-            max_line_length: default_max_line(),
             max_connections: default_max_connections(),
             command_timeout: default_command_timeout(),
             data_timeout: default_data_timeout(),
@@ -592,12 +587,6 @@ fn validate_parts(
             e.push(err(
                 "limits.max_total_size",
                 "must be at least 30 MB (DM 2/11/2005 art. 12)",
-            ));
-        }
-        if l.max_line_length < 1000 {
-            e.push(err(
-                "limits.max_line_length",
-                "must be at least 1000 (RFC 5321 §4.5.3.1.6)",
             ));
         }
         if l.max_connections == 0 {
