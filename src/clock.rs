@@ -39,6 +39,14 @@ impl Clock for FixedClock {
 ///
 /// Sub-second precision is dropped: PEC artefacts print whole seconds and the
 /// same reference must read identically everywhere.
+///
+/// ```
+/// use pecd::clock::LegalTime;
+/// let summer = "2026-07-01T10:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+/// let t = LegalTime::new(summer);
+/// assert_eq!((t.giorno().as_str(), t.ora().as_str(), t.zona().as_str()), ("01/07/2026", "12:00:00", "+0200"));
+/// assert_eq!(t.rfc5322(), "Wed, 1 Jul 2026 12:00:00 +0200");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LegalTime {
     utc: DateTime<Utc>,

@@ -139,6 +139,18 @@ impl Daticert {
     }
 
     /// Lenient parse of a daticert as found in real messages.
+    ///
+    /// ```
+    /// use pecd::pec::daticert::Daticert;
+    /// let xml = br#"<postacert errore="nessuno" tipo="accettazione">
+    ///   <intestazione><mittente>a@pec.it</mittente>
+    ///   <destinatari tipo="esterno">b@x.it</destinatari><risposte>a@pec.it</risposte></intestazione>
+    ///   <dati><gestore-emittente>G &amp; C</gestore-emittente><data zona="+0100"><giorno>01/02/2026</giorno>
+    ///   <ora>10:00:00</ora></data><identificativo>id@pec.it</identificativo></dati></postacert>"#;
+    /// let d = Daticert::parse(xml).unwrap();
+    /// assert_eq!(d.gestore_emittente, "G & C");
+    /// assert_eq!(Daticert::parse(&d.to_xml()).unwrap(), d);
+    /// ```
     pub fn parse(xml: &[u8]) -> Result<Daticert, DaticertError> {
         let text = String::from_utf8_lossy(xml);
         // Some producers prepend a UTF-8 BOM.
