@@ -52,6 +52,9 @@ fn lmtp_failure(reply: &str) -> DeliveryFailure {
     }
 }
 
+/// How long the reception point remembers a (Message-ID, recipient) pair.
+const SEEN_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
 /// Queue items processed at the same time by the worker.
 const QUEUE_CONCURRENCY: usize = 32;
 
@@ -1109,6 +1112,38 @@ impl App {
         n
     }
 
+    /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
+    /// retries a relay for at most 24 h (RT §2.2.2), so a week is ample.
+    pub fn purge_seen(&self, before: DateTime<Utc>) -> Result<usize, String> {
+        let mut n = 0;
+        let mut from = Vec::new();
+        loop {
+            let page = self
+                .store
+                .range(Table::Seen, &from, None, 1000)
+                .map_err(|e| e.to_string())?;
+            let Some((last, _)) = page.last() else { break };
+            from = last.clone();
+            from.push(0);
+            let mut b = Batch::new();
+            for (k, v) in page {
+                let secs = v
+                    .as_slice()
+                    .try_into()
+                    .map(i64::from_be_bytes)
+                    .unwrap_or(i64::MIN);
+                if secs < before.timestamp() {
+                    b.delete(Table::Seen, k);
+                    n += 1;
+                }
+            }
+            if !b.is_empty() {
+                self.commit(b)?;
+            }
+        }
+        Ok(n)
+    }
+
     /// Blobs referenced by queue items.
     pub fn referenced_blobs(&self) -> HashSet<String> {
         queue::load(&self.store, usize::MAX)
@@ -1141,6 +1176,11 @@ impl App {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(event = "log_purged", records = n),
                     Err(e) => tracing::error!(event = "log_purge_failed", error = %e),
+                }
+                match tokio::task::block_in_place(|| self.purge_seen(now - SEEN_RETENTION)) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(event = "seen_purged", entries = n),
+                    Err(e) => tracing::error!(event = "seen_purge_failed", error = %e),
                 }
             }
             while self.run_queue_once().await > 0 {}

@@ -778,3 +778,35 @@ fn lmtp_delivery_with_receipts_after_storage_and_quota_refusal() {
     assert_eq!(stored[0].0, GIULIA);
     assert!(String::from_utf8_lossy(&stored[0].1).contains("X-Trasporto: posta-certificata"));
 }
+
+/// The dedup memory is bounded: entries older than the retention go.
+#[test]
+fn seen_pairs_are_purged_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Memoria"),
+    )
+    .unwrap();
+    wait_for("consegna", 30, || a.mailbox(MARIO).len() >= 2);
+    let cfg_b = b.cfg.clone();
+    drop(a);
+    drop(b);
+    let cfg = pecd::config::Config::load(&cfg_b).unwrap();
+    let app = pecd::app::App::open(cfg).unwrap();
+    let now = chrono::Utc::now();
+    assert_eq!(
+        app.purge_seen(now - chrono::Duration::days(7)).unwrap(),
+        0,
+        "recent pairs stay"
+    );
+    assert!(app.purge_seen(now + chrono::Duration::seconds(5)).unwrap() >= 1);
+    assert_eq!(
+        app.purge_seen(now + chrono::Duration::seconds(5)).unwrap(),
+        0
+    );
+}
