@@ -71,15 +71,27 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// Releases a claimed Message-ID when processing ends, however it ends.
+struct InFlight<'a> {
+    app: &'a App,
+    id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.app.in_flight.lock() {
+            set.remove(&self.id);
+        }
+    }
+}
+
 /// Per-recipient state of an accepted transaction (timers, RT §8.1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TxState {
     pub pec_id: String,
     pub recipient: String,
     pub sent_at: DateTime<Utc>,
-    pub taken: bool,
     pub warned: bool,
-    pub closed: bool,
     /// Certification data needed to build the timeout notices.
     pub sender: String,
     pub recipients: Vec<(String, bool)>,
@@ -87,6 +99,11 @@ pub struct TxState {
     pub subject: String,
     pub msgid: Option<String>,
 }
+
+/// Marker suffixes after a transaction key: written by receipts, read by
+/// the timers (see `process_receive`).
+const MARK_TAKEN: &[u8] = b"\ntaken";
+const MARK_CLOSED: &[u8] = b"\nclosed";
 
 fn tx_key(pec_id: &str, rcpt: &str) -> Vec<u8> {
     format!("{pec_id}\n{}", rcpt.to_lowercase()).into_bytes()
@@ -105,6 +122,8 @@ pub struct App {
     pub wake: tokio::sync::Notify,
     /// When this process opened the store (see `process_local`).
     pub started: DateTime<Utc>,
+    /// Message-IDs the reception point is processing right now.
+    in_flight: std::sync::Mutex<HashSet<String>>,
 }
 
 impl App {
@@ -156,6 +175,7 @@ impl App {
             clock,
             wake: tokio::sync::Notify::new(),
             started,
+            in_flight: std::sync::Mutex::new(HashSet::new()),
             config,
         })
     }
@@ -396,9 +416,7 @@ impl App {
                         pec_id: pec_id.clone(),
                         recipient: r.address.clone(),
                         sent_at: now,
-                        taken: false,
                         warned: false,
-                        closed: false,
                         sender: c.sender.clone(),
                         recipients: c
                             .recipients
@@ -461,6 +479,20 @@ impl App {
         }
     }
 
+    /// Mark a Message-ID as being processed; None if it already is. The
+    /// guard releases it. Two copies of one message (a peer's retry) must
+    /// not pass the dedup check at the same time.
+    fn claim_in_flight(&self, message_id: &str) -> Option<InFlight<'_>> {
+        let mut set = self.in_flight.lock().ok()?;
+        if !set.insert(message_id.to_string()) {
+            return None;
+        }
+        Some(InFlight {
+            app: self,
+            id: message_id.to_string(),
+        })
+    }
+
     fn service_address(&self) -> String {
         self.provider.service_address()
     }
@@ -481,32 +513,47 @@ impl App {
         let time = LegalTime::new(now);
         let mut b = Batch::new();
         item.remove(&mut b);
-        // Exactly once per (Message-ID, recipient): a peer that retries a
-        // relay after a crash gets its 250 again but nothing is repeated.
+        let report = self.checker.check(&item.id, &raw);
+        // Exactly once per (Message-ID, recipient) for genuine PEC messages: a
+        // peer that retries a relay after a crash gets its 250 again, nothing
+        // is repeated. Only *verified* messages are remembered, so a forged
+        // plain mail carrying a future Message-ID cannot suppress the real
+        // one; the Message-ID's case is kept (its left part is case-sensitive).
         let message_id =
             crate::pec::mime::header_value(crate::pec::mime::split_header(&raw).0, "Message-ID")
-                .unwrap_or_else(|| item.blob.clone())
-                .to_ascii_lowercase();
-        let mut fresh = Vec::new();
+                .unwrap_or_else(|| item.blob.clone());
+        let _in_flight = match self.claim_in_flight(&message_id) {
+            Some(guard) => guard,
+            // Another copy is being processed right now: try again shortly.
+            None => return Err(format!("message {message_id} is already being processed")),
+        };
+        let mut unique: Vec<String> = Vec::new();
         for r in rcpt_to {
-            let key = format!("{message_id}\n{}", r.to_lowercase()).into_bytes();
-            if self
-                .store
-                .get(Table::Seen, &key)
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
-                tracing::info!(event = "duplicate_ignored", message_id = %message_id, rcpt = %r);
-                continue;
+            if !unique.iter().any(|u| u.eq_ignore_ascii_case(r)) {
+                unique.push(r.clone());
             }
-            b.put(Table::Seen, key, now.timestamp().to_be_bytes().to_vec());
-            fresh.push(r.clone());
+        }
+        let mut fresh = Vec::new();
+        for r in unique {
+            let key = format!("{message_id}\n{}", r.to_lowercase()).into_bytes();
+            if report.outcome == Outcome::Pec {
+                if self
+                    .store
+                    .get(Table::Seen, &key)
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    tracing::info!(event = "duplicate_ignored", message_id = %message_id, rcpt = %r);
+                    continue;
+                }
+                b.put(Table::Seen, key, now.timestamp().to_be_bytes().to_vec());
+            }
+            fresh.push(r);
         }
         if fresh.is_empty() {
             return self.commit(b);
         }
         let rcpt_to = &fresh[..];
-        let report = self.checker.check(&item.id, &raw);
         let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
@@ -594,26 +641,21 @@ impl App {
                     PecType::TakenInCharge => d.ricezione.clone(),
                     _ => d.consegna.iter().cloned().collect(),
                 };
+                // Markers, not a read-modify-write of the state: a presa in
+                // carico and a consegna for the same recipient may be
+                // processed at the same time and must not undo each other.
+                let marker = match t {
+                    PecType::TakenInCharge => Some(MARK_TAKEN),
+                    PecType::Delivery | PecType::DeliveryError | PecType::VirusDetected => {
+                        Some(MARK_CLOSED)
+                    }
+                    _ => None,
+                };
                 for target in targets {
-                    let key = tx_key(&d.identificativo, &target);
-                    if let Some(v) = self
-                        .store
-                        .get(Table::Transactions, &key)
-                        .map_err(|e| e.to_string())?
-                        && let Ok(mut st) = serde_json::from_slice::<TxState>(&v)
-                    {
-                        match t {
-                            PecType::TakenInCharge => st.taken = true,
-                            PecType::Delivery | PecType::DeliveryError | PecType::VirusDetected => {
-                                st.closed = true
-                            }
-                            _ => {}
-                        }
-                        b.put(
-                            Table::Transactions,
-                            key,
-                            serde_json::to_vec(&st).unwrap_or_default(),
-                        );
+                    if let Some(m) = marker {
+                        let mut key = tx_key(&d.identificativo, &target);
+                        key.extend_from_slice(m);
+                        b.put(Table::Transactions, key, Vec::new());
                     }
                 }
                 let mut r = LogRecord::new(
@@ -978,17 +1020,50 @@ impl App {
             from = last.clone();
             from.push(0);
             for (k, v) in page {
+                let has = |m: &[u8]| -> Result<bool, String> {
+                    let mut mk = k.clone();
+                    mk.extend_from_slice(m);
+                    Ok(self
+                        .store
+                        .get(Table::Transactions, &mk)
+                        .map_err(|e| e.to_string())?
+                        .is_some())
+                };
+                let is_marker = k.ends_with(MARK_TAKEN) || k.ends_with(MARK_CLOSED);
                 let Ok(mut st) = serde_json::from_slice::<TxState>(&v) else {
+                    if is_marker {
+                        // A marker whose transaction is gone: tidy up.
+                        let main = k
+                            .strip_suffix(MARK_TAKEN)
+                            .or_else(|| k.strip_suffix(MARK_CLOSED))
+                            .unwrap_or(&k);
+                        if self
+                            .store
+                            .get(Table::Transactions, main)
+                            .map_err(|e| e.to_string())?
+                            .is_none()
+                        {
+                            b.delete(Table::Transactions, k.clone());
+                        }
+                    }
                     continue;
                 };
-                if st.closed {
-                    b.delete(Table::Transactions, k);
+                let close = |b: &mut Batch| {
+                    for m in [&b""[..], MARK_TAKEN, MARK_CLOSED] {
+                        let mut mk = k.clone();
+                        mk.extend_from_slice(m);
+                        b.delete(Table::Transactions, mk);
+                    }
+                };
+                if has(MARK_CLOSED)? {
+                    close(&mut b);
                     continue;
                 }
+                let taken = has(MARK_TAKEN)?;
                 let age = now - st.sent_at;
                 let stage = if age >= fin {
                     Some(TimeoutStage::H24)
-                } else if age >= warn && !st.taken && !st.warned {
+                } else if age >= warn && !taken && !st.warned {
                     Some(TimeoutStage::H12)
                 } else {
                     None
@@ -1040,9 +1115,7 @@ impl App {
                             serde_json::to_vec(&st).unwrap_or_default(),
                         );
                     }
-                    TimeoutStage::H24 => {
-                        b.delete(Table::Transactions, k);
-                    }
+                    TimeoutStage::H24 => close(&mut b),
                 }
                 n += 1;
             }

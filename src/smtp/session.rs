@@ -509,6 +509,10 @@ impl Session {
                         ));
                     }
                 }
+                // A recipient named twice is one recipient (one delivery, one receipt).
+                if tx.rcpt_to.iter().any(|x| x.eq_ignore_ascii_case(&address)) {
+                    return r(Reply::new(250, (2, 1, 5), "Recipient OK (already given)"));
+                }
                 if tx.rcpt_to.len() >= max {
                     return r(Reply::new(452, (4, 5, 3), "Too many recipients"));
                 }
