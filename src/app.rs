@@ -389,7 +389,6 @@ impl App {
                 r.detail = Some(reason.clone());
                 r.append_to(&mut b);
                 self.commit(b)?;
-                self.wake.notify_one();
                 // RT §3.1.2: the message is not accepted; the avviso di non
                 // accettazione is the certified answer, the 5xx tells the
                 // mail program at once.
@@ -437,7 +436,6 @@ impl App {
                 r.related = vec![acc_id];
                 r.append_to(&mut b);
                 self.commit(b)?;
-                self.wake.notify_one();
                 tracing::info!(event = "accepted", pec_id = %pec_id, from = %c.sender, rcpts = rcpts.len());
                 Ok(Reply::ok(format!(
                     "Messaggio accettato, identificativo {pec_id}"
@@ -468,10 +466,7 @@ impl App {
             self.commit(b)
         })();
         match r {
-            Ok(()) => {
-                self.wake.notify_one();
-                Reply::ok("Messaggio ricevuto")
-            }
+            Ok(()) => Reply::ok("Messaggio ricevuto"),
             Err(e) => {
                 tracing::error!(event = "receive_failed", error = %e);
                 Reply::local_error("Temporary failure; try again later")
@@ -491,6 +486,16 @@ impl App {
             app: self,
             id: message_id.to_string(),
         })
+    }
+
+    /// An account, or our own service mailbox (presa in carico, virus notices).
+    fn mailbox_exists(&self, address: &str) -> Result<bool, String> {
+        if address.eq_ignore_ascii_case(&self.service_address()) {
+            return Ok(true);
+        }
+        Ok(accounts::get(&self.store, address)
+            .map_err(|e| e.to_string())?
+            .is_some())
     }
 
     fn service_address(&self) -> String {
@@ -633,9 +638,12 @@ impl App {
             }
             (Outcome::Pec, Some(ClaimedKind::Pec(t)), Some(d)) => {
                 // A receipt or notice for one of our users (or our service
-                // mailbox): deliver it and update the transaction.
+                // mailbox): deliver it and update the transaction. The SMTP
+                // recipient is not signed, so only existing mailboxes get it.
                 for rcpt in rcpt_to {
-                    self.to_mailbox(&mut b, &raw, rcpt, Some(&d.identificativo), now)?;
+                    if self.mailbox_exists(rcpt)? {
+                        self.to_mailbox(&mut b, &raw, rcpt, Some(&d.identificativo), now)?;
+                    }
                 }
                 let targets: Vec<String> = match t {
                     PecType::TakenInCharge => d.ricezione.clone(),
@@ -676,7 +684,9 @@ impl App {
             }
             (Outcome::Pec, Some(ClaimedKind::AnomalyEnvelope), _) => {
                 for rcpt in rcpt_to {
-                    self.to_mailbox(&mut b, &raw, rcpt, None, now)?;
+                    if self.mailbox_exists(rcpt)? {
+                        self.to_mailbox(&mut b, &raw, rcpt, None, now)?;
+                    }
                 }
             }
             _ => {
@@ -763,8 +773,25 @@ impl App {
         };
         let mut b = Batch::new();
         item.remove(&mut b);
-        if let Some(sender) = receipt_to {
-            self.delivery_outcome(&mut b, &data, mailbox, sender, stored)?;
+        match (receipt_to, stored) {
+            (Some(sender), stored) => {
+                self.delivery_outcome(&mut b, &data, mailbox, sender, stored)?
+            }
+            (None, Err(failure)) => {
+                // A notice (accettazione, receipt, anomalia) the mailbox
+                // server refused: no PEC notice answers a notice (RT §1.2),
+                // but the refusal goes on the record.
+                let mut r = LogRecord::new(self.clock.now(), Event::DeliveryError);
+                r.pec_id = item.pec_id.clone();
+                r.recipients = vec![mailbox.to_string()];
+                r.detail = Some(format!(
+                    "notice refused by the mailbox server: {} {}",
+                    failure.code(),
+                    failure.description()
+                ));
+                r.append_to(&mut b);
+            }
+            (None, Ok(())) => {}
         }
         self.commit(b)
     }
@@ -874,6 +901,7 @@ impl App {
         let hosts = self.resolve(domain).await;
         let mut last_err = String::new();
         let mut outcome = None;
+        let mut permanent = false;
         match hosts {
             Ok(hosts) => {
                 for h in hosts {
@@ -891,11 +919,28 @@ impl App {
                             outcome = Some(o);
                             break;
                         }
-                        Err(e) => last_err = e.to_string(),
+                        Err(e) => {
+                            last_err = e.to_string();
+                            if !e.is_temporary() {
+                                // A 5xx to the whole transaction: every
+                                // recipient is refused for good.
+                                permanent = true;
+                                break;
+                            }
+                        }
                     }
                 }
             }
             Err(e) => last_err = e,
+        }
+        if permanent {
+            outcome = Some(crate::smtp::client::Outcome {
+                permanent: rcpt_to
+                    .iter()
+                    .map(|r| (r.clone(), last_err.clone()))
+                    .collect(),
+                ..Default::default()
+            });
         }
         let mut b = Batch::new();
         match outcome {
@@ -981,7 +1026,9 @@ impl App {
 
     fn reschedule(&self, b: &mut Batch, mut item: Item, now: DateTime<Utc>, error: String) {
         if item.expired(now) {
-            // RT §2.2.2: give up after 24 h; the timers tell the sender.
+            // RT §2.2.2: give up after 24 h. Certified recipients: the 24 h
+            // timer notice tells the sender. External recipients have no PEC
+            // notice (RT §8.6); the give-up is on the record.
             let mut r = LogRecord::new(now, Event::DeliveryError);
             r.pec_id = item.pec_id.clone();
             r.detail = Some(format!("gave up after 24 h: {error}"));
@@ -1218,10 +1265,20 @@ impl App {
     }
 
     /// Blobs referenced by queue items.
-    pub fn referenced_blobs(&self) -> HashSet<String> {
+    /// None when the queue cannot be read: then nothing may be collected.
+    pub fn referenced_blobs(&self) -> Option<HashSet<String>> {
         queue::load(&self.store, usize::MAX)
             .map(|(items, _)| items.into_iter().map(|i| i.blob).collect())
-            .unwrap_or_default()
+            .ok()
+    }
+
+    fn collect_spool(&self) {
+        match self.referenced_blobs() {
+            Some(refs) => {
+                let _ = self.spool.collect_garbage(&refs, Duration::from_secs(3600));
+            }
+            None => tracing::error!(event = "spool_gc_skipped", reason = "queue unreadable"),
+        }
     }
 
     /// The background loop: queue and timers, woken by new work or every
@@ -1231,8 +1288,7 @@ impl App {
         tick: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let gc_age = Duration::from_secs(3600);
-        let _ = self.spool.collect_garbage(&self.referenced_blobs(), gc_age);
+        self.collect_spool();
         let mut passes = 0u64;
         let mut last_purge: Option<std::time::Instant> = None;
         loop {
@@ -1262,7 +1318,7 @@ impl App {
             }
             passes += 1;
             if passes.is_multiple_of(600) {
-                let _ = self.spool.collect_garbage(&self.referenced_blobs(), gc_age);
+                self.collect_spool();
             }
             let sleep = self.next_due().map_or(tick, |d| d.min(tick));
             tokio::select! {

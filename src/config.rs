@@ -55,9 +55,17 @@ pub fn parse_span(t: &str) -> Result<Duration, String> {
     Ok(match unit.trim() {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
+        "m" | "h" | "d" => {
+            let unit_secs = match unit.trim() {
+                "m" => 60,
+                "h" => 3600,
+                _ => 86400,
+            };
+            Duration::from_secs(
+                n.checked_mul(unit_secs)
+                    .ok_or_else(|| format!("{t:?} is too long"))?,
+            )
+        }
         u => {
             return Err(format!(
                 "unknown duration unit {u:?} in {t:?} (use ms, s, m, h, d)"
@@ -118,7 +126,7 @@ pub struct ListenConfig {
     pub submissions: Option<SocketAddr>,
     /// Inbound MX (punto di ricezione).
     pub inbound: Option<SocketAddr>,
-    /// Admin HTTP endpoint (CLI, metrics).
+    /// Admin HTTP endpoint (the CLI while the daemon runs).
     pub admin: Option<SocketAddr>,
 }
 
@@ -309,7 +317,7 @@ pub struct DevMailbox {
 pub struct Config {
     /// Where the store, Maildirs and spool live.
     pub data_dir: PathBuf,
-    /// Name in the SMTP greeting and Received fields.
+    /// Name in the SMTP greeting and EHLO/LHLO to peers.
     pub hostname: String,
     pub provider: ProviderConfig,
     pub tls: TlsConfig,
@@ -444,6 +452,7 @@ impl Config {
             t
         });
         errors.extend(validate_parts(
+            queue.as_ref(),
             provider.as_ref(),
             tls.as_ref(),
             limits.as_ref(),
@@ -499,21 +508,10 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base)
     }
-
-    /// Semantic checks: every error with its key path.
-    pub fn validate(&self) -> Vec<ConfigError> {
-        validate_parts(
-            Some(&self.provider),
-            Some(&self.tls),
-            Some(&self.limits),
-            Some(&self.store),
-            Some(&self.timers),
-            &self.routes,
-        )
-    }
 }
 
 fn validate_parts(
+    queue: Option<&QueueConfig>,
     provider: Option<&ProviderConfig>,
     tls: Option<&TlsConfig>,
     limits: Option<&Limits>,
@@ -601,6 +599,17 @@ fn validate_parts(
             format!("{:?}: use redb or sled", s.engine),
         ));
     }
+    if let Some(q) = queue {
+        if q.retry_initial.0.is_zero() {
+            e.push(err("queue.retry_initial", "must be longer than zero"));
+        }
+        if q.retry_max.0 < q.retry_initial.0 {
+            e.push(err(
+                "queue.retry_max",
+                "must not be shorter than queue.retry_initial",
+            ));
+        }
+    }
     if let Some(t) = timers
         && t.final_after.0 <= t.warning_after.0
     {
@@ -626,6 +635,10 @@ mod tests {
 
     #[test]
     fn spans() {
+        assert!(
+            parse_span("99999999999999999d").is_err(),
+            "overflow is an error, not a wrap"
+        );
         assert_eq!(parse_span("12h").unwrap(), Duration::from_secs(43200));
         assert_eq!(parse_span("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_span("7").unwrap(), Duration::from_secs(7));

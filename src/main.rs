@@ -34,8 +34,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Mailbox accounts (the embedded store must not be open by a running
-    /// daemon: one process at a time).
+    /// Mailbox accounts: directly in the store when the daemon is stopped,
+    /// through its admin API (listen.admin) while it runs.
     Mailbox {
         #[command(subcommand)]
         action: MailboxAction,

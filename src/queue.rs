@@ -175,12 +175,22 @@ impl Spool {
             .collect();
         let path = self.dir.join(&name);
         if path.exists() {
+            // Refresh the age so garbage collection, which spares recent
+            // blobs, cannot take it between this call and the commit.
+            File::options()
+                .write(true)
+                .open(&path)?
+                .set_modified(std::time::SystemTime::now())?;
             return Ok(name);
         }
+        // A temporary name of its own: concurrent writers of equal content
+        // must not share (and truncate) one file.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = self
             .dir
             .join("tmp")
-            .join(format!("{name}.{}", std::process::id()));
+            .join(format!("{name}.{}.{n}", std::process::id()));
         {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -251,6 +261,22 @@ mod tests {
             1
         );
         assert!(s.get(&b).is_err());
+    }
+
+    #[test]
+    fn concurrent_writers_of_equal_content_never_leave_a_partial_blob() {
+        let d = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Spool::open(d.path()).unwrap());
+        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (s, data) = (s.clone(), data.clone());
+                std::thread::spawn(move || s.put(&data).unwrap())
+            })
+            .collect();
+        let names: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(names.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(s.get(&names[0]).unwrap(), data);
     }
 
     #[test]

@@ -182,10 +182,14 @@ async fn connection(
         SessionConfig {
             mode: kind.mode,
             hostname: cfg.hostname.clone(),
-            // RT §3.1.2: a message over the limit gets an avviso di non
-            // accettazione from the access point; only a grossly oversized
-            // one (over twice the limit) is refused at the SMTP level.
-            max_message_size: limits.max_message_size.saturating_mul(2) as usize,
+            // RT §3.1.2: on submission a message over the limit gets an
+            // avviso di non accettazione from the access point; only a
+            // grossly oversized one (over twice the limit) is refused at
+            // the SMTP level. The inbound MX holds peers to the limit itself.
+            max_message_size: match kind.mode {
+                Mode::Submission => limits.max_message_size.saturating_mul(2) as usize,
+                Mode::Inbound => limits.max_message_size as usize,
+            },
             max_recipients: limits.max_recipients,
             tls_available: true,
             local_domains: cfg.provider.local_domains.clone(),
@@ -194,10 +198,15 @@ async fn connection(
     );
     stream.write_all(&session.greeting().to_bytes()).await?;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut data_started: Option<std::time::Instant> = None;
     loop {
+        // The DATA phase as a whole has a deadline (a peer trickling one
+        // byte at a time must not hold a connection slot forever).
         let wait = if session.in_data() {
-            limits.data_timeout.0
+            let started = *data_started.get_or_insert_with(std::time::Instant::now);
+            limits.data_timeout.0.saturating_sub(started.elapsed())
         } else {
+            data_started = None;
             limits.command_timeout.0
         };
         let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {

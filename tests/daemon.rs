@@ -810,3 +810,63 @@ fn seen_pairs_are_purged_after_their_retention() {
         0
     );
 }
+
+/// Review regressions: (1) a plain mail that carries a genuine envelope's
+/// future Message-ID must not suppress the envelope; (2) a genuine signed
+/// receipt replayed to a mailbox that does not exist creates nothing.
+#[test]
+fn forged_message_id_and_replayed_receipts_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    // A genuine envelope from provider A, built and signed here.
+    let c = certification(provider_a());
+    let envelope = signer("provider-a", pecd::smime::Digest::Sha256)
+        .sign(&pecd::pec::build::transport(&c, ORIGINAL))
+        .unwrap();
+    let forged = format!(
+        "From: someone@example.com\r\nTo: {GIULIA}\r\nSubject: finto\r\nMessage-ID: <{}>\r\n\r\nx\r\n",
+        c.pec_id
+    );
+    assert!(
+        send_inbound(
+            b.ports.inbound,
+            "someone@example.com",
+            GIULIA,
+            forged.as_bytes()
+        )
+        .starts_with("250")
+    );
+    wait_for("anomaly", 20, || b.mailbox(GIULIA).len() == 1);
+    assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &envelope).starts_with("250"));
+    wait_for("the genuine envelope", 20, || b.mailbox(GIULIA).len() == 2);
+    let kinds_b: Vec<String> = b
+        .mailbox(GIULIA)
+        .iter()
+        .map(|m| checker().check("m", m).kind.unwrap())
+        .collect();
+    assert!(
+        kinds_b.contains(&"posta-certificata".to_string()),
+        "{kinds_b:?}"
+    );
+    // A genuine receipt (B's consegna went to A; take A's accettazione here)
+    // replayed to a ghost mailbox at B.
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[LUCA],
+        &message(MARIO, &[LUCA], &[], "", "Ricevuta"),
+    )
+    .unwrap();
+    wait_for("receipts", 20, || a.mailbox(MARIO).len() >= 2);
+    let receipt = a.mailbox(MARIO).remove(0);
+    let ghost = "fantasma@pec.provider-b.test";
+    assert!(send_inbound(b.ports.inbound, MARIO, ghost, &receipt).starts_with("250"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(b.mailbox(ghost).is_empty());
+    assert!(
+        !pecd::maildir::mailbox_path(&b.data.join("mail"), ghost)
+            .unwrap()
+            .exists()
+    );
+}

@@ -272,3 +272,11 @@ fn split_input_byte_by_byte_gives_the_same_result() {
     );
     assert_eq!(sh.messages[0].data, b"line\r\n");
 }
+
+#[test]
+fn a_recipient_named_twice_is_one_recipient() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\nMAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nRCPT TO:<M@PEC.provider-a.test>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(sh.messages[0].rcpt_to, vec!["m@pec.provider-a.test"]);
+}
