@@ -921,6 +921,12 @@ impl App {
                         }
                         Err(e) => {
                             last_err = e.to_string();
+                            if e.is_ambiguous() {
+                                // The peer may hold it already: retry later
+                                // (its dedup absorbs a repeat), never fan out
+                                // to the next host now.
+                                break;
+                            }
                             if !e.is_temporary() {
                                 // A 5xx to the whole transaction: every
                                 // recipient is refused for good.

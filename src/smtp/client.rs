@@ -47,6 +47,10 @@ pub enum ClientError {
     /// The server refused the whole transaction with this reply.
     #[error("refused: {code} {text}")]
     Refused { code: u16, text: String },
+    /// The message was sent but its final reply never came: the server may
+    /// have accepted it. Sending it elsewhere now could deliver it twice.
+    #[error("outcome unknown after the data was sent: {0}")]
+    AfterData(String),
 }
 
 impl ClientError {
@@ -54,7 +58,15 @@ impl ClientError {
     pub fn is_temporary(&self) -> bool {
         !matches!(self, ClientError::Refused { code, .. } if *code >= 500)
     }
+
+    /// Whether the message may have been accepted anyway.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, ClientError::AfterData(_))
+    }
 }
+
+/// RFC 5321 §4.5.3.2.6: wait up to 10 minutes for the reply to the final dot.
+const FINAL_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -243,7 +255,11 @@ pub async fn deliver(
     let go = c.command("DATA").await?;
     expect(&go, 354)?;
     c.send(&dot_stuff(data)).await?;
-    let done = c.reply().await?;
+    c.timeout = FINAL_REPLY_TIMEOUT;
+    let done = c
+        .reply()
+        .await
+        .map_err(|e| ClientError::AfterData(e.to_string()))?;
     let text = reply_text(&done);
     match done.code {
         250 => out.delivered = accepted,
@@ -290,7 +306,11 @@ pub async fn deliver_lmtp(
     }
     expect(&c.command("DATA").await?, 354)?;
     c.send(&dot_stuff(data)).await?;
-    let done = c.reply().await?;
+    c.timeout = FINAL_REPLY_TIMEOUT;
+    let done = c
+        .reply()
+        .await
+        .map_err(|e| ClientError::AfterData(e.to_string()))?;
     let text = reply_text(&done);
     match done.code {
         250 => out.delivered.push(rcpt.to_string()),
