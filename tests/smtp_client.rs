@@ -1,6 +1,7 @@
 //! The outbound client against scripted peers on 127.0.0.1: per-recipient
 //! outcomes, and a lost final reply reported as ambiguous (not re-sent).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use pecd::smtp::client::{ClientError, deliver};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
