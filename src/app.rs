@@ -55,6 +55,9 @@ fn lmtp_failure(reply: &str) -> DeliveryFailure {
 /// How long the reception point remembers a (Message-ID, recipient) pair.
 const SEEN_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
+/// Most items one worker pass takes on.
+const PASS_MAX: usize = 2_000;
+
 /// Queue items processed at the same time by the worker.
 const QUEUE_CONCURRENCY: usize = 32;
 
@@ -311,17 +314,6 @@ impl App {
             self.wake.notify_one();
         }
         Ok(())
-    }
-
-    /// How long until the earliest scheduled item is due (None: queue empty).
-    fn next_due(&self) -> Option<Duration> {
-        let now = self.clock.now();
-        queue::load(&self.store, 10_000)
-            .ok()?
-            .0
-            .iter()
-            .map(|i| (i.next_attempt - now).to_std().unwrap_or(Duration::ZERO))
-            .min()
     }
 
     fn record(&self, now: DateTime<Utc>, event: Event, c: &Certification) -> LogRecord {
@@ -1182,14 +1174,15 @@ impl App {
     // ----------------------------------------------------------------------
     // The worker
 
-    /// Process every due item once; returns how many were attempted.
-    pub async fn run_queue_once(self: &Arc<Self>) -> usize {
+    /// Process due items once (at most [`PASS_MAX`]); returns how many were
+    /// attempted, and how long until the next one is due.
+    pub async fn run_queue_once(self: &Arc<Self>) -> (usize, Option<Duration>) {
         let now = self.clock.now();
-        let (items, bad) = match queue::load(&self.store, 10_000) {
+        let queue::Due { items, bad, next } = match queue::load_due(&self.store, now, PASS_MAX) {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(event = "queue_load_failed", error = %e);
-                return 0;
+                return (0, None);
             }
         };
         if !bad.is_empty() {
@@ -1202,7 +1195,7 @@ impl App {
         let limit = Arc::new(tokio::sync::Semaphore::new(QUEUE_CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();
         let mut n = 0;
-        for item in items.into_iter().filter(|i| i.next_attempt <= now) {
+        for item in items {
             n += 1;
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 break;
@@ -1235,7 +1228,7 @@ impl App {
             });
         }
         while tasks.join_next().await.is_some() {}
-        n
+        (n, next)
     }
 
     /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
@@ -1297,6 +1290,7 @@ impl App {
         self.collect_spool();
         let mut passes = 0u64;
         let mut last_purge: Option<std::time::Instant> = None;
+        let mut last_timers: Option<std::time::Instant> = None;
         loop {
             // RT §8.2: log records older than the retention are purged; the
             // purge itself is a log record.
@@ -1318,15 +1312,25 @@ impl App {
                     Err(e) => tracing::error!(event = "seen_purge_failed", error = %e),
                 }
             }
-            while self.run_queue_once().await > 0 {}
-            if let Err(e) = tokio::task::block_in_place(|| self.check_timers()) {
-                tracing::error!(event = "timers_failed", error = %e);
+            let next = loop {
+                let (n, after) = self.run_queue_once().await;
+                if n == 0 {
+                    break after;
+                }
+            };
+            // Timers need not be re-scanned on every wake-up (each message
+            // wakes the worker): once per tick is precise enough.
+            if last_timers.is_none_or(|t| t.elapsed() >= tick) {
+                last_timers = Some(std::time::Instant::now());
+                if let Err(e) = tokio::task::block_in_place(|| self.check_timers()) {
+                    tracing::error!(event = "timers_failed", error = %e);
+                }
             }
             passes += 1;
             if passes.is_multiple_of(600) {
                 self.collect_spool();
             }
-            let sleep = self.next_due().map_or(tick, |d| d.min(tick));
+            let sleep = next.map_or(tick, |d| d.min(tick));
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}

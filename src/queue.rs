@@ -133,6 +133,54 @@ pub fn load(store: &Store, limit: usize) -> Result<(Vec<Item>, Vec<Vec<u8>>), St
     Ok((good, bad))
 }
 
+/// Due items (at most `max_due`) from the *whole* queue, walked in pages:
+/// a backlog of waiting items (a peer that is down) must not hide newer
+/// work behind it. Also returns undecodable keys, and the time until the
+/// earliest item not yet due.
+pub fn load_due(store: &Store, now: DateTime<Utc>, max_due: usize) -> Result<Due, StoreError> {
+    let mut due = Vec::new();
+    let mut bad = Vec::new();
+    let mut next: Option<std::time::Duration> = None;
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let page = store.range(Table::Queue, &from, None, 1000)?;
+        let Some((last, _)) = page.last() else { break };
+        from = last.clone();
+        from.push(0);
+        for (k, v) in page {
+            match serde_json::from_slice::<Item>(&v) {
+                Ok(i) if i.next_attempt <= now => {
+                    if due.len() < max_due {
+                        due.push(i);
+                    } else {
+                        next = Some(std::time::Duration::ZERO);
+                    }
+                }
+                Ok(i) => {
+                    let wait = (i.next_attempt - now).to_std().unwrap_or_default();
+                    next = Some(next.map_or(wait, |n| n.min(wait)));
+                }
+                Err(_) => bad.push(k),
+            }
+        }
+    }
+    Ok(Due {
+        items: due,
+        bad,
+        next,
+    })
+}
+
+/// What [`load_due`] found.
+#[derive(Debug, Default)]
+pub struct Due {
+    pub items: Vec<Item>,
+    /// Keys of undecodable items (to quarantine).
+    pub bad: Vec<Vec<u8>>,
+    /// Time until the earliest item not taken is due.
+    pub next: Option<std::time::Duration>,
+}
+
 /// Move undecodable items out of the queue, keeping their bytes for an
 /// operator (`meta` table, `quarantine/<key>`), and log it.
 pub fn quarantine(store: &Store, keys: &[Vec<u8>], now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -306,6 +354,49 @@ mod tests {
         assert_eq!(
             store.get(Table::Meta, b"quarantine/i2").unwrap().as_deref(),
             Some(&b"not json"[..])
+        );
+    }
+
+    #[test]
+    fn a_backlog_of_waiting_items_does_not_hide_due_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), "redb").unwrap();
+        let now = Utc::now();
+        let mut b = Batch::new();
+        for i in 0..2500 {
+            let mut it = Item::new(
+                format!("a{i:05}"),
+                Work::Local {
+                    mailbox: "a@b.it".into(),
+                    receipt_to: None,
+                },
+                "ab".into(),
+                now,
+                None,
+            );
+            it.next_attempt = now + ChronoDuration::minutes(5);
+            it.put(&mut b);
+        }
+        // Sorts after the backlog.
+        Item::new(
+            "z-new".into(),
+            Work::Local {
+                mailbox: "a@b.it".into(),
+                receipt_to: None,
+            },
+            "ab".into(),
+            now,
+            None,
+        )
+        .put(&mut b);
+        store.commit(b).unwrap();
+        let due = load_due(&store, now, 100).unwrap();
+        assert_eq!(due.items.len(), 1);
+        assert_eq!(due.items[0].id, "z-new");
+        let wait = due.next.unwrap();
+        assert!(
+            wait > std::time::Duration::from_secs(290)
+                && wait <= std::time::Duration::from_secs(300)
         );
     }
 
