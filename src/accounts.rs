@@ -165,21 +165,14 @@ pub fn remove(store: &Store, address: &str, now: DateTime<Utc>) -> Result<(), Ac
 }
 
 pub fn list(store: &Store) -> Result<Vec<Account>, AccountError> {
-    let mut out = Vec::new();
-    let mut from: Vec<u8> = Vec::new();
-    loop {
-        let page = store.range(Table::Mailboxes, &from, None, 1000)?;
-        let Some((last, _)) = page.last() else { break };
-        from = last.clone();
-        from.push(0);
-        for (k, v) in &page {
-            out.push(
-                serde_json::from_slice(v)
-                    .map_err(|_| AccountError::Corrupt(String::from_utf8_lossy(k).into()))?,
-            );
-        }
-    }
-    Ok(out)
+    store
+        .entries(Table::Mailboxes)
+        .map(|e| {
+            let (k, v) = e?;
+            serde_json::from_slice(&v)
+                .map_err(|_| AccountError::Corrupt(String::from_utf8_lossy(&k).into()))
+        })
+        .collect()
 }
 
 /// Authenticate: Some(account) when the password matches an active account.

@@ -36,12 +36,7 @@ use std::time::Duration;
 /// Map a mailbox server's permanent refusal to the NOTA 12 cause: quota
 /// (`5.2.2`) and disabled (`5.2.1`) by their codes, anything else as given.
 fn lmtp_failure(reply: &str) -> DeliveryFailure {
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .filter(|t| t.split('.').count() == 3)
-        .unwrap_or("5.0.0");
-    match code {
+    match crate::smtp::client::enhanced_code(reply).unwrap_or("5.0.0") {
         "5.2.2" => DeliveryFailure::MailboxFull,
         "5.2.1" => DeliveryFailure::MailboxDisabled,
         "5.1.1" => DeliveryFailure::UnknownRecipient,
@@ -72,6 +67,13 @@ pub enum StartError {
     Signer(#[from] crate::smime::SmimeError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// See [`App::view_envelope`].
+struct EnvelopeView {
+    daticert: crate::pec::daticert::Daticert,
+    certification: Certification,
+    postacert: Option<Vec<u8>>,
 }
 
 /// Releases a claimed Message-ID when processing ends, however it ends.
@@ -107,6 +109,15 @@ pub struct TxState {
 /// the timers (see `process_receive`).
 const MARK_TAKEN: &[u8] = b"\ntaken";
 const MARK_CLOSED: &[u8] = b"\nclosed";
+
+/// Forget a transaction: its state and its markers.
+fn close_transaction(b: &mut Batch, key: &[u8]) {
+    for m in [&b""[..], MARK_TAKEN, MARK_CLOSED] {
+        let mut k = key.to_vec();
+        k.extend_from_slice(m);
+        b.delete(Table::Transactions, k);
+    }
+}
 
 fn tx_key(pec_id: &str, rcpt: &str) -> Vec<u8> {
     format!("{pec_id}\n{}", rcpt.to_lowercase()).into_bytes()
@@ -652,8 +663,19 @@ impl App {
                     _ => None,
                 };
                 for target in targets {
-                    if let Some(m) = marker {
-                        let mut key = tx_key(&d.identificativo, &target);
+                    let mut key = tx_key(&d.identificativo, &target);
+                    // Only for transactions we track (a read, never a write,
+                    // of the state itself).
+                    let tracked = || -> Result<bool, String> {
+                        Ok(self
+                            .store
+                            .get(Table::Transactions, &key)
+                            .map_err(|e| e.to_string())?
+                            .is_some())
+                    };
+                    if let Some(m) = marker
+                        && tracked()?
+                    {
                         key.extend_from_slice(m);
                         b.put(Table::Transactions, key, Vec::new());
                     }
@@ -790,6 +812,23 @@ impl App {
 
     /// After a stored (or refused) envelope: the ricevuta di avvenuta
     /// consegna (variant per RT §3.8) or the avviso di mancata consegna.
+    /// A busta di trasporto read back: its daticert, the certification data
+    /// for notices about it (roles from its Cc header) and its original.
+    fn view_envelope(&self, envelope: &[u8], time: LegalTime) -> Result<EnvelopeView, String> {
+        let mut found =
+            crate::report::parts(envelope, &["daticert.xml", "postacert.eml"]).into_iter();
+        let xml = found.next().flatten().ok_or("envelope without daticert")?;
+        let daticert = crate::pec::daticert::Daticert::parse(&xml).map_err(|e| e.to_string())?;
+        let cc = OriginalHeaders::parse(envelope).cc;
+        let certification =
+            Certification::from_daticert(&daticert, self.provider.clone(), time, &cc);
+        Ok(EnvelopeView {
+            daticert,
+            certification,
+            postacert: found.next().flatten(),
+        })
+    }
+
     fn delivery_outcome(
         &self,
         b: &mut Batch,
@@ -800,34 +839,30 @@ impl App {
     ) -> Result<(), String> {
         let now = self.clock.now();
         let time = LegalTime::new(now);
-        let xml =
-            crate::report::part(envelope, "daticert.xml").ok_or("envelope without daticert")?;
-        let d = crate::pec::daticert::Daticert::parse(&xml).map_err(|e| e.to_string())?;
-        let cc = OriginalHeaders::parse(envelope).cc;
-        let c = Certification::from_daticert(&d, self.provider.clone(), time, &cc);
+        let env = self.view_envelope(envelope, time)?;
+        let c = &env.certification;
         let (notice, event, detail) = match stored {
             Ok(()) => {
-                let postacert = crate::report::part(envelope, "postacert.eml");
                 let variant = c.delivery_variant(mailbox);
                 (
                     build::delivery(
-                        &c,
+                        c,
                         &self.new_id(time),
                         mailbox,
                         variant,
-                        postacert.as_deref(),
+                        env.postacert.as_deref(),
                     ),
                     Event::Delivered,
                     None,
                 )
             }
             Err(failure) => (
-                build::delivery_error(&c, &self.new_id(time), mailbox, &failure),
+                build::delivery_error(c, &self.new_id(time), mailbox, &failure),
                 Event::DeliveryError,
                 Some(failure.code().to_string()),
             ),
         };
-        let mut r = self.record(now, event, &c);
+        let mut r = self.record(now, event, c);
         r.recipients = vec![mailbox.to_string()];
         r.detail = detail;
         r.append_to(b);
@@ -989,22 +1024,20 @@ impl App {
         let (header, _) = crate::pec::mime::split_header(data);
         let is_envelope = crate::pec::mime::header_value(header, crate::pec::headers::X_TRASPORTO)
             .is_some_and(|v| v == crate::pec::headers::TRANSPORT_PEC);
-        let Some(xml) = crate::report::part(data, "daticert.xml") else {
+        let time = LegalTime::new(now);
+        let Some(env) = is_envelope
+            .then(|| self.view_envelope(data, time).ok())
+            .flatten()
+        else {
             return Ok(());
         };
-        let Ok(d) = crate::pec::daticert::Daticert::parse(&xml) else {
-            return Ok(());
-        };
-        if !is_envelope || !self.is_local(&d.mittente) {
+        let (d, c) = (&env.daticert, &env.certification);
+        if !self.is_local(&d.mittente) {
             return Ok(());
         }
-        let time = LegalTime::new(now);
-        let c = Certification::from_daticert(&d, self.provider.clone(), time, &[]);
-        // "550 5.1.1 text" → code 5.1.1; a reply without one → 5.0.0.
-        let code = reply
-            .split_whitespace()
-            .nth(1)
-            .filter(|t| t.split('.').count() == 3 && t.starts_with('5'))
+        // A 5xx reply's own enhanced code, else the generic 5.0.0.
+        let code = crate::smtp::client::enhanced_code(reply)
+            .filter(|c| c.starts_with('5'))
             .unwrap_or("5.0.0")
             .to_string();
         let failure = DeliveryFailure::Other {
@@ -1012,13 +1045,13 @@ impl App {
             description: format!("destinatario rifiutato dal gestore di destinazione ({reply})"),
         };
         let notice = self.sign(&build::delivery_error(
-            &c,
+            c,
             &self.new_id(time),
             rcpt,
             &failure,
         ))?;
         self.to_mailbox(b, &notice, &d.mittente, Some(&d.identificativo), now)?;
-        b.delete(Table::Transactions, tx_key(&d.identificativo, rcpt));
+        close_transaction(b, &tx_key(&d.identificativo, rcpt));
         Ok(())
     }
 
@@ -1055,115 +1088,95 @@ impl App {
             .map_err(|e| e.to_string())?;
         let mut b = Batch::new();
         let mut n = 0;
-        let mut from = Vec::new();
-        loop {
-            let page = self
-                .store
-                .range(Table::Transactions, &from, None, 1000)
-                .map_err(|e| e.to_string())?;
-            let Some((last, _)) = page.last() else { break };
-            from = last.clone();
-            from.push(0);
-            for (k, v) in page {
-                let has = |m: &[u8]| -> Result<bool, String> {
-                    let mut mk = k.clone();
-                    mk.extend_from_slice(m);
-                    Ok(self
-                        .store
-                        .get(Table::Transactions, &mk)
-                        .map_err(|e| e.to_string())?
-                        .is_some())
-                };
-                let is_marker = k.ends_with(MARK_TAKEN) || k.ends_with(MARK_CLOSED);
-                let Ok(mut st) = serde_json::from_slice::<TxState>(&v) else {
-                    if is_marker {
-                        // A marker whose transaction is gone: tidy up.
-                        let main = k
-                            .strip_suffix(MARK_TAKEN)
-                            .or_else(|| k.strip_suffix(MARK_CLOSED))
-                            .unwrap_or(&k);
-                        if self
-                            .store
-                            .get(Table::Transactions, main)
-                            .map_err(|e| e.to_string())?
-                            .is_none()
-                        {
-                            b.delete(Table::Transactions, k.clone());
-                        }
+        // One ordered walk: a transaction's markers sort right after its key
+        // ('\n' sorts before every address character), so a marker not
+        // preceded by its key is an orphan (the transaction closed meanwhile).
+        let mut open: Vec<(Vec<u8>, TxState, bool, bool)> = Vec::new();
+        for entry in self.store.entries(Table::Transactions) {
+            let (k, v) = entry.map_err(|e| e.to_string())?;
+            let marker = [MARK_TAKEN, MARK_CLOSED]
+                .into_iter()
+                .find_map(|m| k.strip_suffix(m).map(|main| (main.to_vec(), m)));
+            match marker {
+                Some((main, m)) => match open.last_mut() {
+                    Some((key, _, taken, closed)) if *key == main => {
+                        *taken |= m == MARK_TAKEN;
+                        *closed |= m == MARK_CLOSED;
                     }
-                    continue;
-                };
-                let close = |b: &mut Batch| {
-                    for m in [&b""[..], MARK_TAKEN, MARK_CLOSED] {
-                        let mut mk = k.clone();
-                        mk.extend_from_slice(m);
-                        b.delete(Table::Transactions, mk);
+                    _ => {
+                        b.delete(Table::Transactions, k);
                     }
-                };
-                if has(MARK_CLOSED)? {
-                    close(&mut b);
-                    continue;
+                },
+                None => {
+                    if let Ok(st) = serde_json::from_slice::<TxState>(&v) {
+                        open.push((k, st, false, false));
+                    }
                 }
-                let taken = has(MARK_TAKEN)?;
-                let age = now - st.sent_at;
-                let stage = if age >= fin {
-                    Some(TimeoutStage::H24)
-                } else if age >= warn && !taken && !st.warned {
-                    Some(TimeoutStage::H12)
-                } else {
-                    None
-                };
-                let Some(stage) = stage else { continue };
-                let c = Certification {
-                    provider: self.provider.clone(),
-                    time,
-                    pec_id: st.pec_id.clone(),
-                    sender: st.sender.clone(),
-                    recipients: st
-                        .recipients
-                        .iter()
-                        .map(|(a, cert)| crate::pec::Recipient {
-                            address: a.clone(),
-                            class: if *cert {
-                                RecipientClass::Certified
-                            } else {
-                                RecipientClass::External
-                            },
-                            role: crate::pec::RecipientRole::To,
-                        })
-                        .collect(),
-                    reply_to: st.reply_to.clone(),
-                    subject: st.subject.clone(),
-                    msgid: st.msgid.clone(),
-                    receipt_request: Default::default(),
-                };
-                let notice = self.sign(&build::timeout(
-                    &c,
-                    &self.new_id(time),
-                    &st.recipient,
-                    stage,
-                ))?;
-                self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
-                let mut r = self.record(now, Event::TimeoutNotice, &c);
-                r.recipients = vec![st.recipient.clone()];
-                r.detail = Some(match stage {
-                    TimeoutStage::H12 => "12h".into(),
-                    TimeoutStage::H24 => "24h".into(),
-                });
-                r.append_to(&mut b);
-                match stage {
-                    TimeoutStage::H12 => {
-                        st.warned = true;
-                        b.put(
-                            Table::Transactions,
-                            k,
-                            serde_json::to_vec(&st).unwrap_or_default(),
-                        );
-                    }
-                    TimeoutStage::H24 => close(&mut b),
-                }
-                n += 1;
             }
+        }
+        for (k, mut st, taken, closed) in open {
+            if closed {
+                close_transaction(&mut b, &k);
+                continue;
+            }
+            let age = now - st.sent_at;
+            let stage = if age >= fin {
+                Some(TimeoutStage::H24)
+            } else if age >= warn && !taken && !st.warned {
+                Some(TimeoutStage::H12)
+            } else {
+                None
+            };
+            let Some(stage) = stage else { continue };
+            let c = Certification {
+                provider: self.provider.clone(),
+                time,
+                pec_id: st.pec_id.clone(),
+                sender: st.sender.clone(),
+                recipients: st
+                    .recipients
+                    .iter()
+                    .map(|(a, cert)| crate::pec::Recipient {
+                        address: a.clone(),
+                        class: if *cert {
+                            RecipientClass::Certified
+                        } else {
+                            RecipientClass::External
+                        },
+                        role: crate::pec::RecipientRole::To,
+                    })
+                    .collect(),
+                reply_to: st.reply_to.clone(),
+                subject: st.subject.clone(),
+                msgid: st.msgid.clone(),
+                receipt_request: Default::default(),
+            };
+            let notice = self.sign(&build::timeout(
+                &c,
+                &self.new_id(time),
+                &st.recipient,
+                stage,
+            ))?;
+            self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
+            let mut r = self.record(now, Event::TimeoutNotice, &c);
+            r.recipients = vec![st.recipient.clone()];
+            r.detail = Some(match stage {
+                TimeoutStage::H12 => "12h".into(),
+                TimeoutStage::H24 => "24h".into(),
+            });
+            r.append_to(&mut b);
+            match stage {
+                TimeoutStage::H12 => {
+                    st.warned = true;
+                    b.put(
+                        Table::Transactions,
+                        k,
+                        serde_json::to_vec(&st).unwrap_or_default(),
+                    );
+                }
+                TimeoutStage::H24 => close_transaction(&mut b, &k),
+            }
+            n += 1;
         }
         if !b.is_empty() {
             self.commit(b)?;
@@ -1234,49 +1247,34 @@ impl App {
     /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
     /// retries a relay for at most 24 h (RT §2.2.2), so a week is ample.
     pub fn purge_seen(&self, before: DateTime<Utc>) -> Result<usize, String> {
+        let mut b = Batch::new();
         let mut n = 0;
-        let mut from = Vec::new();
-        loop {
-            let page = self
-                .store
-                .range(Table::Seen, &from, None, 1000)
-                .map_err(|e| e.to_string())?;
-            let Some((last, _)) = page.last() else { break };
-            from = last.clone();
-            from.push(0);
-            let mut b = Batch::new();
-            for (k, v) in page {
-                let secs = v
-                    .as_slice()
-                    .try_into()
-                    .map(i64::from_be_bytes)
-                    .unwrap_or(i64::MIN);
-                if secs < before.timestamp() {
-                    b.delete(Table::Seen, k);
-                    n += 1;
-                }
+        for entry in self.store.entries(Table::Seen) {
+            let (k, v) = entry.map_err(|e| e.to_string())?;
+            let secs = v
+                .as_slice()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .unwrap_or(i64::MIN);
+            if secs < before.timestamp() {
+                b.delete(Table::Seen, k);
+                n += 1;
             }
-            if !b.is_empty() {
-                self.commit(b)?;
+            if b.ops.len() >= 1000 {
+                self.commit(std::mem::take(&mut b))?;
             }
         }
+        self.commit(b)?;
         Ok(n)
     }
 
-    /// Blobs referenced by queue items.
-    /// None when the queue cannot be read: then nothing may be collected.
-    pub fn referenced_blobs(&self) -> Option<HashSet<String>> {
-        queue::load(&self.store, usize::MAX)
-            .map(|(items, _)| items.into_iter().map(|i| i.blob).collect())
-            .ok()
-    }
-
     fn collect_spool(&self) {
-        match self.referenced_blobs() {
-            Some(refs) => {
+        // An unreadable queue means nothing may be collected.
+        match queue::referenced_blobs(&self.store) {
+            Ok(refs) => {
                 let _ = self.spool.collect_garbage(&refs, Duration::from_secs(3600));
             }
-            None => tracing::error!(event = "spool_gc_skipped", reason = "queue unreadable"),
+            Err(e) => tracing::error!(event = "spool_gc_skipped", error = %e),
         }
     }
 

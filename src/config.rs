@@ -134,153 +134,103 @@ pub struct ListenConfig {
 /// by the SMTP parser (smtp-proto), above RFC 5321's 512 minimum; DATA
 /// lines are not limited beyond the message size.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest message accepted, bytes (SIZE). Default 100 MB.
-    #[serde(default = "default_max_message_size")]
     pub max_message_size: u64,
     /// Largest recipients × size, bytes. RT §8.5: at least 30 MB must be
     /// allowed; default 100 MB.
-    #[serde(default = "default_max_message_size")]
     pub max_total_size: u64,
     /// Recipients per message. RT §8.5: at least 50.
-    #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
     /// Simultaneous SMTP connections.
-    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Idle time allowed between commands (RFC 5321 §4.5.3.2: 5 minutes).
-    #[serde(default = "default_command_timeout")]
     pub command_timeout: Span,
     /// Time allowed for the whole DATA phase.
-    #[serde(default = "default_data_timeout")]
     pub data_timeout: Span,
-}
-
-fn default_max_message_size() -> u64 {
-    100 * 1024 * 1024
-}
-fn default_max_recipients() -> usize {
-    100
-}
-fn default_max_connections() -> usize {
-    500
-}
-fn default_command_timeout() -> Span {
-    Span(Duration::from_secs(300))
-}
-fn default_data_timeout() -> Span {
-    Span(Duration::from_secs(600))
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_size: default_max_message_size(),
-            max_total_size: default_max_message_size(),
-            max_recipients: default_max_recipients(),
-            max_connections: default_max_connections(),
-            command_timeout: default_command_timeout(),
-            data_timeout: default_data_timeout(),
+            max_message_size: 100 * 1024 * 1024,
+            max_total_size: 100 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 500,
+            command_timeout: Span(Duration::from_secs(300)),
+            data_timeout: Span(Duration::from_secs(600)),
         }
     }
 }
 
 /// The embedded store.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `redb` (default: fsync per commit) or `sled` (process-crash-safe only).
-    #[serde(default = "default_engine")]
     pub engine: String,
-}
-
-fn default_engine() -> String {
-    "redb".into()
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            engine: default_engine(),
+            engine: "redb".into(),
         }
     }
 }
 
 /// The legal log (RT §8.2).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// Retention of log records; RT §8.2: 30 months.
-    #[serde(default = "default_retention")]
     pub retention: Span,
-}
-
-fn default_retention() -> Span {
-    // 30 months of 30.44 days.
-    Span(Duration::from_secs(913 * 86400))
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
+        // 30 months of 30.44 days (RT §8.2).
         LogConfig {
-            retention: default_retention(),
+            retention: Span(Duration::from_secs(913 * 86400)),
         }
     }
 }
 
 /// Per-recipient timers of the access point (RT §8.1).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TimerConfig {
     /// No presa in carico nor consegna after this: 12 h notice.
-    #[serde(default = "default_warning")]
     pub warning_after: Span,
     /// No consegna after this: 24 h notice (RT: in the window 22–24 h).
-    #[serde(default = "default_final")]
     pub final_after: Span,
-}
-
-fn default_warning() -> Span {
-    Span(Duration::from_secs(12 * 3600))
-}
-fn default_final() -> Span {
-    Span(Duration::from_secs(23 * 3600))
 }
 
 impl Default for TimerConfig {
     fn default() -> Self {
         TimerConfig {
-            warning_after: default_warning(),
-            final_after: default_final(),
+            warning_after: Span(Duration::from_secs(12 * 3600)),
+            final_after: Span(Duration::from_secs(23 * 3600)),
         }
     }
 }
 
 /// Retries of queued work (relays to other providers, local steps).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// First retry delay; it doubles at each attempt.
-    #[serde(default = "default_retry_initial")]
     pub retry_initial: Span,
     /// Longest delay between two attempts.
-    #[serde(default = "default_retry_max")]
     pub retry_max: Span,
-}
-
-fn default_retry_initial() -> Span {
-    Span(Duration::from_secs(60))
-}
-fn default_retry_max() -> Span {
-    Span(Duration::from_secs(1800))
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            retry_initial: default_retry_initial(),
-            retry_max: default_retry_max(),
+            retry_initial: Span(Duration::from_secs(60)),
+            retry_max: Span(Duration::from_secs(1800)),
         }
     }
 }

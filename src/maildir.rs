@@ -1,22 +1,20 @@
 //! Maildir delivery: the layout Dovecot reads (`tmp/`, `new/`, `cur/`).
 //!
-//! Owns: unique file names, the durable write sequence (write to `tmp/`,
-//! fsync the file, rename into `new/`, fsync the directory), and mailbox
-//! paths under the data directory. Must not touch: quota policy, PEC logic.
-//! A message is in the mailbox once [`Maildir::deliver`] returns Ok.
+//! Owns: file names derived from queue item ids, the durable write sequence
+//! (write to `tmp/`, fsync the file, rename into `new/`, fsync the
+//! directory), and mailbox paths under the data directory. Must not touch:
+//! quota policy, PEC logic. A message is in the mailbox once
+//! [`Maildir::deliver_once`] returns Ok.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One mailbox directory.
 #[derive(Debug, Clone)]
 pub struct Maildir {
     root: PathBuf,
 }
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Errors of Maildir delivery.
 #[derive(Debug, thiserror::Error)]
@@ -70,31 +68,6 @@ impl Maildir {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// A unique name: `<secs>.M<micros>P<pid>Q<n>.<host>,S=<size>` (the
-    /// Maildir++ size field lets quota code skip a stat).
-    fn unique_name(&self, size: usize) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().replace(['/', ':'], "_"))
-            .unwrap_or_else(|_| "pecd".into());
-        format!(
-            "{}.M{}P{}Q{n}.{host},S={size}",
-            now.as_secs(),
-            now.subsec_micros(),
-            std::process::id()
-        )
-    }
-
-    /// Store a message durably in `new/` and return its file name.
-    pub fn deliver(&self, message: &[u8]) -> Result<String, MaildirError> {
-        let name = self.unique_name(message.len());
-        self.write_named(&name, message)?;
-        Ok(name)
     }
 
     /// Deliver under a name derived from `id`, unless a file of that id is
@@ -187,8 +160,12 @@ mod tests {
         let md = Maildir::open(mailbox_path(d.path(), "Mario.Rossi@PEC.Provider-A.test").unwrap())
             .unwrap();
         assert!(md.root().ends_with("pec.provider-a.test/mario.rossi"));
-        let a = md.deliver(b"Subject: a\r\n\r\nx\r\n").unwrap();
-        let b = md.deliver(b"Subject: b\r\n\r\ny\r\n").unwrap();
+        let a = md
+            .deliver_once("a", b"Subject: a\r\n\r\nx\r\n", false)
+            .unwrap();
+        let b = md
+            .deliver_once("b", b"Subject: b\r\n\r\ny\r\n", false)
+            .unwrap();
         assert_ne!(a, b);
         assert!(a.ends_with(",S=17"));
         let msgs = md.messages().unwrap();

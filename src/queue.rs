@@ -120,17 +120,16 @@ impl Item {
     }
 }
 
-/// Items in key order; undecodable ones are returned apart for quarantine.
-pub fn load(store: &Store, limit: usize) -> Result<(Vec<Item>, Vec<Vec<u8>>), StoreError> {
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
-    for (k, v) in store.range(Table::Queue, b"", None, limit)? {
-        match serde_json::from_slice::<Item>(&v) {
-            Ok(i) => good.push(i),
-            Err(_) => bad.push(k),
+/// Blob names referenced by queue items (what spool garbage collection keeps).
+pub fn referenced_blobs(store: &Store) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut refs = std::collections::HashSet::new();
+    for entry in store.entries(Table::Queue) {
+        let (_, v) = entry?;
+        if let Ok(i) = serde_json::from_slice::<Item>(&v) {
+            refs.insert(i.blob);
         }
     }
-    Ok((good, bad))
+    Ok(refs)
 }
 
 /// Due items (at most `max_due`) from the *whole* queue, walked in pages:
@@ -141,27 +140,21 @@ pub fn load_due(store: &Store, now: DateTime<Utc>, max_due: usize) -> Result<Due
     let mut due = Vec::new();
     let mut bad = Vec::new();
     let mut next: Option<std::time::Duration> = None;
-    let mut from: Vec<u8> = Vec::new();
-    loop {
-        let page = store.range(Table::Queue, &from, None, 1000)?;
-        let Some((last, _)) = page.last() else { break };
-        from = last.clone();
-        from.push(0);
-        for (k, v) in page {
-            match serde_json::from_slice::<Item>(&v) {
-                Ok(i) if i.next_attempt <= now => {
-                    if due.len() < max_due {
-                        due.push(i);
-                    } else {
-                        next = Some(std::time::Duration::ZERO);
-                    }
+    for entry in store.entries(Table::Queue) {
+        let (k, v) = entry?;
+        match serde_json::from_slice::<Item>(&v) {
+            Ok(i) if i.next_attempt <= now => {
+                if due.len() < max_due {
+                    due.push(i);
+                } else {
+                    next = Some(std::time::Duration::ZERO);
                 }
-                Ok(i) => {
-                    let wait = (i.next_attempt - now).to_std().unwrap_or_default();
-                    next = Some(next.map_or(wait, |n| n.min(wait)));
-                }
-                Err(_) => bad.push(k),
             }
+            Ok(i) => {
+                let wait = (i.next_attempt - now).to_std().unwrap_or_default();
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+            }
+            Err(_) => bad.push(k),
         }
     }
     Ok(Due {
@@ -346,11 +339,11 @@ mod tests {
         item.put(&mut b);
         b.put(Table::Queue, b"i2".to_vec(), b"not json".to_vec());
         store.commit(b).unwrap();
-        let (good, bad) = load(&store, 100).unwrap();
-        assert_eq!(good, vec![item]);
-        assert_eq!(bad, vec![b"i2".to_vec()]);
-        quarantine(&store, &bad, now).unwrap();
-        assert_eq!(load(&store, 100).unwrap().1.len(), 0);
+        let due = load_due(&store, now, 100).unwrap();
+        assert_eq!(due.items, vec![item]);
+        assert_eq!(due.bad, vec![b"i2".to_vec()]);
+        quarantine(&store, &due.bad, now).unwrap();
+        assert_eq!(load_due(&store, now, 100).unwrap().bad.len(), 0);
         assert_eq!(
             store.get(Table::Meta, b"quarantine/i2").unwrap().as_deref(),
             Some(&b"not json"[..])

@@ -165,14 +165,26 @@ impl Checker {
 /// The decoded content of the first MIME part named `name` (e.g.
 /// `postacert.eml`), at any depth of the top-level message.
 pub fn part(raw: &[u8], name: &str) -> Option<Vec<u8>> {
-    let msg = MessageParser::default().parse(raw)?;
-    msg.parts
+    parts(raw, &[name]).pop().flatten()
+}
+
+/// Several named parts with one MIME parse, in the order asked.
+pub fn parts(raw: &[u8], names: &[&str]) -> Vec<Option<Vec<u8>>> {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return vec![None; names.len()];
+    };
+    names
         .iter()
-        .find(|p| {
-            p.attachment_name()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        .map(|name| {
+            msg.parts
+                .iter()
+                .find(|p| {
+                    p.attachment_name()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .map(|p| p.contents().to_vec())
         })
-        .map(|p| p.contents().to_vec())
+        .collect()
 }
 
 impl Report {

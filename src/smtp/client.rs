@@ -145,6 +145,18 @@ fn expect(r: &Response<String>, ok: u16) -> Result<(), ClientError> {
     }
 }
 
+/// The enhanced status code of a reply text as [`Outcome`] records it
+/// (`550 5.1.1 text` → `5.1.1`), if it has one.
+pub fn enhanced_code(reply_text: &str) -> Option<&str> {
+    reply_text.split_whitespace().nth(1).filter(|t| {
+        let parts: Vec<&str> = t.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// `550 5.1.1 text`: the code, the enhanced status when given, the text.
 fn reply_text(r: &Response<String>) -> String {
     let text = r.message.replace(['\r', '\n'], " ");
@@ -324,6 +336,13 @@ pub async fn deliver_lmtp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enhanced_codes() {
+        assert_eq!(enhanced_code("552 5.2.2 Mailbox full"), Some("5.2.2"));
+        assert_eq!(enhanced_code("550 Relaying denied"), None);
+        assert_eq!(enhanced_code("550 a.b.c x"), None);
+    }
 
     #[test]
     fn dot_stuffing() {

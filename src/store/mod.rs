@@ -274,6 +274,17 @@ impl Store {
         self.engine.range(t, from, to, limit)
     }
 
+    /// Every entry of a table in key order, read in pages so a large
+    /// table never sits in memory at once.
+    pub fn entries(&self, t: Table) -> Entries<'_> {
+        Entries {
+            store: self,
+            table: t,
+            from: Some(Vec::new()),
+            page: Vec::new().into_iter(),
+        }
+    }
+
     /// Every key starting with `prefix`.
     pub fn scan_prefix(
         &self,
@@ -323,6 +334,44 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Paged iterator over a table (see [`Store::entries`]).
+pub struct Entries<'a> {
+    store: &'a Store,
+    table: Table,
+    /// Where the next page starts; None once the table is exhausted.
+    from: Option<Vec<u8>>,
+    page: std::vec::IntoIter<Entry>,
+}
+
+const PAGE: usize = 1000;
+
+impl Iterator for Entries<'_> {
+    type Item = Result<Entry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.page.next() {
+                return Some(Ok(e));
+            }
+            let from = self.from.take()?;
+            match self.store.range(self.table, &from, None, PAGE) {
+                Err(e) => return Some(Err(e)),
+                Ok(page) => {
+                    if let Some((last, _)) = page.last() {
+                        let mut next = last.clone();
+                        next.push(0); // the smallest key after `last`
+                        self.from = (page.len() == PAGE).then_some(next);
+                    }
+                    if page.is_empty() {
+                        return None;
+                    }
+                    self.page = page.into_iter();
+                }
+            }
+        }
     }
 }
 
