@@ -11,57 +11,14 @@
 //! `e2e_msgs_per_s=… signing_bound_msgs_per_s=… ratio_signing=… p50_ms=… p99_ms=… rss_a_mb=… rss_b_mb=…`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::daemon::{Daemon, Spec, free_port};
+use common::root;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(dir: &Path, who: char, sub: u16, inb: u16, peer: u16) -> (Child, PathBuf) {
-    let c = root().join("certs");
-    let data = dir.join(format!("data-{who}"));
-    let other = if who == 'a' { 'b' } else { 'a' };
-    let user = if who == 'a' {
-        "mario.rossi@pec.provider-a.test"
-    } else {
-        "giulia.bianchi@pec.provider-b.test"
-    };
-    let cfg = format!(
-        "data_dir = \"{}\"\n[provider]\nname = \"Provider {} S.p.A.\"\ndomain = \"pec.provider-{who}.test\"\nlocal_domains = [\"pec.provider-{who}.test\"]\nsigning_cert = \"{c}/provider-{who}.pem\"\nsigning_key = \"{c}/provider-{who}.key\"\ntrust_anchors = \"{c}/ca.pem\"\nprovider_index = \"{c}/index.ldif\"\n[tls]\ncert = \"{c}/localhost.pem\"\nkey = \"{c}/localhost.key\"\n[listen]\nsubmission = \"127.0.0.1:{sub}\"\ninbound = \"127.0.0.1:{inb}\"\n[queue]\nretry_initial = \"200ms\"\nretry_max = \"1s\"\n[[routes]]\ndomain = \"pec.provider-{other}.test\"\nhost = \"127.0.0.1:{peer}\"\n[[dev_mailboxes]]\naddress = \"{user}\"\npassword = \"bench-password\"\n",
-        data.display(),
-        who.to_ascii_uppercase(),
-        c = c.display()
-    );
-    let path = dir.join(format!("{who}.toml"));
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pecd"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("PECD_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while let Some(Ok(l)) = lines.next() {
-        if l.starts_with("listening inbound") {
-            break;
-        }
-    }
-    (child, data)
-}
 
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -118,10 +75,22 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
     let dir = tempfile::tempdir().unwrap();
-    let (a_sub, a_in, b_sub, b_in) = (free_port(), free_port(), free_port(), free_port());
-    let (mut a, data_a) = start(dir.path(), 'a', a_sub, a_in, b_in);
-    let (mut b, _data_b) = start(dir.path(), 'b', b_sub, b_in, a_in);
-    let sender_box = data_a.join("mail/pec.provider-a.test/mario.rossi");
+    // The test harness's daemons (tests/common/daemon.rs: fast retries, sha1).
+    let (a_in, b_in) = (free_port(), free_port());
+    let mut a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![("pec.provider-b.test", b_in)],
+    ));
+    let mut b = Daemon::start(Spec::new(
+        'b',
+        dir.path(),
+        b_in,
+        vec![("pec.provider-a.test", a_in)],
+    ));
+    let a_sub = a.ports.submission;
+    let sender_box = a.data.join("mail/pec.provider-a.test/mario.rossi");
 
     let mut body = String::new();
     while body.len() < 10 * 1024 {
@@ -142,7 +111,7 @@ fn main() {
         .tls(lettre::transport::smtp::client::Tls::Required(tls))
         .credentials(lettre::transport::smtp::authentication::Credentials::new(
             "mario.rossi@pec.provider-a.test".into(),
-            "bench-password".into(),
+            "password-mario".into(),
         ))
         .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(conc as u32))
         .build();
@@ -185,9 +154,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let e2e_s = start_all.elapsed().as_secs_f64();
-    let (rss_a, rss_b) = (rss_mb(a.id()), rss_mb(b.id()));
-    let _ = a.kill();
-    let _ = b.kill();
+    let pid = |d: &Daemon| d.child.as_ref().map_or(0, |c| c.id());
+    let (rss_a, rss_b) = (rss_mb(pid(&a)), rss_mb(pid(&b)));
+    a.kill();
+    b.kill();
     let rate = sign_rate();
     let mut l = latencies.lock().unwrap().clone();
     l.sort();

@@ -76,31 +76,21 @@ fn submit(port: u16, i: usize) -> bool {
 #[test]
 fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (a_sub, a_in, b_in) = (free_port(), free_port(), free_port());
-    let spec = |who, sub, inb, route: (&'static str, u16)| Spec {
-        who,
-        dir: dir.path(),
-        ports: Ports {
-            submission: sub,
-            inbound: inb,
-        },
-        routes: vec![route],
-        warning: "12h",
-        final_after: "23h",
-        extra: "",
-    };
-    let a = Arc::new(Mutex::new(Daemon::start(spec(
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec::new(
         'a',
-        a_sub,
+        dir.path(),
         a_in,
-        ("pec.provider-b.test", b_in),
-    ))));
-    let b = Arc::new(Mutex::new(Daemon::start(spec(
+        vec![("pec.provider-b.test", b_in)],
+    ));
+    let b = Daemon::start(Spec::new(
         'b',
-        free_port(),
+        dir.path(),
         b_in,
-        ("pec.provider-a.test", a_in),
-    ))));
+        vec![("pec.provider-a.test", a_in)],
+    ));
+    let a_sub = a.ports.submission;
+    let (a, b) = (Arc::new(Mutex::new(a)), Arc::new(Mutex::new(b)));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let attempted = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));

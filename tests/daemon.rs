@@ -59,36 +59,35 @@ fn message(from: &str, to: &[&str], cc: &[&str], extra: &str, subject: &str) -> 
 
 fn pair(dir: &Path, warning: &str, final_after: &str) -> (Daemon, Daemon) {
     let (a_in, b_in) = (free_port(), free_port());
-    let a = Daemon::start(Spec {
-        who: 'a',
-        dir,
-        ports: Ports {
-            submission: free_port(),
-            inbound: a_in,
-        },
-        routes: vec![
-            ("pec.provider-b.test", b_in),
-            ("mail.provider-b.test", b_in),
-        ],
+    let spec = |who, inbound, peer: char, peer_in| Spec {
         warning,
         final_after,
-        extra: "",
-    });
-    let b = Daemon::start(Spec {
-        who: 'b',
-        dir,
-        ports: Ports {
-            submission: free_port(),
-            inbound: b_in,
-        },
-        routes: vec![
-            ("pec.provider-a.test", a_in),
-            ("mail.provider-a.test", a_in),
-        ],
-        warning,
-        final_after,
-        extra: "",
-    });
+        ..Spec::new(
+            who,
+            dir,
+            inbound,
+            vec![
+                (
+                    if peer == 'a' {
+                        "pec.provider-a.test"
+                    } else {
+                        "pec.provider-b.test"
+                    },
+                    peer_in,
+                ),
+                (
+                    if peer == 'a' {
+                        "mail.provider-a.test"
+                    } else {
+                        "mail.provider-b.test"
+                    },
+                    peer_in,
+                ),
+            ],
+        )
+    };
+    let a = Daemon::start(spec('a', a_in, 'b', b_in));
+    let b = Daemon::start(spec('b', b_in, 'a', a_in));
     (a, b)
 }
 
@@ -430,19 +429,17 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
     let dir = tempfile::tempdir().unwrap();
     let (a_in, b_in, dead) = (free_port(), free_port(), free_port());
     let a = Daemon::start(Spec {
-        who: 'a',
-        dir: dir.path(),
-        ports: Ports {
-            submission: free_port(),
-            inbound: a_in,
-        },
-        routes: vec![
-            ("pec.provider-b.test", b_in),
-            ("mail.provider-b.test", dead),
-        ],
         warning: "3s",
         final_after: "16s",
-        extra: "",
+        ..Spec::new(
+            'a',
+            dir.path(),
+            a_in,
+            vec![
+                ("pec.provider-b.test", b_in),
+                ("mail.provider-b.test", dead),
+            ],
+        )
     });
     let anna = "anna.neri@mail.provider-b.test";
     a.submit(
@@ -469,16 +466,9 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
     // B comes up late: the queued envelope goes through, the consegna closes
     // GIULIA's transaction.
     let _b = Daemon::start(Spec {
-        who: 'b',
-        dir: dir.path(),
-        ports: Ports {
-            submission: free_port(),
-            inbound: b_in,
-        },
-        routes: vec![("pec.provider-a.test", a_in)],
         warning: "3s",
         final_after: "16s",
-        extra: "",
+        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
     });
     wait_for("late consegna", 20, || {
         kinds(&a.mailbox(MARIO))
@@ -607,33 +597,21 @@ fn mailbox_cli_talks_to_the_running_daemon() {
 fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
     let dir = tempfile::tempdir().unwrap();
     let (a_in, b_in) = (free_port(), free_port());
-    let a = Daemon::start(Spec {
-        who: 'a',
-        dir: dir.path(),
-        ports: Ports {
-            submission: free_port(),
-            inbound: a_in,
-        },
-        routes: vec![
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![
             ("pec.provider-b.test", b_in),
             ("altro.provider-b.test", b_in),
         ],
-        warning: "12h",
-        final_after: "23h",
-        extra: "",
-    });
-    let _b = Daemon::start(Spec {
-        who: 'b',
-        dir: dir.path(),
-        ports: Ports {
-            submission: free_port(),
-            inbound: b_in,
-        },
-        routes: vec![("pec.provider-a.test", a_in)],
-        warning: "12h",
-        final_after: "23h",
-        extra: "",
-    });
+    ));
+    let _b = Daemon::start(Spec::new(
+        'b',
+        dir.path(),
+        b_in,
+        vec![("pec.provider-a.test", a_in)],
+    ));
     let stray = "qualcuno@altro.provider-b.test";
     a.submit(
         MARIO,
@@ -720,29 +698,15 @@ fn lmtp_delivery_with_receipts_after_storage_and_quota_refusal() {
     let (lmtp_port, got) = lmtp_server();
     let extra = format!("[delivery]\nlmtp = \"127.0.0.1:{lmtp_port}\"\n");
     let (a_in, b_in) = (free_port(), free_port());
-    let a = Daemon::start(Spec {
-        who: 'a',
-        dir: dir.path(),
-        ports: Ports {
-            submission: free_port(),
-            inbound: a_in,
-        },
-        routes: vec![("pec.provider-b.test", b_in)],
-        warning: "12h",
-        final_after: "23h",
-        extra: "",
-    });
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![("pec.provider-b.test", b_in)],
+    ));
     let _b = Daemon::start(Spec {
-        who: 'b',
-        dir: dir.path(),
-        ports: Ports {
-            submission: free_port(),
-            inbound: b_in,
-        },
-        routes: vec![("pec.provider-a.test", a_in)],
-        warning: "12h",
-        final_after: "23h",
         extra: &extra,
+        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
     });
     a.submit(
         MARIO,

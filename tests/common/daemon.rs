@@ -51,6 +51,25 @@ pub struct Spec<'a> {
     pub extra: &'a str,
 }
 
+impl<'a> Spec<'a> {
+    /// Production-length timers, a free submission port, nothing extra:
+    /// tests override only what they are about.
+    pub fn new(who: char, dir: &'a Path, inbound: u16, routes: Vec<(&'a str, u16)>) -> Self {
+        Spec {
+            who,
+            dir,
+            ports: Ports {
+                submission: free_port(),
+                inbound,
+            },
+            routes,
+            warning: "12h",
+            final_after: "23h",
+            extra: "",
+        }
+    }
+}
+
 impl Daemon {
     pub fn start(spec: Spec<'_>) -> Daemon {
         let who = spec.who;
