@@ -50,11 +50,24 @@ fn lmtp_failure(reply: &str) -> DeliveryFailure {
 /// How long the reception point remembers a (Message-ID, recipient) pair.
 const SEEN_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-/// Most items one worker pass takes on.
+/// Most items one worker pass reads.
 const PASS_MAX: usize = 2_000;
 
-/// Queue items processed at the same time by the worker.
-const QUEUE_CONCURRENCY: usize = 32;
+/// Local work (reception, delivery: CPU and fsync) in flight at once: enough
+/// for the store's group commit to have company.
+const LOCAL_CONCURRENCY: usize = 16;
+
+/// Relays in flight at once (network-bound; a dead peer holds its slots only
+/// until its timeouts, and never holds up local work).
+const RELAY_CONCURRENCY: usize = 32;
+
+/// How often unreferenced spool blobs are collected.
+const SPOOL_GC_EVERY: Duration = Duration::from_secs(600);
+
+/// Idle outbound sessions kept per peer, and for how long (well under the
+/// 5-minute server timeout of RFC 5321 §4.5.3.2.7).
+const RELAY_IDLE_PER_PEER: usize = RELAY_CONCURRENCY;
+const RELAY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +151,11 @@ pub struct App {
     pub started: DateTime<Utc>,
     /// Message-IDs the reception point is processing right now.
     in_flight: std::sync::Mutex<HashSet<String>>,
+    /// Queue items being processed right now (never twice at once).
+    busy: std::sync::Mutex<HashSet<String>>,
+    local_slots: Arc<tokio::sync::Semaphore>,
+    relay_slots: Arc<tokio::sync::Semaphore>,
+    relays: crate::smtp::client::Pool,
 }
 
 impl App {
@@ -190,6 +208,10 @@ impl App {
             wake: tokio::sync::Notify::new(),
             started,
             in_flight: std::sync::Mutex::new(HashSet::new()),
+            busy: std::sync::Mutex::new(HashSet::new()),
+            local_slots: Arc::new(tokio::sync::Semaphore::new(LOCAL_CONCURRENCY)),
+            relay_slots: Arc::new(tokio::sync::Semaphore::new(RELAY_CONCURRENCY)),
+            relays: crate::smtp::client::Pool::new(RELAY_IDLE_PER_PEER, RELAY_IDLE_TIMEOUT),
             config,
         })
     }
@@ -932,15 +954,17 @@ impl App {
         match hosts {
             Ok(hosts) => {
                 for h in hosts {
-                    match crate::smtp::client::deliver(
-                        h,
-                        &self.config.hostname,
-                        mail_from,
-                        rcpt_to,
-                        &data,
-                        Duration::from_secs(60),
-                    )
-                    .await
+                    match self
+                        .relays
+                        .deliver(
+                            h,
+                            &self.config.hostname,
+                            mail_from,
+                            rcpt_to,
+                            &data,
+                            Duration::from_secs(60),
+                        )
+                        .await
                     {
                         Ok(o) => {
                             outcome = Some(o);
@@ -1067,6 +1091,7 @@ impl App {
             item.remove(b);
         } else {
             item.retry(
+                b,
                 now,
                 error,
                 self.config.queue.retry_initial.0,
@@ -1187,11 +1212,22 @@ impl App {
     // ----------------------------------------------------------------------
     // The worker
 
-    /// Process due items once (at most [`PASS_MAX`]); returns how many were
-    /// attempted, and how long until the next one is due.
+    /// Start due items that are not already running, as far as free slots
+    /// allow, without waiting for them; returns how many were started and
+    /// how long until the next item is due. A finished item wakes the
+    /// worker, so a free slot is filled at once.
     pub async fn run_queue_once(self: &Arc<Self>) -> (usize, Option<Duration>) {
         let now = self.clock.now();
-        let queue::Due { items, bad, next } = match queue::load_due(&self.store, now, PASS_MAX) {
+        let queue::Due {
+            items,
+            bad,
+            next,
+            rekey,
+        } = match tokio::task::block_in_place(|| {
+            queue::load_due(&self.store, now, PASS_MAX, |id| {
+                self.lock_busy().contains(id)
+            })
+        }) {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(event = "queue_load_failed", error = %e);
@@ -1202,46 +1238,62 @@ impl App {
             tracing::error!(event = "queue_quarantine", count = bad.len());
             let _ = queue::quarantine(&self.store, &bad, now);
         }
-        // Items are independent: process them concurrently, so that their
-        // fsyncs overlap and the store's group commit has company. A pass
-        // ends when all its items are done, so no item runs twice at once.
-        let limit = Arc::new(tokio::sync::Semaphore::new(QUEUE_CONCURRENCY));
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut n = 0;
+        if !rekey.is_empty() {
+            let _ = queue::rekey(&self.store, rekey);
+            self.wake.notify_one();
+        }
+        let mut started = 0;
         for item in items {
-            n += 1;
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
+            let slots = match item.work {
+                Work::Relay { .. } => &self.relay_slots,
+                _ => &self.local_slots,
             };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                continue; // full: a finishing item wakes us
+            };
+            if !self.lock_busy().insert(item.id.clone()) {
+                continue; // still running from an earlier pass
+            }
+            started += 1;
             let app = self.clone();
-            tasks.spawn(async move {
-                let r = match &item.work {
-                    Work::Local {
-                        mailbox,
-                        receipt_to,
-                    } => tokio::task::block_in_place(|| {
-                        app.process_local(&item, mailbox, receipt_to.as_deref())
-                    }),
-                    Work::Receive { mail_from, rcpt_to } => tokio::task::block_in_place(|| {
-                        app.process_receive(&item, mail_from, rcpt_to)
-                    }),
-                    Work::Relay {
-                        mail_from,
-                        rcpt_to,
-                        domain,
-                    } => app.process_relay(&item, mail_from, rcpt_to, domain).await,
-                };
-                if let Err(e) = r {
-                    tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
-                    let mut b = Batch::new();
-                    app.reschedule(&mut b, item, now, e);
-                    let _ = app.commit(b);
-                }
+            tokio::spawn(async move {
+                let id = item.id.clone();
+                app.process_item(item, now).await;
+                app.lock_busy().remove(&id);
                 drop(permit);
+                app.wake.notify_one();
             });
         }
-        while tasks.join_next().await.is_some() {}
-        (n, next)
+        (started, next)
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn process_item(&self, item: Item, now: DateTime<Utc>) {
+        let r = match &item.work {
+            Work::Local {
+                mailbox,
+                receipt_to,
+            } => tokio::task::block_in_place(|| {
+                self.process_local(&item, mailbox, receipt_to.as_deref())
+            }),
+            Work::Receive { mail_from, rcpt_to } => {
+                tokio::task::block_in_place(|| self.process_receive(&item, mail_from, rcpt_to))
+            }
+            Work::Relay {
+                mail_from,
+                rcpt_to,
+                domain,
+            } => self.process_relay(&item, mail_from, rcpt_to, domain).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
+            let mut b = Batch::new();
+            self.reschedule(&mut b, item, now, e);
+            let _ = self.commit(b);
+        }
     }
 
     /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
@@ -1286,7 +1338,7 @@ impl App {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         self.collect_spool();
-        let mut passes = 0u64;
+        let mut last_gc = std::time::Instant::now();
         let mut last_purge: Option<std::time::Instant> = None;
         let mut last_timers: Option<std::time::Instant> = None;
         loop {
@@ -1310,12 +1362,7 @@ impl App {
                     Err(e) => tracing::error!(event = "seen_purge_failed", error = %e),
                 }
             }
-            let next = loop {
-                let (n, after) = self.run_queue_once().await;
-                if n == 0 {
-                    break after;
-                }
-            };
+            let (_, next) = self.run_queue_once().await;
             // Timers need not be re-scanned on every wake-up (each message
             // wakes the worker): once per tick is precise enough.
             if last_timers.is_none_or(|t| t.elapsed() >= tick) {
@@ -1324,9 +1371,10 @@ impl App {
                     tracing::error!(event = "timers_failed", error = %e);
                 }
             }
-            passes += 1;
-            if passes.is_multiple_of(600) {
-                self.collect_spool();
+            // By time, not by passes: a busy worker passes on every message.
+            if last_gc.elapsed() >= SPOOL_GC_EVERY {
+                last_gc = std::time::Instant::now();
+                tokio::task::block_in_place(|| self.collect_spool());
             }
             let sleep = next.map_or(tick, |d| d.min(tick));
             tokio::select! {

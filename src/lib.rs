@@ -25,6 +25,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod fsync;
 pub mod index;
 pub mod maildir;
 pub mod pec;

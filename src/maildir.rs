@@ -6,7 +6,7 @@
 //! quota policy, PEC logic. A message is in the mailbox once
 //! [`Maildir::deliver_once`] returns Ok.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -127,9 +127,7 @@ impl Maildir {
         }
         fs::rename(&tmp, &new).map_err(io(&new))?;
         let dir = self.root.join("new");
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))?;
+        crate::fsync::sync_dir(&dir).map_err(io(&dir))?;
         Ok(())
     }
 

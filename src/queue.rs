@@ -83,8 +83,12 @@ impl Item {
         }
     }
 
+    /// `t/<due time, 16 hex digits of ms since the epoch>/<id>`: the queue
+    /// is ordered by due time, so finding due work reads only due work and
+    /// a backlog waiting for a dead peer costs nothing per pass. The key
+    /// changes when the item is rescheduled (see [`Item::retry`]).
     pub fn key(&self) -> Vec<u8> {
-        self.id.as_bytes().to_vec()
+        due_key(self.next_attempt, &self.id)
     }
 
     pub fn put(&self, batch: &mut Batch) {
@@ -100,13 +104,16 @@ impl Item {
     }
 
     /// Reschedule after a temporary failure: `base`, doubling, at most `max`.
+    /// The item moves: its old key is deleted in `batch`, the caller puts it.
     pub fn retry(
         &mut self,
+        batch: &mut Batch,
         now: DateTime<Utc>,
         error: String,
         base: std::time::Duration,
         max: std::time::Duration,
     ) {
+        self.remove(batch);
         let factor = 1u32 << self.attempts.min(16);
         self.attempts += 1;
         let delay = base.saturating_mul(factor).min(max);
@@ -132,36 +139,67 @@ pub fn referenced_blobs(store: &Store) -> Result<std::collections::HashSet<Strin
     Ok(refs)
 }
 
-/// Due items (at most `max_due`) from the *whole* queue, walked in pages:
-/// a backlog of waiting items (a peer that is down) must not hide newer
-/// work behind it. Also returns undecodable keys, and the time until the
-/// earliest item not yet due.
-pub fn load_due(store: &Store, now: DateTime<Utc>, max_due: usize) -> Result<Due, StoreError> {
-    let mut due = Vec::new();
-    let mut bad = Vec::new();
-    let mut next: Option<std::time::Duration> = None;
+const DUE_PREFIX: &[u8] = b"t/";
+
+fn due_key(at: DateTime<Utc>, id: &str) -> Vec<u8> {
+    // Offset so that times before 1970 still sort (and never go negative).
+    let ms = (at.timestamp_millis() as i128 - i64::MIN as i128) as u64;
+    format!("t/{ms:016x}/{id}").into_bytes()
+}
+
+fn due_time(key: &[u8]) -> Option<DateTime<Utc>> {
+    let hex = key.strip_prefix(DUE_PREFIX)?.get(..16)?;
+    let ms = u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+    DateTime::from_timestamp_millis((ms as i128 + i64::MIN as i128) as i64)
+}
+
+/// Due items (at most `max_due`), read in due-time order up to `now`: the
+/// walk stops at the first item not yet due, which gives the time until the
+/// next one. Undecodable entries are returned for quarantine, and items
+/// stored under another key (an older layout) for re-keying.
+///
+/// `skip(id)` names items to leave out unread (those already running).
+pub fn load_due(
+    store: &Store,
+    now: DateTime<Utc>,
+    max_due: usize,
+    skip: impl Fn(&str) -> bool,
+) -> Result<Due, StoreError> {
+    let mut out = Due::default();
     for entry in store.entries(Table::Queue) {
         let (k, v) = entry?;
+        if let Some(at) = due_time(&k).filter(|at| *at > now) {
+            out.next = Some((at - now).to_std().unwrap_or_default());
+            break;
+        }
+        // `t/<16 hex>/<id>`
+        let id = k
+            .get(DUE_PREFIX.len() + 17..)
+            .and_then(|b| std::str::from_utf8(b).ok());
+        if due_time(&k).is_some() && id.is_some_and(&skip) {
+            continue;
+        }
+        if out.items.len() >= max_due {
+            out.next = Some(std::time::Duration::ZERO);
+            break;
+        }
         match serde_json::from_slice::<Item>(&v) {
-            Ok(i) if i.next_attempt <= now => {
-                if due.len() < max_due {
-                    due.push(i);
-                } else {
-                    next = Some(std::time::Duration::ZERO);
-                }
-            }
-            Ok(i) => {
-                let wait = (i.next_attempt - now).to_std().unwrap_or_default();
-                next = Some(next.map_or(wait, |n| n.min(wait)));
-            }
-            Err(_) => bad.push(k),
+            Ok(i) if i.key() != k => out.rekey.push((k, i)),
+            Ok(i) => out.items.push(i),
+            Err(_) => out.bad.push(k),
         }
     }
-    Ok(Due {
-        items: due,
-        bad,
-        next,
-    })
+    Ok(out)
+}
+
+/// Store items found under a stale key (see [`load_due`]) under their key.
+pub fn rekey(store: &Store, items: Vec<(Vec<u8>, Item)>) -> Result<(), StoreError> {
+    let mut b = Batch::new();
+    for (old, item) in items {
+        b.delete(Table::Queue, old);
+        item.put(&mut b);
+    }
+    store.commit(b).map(|_| ())
 }
 
 /// What [`load_due`] found.
@@ -172,6 +210,8 @@ pub struct Due {
     pub bad: Vec<Vec<u8>>,
     /// Time until the earliest item not taken is due.
     pub next: Option<std::time::Duration>,
+    /// Items under a stale key: (old key, item).
+    pub rekey: Vec<(Vec<u8>, Item)>,
 }
 
 /// Move undecodable items out of the queue, keeping their bytes for an
@@ -242,7 +282,7 @@ impl Spool {
             f.sync_all()?;
         }
         fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
+        crate::fsync::sync_dir(&self.dir)?;
         Ok(name)
     }
 
@@ -339,11 +379,11 @@ mod tests {
         item.put(&mut b);
         b.put(Table::Queue, b"i2".to_vec(), b"not json".to_vec());
         store.commit(b).unwrap();
-        let due = load_due(&store, now, 100).unwrap();
+        let due = load_due(&store, now, 100, |_| false).unwrap();
         assert_eq!(due.items, vec![item]);
         assert_eq!(due.bad, vec![b"i2".to_vec()]);
         quarantine(&store, &due.bad, now).unwrap();
-        assert_eq!(load_due(&store, now, 100).unwrap().bad.len(), 0);
+        assert_eq!(load_due(&store, now, 100, |_| false).unwrap().bad.len(), 0);
         assert_eq!(
             store.get(Table::Meta, b"quarantine/i2").unwrap().as_deref(),
             Some(&b"not json"[..])
@@ -383,7 +423,7 @@ mod tests {
         )
         .put(&mut b);
         store.commit(b).unwrap();
-        let due = load_due(&store, now, 100).unwrap();
+        let due = load_due(&store, now, 100, |_| false).unwrap();
         assert_eq!(due.items.len(), 1);
         assert_eq!(due.items[0].id, "z-new");
         let wait = due.next.unwrap();
@@ -391,6 +431,62 @@ mod tests {
             wait > std::time::Duration::from_secs(290)
                 && wait <= std::time::Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn running_items_are_skipped_and_a_retry_moves_the_item() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), "redb").unwrap();
+        let now = Utc::now();
+        let mut b = Batch::new();
+        let mut items: Vec<Item> = ["x1", "x2"]
+            .iter()
+            .map(|id| {
+                Item::new(
+                    (*id).into(),
+                    Work::Local {
+                        mailbox: "a@b.it".into(),
+                        receipt_to: None,
+                    },
+                    "ab".into(),
+                    now,
+                    None,
+                )
+            })
+            .collect();
+        items.iter().for_each(|i| i.put(&mut b));
+        // An item stored under an older key layout is found for re-keying.
+        let legacy = Item::new("x3".into(), items[0].work.clone(), "ab".into(), now, None);
+        b.put(
+            Table::Queue,
+            b"x3".to_vec(),
+            serde_json::to_vec(&legacy).unwrap(),
+        );
+        store.commit(b).unwrap();
+        let due = load_due(&store, now, 100, |id| id == "x1").unwrap();
+        assert_eq!(due.items, vec![items[1].clone()]);
+        assert_eq!(due.rekey.len(), 1);
+        rekey(&store, due.rekey).unwrap();
+        assert_eq!(
+            load_due(&store, now, 100, |_| false).unwrap().items.len(),
+            3
+        );
+
+        let mut b = Batch::new();
+        items[1].retry(
+            &mut b,
+            now,
+            "busy".into(),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(600),
+        );
+        items[1].put(&mut b);
+        store.commit(b).unwrap();
+        let due = load_due(&store, now, 100, |_| false).unwrap();
+        assert_eq!(due.items.len(), 2, "the retried item is no longer due");
+        let next = due.next.unwrap().as_secs_f64();
+        assert!((59.0..=60.0).contains(&next), "{next}");
+        assert_eq!(store.entries(Table::Queue).count(), 3, "moved, not copied");
     }
 
     #[test]
@@ -410,12 +506,12 @@ mod tests {
             std::time::Duration::from_secs(60),
             std::time::Duration::from_secs(1800),
         );
-        i.retry(now, "e".into(), base, max);
+        i.retry(&mut Batch::new(), now, "e".into(), base, max);
         assert_eq!(i.next_attempt - now, ChronoDuration::minutes(1));
-        i.retry(now, "e".into(), base, max);
+        i.retry(&mut Batch::new(), now, "e".into(), base, max);
         assert_eq!(i.next_attempt - now, ChronoDuration::minutes(2));
         for _ in 0..10 {
-            i.retry(now, "e".into(), base, max);
+            i.retry(&mut Batch::new(), now, "e".into(), base, max);
         }
         assert_eq!(i.next_attempt - now, ChronoDuration::minutes(30));
         assert!(!i.expired(now));

@@ -2,9 +2,11 @@
 //! outcomes, and a lost final reply reported as ambiguous (not re-sent).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use pecd::smtp::client::{ClientError, deliver};
+use pecd::smtp::client::{ClientError, Pool, deliver};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A peer that answers RCPT with `rcpt_reply(addr)` and, after the data,
@@ -13,10 +15,42 @@ fn peer(
     rcpt_reply: fn(&str) -> &'static str,
     final_reply: Option<&'static str>,
 ) -> std::net::SocketAddr {
+    scripted(rcpt_reply, final_reply, true, 1, usize::MAX).0
+}
+
+/// The scripted peer in full: PIPELINING offered or not, `connections`
+/// accepted one after the other, each closed after `per_connection`
+/// transactions. Also returns how many connections were accepted.
+fn scripted(
+    rcpt_reply: fn(&str) -> &'static str,
+    final_reply: Option<&'static str>,
+    pipelining: bool,
+    connections: usize,
+    per_connection: usize,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        for _ in 0..connections {
+            let (s, _) = l.accept().unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            serve(s, rcpt_reply, final_reply, pipelining, per_connection);
+        }
+    });
+    (addr, accepted)
+}
+
+fn serve(
+    mut s: std::net::TcpStream,
+    rcpt_reply: fn(&str) -> &'static str,
+    final_reply: Option<&'static str>,
+    pipelining: bool,
+    per_connection: usize,
+) {
+    let (mut done, mut rcpts) = (0, 0);
+    {
         let mut r = BufReader::new(s.try_clone().unwrap());
         s.write_all(b"220 peer\r\n").unwrap();
         let mut line = String::new();
@@ -27,12 +61,24 @@ fn peer(
             }
             let up = line.to_ascii_uppercase();
             if up.starts_with("EHLO") {
-                s.write_all(b"250-peer\r\n250 8BITMIME\r\n").unwrap();
+                if pipelining {
+                    s.write_all(b"250-peer\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                        .unwrap();
+                } else {
+                    s.write_all(b"250-peer\r\n250 8BITMIME\r\n").unwrap();
+                }
+            } else if up.starts_with("RSET") {
+                s.write_all(b"250 2.0.0 ok\r\n").unwrap();
             } else if up.starts_with("MAIL") {
+                rcpts = 0;
                 s.write_all(b"250 2.1.0 ok\r\n").unwrap();
             } else if up.starts_with("RCPT") {
                 let a = &line[line.find('<').unwrap() + 1..line.find('>').unwrap()];
-                s.write_all(rcpt_reply(a).as_bytes()).unwrap();
+                let reply = rcpt_reply(a);
+                rcpts += usize::from(reply.starts_with('2'));
+                s.write_all(reply.as_bytes()).unwrap();
+            } else if up.starts_with("DATA") && rcpts == 0 {
+                s.write_all(b"554 5.5.1 no valid recipients\r\n").unwrap();
             } else if up.starts_with("DATA") {
                 s.write_all(b"354 go\r\n").unwrap();
                 loop {
@@ -46,13 +92,16 @@ fn peer(
                     Some(reply) => s.write_all(reply.as_bytes()).unwrap(),
                     None => return, // hang up: the outcome is unknown
                 }
+                done += 1;
+                if done >= per_connection {
+                    return; // an idle session the server drops
+                }
             } else if up.starts_with("QUIT") {
                 let _ = s.write_all(b"221 bye\r\n");
                 return;
             }
         }
-    });
-    addr
+    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -117,4 +166,116 @@ fn a_lost_final_reply_is_ambiguous() {
         .unwrap_err();
     assert!(matches!(err, ClientError::AfterData(_)), "{err}");
     assert!(err.is_ambiguous() && err.is_temporary());
+}
+
+fn mixed(a: &str) -> &'static str {
+    if a.starts_with("no") {
+        "550 5.1.1 unknown\r\n"
+    } else {
+        "250 2.1.5 ok\r\n"
+    }
+}
+
+#[test]
+fn without_pipelining_outcomes_are_the_same() {
+    let (addr, _) = scripted(mixed, Some("250 2.0.0 queued\r\n"), false, 1, 1);
+    let rcpts = vec!["yes@x.test".to_string(), "no@x.test".to_string()];
+    let o = rt()
+        .block_on(deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &rcpts,
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(o.delivered, vec!["yes@x.test"]);
+    assert_eq!(o.permanent.len(), 1);
+}
+
+#[test]
+fn the_pool_reuses_one_session_for_many_messages() {
+    // The peer accepts a single connection: every message after the first
+    // succeeds only over the pooled session.
+    let (addr, accepted) = scripted(mixed, Some("250 2.0.0 queued\r\n"), true, 1, usize::MAX);
+    let pool = Pool::new(4, Duration::from_secs(60));
+    let rt = rt();
+    for i in 0..5 {
+        let o = rt
+            .block_on(pool.deliver(
+                addr,
+                "me",
+                "a@b.test",
+                &[format!("yes{i}@x.test")],
+                b"S: x\r\n\r\nb\r\n",
+                Duration::from_secs(5),
+            ))
+            .unwrap();
+        assert_eq!(o.delivered.len(), 1, "message {i}");
+    }
+    // A transaction where nothing is accepted leaves the session usable.
+    let o = rt
+        .block_on(pool.deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["no@x.test".into()],
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(o.permanent.len(), 1);
+    let o = rt
+        .block_on(pool.deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["yes@x.test".into()],
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(o.delivered.len(), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_session_the_peer_dropped_is_replaced_before_anything_is_sent() {
+    // Each connection carries one transaction, then the peer hangs up.
+    let (addr, accepted) = scripted(mixed, Some("250 2.0.0 queued\r\n"), true, 3, 1);
+    let pool = Pool::new(4, Duration::from_secs(60));
+    let rt = rt();
+    for i in 0..3 {
+        let o = rt
+            .block_on(pool.deliver(
+                addr,
+                "me",
+                "a@b.test",
+                &[format!("yes{i}@x.test")],
+                b"S: x\r\n\r\nb\r\n",
+                Duration::from_secs(5),
+            ))
+            .unwrap();
+        assert_eq!(o.delivered.len(), 1, "message {i}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_pooled_session_never_resends_after_a_lost_final_reply() {
+    let (addr, accepted) = scripted(|_| "250 2.1.5 ok\r\n", None, true, 2, usize::MAX);
+    let pool = Pool::new(4, Duration::from_secs(60));
+    let err = rt()
+        .block_on(pool.deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["x@x.test".into()],
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(5),
+        ))
+        .unwrap_err();
+    assert!(err.is_ambiguous(), "{err}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

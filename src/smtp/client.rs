@@ -202,7 +202,167 @@ fn tls_context() -> Result<&'static SslContext, ClientError> {
     .map_err(|e| ClientError::Tls(e.clone()))
 }
 
-/// Deliver one message to one server.
+/// An established session: greeted, EHLO'd, upgraded to TLS when offered.
+struct Session {
+    conn: Conn,
+    eight_bit: bool,
+    pipelining: bool,
+    /// When the session was last handed back (idle sessions age out).
+    idle_since: std::time::Instant,
+}
+
+impl Session {
+    async fn open(addr: SocketAddr, helo: &str, timeout: Duration) -> Result<Session, ClientError> {
+        let mut c = Conn::open(addr, timeout).await?;
+        let mut ehlo = c.command(&format!("EHLO {helo}")).await?;
+        expect(&ehlo, 250)?;
+        let has = |r: &Response<String>, cap: &str| {
+            r.message.lines().any(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case(cap))
+            })
+        };
+        if has(&ehlo, "STARTTLS") {
+            expect(&c.command("STARTTLS").await?, 220)?;
+            let ssl = openssl::ssl::Ssl::new(tls_context()?)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let mut tls = tokio_openssl::SslStream::new(ssl, c.stream)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            tokio::time::timeout(timeout, Pin::new(&mut tls).connect())
+                .await
+                .map_err(|_| ClientError::Timeout)?
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            c = Conn {
+                stream: Box::new(tls),
+                buf: Vec::new(),
+                timeout,
+            };
+            ehlo = c.command(&format!("EHLO {helo}")).await?;
+            expect(&ehlo, 250)?;
+        }
+        Ok(Session {
+            eight_bit: has(&ehlo, "8BITMIME"),
+            pipelining: has(&ehlo, "PIPELINING"),
+            conn: c,
+            idle_since: std::time::Instant::now(),
+        })
+    }
+
+    /// One mail transaction. `Ok((outcome, reusable))`: whether the session
+    /// is back in a clean state for the next transaction.
+    async fn transaction(
+        &mut self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<(Outcome, bool), ClientError> {
+        let c = &mut self.conn;
+        c.timeout = timeout;
+        let body = if self.eight_bit && data.iter().any(|b| *b >= 0x80) {
+            " BODY=8BITMIME"
+        } else {
+            ""
+        };
+        let mail = format!("MAIL FROM:<{mail_from}>{body}\r\n");
+        let rcpts: Vec<String> = rcpt_to
+            .iter()
+            .map(|r| format!("RCPT TO:<{r}>\r\n"))
+            .collect();
+        // RFC 2920: with PIPELINING, MAIL, the RCPTs and DATA go in one
+        // write and their replies are read in order.
+        let (mail_reply, rcpt_replies, data_reply) = if self.pipelining {
+            let mut group = mail.into_bytes();
+            rcpts
+                .iter()
+                .for_each(|r| group.extend_from_slice(r.as_bytes()));
+            group.extend_from_slice(b"DATA\r\n");
+            c.send(&group).await?;
+            let m = c.reply().await?;
+            let mut rr = Vec::with_capacity(rcpts.len());
+            for _ in &rcpts {
+                rr.push(c.reply().await?);
+            }
+            let d = c.reply().await?;
+            (m, rr, Some(d))
+        } else {
+            c.send(mail.as_bytes()).await?;
+            let m = c.reply().await?;
+            let mut rr = Vec::with_capacity(rcpts.len());
+            if m.code == 250 {
+                for r in &rcpts {
+                    c.send(r.as_bytes()).await?;
+                    rr.push(c.reply().await?);
+                }
+            }
+            (m, rr, None)
+        };
+        if mail_reply.code != 250 {
+            // The data phase cannot have opened (no valid MAIL).
+            let _ = c.command("RSET").await;
+            return Err(ClientError::Refused {
+                code: mail_reply.code,
+                text: reply_text(&mail_reply),
+            });
+        }
+        let mut out = Outcome::default();
+        let mut accepted = Vec::new();
+        for (r, reply) in rcpt_to.iter().zip(&rcpt_replies) {
+            let text = reply_text(reply);
+            match reply.code {
+                250 | 251 => accepted.push(r.clone()),
+                400..=499 => out.temporary.push((r.clone(), text)),
+                _ => out.permanent.push((r.clone(), text)),
+            }
+        }
+        let go = match data_reply {
+            Some(d) => d,
+            None if accepted.is_empty() => {
+                let reusable = c.command("RSET").await.is_ok_and(|r| r.code == 250);
+                return Ok((out, reusable));
+            }
+            None => c.command("DATA").await?,
+        };
+        if go.code != 354 {
+            let reusable = c.command("RSET").await.is_ok_and(|r| r.code == 250);
+            if accepted.is_empty() {
+                return Ok((out, reusable));
+            }
+            return Err(ClientError::Refused {
+                code: go.code,
+                text: reply_text(&go),
+            });
+        }
+        if accepted.is_empty() {
+            // Pipelined DATA opened although nothing was accepted (a
+            // server that ignores RFC 2920 §3.1): end it empty-handed.
+            c.send(b".\r\n").await?;
+            let _ = c.reply().await;
+            return Ok((out, false));
+        }
+        c.send(&dot_stuff(data)).await?;
+        c.timeout = FINAL_REPLY_TIMEOUT;
+        let done = c
+            .reply()
+            .await
+            .map_err(|e| ClientError::AfterData(e.to_string()))?;
+        c.timeout = timeout;
+        let text = reply_text(&done);
+        match done.code {
+            250 => out.delivered = accepted,
+            400..=499 => out
+                .temporary
+                .extend(accepted.into_iter().map(|r| (r, text.clone()))),
+            _ => out
+                .permanent
+                .extend(accepted.into_iter().map(|r| (r, text.clone()))),
+        }
+        Ok((out, true))
+    }
+}
+
+/// Deliver one message to one server over a fresh connection.
 pub async fn deliver(
     addr: SocketAddr,
     helo: &str,
@@ -211,79 +371,90 @@ pub async fn deliver(
     data: &[u8],
     timeout: Duration,
 ) -> Result<Outcome, ClientError> {
-    let mut c = Conn::open(addr, timeout).await?;
-    let mut ehlo = c.command(&format!("EHLO {helo}")).await?;
-    expect(&ehlo, 250)?;
-    if ehlo
-        .message
-        .lines()
-        .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
-    {
-        expect(&c.command("STARTTLS").await?, 220)?;
-        let ssl =
-            openssl::ssl::Ssl::new(tls_context()?).map_err(|e| ClientError::Tls(e.to_string()))?;
-        let mut tls = tokio_openssl::SslStream::new(ssl, c.stream)
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
-        tokio::time::timeout(timeout, Pin::new(&mut tls).connect())
-            .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
-        c = Conn {
-            stream: Box::new(tls),
-            buf: Vec::new(),
-            timeout,
-        };
-        ehlo = c.command(&format!("EHLO {helo}")).await?;
-        expect(&ehlo, 250)?;
-    }
-    let eight_bit = ehlo
-        .message
-        .lines()
-        .any(|l| l.trim().eq_ignore_ascii_case("8BITMIME"));
-    let body = if data.iter().any(|b| *b >= 0x80) && eight_bit {
-        " BODY=8BITMIME"
-    } else {
-        ""
-    };
-    expect(
-        &c.command(&format!("MAIL FROM:<{mail_from}>{body}")).await?,
-        250,
-    )?;
-    let mut out = Outcome::default();
-    let mut accepted = Vec::new();
-    for r in rcpt_to {
-        let reply = c.command(&format!("RCPT TO:<{r}>")).await?;
-        let text = reply_text(&reply);
-        match reply.code {
-            250 | 251 => accepted.push(r.clone()),
-            400..=499 => out.temporary.push((r.clone(), text)),
-            _ => out.permanent.push((r.clone(), text)),
+    let mut s = Session::open(addr, helo, timeout).await?;
+    let (out, _) = s.transaction(mail_from, rcpt_to, data, timeout).await?;
+    let _ = s.conn.command("QUIT").await;
+    Ok(out)
+}
+
+/// Idle outbound sessions kept per peer address, so that a busy pair of
+/// providers does not pay a TCP + STARTTLS handshake per message (three
+/// relays per certified message: envelope, presa in carico, consegna).
+/// A reused session that turns out dead before any data was sent is
+/// replaced by a fresh one; nothing is ever sent twice because of it.
+pub struct Pool {
+    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<Session>>>,
+    max_idle_per_peer: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    /// `idle_timeout` must stay well below the peers' command timeout
+    /// (RFC 5321 §4.5.3.2.7: at least 5 minutes).
+    pub fn new(max_idle_per_peer: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: Default::default(),
+            max_idle_per_peer,
+            idle_timeout,
         }
     }
-    if accepted.is_empty() {
-        let _ = c.command("QUIT").await;
-        return Ok(out);
+
+    fn take(&self, addr: SocketAddr) -> Option<Session> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&addr)?;
+        while let Some(s) = list.pop() {
+            if s.idle_since.elapsed() < self.idle_timeout {
+                return Some(s);
+            }
+        }
+        None
     }
-    let go = c.command("DATA").await?;
-    expect(&go, 354)?;
-    c.send(&dot_stuff(data)).await?;
-    c.timeout = FINAL_REPLY_TIMEOUT;
-    let done = c
-        .reply()
-        .await
-        .map_err(|e| ClientError::AfterData(e.to_string()))?;
-    let text = reply_text(&done);
-    match done.code {
-        250 => out.delivered = accepted,
-        400..=499 => out
-            .temporary
-            .extend(accepted.into_iter().map(|r| (r, text.clone()))),
-        _ => out
-            .permanent
-            .extend(accepted.into_iter().map(|r| (r, text.clone()))),
+
+    fn give_back(&self, addr: SocketAddr, mut s: Session) {
+        s.idle_since = std::time::Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr).or_default();
+        list.retain(|s| s.idle_since.elapsed() < self.idle_timeout);
+        if list.len() < self.max_idle_per_peer {
+            list.push(s);
+        }
     }
-    let _ = c.command("QUIT").await;
-    Ok(out)
+
+    /// Deliver one message to one server, reusing an idle session if any.
+    pub async fn deliver(
+        &self,
+        addr: SocketAddr,
+        helo: &str,
+        mail_from: &str,
+        rcpt_to: &[String],
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Outcome, ClientError> {
+        if let Some(mut s) = self.take(addr) {
+            match s.transaction(mail_from, rcpt_to, data, timeout).await {
+                Ok((out, reusable)) => {
+                    if reusable {
+                        self.give_back(addr, s);
+                    }
+                    return Ok(out);
+                }
+                // Sent, final reply lost: never re-send it now.
+                Err(e) if e.is_ambiguous() => return Err(e),
+                // A refusal is the peer's answer, whatever the session.
+                // (421 is the server closing the session: stale.)
+                Err(e @ ClientError::Refused { code, .. }) if code != 421 => return Err(e),
+                // The peer closed the idle session: nothing was
+                // accepted, so a fresh session may carry it.
+                Err(_) => {}
+            }
+        }
+        let mut s = Session::open(addr, helo, timeout).await?;
+        let (out, reusable) = s.transaction(mail_from, rcpt_to, data, timeout).await?;
+        if reusable {
+            self.give_back(addr, s);
+        }
+        Ok(out)
+    }
 }
 
 /// Deliver one message to one mailbox over LMTP (RFC 2033): LHLO, no TLS
