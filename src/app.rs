@@ -426,7 +426,12 @@ impl App {
             Decision::Accept(c) => {
                 let acc_id = self.new_id(time);
                 let acceptance = self.sign(&build::acceptance(&c, &acc_id))?;
-                let envelope = self.sign(&build::transport(&c, &env.data))?;
+                // The trace line travels in the envelope's copied headers.
+                let mut traced = env
+                    .trace_header(&self.config.hostname, &pec_id, &time.rfc5322())
+                    .into_bytes();
+                traced.extend_from_slice(&env.data);
+                let envelope = self.sign(&build::transport(&c, &traced))?;
                 self.to_mailbox(&mut b, &acceptance, &c.sender, Some(&pec_id), now)?;
                 let rcpts: Vec<String> = c.recipients.iter().map(|r| r.address.clone()).collect();
                 self.route(&mut b, &envelope, &c.sender, &rcpts, Some(&pec_id), now)?;
@@ -475,10 +480,18 @@ impl App {
     pub fn receive(&self, env: &Envelope) -> Reply {
         let now = self.clock.now();
         let r = (|| -> Result<(), String> {
-            let blob = self.spool.put(&env.data).map_err(|e| e.to_string())?;
+            let time = LegalTime::new(now);
+            let id = self.new_id(time);
+            // RFC 5321 §4.4: the trace line goes on top of what is stored;
+            // an S/MIME signature covers the body, never the outer header.
+            let mut data = env
+                .trace_header(&self.config.hostname, &id, &time.rfc5322())
+                .into_bytes();
+            data.extend_from_slice(&env.data);
+            let blob = self.spool.put(&data).map_err(|e| e.to_string())?;
             let mut b = Batch::new();
             Item::new(
-                self.new_id(LegalTime::new(now)),
+                id,
                 Work::Receive {
                     mail_from: env.mail_from.clone(),
                     rcpt_to: env.rcpt_to.clone(),
@@ -1080,13 +1093,14 @@ impl App {
     }
 
     fn reschedule(&self, b: &mut Batch, mut item: Item, now: DateTime<Utc>, error: String) {
-        if item.expired(now) {
+        let give_up = self.config.queue.give_up_after.0;
+        if item.expired(now, give_up) {
             // RT §2.2.2: give up after 24 h. Certified recipients: the 24 h
             // timer notice tells the sender. External recipients have no PEC
             // notice (RT §8.6); the give-up is on the record.
             let mut r = LogRecord::new(now, Event::DeliveryError);
             r.pec_id = item.pec_id.clone();
-            r.detail = Some(format!("gave up after 24 h: {error}"));
+            r.detail = Some(format!("gave up after {give_up:?}: {error}"));
             r.append_to(b);
             item.remove(b);
         } else {

@@ -9,6 +9,7 @@
 use crate::store::{Batch, LogEntry, Store, StoreError, Table};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// Event types. Stable names: they are what auditors search for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,24 +166,32 @@ pub fn verify_chain(store: &Store) -> Result<ChainStatus, StoreError> {
 /// What to look for.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// Matches `msgid` (with or without angle brackets), `pec_id` or a related id.
+    /// Matches `msgid` (with or without angle brackets), `pec_id` or a
+    /// related id, and then every later record of the same transaction
+    /// (sharing any of the matched records' ids): a message's history.
     pub id: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub since: Option<DateTime<Utc>>,
 }
 
+fn norm_id(s: &str) -> String {
+    s.trim_matches(['<', '>']).to_ascii_lowercase()
+}
+
+fn record_ids(r: &LogRecord) -> impl Iterator<Item = String> + '_ {
+    r.msgid
+        .iter()
+        .chain(r.pec_id.iter())
+        .chain(r.related.iter())
+        .map(|s| norm_id(s))
+}
+
 impl Filter {
-    fn matches(&self, r: &LogRecord) -> bool {
-        let norm = |s: &str| s.trim_matches(['<', '>']).to_ascii_lowercase();
-        if let Some(id) = &self.id {
-            let id = norm(id);
-            let hit = r.msgid.as_deref().map(norm) == Some(id.clone())
-                || r.pec_id.as_deref().map(norm) == Some(id.clone())
-                || r.related.iter().any(|x| norm(x) == id);
-            if !hit {
-                return false;
-            }
+    /// `ids`: the transaction's ids known so far (grown by the caller).
+    fn matches(&self, r: &LogRecord, ids: &HashSet<String>) -> bool {
+        if self.id.is_some() && !record_ids(r).any(|x| ids.contains(&x)) {
+            return false;
         }
         if let Some(f) = &self.from
             && !r
@@ -211,14 +220,18 @@ pub fn search(store: &Store, filter: &Filter) -> Result<Vec<(u64, LogRecord)>, S
     let (anchor_seq, _) = anchor(store)?;
     let mut next = anchor_seq + 1;
     let mut out = Vec::new();
+    let mut ids: HashSet<String> = filter.id.iter().map(|s| norm_id(s)).collect();
     loop {
         let batch = store.log_entries(next, 1024)?;
         let Some(last) = batch.last() else { break };
         next = last.seq + 1;
         for e in batch {
             if let Ok(r) = serde_json::from_slice::<LogRecord>(&e.payload)
-                && filter.matches(&r)
+                && filter.matches(&r, &ids)
             {
+                if filter.id.is_some() {
+                    ids.extend(record_ids(&r));
+                }
                 out.push((e.seq, r));
             }
         }

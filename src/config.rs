@@ -224,6 +224,9 @@ pub struct QueueConfig {
     pub retry_initial: Span,
     /// Longest delay between two attempts.
     pub retry_max: Span,
+    /// When a relay still failing temporarily is given up (RT §2.2.2: SMTP
+    /// queues carrying PEC traffic keep a message for at most 24 h).
+    pub give_up_after: Span,
 }
 
 impl Default for QueueConfig {
@@ -231,6 +234,7 @@ impl Default for QueueConfig {
         QueueConfig {
             retry_initial: Span(Duration::from_secs(60)),
             retry_max: Span(Duration::from_secs(1800)),
+            give_up_after: Span(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -550,6 +554,12 @@ fn validate_parts(
         ));
     }
     if let Some(q) = queue {
+        if q.give_up_after.0.is_zero() || q.give_up_after.0 > Duration::from_secs(24 * 3600) {
+            e.push(err(
+                "queue.give_up_after",
+                "must be longer than zero and at most 24h (RT §2.2.2)",
+            ));
+        }
         if q.retry_initial.0.is_zero() {
             e.push(err("queue.retry_initial", "must be longer than zero"));
         }

@@ -255,7 +255,8 @@ async fn connection(
                     }
                     out.extend_from_slice(&session.auth_result(ok).to_bytes());
                 }
-                Event::Message(env) => {
+                Event::Message(mut env) => {
+                    env.peer = Some(peer.ip());
                     // Flush pipelined replies before the (slower) processing.
                     stream.write_all(&out).await?;
                     out.clear();

@@ -151,6 +151,15 @@ fn a_to_b_with_to_and_cc_then_breve() {
         let env = kinds(&b.mailbox(r));
         assert_eq!(env.len(), 1);
         assert_eq!(env[0].0, "posta-certificata");
+        // Trace lines (RFC 5321 §4.4): B's reception on top, A's submission
+        // copied into the envelope's header.
+        let stored = String::from_utf8_lossy(&b.mailbox(r)[0]).into_owned();
+        assert!(stored.starts_with("Received: from mx.pec.provider-a.test ([127.0.0.1])\r\n\tby mx.pec.provider-b.test (pecd) with ESMTPS id "), "{}", &stored[..300]);
+        assert!(
+            stored.contains("\tby mx.pec.provider-a.test (pecd) with ESMTPSA id "),
+            "{}",
+            &stored[..600]
+        );
     }
     // breve on request: the To recipient's receipt carries hashes.
     a.submit(
@@ -833,4 +842,55 @@ fn forged_message_id_and_replayed_receipts_change_nothing() {
             .unwrap()
             .exists()
     );
+}
+
+#[test]
+fn a_relay_failing_past_give_up_after_is_given_up_on_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, dead) = (free_port(), free_port());
+    let a = Daemon::start(Spec {
+        give_up_after: "2s",
+        ..Spec::new('a', dir.path(), a_in, vec![("ordinaria.test", dead)])
+    });
+    let rcpt = "someone@ordinaria.test";
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[rcpt],
+        &message(
+            MARIO,
+            &[rcpt],
+            &[],
+            "Message-ID: <resa@client.test>\r\n",
+            "Resa",
+        ),
+    )
+    .unwrap();
+    let events = || -> Vec<serde_json::Value> {
+        let out = pecd()
+            .args(["log", "search", "--msgid", "Resa@client.test", "--config"])
+            .arg(&a.cfg)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_for("the give-up record", 20, || {
+        events().iter().any(|e| {
+            e["event"] == "delivery-error"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("gave up after 2s"))
+        })
+    });
+    // Given up means gone: no further attempt is made or logged.
+    let before = events().len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(events().len(), before);
+    // The sender has the accettazione and no PEC notice for an external
+    // recipient (RT §8.6).
+    assert_eq!(kinds(&a.mailbox(MARIO)).len(), 1);
 }

@@ -280,3 +280,32 @@ fn a_recipient_named_twice_is_one_recipient() {
     sh.send(&mut s, "EHLO c\r\nMAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nRCPT TO:<M@PEC.provider-a.test>\r\nDATA\r\nx\r\n.\r\n");
     assert_eq!(sh.messages[0].rcpt_to, vec!["m@pec.provider-a.test"]);
 }
+
+#[test]
+fn trace_header_names_peer_server_protocol_and_recipient() {
+    let env = pecd::smtp::session::Envelope {
+        mail_from: "a@x.it".into(),
+        rcpt_to: vec!["b@y.it".into()],
+        authenticated: Some("a@x.it".into()),
+        tls: true,
+        helo: "client\r\nX-Evil: 1".into(),
+        data: Vec::new(),
+        peer: Some("::1".parse().unwrap()),
+    };
+    assert_eq!(
+        env.trace_header("mx.x.it", "ID1", "Mon, 23 Nov 2026 10:00:00 +0100"),
+        "Received: from clientX-Evil:1 ([IPv6:::1])\r\n\tby mx.x.it (pecd) with ESMTPSA id ID1\r\n\tfor <b@y.it>;\r\n\tMon, 23 Nov 2026 10:00:00 +0100\r\n"
+    );
+    let plain = pecd::smtp::session::Envelope {
+        authenticated: None,
+        tls: false,
+        rcpt_to: vec!["b@y.it".into(), "c@y.it".into()],
+        helo: String::new(),
+        peer: None,
+        ..env
+    };
+    assert_eq!(
+        plain.trace_header("mx", "I", "D"),
+        "Received: from unknown\r\n\tby mx (pecd) with ESMTP id I;\r\n\tD\r\n"
+    );
+}

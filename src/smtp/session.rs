@@ -61,6 +61,42 @@ pub struct Envelope {
     pub tls: bool,
     pub helo: String,
     pub data: Vec<u8>,
+    /// The client's address, filled in by the I/O shell.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+impl Envelope {
+    /// The `Received:` trace line a server prepends (RFC 5321 §4.4): who
+    /// sent it (HELO and address), who took it, how (ESMTP, ESMTPS with
+    /// TLS, ESMTPSA authenticated: RFC 3848), under which id and when.
+    /// `date` is an RFC 5322 date.
+    pub fn trace_header(&self, by: &str, id: &str, date: &str) -> String {
+        let with = match (self.tls, self.authenticated.is_some()) {
+            (true, true) => "ESMTPSA",
+            (true, false) => "ESMTPS",
+            (false, true) => "ESMTPA",
+            (false, false) => "ESMTP",
+        };
+        let helo: String = self
+            .helo
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(255)
+            .collect();
+        let helo = if helo.is_empty() { "unknown" } else { &helo };
+        let peer = match self.peer {
+            Some(std::net::IpAddr::V6(ip)) => format!(" ([IPv6:{ip}])"),
+            Some(ip) => format!(" ([{ip}])"),
+            None => String::new(),
+        };
+        let rcpt = match self.rcpt_to.as_slice() {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo}{peer}\r\n\tby {by} (pecd) with {with} id {id}{rcpt};\r\n\t{date}\r\n"
+        )
+    }
 }
 
 enum Framing {
@@ -239,6 +275,7 @@ impl Session {
                         tls: self.tls,
                         helo: self.helo.clone().unwrap_or_default(),
                         data,
+                        peer: None,
                     }));
                 }
                 Framing::AuthPlain | Framing::AuthLoginUser | Framing::AuthLoginPassword { .. } => {

@@ -47,6 +47,7 @@ pub struct Spec<'a> {
     pub routes: Vec<(&'a str, u16)>,
     pub warning: &'a str,
     pub final_after: &'a str,
+    pub give_up_after: &'a str,
     /// Extra TOML appended to the config.
     pub extra: &'a str,
 }
@@ -65,6 +66,7 @@ impl<'a> Spec<'a> {
             routes,
             warning: "12h",
             final_after: "23h",
+            give_up_after: "24h",
             extra: "",
         }
     }
@@ -114,6 +116,7 @@ final_after = "{final_after}"
 [queue]
 retry_initial = "200ms"
 retry_max = "1s"
+give_up_after = "{give_up}"
 {routes}{boxes}{extra}"#,
             data = data.display(),
             upper = who.to_ascii_uppercase(),
@@ -123,6 +126,7 @@ retry_max = "1s"
             adm = free_port(),
             warning = spec.warning,
             final_after = spec.final_after,
+            give_up = spec.give_up_after,
             extra = spec.extra,
         );
         let cfg_path = spec.dir.join(format!("pecd-{who}.toml"));
