@@ -156,6 +156,35 @@ pub struct App {
     local_slots: Arc<tokio::sync::Semaphore>,
     relay_slots: Arc<tokio::sync::Semaphore>,
     relays: crate::smtp::client::Pool,
+    /// Built once, so its cache serves every relay (an error, e.g. no
+    /// resolv.conf, is reported at each MX lookup instead).
+    resolver: Result<hickory_resolver::TokioResolver, String>,
+}
+
+fn resolver(
+    nameservers: &[std::net::SocketAddr],
+) -> Result<hickory_resolver::TokioResolver, String> {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    if nameservers.is_empty() {
+        return hickory_resolver::Resolver::builder_tokio()
+            .map(|b| b.build())
+            .map_err(|e| format!("system DNS configuration: {e}"));
+    }
+    let servers: Vec<NameServerConfig> = nameservers
+        .iter()
+        .flat_map(|a| {
+            [
+                NameServerConfig::new(*a, hickory_resolver::proto::xfer::Protocol::Udp),
+                NameServerConfig::new(*a, hickory_resolver::proto::xfer::Protocol::Tcp),
+            ]
+        })
+        .collect();
+    let config = ResolverConfig::from_parts(None, vec![], servers);
+    Ok(
+        hickory_resolver::Resolver::builder_with_config(config, TokioConnectionProvider::default())
+            .build(),
+    )
 }
 
 impl App {
@@ -212,6 +241,7 @@ impl App {
             local_slots: Arc::new(tokio::sync::Semaphore::new(LOCAL_CONCURRENCY)),
             relay_slots: Arc::new(tokio::sync::Semaphore::new(RELAY_CONCURRENCY)),
             relays: crate::smtp::client::Pool::new(RELAY_IDLE_PER_PEER, RELAY_IDLE_TIMEOUT),
+            resolver: resolver(&config.delivery.nameservers),
             config,
         })
     }
@@ -924,9 +954,7 @@ impl App {
         {
             return Ok(vec![r.host]);
         }
-        let resolver = hickory_resolver::Resolver::builder_tokio()
-            .map_err(|e| e.to_string())?
-            .build();
+        let resolver = self.resolver.as_ref().map_err(|e| e.clone())?;
         let mx = resolver
             .mx_lookup(domain)
             .await
@@ -939,7 +967,8 @@ impl App {
         let mut out = Vec::new();
         for (_, h) in hosts {
             if let Ok(ips) = resolver.lookup_ip(h.as_str()).await {
-                out.extend(ips.iter().map(|ip| std::net::SocketAddr::new(ip, 25)));
+                let port = self.config.delivery.mx_port;
+                out.extend(ips.iter().map(|ip| std::net::SocketAddr::new(ip, port)));
             }
         }
         if out.is_empty() {

@@ -240,7 +240,7 @@ impl Default for QueueConfig {
 }
 
 /// Where the punto di consegna stores messages.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Deliver to a mailbox server over LMTP (e.g. Dovecot's lmtp) instead
@@ -248,6 +248,28 @@ pub struct DeliveryConfig {
     /// (quota `5.2.2`, …) become avvisi di mancata consegna.
     #[serde(default)]
     pub lmtp: Option<SocketAddr>,
+    /// DNS servers for MX lookups (`ip:port`); empty: the system's
+    /// (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+    /// Port of the hosts an MX lookup finds. 25 on the Internet; another
+    /// value only for test networks.
+    #[serde(default = "default_mx_port")]
+    pub mx_port: u16,
+}
+
+fn default_mx_port() -> u16 {
+    25
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            lmtp: None,
+            nameservers: Vec::new(),
+            mx_port: default_mx_port(),
+        }
+    }
 }
 
 /// A static route: mail for `domain` goes to `host` instead of its MX.

@@ -13,6 +13,8 @@ use pecd::smime::{Verifier, VerifyTime};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn checker() -> Checker {
@@ -893,4 +895,101 @@ fn a_relay_failing_past_give_up_after_is_given_up_on_the_record() {
     // The sender has the accettazione and no PEC notice for an external
     // recipient (RT §8.6).
     assert_eq!(kinds(&a.mailbox(MARIO)).len(), 1);
+}
+
+/// A DNS server on 127.0.0.1 (UDP) with one MX zone: `domain` → MX 10
+/// `mx.<domain>` → A 127.0.0.1; everything else is NXDOMAIN. Counts the MX
+/// queries it answers.
+fn dns_stub(domain: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::{A, MX};
+    use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let mx_queries = Arc::new(AtomicUsize::new(0));
+    let counter = mx_queries.clone();
+    std::thread::spawn(move || {
+        let zone = Name::from_ascii(format!("{domain}.")).unwrap();
+        let host = Name::from_ascii(format!("mx.{domain}.")).unwrap();
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::new();
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(q.op_code())
+                .set_recursion_desired(q.recursion_desired())
+                .set_recursion_available(true)
+                .set_authoritative(true);
+            let mut known = false;
+            for query in q.queries() {
+                r.add_query(query.clone());
+                let name = query.name();
+                if name == &zone {
+                    known = true;
+                    if query.query_type() == RecordType::MX {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        r.add_answer(Record::from_rdata(
+                            zone.clone(),
+                            60,
+                            RData::MX(MX::new(10, host.clone())),
+                        ));
+                    }
+                } else if name == &host {
+                    known = true;
+                    if query.query_type() == RecordType::A {
+                        r.add_answer(Record::from_rdata(
+                            host.clone(),
+                            60,
+                            RData::A(A::new(127, 0, 0, 1)),
+                        ));
+                    }
+                }
+            }
+            if !known {
+                r.set_response_code(ResponseCode::NXDomain);
+            }
+            let _ = sock.send_to(&r.to_vec().unwrap(), from);
+        }
+    });
+    (addr, mx_queries)
+}
+
+#[test]
+fn another_provider_is_found_by_its_mx_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in) = (free_port(), free_port());
+    let (dns, mx_queries) = dns_stub("pec.provider-b.test");
+    // No static route to B: A must look up B's MX.
+    let extra = format!("[delivery]\nnameservers = [\"{dns}\"]\nmx_port = {b_in}\n");
+    let a = Daemon::start(Spec {
+        extra: &extra,
+        ..Spec::new('a', dir.path(), a_in, vec![])
+    });
+    let b = Daemon::start(Spec::new(
+        'b',
+        dir.path(),
+        b_in,
+        vec![("pec.provider-a.test", a_in)],
+    ));
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Via MX"),
+    )
+    .unwrap();
+    wait_for("consegna via MX", 30, || {
+        kinds(&a.mailbox(MARIO))
+            .iter()
+            .any(|g| g.0 == "avvenuta-consegna")
+    });
+    assert_eq!(kinds(&b.mailbox(GIULIA)).len(), 1);
+    assert!(mx_queries.load(Ordering::SeqCst) >= 1);
 }
