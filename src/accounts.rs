@@ -12,23 +12,94 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Account state (the full lifecycle of issue #4 extends this).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Mailbox state. Transitions are the explicit table of
+/// [`AccountState::can_become`]; each one is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AccountState {
+    /// Created, waiting for the holder's first access (receives mail).
+    PendingActivation,
     Active,
+    /// Past expiry, in grace: receive-only.
+    Expired,
     /// Receives nothing: deliveries get *mancata consegna* 5.2.1.
-    Disabled,
+    #[serde(alias = "disabled")]
+    Suspended,
+    /// Closed for good (struck off, death, request); receives nothing.
+    Cancelled,
+}
+
+impl AccountState {
+    /// Whether a mailbox in this state may submit mail.
+    pub fn can_send(self) -> bool {
+        self == AccountState::Active
+    }
+
+    /// Whether deliveries to it are stored.
+    pub fn can_receive(self) -> bool {
+        matches!(
+            self,
+            AccountState::Active | AccountState::Expired | AccountState::PendingActivation
+        )
+    }
+
+    /// The state machine: which transitions exist.
+    pub fn can_become(self, to: AccountState) -> bool {
+        use AccountState::*;
+        matches!(
+            (self, to),
+            (PendingActivation, Active)
+                | (PendingActivation, Suspended)
+                | (PendingActivation, Cancelled)
+                | (Active, Expired)
+                | (Active, Suspended)
+                | (Active, Cancelled)
+                | (Expired, Active)
+                | (Expired, Suspended)
+                | (Expired, Cancelled)
+                | (Suspended, Active)
+                | (Suspended, Cancelled)
+        )
+    }
+}
+
+/// The holder's anagrafica, as the orders' model has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Holder {
+    pub nome: String,
+    pub cognome: String,
+    pub codice_fiscale: String,
+    pub indirizzo: String,
+    pub comune: String,
+    pub provincia: String,
+    pub cap: String,
+    /// Ordinary (non-PEC) address for warnings and reminders.
+    pub reference_email: String,
+    pub telefono: String,
+    pub fax: String,
 }
 
 /// One mailbox account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub address: String,
     /// PHC string (`$argon2id$…`).
     pub password_hash: String,
     pub state: AccountState,
     pub created: DateTime<Utc>,
+    /// Plan name (see `config.plans`); empty: the first plan.
+    #[serde(default)]
+    pub plan: String,
+    /// Inbox add-on steps bought.
+    #[serde(default)]
+    pub addons: u32,
+    #[serde(default)]
+    pub holder: Holder,
+    /// Highest inbox-usage warning sent since usage was last below 70 %
+    /// (0, 70 or 90): each crossing is warned once.
+    #[serde(default)]
+    pub quota_warned: u8,
 }
 
 /// Errors of account operations, each with a message for the CLI.
@@ -119,6 +190,10 @@ pub fn add(
         password_hash: hash_password(password)?,
         state: AccountState::Active,
         created: now,
+        plan: String::new(),
+        addons: 0,
+        holder: Holder::default(),
+        quota_warned: 0,
     };
     let mut b = Batch::new();
     b.put(
@@ -175,14 +250,41 @@ pub fn list(store: &Store) -> Result<Vec<Account>, AccountError> {
         .collect()
 }
 
-/// Authenticate: Some(account) when the password matches an active account.
+/// Authenticate for submission: Some(account) when the password matches
+/// an account allowed to send.
 pub fn authenticate(
     store: &Store,
     address: &str,
     password: &str,
 ) -> Result<Option<Account>, AccountError> {
     Ok(get(store, address)?
-        .filter(|a| a.state == AccountState::Active && check_password(&a.password_hash, password)))
+        .filter(|a| a.state.can_send() && check_password(&a.password_hash, password)))
+}
+
+/// Change an account with `f` and log `what`, in one commit.
+pub fn update(
+    store: &Store,
+    address: &str,
+    now: DateTime<Utc>,
+    what: &str,
+    f: impl FnOnce(&mut Account) -> Result<(), AccountError>,
+) -> Result<Account, AccountError> {
+    let mut acc = get(store, address)?.ok_or_else(|| AccountError::NotFound(address.into()))?;
+    f(&mut acc)?;
+    let mut b = Batch::new();
+    put(&mut b, &acc);
+    log(&mut b, now, &acc.address, what);
+    store.commit(b)?;
+    Ok(acc)
+}
+
+/// Put an account record into a batch (the caller logs the change).
+pub fn put(batch: &mut Batch, acc: &Account) {
+    batch.put(
+        Table::Mailboxes,
+        acc.address.as_bytes().to_vec(),
+        serde_json::to_vec(acc).unwrap_or_default(),
+    );
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::smtp::session::Envelope;
 use crate::store::{Batch, Store, StoreError, Table};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,6 +159,8 @@ pub struct App {
     /// Built once, so its cache serves every relay (an error, e.g. no
     /// resolv.conf, is reported at each MX lookup instead).
     resolver: Result<hickory_resolver::TokioResolver, String>,
+    /// Mailbox usage by address, with the Maildir stamp it was taken at.
+    usage: std::sync::Mutex<HashMap<String, crate::maildir::Usage>>,
 }
 
 fn resolver(
@@ -242,6 +244,7 @@ impl App {
             relay_slots: Arc::new(tokio::sync::Semaphore::new(RELAY_CONCURRENCY)),
             relays: crate::smtp::client::Pool::new(RELAY_IDLE_PER_PEER, RELAY_IDLE_TIMEOUT),
             resolver: resolver(&config.delivery.nameservers),
+            usage: Default::default(),
             config,
         })
     }
@@ -315,6 +318,7 @@ impl App {
                     mail_from: mail_from.into(),
                     rcpt_to,
                     domain,
+                    via: None,
                 },
                 blob.clone(),
                 now,
@@ -667,7 +671,7 @@ impl App {
                     let state = accounts::get(&self.store, rcpt)
                         .map_err(|e| e.to_string())?
                         .map(|a| a.state);
-                    if state == Some(AccountState::Active) {
+                    if state.is_some_and(AccountState::can_receive) {
                         // Store first; the receipt follows the storage.
                         self.enqueue_local(
                             &mut b,
@@ -845,13 +849,27 @@ impl App {
                 // Only an item from before this process started, or one already
                 // retried, can have been interrupted between delivery and commit.
                 let interrupted = item.attempts > 0 || item.created < self.started;
-                md.deliver_once(&item.id, &data, interrupted)
-                    .map_err(|e| e.to_string())?;
-                Ok(())
+                if md
+                    .find(&item.id, data.len(), interrupted)
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    Ok(()) // stored before a crash: counted already
+                } else if receipt_to.is_some() && !self.fits(&md, mailbox, data.len())? {
+                    Err(DeliveryFailure::MailboxFull)
+                } else {
+                    md.deliver_once(&item.id, &data, interrupted)
+                        .map_err(|e| e.to_string())?;
+                    self.note_usage(&md, mailbox, data.len() as u64);
+                    Ok(())
+                }
             }
         };
         let mut b = Batch::new();
         item.remove(&mut b);
+        if receipt_to.is_some() && stored.is_ok() && self.config.delivery.lmtp.is_none() {
+            self.quota_warnings(&mut b, mailbox)?;
+        }
         match (receipt_to, stored) {
             (Some(sender), stored) => {
                 self.delivery_outcome(&mut b, &data, mailbox, sender, stored)?
@@ -873,6 +891,130 @@ impl App {
             (None, Ok(())) => {}
         }
         self.commit(b)
+    }
+
+    // ----------------------------------------------------------------------
+    // Quota (plans: `config.plans`)
+
+    /// The inbox quota of a mailbox, from its plan and add-ons.
+    fn quota(&self, acc: &accounts::Account) -> Option<u64> {
+        let plan = if acc.plan.is_empty() {
+            self.config.plans.first()
+        } else {
+            self.config.plan(&acc.plan)
+        };
+        plan.map(|p| p.inbox_quota(acc.addons))
+    }
+
+    fn usage(&self, md: &Maildir, mailbox: &str) -> Result<u64, String> {
+        let known = self.lock_usage().get(mailbox).copied();
+        let u = md.usage(known).map_err(|e| e.to_string())?;
+        self.lock_usage().insert(mailbox.to_string(), u);
+        Ok(u.bytes)
+    }
+
+    fn lock_usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::maildir::Usage>> {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `size` more bytes fit in the mailbox's inbox quota. Receipts
+    /// and notices are never refused for quota (the holder needs them most
+    /// when the box is full: pecd's choice), only envelopes.
+    fn fits(&self, md: &Maildir, mailbox: &str, size: usize) -> Result<bool, String> {
+        let Some(acc) = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())? else {
+            return Ok(true);
+        };
+        let Some(quota) = self.quota(&acc) else {
+            return Ok(true);
+        };
+        Ok(self.usage(md, mailbox)?.saturating_add(size as u64) <= quota)
+    }
+
+    fn note_usage(&self, md: &Maildir, mailbox: &str, added: u64) {
+        let mut cache = self.lock_usage();
+        if let Some(u) = cache.get(mailbox).copied() {
+            match md.usage_after_delivery(u, added) {
+                Ok(u) => cache.insert(mailbox.to_string(), u),
+                Err(_) => cache.remove(mailbox),
+            };
+        }
+    }
+
+    /// 70 % and 90 % of the inbox quota: warned once per crossing, into the
+    /// mailbox and to the holder's reference address (via `notify`).
+    fn quota_warnings(&self, b: &mut Batch, mailbox: &str) -> Result<(), String> {
+        let Some(mut acc) = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let Some(quota) = self.quota(&acc).filter(|q| *q > 0) else {
+            return Ok(());
+        };
+        let dir =
+            mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
+        let md = Maildir::open(dir).map_err(|e| e.to_string())?;
+        let used = self.usage(&md, mailbox)?;
+        let pct = used.saturating_mul(100) / quota;
+        let level: u8 = match pct {
+            90.. => 90,
+            70.. => 70,
+            _ => 0,
+        };
+        if level == acc.quota_warned {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let time = LegalTime::new(now);
+        if level > acc.quota_warned {
+            let n = crate::notices::quota_warning(mailbox, level, used, quota);
+            let from = self
+                .config
+                .notify
+                .from
+                .clone()
+                .unwrap_or_else(|| format!("noreply@{}", self.provider.domain));
+            let into_box = crate::notices::message(&n, &from, mailbox, time, &self.new_id(time));
+            self.to_mailbox(b, &into_box, mailbox, None, now)?;
+            self.notify_reference(b, &n, &from, &acc.holder.reference_email, now)?;
+            let mut r = LogRecord::new(now, Event::Mailbox);
+            r.recipients = vec![mailbox.to_string()];
+            r.detail = Some(format!("quota warning {level}% ({used} of {quota} bytes)"));
+            r.append_to(b);
+        }
+        acc.quota_warned = level;
+        accounts::put(b, &acc);
+        Ok(())
+    }
+
+    /// Ordinary mail to a holder's reference address through the smarthost.
+    fn notify_reference(
+        &self,
+        b: &mut Batch,
+        n: &crate::notices::Notice,
+        from: &str,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let (Some(via), Some((_, domain))) = (self.config.notify.smarthost, to.rsplit_once('@'))
+        else {
+            return Ok(());
+        };
+        let time = LegalTime::new(now);
+        let data = crate::notices::message(n, from, to, time, &self.new_id(time));
+        let blob = self.spool.put(&data).map_err(|e| format!("spool: {e}"))?;
+        Item::new(
+            self.new_id(time),
+            Work::Relay {
+                mail_from: from.to_string(),
+                rcpt_to: vec![to.to_string()],
+                domain: domain.to_ascii_lowercase(),
+                via: Some(via),
+            },
+            blob,
+            now,
+            None,
+        )
+        .put(b);
+        Ok(())
     }
 
     /// After a stored (or refused) envelope: the ricevuta di avvenuta
@@ -983,13 +1125,17 @@ impl App {
         mail_from: &str,
         rcpt_to: &[String],
         domain: &str,
+        via: Option<std::net::SocketAddr>,
     ) -> Result<(), String> {
         let data = self
             .spool
             .get(&item.blob)
             .map_err(|e| format!("spool {}: {e}", item.blob))?;
         let now = self.clock.now();
-        let hosts = self.resolve(domain).await;
+        let hosts = match via {
+            Some(h) => Ok(vec![h]),
+            None => self.resolve(domain).await,
+        };
         let mut last_err = String::new();
         let mut outcome = None;
         let mut permanent = false;
@@ -1329,7 +1475,11 @@ impl App {
                 mail_from,
                 rcpt_to,
                 domain,
-            } => self.process_relay(&item, mail_from, rcpt_to, domain).await,
+                via,
+            } => {
+                self.process_relay(&item, mail_from, rcpt_to, domain, *via)
+                    .await
+            }
         };
         if let Err(e) = r {
             tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);

@@ -74,6 +74,144 @@ pub fn parse_span(t: &str) -> Result<Duration, String> {
     })
 }
 
+/// A size written as `1GB`, `512MB`, `30KB` or plain bytes; units are
+/// binary (1 GB = 1024³ bytes), as mailbox servers count quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(Size(b)),
+            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parse `1GB`, `512MB`, `30KB`, `100` (bytes).
+pub fn parse_size(t: &str) -> Result<u64, String> {
+    let t = t.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{t:?} is not a size (e.g. 512MB, 1GB)"))?;
+    let mul: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "K" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        "TB" | "T" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?} in {t:?} (use KB, MB, GB)")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{t:?} is too large"))
+}
+
+/// What happens to a mailbox of a plan at expiry without renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnExpiry {
+    /// Convention mailboxes: fall back to `downgrade_to` (add-ons dropped).
+    Downgrade,
+    /// Receive-only grace, then suspended, then deleted.
+    #[default]
+    Suspend,
+}
+
+/// A mailbox plan (tier): spaces, add-ons and prices (prices are for
+/// reports; pecd does not bill).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub name: String,
+    /// Inbox quota before add-ons.
+    pub inbox: Size,
+    /// Archive space (0: no archive).
+    #[serde(default)]
+    pub archive: Size,
+    #[serde(default)]
+    pub price_eur_year: f64,
+    /// One inbox add-on step (e.g. 1GB).
+    #[serde(default = "one_gb")]
+    pub addon_step: Size,
+    /// Most add-on steps (absent: no limit; 0: no add-ons).
+    #[serde(default)]
+    pub addon_max_steps: Option<u32>,
+    #[serde(default)]
+    pub addon_price_eur_year: f64,
+    #[serde(default)]
+    pub on_expiry: OnExpiry,
+    /// The plan a `downgrade` falls back to.
+    #[serde(default)]
+    pub downgrade_to: Option<String>,
+}
+
+fn one_gb() -> Size {
+    Size(1 << 30)
+}
+
+impl Plan {
+    /// Inbox quota with `addons` steps.
+    pub fn inbox_quota(&self, addons: u32) -> u64 {
+        self.inbox
+            .0
+            .saturating_add(self.addon_step.0.saturating_mul(u64::from(addons)))
+    }
+}
+
+/// The plans of the Ordini conventions (used when the config has none):
+/// `base` 1 GB inbox + 3 GB archive, free, add-ons +1 GB up to +5 GB at
+/// 4 €/GB/year, falls back to itself at expiry (add-ons dropped);
+/// `avanzata` 7 GB + 7 GB at 20 €/year, +1 GB steps without limit,
+/// downgraded to `base`.
+pub fn default_plans() -> Vec<Plan> {
+    vec![
+        Plan {
+            name: "base".into(),
+            inbox: Size(1 << 30),
+            archive: Size(3 << 30),
+            price_eur_year: 0.0,
+            addon_step: one_gb(),
+            addon_max_steps: Some(5),
+            addon_price_eur_year: 4.0,
+            on_expiry: OnExpiry::Downgrade,
+            downgrade_to: Some("base".into()),
+        },
+        Plan {
+            name: "avanzata".into(),
+            inbox: Size(7 << 30),
+            archive: Size(7 << 30),
+            price_eur_year: 20.0,
+            addon_step: one_gb(),
+            addon_max_steps: None,
+            addon_price_eur_year: 4.0,
+            on_expiry: OnExpiry::Downgrade,
+            downgrade_to: Some("base".into()),
+        },
+    ]
+}
+
+/// Notices pecd sends outside PEC (quota warnings, expiry reminders) to
+/// holders' reference addresses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// SMTP smarthost for ordinary mail to reference addresses; absent:
+    /// such notices are only written into the PEC mailbox and logged.
+    #[serde(default)]
+    pub smarthost: Option<SocketAddr>,
+    /// Sender of those notices (default `noreply@<provider.domain>`).
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
 /// The certifying provider and its signing identity.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,6 +424,12 @@ pub struct Route {
 pub struct DevMailbox {
     pub address: String,
     pub password: String,
+    /// Plan name (default: the first plan).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// The holder's ordinary address for warnings and reminders.
+    #[serde(default)]
+    pub reference_email: Option<String>,
 }
 
 /// The whole configuration.
@@ -307,9 +451,21 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Demo mailboxes created at start-up when missing (never in production).
     pub dev_mailboxes: Vec<DevMailbox>,
+    /// Mailbox plans; the first is the default for new mailboxes.
+    pub plans: Vec<Plan>,
+    pub notify: NotifyConfig,
 }
 
-const TOP_KEYS: [&str; 13] = [
+impl Config {
+    /// A plan by name.
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.name == name)
+    }
+}
+
+const TOP_KEYS: [&str; 15] = [
+    "plans",
+    "notify",
     "dev_mailboxes",
     "delivery",
     "queue",
@@ -324,6 +480,24 @@ const TOP_KEYS: [&str; 13] = [
     "timers",
     "routes",
 ];
+
+/// An array of tables (`[[key]]`), empty when absent.
+fn array<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<T> {
+    match table.get(key) {
+        None => Vec::new(),
+        Some(v) => match v.clone().try_into::<Vec<T>>() {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(err(key, e.to_string().trim().replace('\n', " ")));
+                Vec::new()
+            }
+        },
+    }
+}
 
 fn section<T: serde::de::DeserializeOwned>(
     table: &toml::Table,
@@ -387,29 +561,24 @@ impl Config {
         let timers: Option<TimerConfig> = section(&table, "timers", &mut errors);
         let queue: Option<QueueConfig> = section(&table, "queue", &mut errors);
         let delivery: Option<DeliveryConfig> = section(&table, "delivery", &mut errors);
-        let routes: Vec<Route> = match table.get("routes") {
-            None => Vec::new(),
-            Some(v) => match v.clone().try_into::<Vec<Route>>() {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.push(err("routes", e.to_string().trim().replace('\n', " ")));
-                    Vec::new()
-                }
-            },
-        };
-        let dev_mailboxes: Vec<DevMailbox> = match table.get("dev_mailboxes") {
-            None => Vec::new(),
-            Some(v) => match v.clone().try_into::<Vec<DevMailbox>>() {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.push(err(
-                        "dev_mailboxes",
-                        e.to_string().trim().replace('\n', " "),
-                    ));
-                    Vec::new()
-                }
-            },
-        };
+        let routes: Vec<Route> = array(&table, "routes", &mut errors);
+        let dev_mailboxes: Vec<DevMailbox> = array(&table, "dev_mailboxes", &mut errors);
+        let mut plans: Vec<Plan> = array(&table, "plans", &mut errors);
+        if table.get("plans").is_none() {
+            plans = default_plans();
+        }
+        errors.extend(validate_plans(&plans));
+        for (i, m) in dev_mailboxes.iter().enumerate() {
+            if let Some(p) = &m.plan
+                && !plans.iter().any(|q| &q.name == p)
+            {
+                errors.push(err(
+                    format!("dev_mailboxes[{i}].plan"),
+                    format!("{p:?} is not a defined plan"),
+                ));
+            }
+        }
+        let notify: Option<NotifyConfig> = section(&table, "notify", &mut errors);
         // Semantic checks run on every section that parsed, so one bad
         // section does not hide the problems of the others.
         let resolve = |p: &mut PathBuf| *p = base.join(&*p);
@@ -445,7 +614,7 @@ impl Config {
             store,
             log,
             timers,
-            (queue, delivery),
+            (queue, delivery, notify),
         ) {
             (
                 Some(data_dir),
@@ -456,7 +625,7 @@ impl Config {
                 Some(store),
                 Some(log),
                 Some(timers),
-                (Some(queue), Some(delivery)),
+                (Some(queue), Some(delivery), Some(notify)),
             ) if errors.is_empty() => Ok(Config {
                 data_dir,
                 hostname,
@@ -471,6 +640,8 @@ impl Config {
                 delivery,
                 routes,
                 dev_mailboxes,
+                plans,
+                notify,
             }),
             _ => Err(errors),
         }
@@ -484,6 +655,37 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base)
     }
+}
+
+fn validate_plans(plans: &[Plan]) -> Vec<ConfigError> {
+    let mut e = Vec::new();
+    if plans.is_empty() {
+        e.push(err(
+            "plans",
+            "at least one plan is needed (the first is the default)",
+        ));
+    }
+    for (i, p) in plans.iter().enumerate() {
+        let key = |k: &str| format!("plans[{i}].{k}");
+        if plans[..i].iter().any(|q| q.name == p.name) {
+            e.push(err(key("name"), format!("{:?} is defined twice", p.name)));
+        }
+        if p.inbox.0 == 0 {
+            e.push(err(key("inbox"), "must be larger than zero"));
+        }
+        match (&p.on_expiry, &p.downgrade_to) {
+            (OnExpiry::Downgrade, None) => e.push(err(
+                key("downgrade_to"),
+                "missing: on_expiry = \"downgrade\" needs the plan to fall back to",
+            )),
+            (_, Some(to)) if !plans.iter().any(|q| &q.name == to) => e.push(err(
+                key("downgrade_to"),
+                format!("{to:?} is not a defined plan"),
+            )),
+            _ => {}
+        }
+    }
+    e
 }
 
 fn validate_parts(

@@ -28,6 +28,8 @@ pub mod config;
 pub mod fsync;
 pub mod index;
 pub mod maildir;
+pub mod membership;
+pub mod notices;
 pub mod pec;
 pub mod points;
 pub mod queue;

@@ -9,6 +9,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// One mailbox directory.
 #[derive(Debug, Clone)]
@@ -82,34 +83,39 @@ impl Maildir {
         message: &[u8],
         interrupted_before: bool,
     ) -> Result<String, MaildirError> {
-        let safe: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let name = format!("{safe},S={}", message.len());
-        if self.root.join("new").join(&name).exists() {
+        if let Some(name) = self.find(id, message.len(), interrupted_before)? {
             return Ok(name);
         }
+        let name = file_name(id, message.len());
+        self.write_named(&name, message)?;
+        Ok(name)
+    }
+
+    /// The file an earlier delivery of `id` left, if any (see
+    /// [`Maildir::deliver_once`] for when a scan is needed).
+    pub fn find(
+        &self,
+        id: &str,
+        len: usize,
+        interrupted_before: bool,
+    ) -> Result<Option<String>, MaildirError> {
+        let name = file_name(id, len);
+        if self.root.join("new").join(&name).exists() {
+            return Ok(Some(name));
+        }
         if interrupted_before {
-            let prefix = format!("{safe},S=");
+            let prefix = format!("{},S=", safe_id(id));
             for d in ["new", "cur"] {
                 let dir = self.root.join(d);
                 for e in fs::read_dir(&dir).map_err(io(&dir))? {
                     let e = e.map_err(io(&dir))?;
                     if e.file_name().to_string_lossy().starts_with(&prefix) {
-                        return Ok(e.file_name().to_string_lossy().into_owned());
+                        return Ok(Some(e.file_name().to_string_lossy().into_owned()));
                     }
                 }
             }
         }
-        self.write_named(&name, message)?;
-        Ok(name)
+        Ok(None)
     }
 
     fn write_named(&self, name: &str, message: &[u8]) -> Result<(), MaildirError> {
@@ -131,6 +137,65 @@ impl Maildir {
         Ok(())
     }
 
+    /// Modification times of `new/` and `cur/`: any file added, removed or
+    /// renamed there (by pecd or by an IMAP server) changes them.
+    fn stamp(&self) -> Result<(SystemTime, SystemTime), MaildirError> {
+        let m = |d: &str| {
+            let p = self.root.join(d);
+            fs::metadata(&p).and_then(|m| m.modified()).map_err(io(&p))
+        };
+        Ok((m("new")?, m("cur")?))
+    }
+
+    /// Bytes in `new/` and `cur/`: the `,S=<size>` of Maildir++ names when
+    /// present, else the file's size. `known` is reused when neither
+    /// directory changed since it was taken, so a quiet mailbox is not
+    /// rescanned; deletions by an IMAP client change the stamp and are seen.
+    pub fn usage(&self, known: Option<Usage>) -> Result<Usage, MaildirError> {
+        let stamp = self.stamp()?;
+        // Directory times tick coarsely (a few ms): a change in the same
+        // tick as the stamp would not show, so only a settled stamp is
+        // trusted.
+        let settled = |t: SystemTime| {
+            t.elapsed()
+                .is_ok_and(|a| a > std::time::Duration::from_secs(1))
+        };
+        if let Some(k) = known.filter(|k| k.stamp == stamp && settled(stamp.0) && settled(stamp.1))
+        {
+            return Ok(k);
+        }
+        let mut bytes = 0u64;
+        for d in ["new", "cur"] {
+            let dir = self.root.join(d);
+            for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                let e = e.map_err(io(&dir))?;
+                let name = e.file_name();
+                let from_name =
+                    name.to_str()
+                        .and_then(|n| n.split_once(",S="))
+                        .and_then(|(_, rest)| {
+                            rest.split([',', ':'])
+                                .next()
+                                .and_then(|v| v.parse::<u64>().ok())
+                        });
+                bytes += match from_name {
+                    Some(n) => n,
+                    // Gone between the listing and the stat: not there.
+                    None => e.metadata().map(|m| m.len()).unwrap_or(0),
+                };
+            }
+        }
+        Ok(Usage { bytes, stamp })
+    }
+
+    /// `known` after pecd itself stored `added` bytes (no rescan).
+    pub fn usage_after_delivery(&self, known: Usage, added: u64) -> Result<Usage, MaildirError> {
+        Ok(Usage {
+            bytes: known.bytes + added,
+            stamp: self.stamp()?,
+        })
+    }
+
     /// Messages in `new/` and `cur/` with their sizes (what a rescan-based
     /// quota counts; deletions made by an IMAP server are seen).
     pub fn messages(&self) -> Result<Vec<(PathBuf, u64)>, MaildirError> {
@@ -146,6 +211,30 @@ impl Maildir {
         out.sort();
         Ok(out)
     }
+}
+
+fn safe_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `<id>,S=<size>`: unique per queue item, with the Maildir++ size.
+fn file_name(id: &str, len: usize) -> String {
+    format!("{},S={len}", safe_id(id))
+}
+
+/// A mailbox's usage and the directory stamp it was taken at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    stamp: (SystemTime, SystemTime),
 }
 
 #[cfg(test)]
@@ -185,6 +274,33 @@ mod tests {
         // A deletion behind our back (an IMAP client) is seen.
         fs::remove_file(&msgs[0].0).unwrap();
         assert_eq!(md.messages().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn usage_counts_deliveries_and_sees_deletions_behind_its_back() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box")).unwrap();
+        let u0 = md.usage(None).unwrap();
+        assert_eq!(u0.bytes, 0);
+        let n1 = md.deliver_once("m1", &[b'x'; 1000], false).unwrap();
+        md.deliver_once("m2", &[b'y'; 500], false).unwrap();
+        let u = md.usage(Some(u0)).unwrap();
+        assert_eq!(u.bytes, 1500);
+        // An IMAP client moves one to cur/ with flags, deletes the other.
+        fs::rename(
+            md.root().join("new").join(&n1),
+            md.root().join("cur").join(format!("{n1}:2,S")),
+        )
+        .unwrap();
+        assert_eq!(md.usage(Some(u)).unwrap().bytes, 1500);
+        let u = md.usage(None).unwrap();
+        for e in fs::read_dir(md.root().join("new")).unwrap() {
+            fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        assert_eq!(md.usage(Some(u)).unwrap().bytes, 1000);
+        // A file without a size in its name is stat'ed.
+        fs::write(md.root().join("cur").join("foreign:2,"), [0u8; 7]).unwrap();
+        assert_eq!(md.usage(None).unwrap().bytes, 1007);
     }
 
     #[test]

@@ -40,6 +40,12 @@ enum Command {
         #[command(subcommand)]
         action: MailboxAction,
     },
+    /// Codice fiscale: `pecd cf check CODE` validates one and names what is
+    /// wrong (exit 0 valid, 1 not valid).
+    Cf {
+        #[command(subcommand)]
+        action: CfAction,
+    },
     /// The legal log: verify its hash chain or search it.
     Log {
         #[command(subcommand)]
@@ -104,6 +110,26 @@ enum MailboxAction {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the address the naming rules give (nome.cognome@domain, accents
+    /// folded, compound names joined), without homonym lookup.
+    DeriveAddress {
+        #[arg(long)]
+        nome: String,
+        #[arg(long)]
+        cognome: String,
+        #[arg(long)]
+        domain: String,
+        /// Homonym alias the order supplies (mario.rossi.<alias>@…).
+        #[arg(long)]
+        alias: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CfAction {
+    /// Validate a codice fiscale; prints its birth date, sex and
+    /// municipality code when valid.
+    Check { code: String },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +241,24 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Cf {
+            action: CfAction::Check { code },
+        } => match pecd::membership::tax_code::parse(&code) {
+            Ok(c) => {
+                let (y, m, d) = c.birth;
+                println!(
+                    "{}: valid; born {d:02}/{m:02}/{y:02}, {}, municipality {}",
+                    c.code,
+                    if c.female { "F" } else { "M" },
+                    c.municipality
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: not valid: {e}", code.trim());
+                ExitCode::from(1)
+            }
+        },
         Command::Log { action } => match log_command(action) {
             Ok(code) => code,
             Err(msg) => {
@@ -264,6 +308,21 @@ fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
             {
                 pecd::accounts::add(&app.store, &m.address, &m.password, now)
                     .map_err(|e| e.to_string())?;
+                if m.plan.is_some() || m.reference_email.is_some() {
+                    pecd::accounts::update(
+                        &app.store,
+                        &m.address,
+                        now,
+                        "dev mailbox set up",
+                        |a| {
+                            a.plan = m.plan.clone().unwrap_or_default();
+                            a.holder.reference_email =
+                                m.reference_email.clone().unwrap_or_default();
+                            Ok(())
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
             }
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -317,6 +376,21 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
     use pecd::admin::path_segment as seg;
     let now = chrono::Utc::now();
     match action {
+        MailboxAction::DeriveAddress {
+            nome,
+            cognome,
+            domain,
+            alias,
+        } => {
+            let a = pecd::membership::naming::derive_with_alias(
+                &nome,
+                &cognome,
+                &domain,
+                alias.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            println!("{a}");
+        }
         MailboxAction::Add {
             address,
             config,

@@ -32,6 +32,9 @@ pub enum Work {
         mail_from: String,
         rcpt_to: Vec<String>,
         domain: String,
+        /// A fixed next hop (the notify smarthost) instead of routes/MX.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<std::net::SocketAddr>,
     },
     /// Process the blob as our own reception point (inbound mail, and
     /// same-provider PEC traffic, which gets the full processing: RT §1.1).

@@ -993,3 +993,141 @@ fn another_provider_is_found_by_its_mx_record() {
     assert_eq!(kinds(&b.mailbox(GIULIA)).len(), 1);
     assert!(mx_queries.load(Ordering::SeqCst) >= 1);
 }
+
+/// Names of the files in a mailbox's `new/` and `cur/`.
+fn mailbox_files(d: &Daemon, address: &str) -> Vec<std::path::PathBuf> {
+    let dir = pecd::maildir::mailbox_path(&d.data.join("mail"), address).unwrap();
+    ["new", "cur"]
+        .iter()
+        .flat_map(|s| std::fs::read_dir(dir.join(s)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[test]
+fn inbox_quota_refuses_with_5_2_2_warns_at_70_and_90_once_and_sees_imap_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in) = (free_port(), free_port());
+    let (sink, captured) = capture_smtp();
+    let mini = "mini@pec.provider-b.test";
+    let extra = format!(
+        r#"[notify]
+smarthost = "127.0.0.1:{sink}"
+[[plans]]
+name = "base"
+inbox = "1GB"
+on_expiry = "suspend"
+[[plans]]
+name = "mini"
+inbox = "40KB"
+on_expiry = "suspend"
+[[dev_mailboxes]]
+address = "{mini}"
+password = "password-mini"
+plan = "mini"
+reference_email = "mini.home@ordinaria.test"
+"#
+    );
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![("pec.provider-b.test", b_in)],
+    ));
+    let b = Daemon::start(Spec {
+        extra: &extra,
+        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
+    });
+    let envelopes = |d: &Daemon| {
+        let pec: Vec<Vec<u8>> = d
+            .mailbox(mini)
+            .into_iter()
+            .filter(|m| !String::from_utf8_lossy(m).contains("Auto-Submitted: auto-generated"))
+            .collect();
+        kinds(&pec)
+            .iter()
+            .filter(|k| k.0 == "posta-certificata")
+            .count()
+    };
+    let refused = |d: &Daemon| {
+        kinds(&d.mailbox(MARIO))
+            .iter()
+            .filter(|k| {
+                k.1.errore_esteso
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("5.2.2"))
+            })
+            .count()
+    };
+    // Fill the 40 KB inbox one message at a time until the first refusal.
+    let mut sent = 0;
+    while refused(&a) == 0 {
+        assert!(sent < 12, "no 5.2.2 after {sent} messages");
+        sent += 1;
+        let subject = format!("Riempimento {sent}");
+        a.submit(
+            MARIO,
+            "password-mario",
+            MARIO,
+            &[mini],
+            &message(MARIO, &[mini], &[], "", &subject),
+        )
+        .unwrap();
+        wait_for("consegna or mancata consegna", 30, || {
+            kinds(&a.mailbox(MARIO)).len() >= 2 * sent
+        });
+    }
+    let stored = envelopes(&b);
+    assert_eq!(stored, sent - 1, "the refused message is not stored");
+    let used: u64 = mailbox_files(&b, mini)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(used <= 40 * 1024, "{used} bytes stored in a 40 KB inbox");
+    // The warnings: 70 % and 90 %, once each, in the mailbox and at the sink.
+    let warnings = |d: &Daemon| -> Vec<String> {
+        d.mailbox(mini)
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .filter(|m| m.contains("Auto-Submitted: auto-generated"))
+            .collect()
+    };
+    wait_for("two warnings at the sink", 20, || {
+        captured.lock().unwrap().len() >= 2
+    });
+    let w = warnings(&b);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w.iter().any(|m| m.contains("oltre il 70%")));
+    assert!(w.iter().any(|m| m.contains("oltre il 90%")));
+    {
+        let c = captured.lock().unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(
+            c.iter()
+                .all(|(r, _)| r == &vec!["mini.home@ordinaria.test".to_string()])
+        );
+    }
+    // An IMAP client deletes every envelope behind pecd's back…
+    for p in mailbox_files(&b, mini) {
+        if !String::from_utf8_lossy(&std::fs::read(&p).unwrap()).contains("Auto-Submitted") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    // …and the next message fits again, with no new warning.
+    sent += 1;
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[mini],
+        &message(MARIO, &[mini], &[], "", "Dopo pulizia"),
+    )
+    .unwrap();
+    wait_for("consegna after the deletion", 30, || {
+        kinds(&a.mailbox(MARIO)).len() >= 2 * sent
+    });
+    assert_eq!(envelopes(&b), 1);
+    assert_eq!(refused(&a), 1);
+    assert_eq!(warnings(&b).len(), 2);
+}

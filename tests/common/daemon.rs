@@ -231,3 +231,60 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A mail sink on 127.0.0.1 (a smarthost stand-in): accepts every
+/// transaction and keeps (recipients, data) of each.
+pub type Captured = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, String)>>>;
+
+pub fn capture_smtp() -> (u16, Captured) {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got: Captured = Default::default();
+    let out = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let _ = s.write_all(b"220 sink\r\n");
+                let (mut rcpts, mut line) = (Vec::new(), String::new());
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let up = line.to_ascii_uppercase();
+                    let reply: &[u8] = if up.starts_with("EHLO") {
+                        b"250-sink\r\n250 PIPELINING\r\n"
+                    } else if up.starts_with("RCPT") {
+                        rcpts.push(
+                            line[line.find('<').unwrap() + 1..line.find('>').unwrap()].to_string(),
+                        );
+                        b"250 2.1.5 ok\r\n"
+                    } else if up.starts_with("DATA") {
+                        let _ = s.write_all(b"354 go\r\n");
+                        let mut data = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&line);
+                        }
+                        got.lock().unwrap().push((std::mem::take(&mut rcpts), data));
+                        b"250 2.0.0 ok\r\n"
+                    } else if up.starts_with("QUIT") {
+                        let _ = s.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = s.write_all(reply);
+                }
+            });
+        }
+    });
+    (port, out)
+}

@@ -1,0 +1,95 @@
+//! The provider's ordinary notices to its holders — not PEC messages:
+//! inbox-usage warnings now, expiry reminders with the lifecycle.
+//!
+//! Owns: their Italian texts and their RFC 5322 form (mail-builder).
+//! Must not touch: the queue, the store (the caller decides where a notice
+//! goes: into the PEC mailbox, to the reference address, or both).
+
+use crate::clock::LegalTime;
+use mail_builder::MessageBuilder;
+
+/// Subject and text of a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub subject: String,
+    pub body: String,
+}
+
+fn human(bytes: u64) -> String {
+    const MB: f64 = (1u64 << 20) as f64;
+    const GB: f64 = (1u64 << 30) as f64;
+    let b = bytes as f64;
+    if b >= GB {
+        format!("{:.2} GB", b / GB).replace('.', ",")
+    } else {
+        format!("{:.1} MB", b / MB).replace('.', ",")
+    }
+}
+
+/// The inbox of `address` has crossed `level` % (70 or 90) of its quota.
+/// The law asks a saturation warning for lawyers' mailboxes; pecd warns
+/// every holder.
+pub fn quota_warning(address: &str, level: u8, used: u64, quota: u64) -> Notice {
+    let urgent = if level >= 90 {
+        "\nQuando lo spazio sarà esaurito, i messaggi in arrivo saranno rifiutati e ai \
+         mittenti sarà inviato un avviso di mancata consegna.\n"
+    } else {
+        ""
+    };
+    Notice {
+        subject: format!("Avviso: casella PEC {address} oltre il {level}% dello spazio"),
+        body: format!(
+            "Gentile titolare,\n\nla casella di posta elettronica certificata {address} \
+             occupa {} su {} disponibili (oltre il {level}%).\n{urgent}\n\
+             Per liberare spazio elimini o archivi i messaggi non più necessari, \
+             oppure richieda uno spazio aggiuntivo.\n\nIl gestore del servizio PEC\n",
+            human(used),
+            human(quota),
+        ),
+    }
+}
+
+/// The notice as a message from `from` to `to`.
+pub fn message(n: &Notice, from: &str, to: &str, time: LegalTime, message_id: &str) -> Vec<u8> {
+    MessageBuilder::new()
+        .from(("Gestore PEC", from))
+        .to(to)
+        .subject(n.subject.as_str())
+        .date(time.utc().timestamp())
+        .message_id(message_id)
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-generated"),
+        )
+        .text_body(n.body.as_str())
+        .write_to_vec()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_warning_reads_well() {
+        let n = quota_warning("a@b.it", 90, 966_367_641, 1 << 30);
+        assert!(n.subject.contains("oltre il 90%"));
+        assert!(n.body.contains("occupa 921,6 MB su 1,00 GB"), "{}", n.body);
+        assert!(n.body.contains("mancata consegna"));
+        assert!(
+            !quota_warning("a@b.it", 70, 1, 2)
+                .body
+                .contains("mancata consegna")
+        );
+        let m = message(
+            &n,
+            "noreply@x.it",
+            "ref@y.it",
+            LegalTime::new(chrono::Utc::now()),
+            "id1@x.it",
+        );
+        let text = String::from_utf8_lossy(&m);
+        assert!(text.contains("Auto-Submitted: auto-generated"));
+        assert!(text.contains("Message-ID: <id1@x.it>"));
+    }
+}
