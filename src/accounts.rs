@@ -100,6 +100,22 @@ pub struct Account {
     /// (0, 70 or 90): each crossing is warned once.
     #[serde(default)]
     pub quota_warned: u8,
+    /// The order (tenant) the mailbox belongs to; empty: none.
+    #[serde(default)]
+    pub tenant: String,
+    /// Last day of service; none: no expiry.
+    #[serde(default)]
+    pub expires: Option<chrono::NaiveDate>,
+    /// Reminders already sent, `<expiry date>/<days>` (once each, across
+    /// restarts).
+    #[serde(default)]
+    pub reminders: Vec<String>,
+    /// When the state last changed.
+    #[serde(default)]
+    pub state_since: Option<DateTime<Utc>>,
+    /// Why the state last changed (cancellation reason, block, …).
+    #[serde(default)]
+    pub state_reason: String,
 }
 
 /// Errors of account operations, each with a message for the CLI.
@@ -194,6 +210,11 @@ pub fn add(
         addons: 0,
         holder: Holder::default(),
         quota_warned: 0,
+        tenant: String::new(),
+        expires: None,
+        reminders: Vec::new(),
+        state_since: Some(now),
+        state_reason: String::new(),
     };
     let mut b = Batch::new();
     b.put(

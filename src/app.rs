@@ -894,16 +894,127 @@ impl App {
     }
 
     // ----------------------------------------------------------------------
+    // Lifecycle (expiry, reminders, downgrade, suspension, deletion)
+
+    /// The plan of an account (empty name: the first plan).
+    pub fn plan_of(&self, acc: &accounts::Account) -> Option<&crate::config::Plan> {
+        if acc.plan.is_empty() {
+            self.config.plans.first()
+        } else {
+            self.config.plan(&acc.plan)
+        }
+    }
+
+    /// The daily sweep: everything [`crate::lifecycle::due`] says, applied
+    /// and logged, a few hundred accounts per commit. Safe to run at any
+    /// time and as often as wanted: each action happens once.
+    pub fn sweep(&self) -> Result<usize, String> {
+        use crate::lifecycle::{self, Action};
+        let now = self.clock.now();
+        let today = LegalTime::new(now).date();
+        let mut b = Batch::new();
+        let (mut acted, mut pending) = (0, 0);
+        for entry in self.store.entries(Table::Mailboxes) {
+            let (_, v) = entry.map_err(|e| e.to_string())?;
+            let Ok(mut acc) = serde_json::from_slice::<accounts::Account>(&v) else {
+                continue; // reported by `mailbox list`; never stops the sweep
+            };
+            let Some(plan) = self.plan_of(&acc) else {
+                continue;
+            };
+            let actions = lifecycle::due(&acc, plan, &self.config.lifecycle, today);
+            if actions.is_empty() {
+                continue;
+            }
+            let at_expiry = match plan.on_expiry {
+                crate::config::OnExpiry::Downgrade => "downgrade",
+                crate::config::OnExpiry::Suspend => "suspend",
+            };
+            let mut deleted = false;
+            for a in actions {
+                acted += 1;
+                let what = match a {
+                    Action::Remind { key, days, expires } => {
+                        let n =
+                            crate::notices::expiry_reminder(&acc.address, expires, days, at_expiry);
+                        self.send_notice(&mut b, &n, &acc, now)?;
+                        acc.reminders.push(key.clone());
+                        format!("expiry reminder {key} sent")
+                    }
+                    Action::Downgrade { to, new_expiry } => {
+                        let what = format!(
+                            "expired on {}: plan {} + {} add-ons → {to}, new expiry {new_expiry}",
+                            acc.expires.map(|d| d.to_string()).unwrap_or_default(),
+                            plan.name,
+                            acc.addons
+                        );
+                        acc.plan = to;
+                        acc.addons = 0;
+                        acc.expires = Some(new_expiry);
+                        acc.reminders.clear();
+                        what
+                    }
+                    Action::Become { state, reason } => {
+                        let what = format!("state {:?} → {state:?}: {reason}", acc.state);
+                        acc.state = state;
+                        acc.state_since = Some(now);
+                        acc.state_reason = reason;
+                        what
+                    }
+                    Action::Delete => {
+                        crate::tenants::delete_account(&mut b, &acc);
+                        deleted = true;
+                        "deleted after suspension (tombstone kept)".to_string()
+                    }
+                };
+                let mut r = LogRecord::new(now, Event::Mailbox);
+                r.recipients = vec![acc.address.clone()];
+                r.detail = Some(what);
+                r.append_to(&mut b);
+            }
+            if !deleted {
+                accounts::put(&mut b, &acc);
+            }
+            pending += 1;
+            if pending >= 500 {
+                self.commit(std::mem::take(&mut b))?;
+                pending = 0;
+            }
+        }
+        self.commit(b)?;
+        Ok(acted)
+    }
+
+    /// What a downgrade at expiry would do to `acc` (usage measured now).
+    pub fn downgrade_plan(
+        &self,
+        acc: &accounts::Account,
+    ) -> Result<crate::lifecycle::DowngradePlan, String> {
+        let now = self
+            .plan_of(acc)
+            .ok_or("the mailbox's plan is not configured")?;
+        let after = now
+            .downgrade_to
+            .as_deref()
+            .and_then(|p| self.config.plan(p));
+        let used = match self.config.delivery.lmtp {
+            Some(_) => 0, // the mailbox server knows; not measured here
+            None => {
+                let dir = mailbox_path(&self.config.data_dir.join("mail"), &acc.address)
+                    .map_err(|e| e.to_string())?;
+                let md = Maildir::open(dir).map_err(|e| e.to_string())?;
+                self.usage(&md, &acc.address)?
+            }
+        };
+        Ok(crate::lifecycle::downgrade_plan(acc, now, after, used, 0))
+    }
+
+    // ----------------------------------------------------------------------
     // Quota (plans: `config.plans`)
 
     /// The inbox quota of a mailbox, from its plan and add-ons.
     fn quota(&self, acc: &accounts::Account) -> Option<u64> {
-        let plan = if acc.plan.is_empty() {
-            self.config.plans.first()
-        } else {
-            self.config.plan(&acc.plan)
-        };
-        plan.map(|p| p.inbox_quota(acc.addons))
+        self.plan_of(acc).map(|p| p.inbox_quota(acc.addons))
     }
 
     fn usage(&self, md: &Maildir, mailbox: &str) -> Result<u64, String> {
@@ -963,18 +1074,9 @@ impl App {
             return Ok(());
         }
         let now = self.clock.now();
-        let time = LegalTime::new(now);
         if level > acc.quota_warned {
             let n = crate::notices::quota_warning(mailbox, level, used, quota);
-            let from = self
-                .config
-                .notify
-                .from
-                .clone()
-                .unwrap_or_else(|| format!("noreply@{}", self.provider.domain));
-            let into_box = crate::notices::message(&n, &from, mailbox, time, &self.new_id(time));
-            self.to_mailbox(b, &into_box, mailbox, None, now)?;
-            self.notify_reference(b, &n, &from, &acc.holder.reference_email, now)?;
+            self.send_notice(b, &n, &acc, now)?;
             let mut r = LogRecord::new(now, Event::Mailbox);
             r.recipients = vec![mailbox.to_string()];
             r.detail = Some(format!("quota warning {level}% ({used} of {quota} bytes)"));
@@ -985,26 +1087,35 @@ impl App {
         Ok(())
     }
 
-    /// Ordinary mail to a holder's reference address through the smarthost.
-    fn notify_reference(
+    /// A provider notice into the holder's PEC mailbox and, through the
+    /// smarthost, to the holder's reference address.
+    fn send_notice(
         &self,
         b: &mut Batch,
         n: &crate::notices::Notice,
-        from: &str,
-        to: &str,
+        acc: &accounts::Account,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        let time = LegalTime::new(now);
+        let from = self
+            .config
+            .notify
+            .from
+            .clone()
+            .unwrap_or_else(|| format!("noreply@{}", self.provider.domain));
+        let into_box = crate::notices::message(n, &from, &acc.address, time, &self.new_id(time));
+        self.to_mailbox(b, &into_box, &acc.address, None, now)?;
+        let to = &acc.holder.reference_email;
         let (Some(via), Some((_, domain))) = (self.config.notify.smarthost, to.rsplit_once('@'))
         else {
             return Ok(());
         };
-        let time = LegalTime::new(now);
-        let data = crate::notices::message(n, from, to, time, &self.new_id(time));
+        let data = crate::notices::message(n, &from, to, time, &self.new_id(time));
         let blob = self.spool.put(&data).map_err(|e| format!("spool: {e}"))?;
         Item::new(
             self.new_id(time),
             Work::Relay {
-                mail_from: from.to_string(),
+                mail_from: from.clone(),
                 rcpt_to: vec![to.to_string()],
                 domain: domain.to_ascii_lowercase(),
                 via: Some(via),
@@ -1553,6 +1664,13 @@ impl App {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(event = "seen_purged", entries = n),
                     Err(e) => tracing::error!(event = "seen_purge_failed", error = %e),
+                }
+                // The mailbox lifecycle goes by calendar day; hourly is
+                // ample, and each action happens once however often it runs.
+                match tokio::task::block_in_place(|| self.sweep()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(event = "lifecycle_sweep", actions = n),
+                    Err(e) => tracing::error!(event = "lifecycle_sweep_failed", error = %e),
                 }
             }
             let (_, next) = self.run_queue_once().await;

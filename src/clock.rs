@@ -71,6 +71,11 @@ impl LegalTime {
         self.utc.with_timezone(&Rome)
     }
 
+    /// The calendar day in Italy (expiry dates are Italian days).
+    pub fn date(&self) -> chrono::NaiveDate {
+        self.local().date_naive()
+    }
+
     /// `dd/mm/yyyy` (daticert `<giorno>`, body texts).
     pub fn giorno(&self) -> String {
         self.local().format("%d/%m/%Y").to_string()

@@ -318,6 +318,35 @@ impl Default for StoreConfig {
     }
 }
 
+/// The mailbox lifecycle: reminders, grace, deletion, first access.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Reminder days relative to expiry: positive before, negative after.
+    pub reminder_days: Vec<i64>,
+    /// `suspend` plans: days of receive-only grace after expiry.
+    pub grace_days: i64,
+    /// Days from suspension to deletion.
+    pub delete_after_days: i64,
+    /// Days a pending mailbox waits for its first access before it is
+    /// blocked (suspended) until the order unblocks it.
+    pub first_access_days: i64,
+    /// Term of a new mailbox and of one renewal, in years.
+    pub term_years: u32,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            reminder_days: vec![90, 30, 5, -25],
+            grace_days: 90,
+            delete_after_days: 365,
+            first_access_days: 30,
+            term_years: 1,
+        }
+    }
+}
+
 /// The legal log (RT §8.2).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -454,6 +483,7 @@ pub struct Config {
     /// Mailbox plans; the first is the default for new mailboxes.
     pub plans: Vec<Plan>,
     pub notify: NotifyConfig,
+    pub lifecycle: LifecycleConfig,
 }
 
 impl Config {
@@ -463,7 +493,8 @@ impl Config {
     }
 }
 
-const TOP_KEYS: [&str; 15] = [
+const TOP_KEYS: [&str; 16] = [
+    "lifecycle",
     "plans",
     "notify",
     "dev_mailboxes",
@@ -579,6 +610,7 @@ impl Config {
             }
         }
         let notify: Option<NotifyConfig> = section(&table, "notify", &mut errors);
+        let lifecycle: Option<LifecycleConfig> = section(&table, "lifecycle", &mut errors);
         // Semantic checks run on every section that parsed, so one bad
         // section does not hide the problems of the others.
         let resolve = |p: &mut PathBuf| *p = base.join(&*p);
@@ -614,7 +646,7 @@ impl Config {
             store,
             log,
             timers,
-            (queue, delivery, notify),
+            (queue, delivery, notify, lifecycle),
         ) {
             (
                 Some(data_dir),
@@ -625,7 +657,7 @@ impl Config {
                 Some(store),
                 Some(log),
                 Some(timers),
-                (Some(queue), Some(delivery), Some(notify)),
+                (Some(queue), Some(delivery), Some(notify), Some(lifecycle)),
             ) if errors.is_empty() => Ok(Config {
                 data_dir,
                 hostname,
@@ -642,6 +674,7 @@ impl Config {
                 dev_mailboxes,
                 plans,
                 notify,
+                lifecycle,
             }),
             _ => Err(errors),
         }

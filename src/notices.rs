@@ -49,6 +49,44 @@ pub fn quota_warning(address: &str, level: u8, used: u64, quota: u64) -> Notice 
     }
 }
 
+/// An expiry reminder: `days` before expiry (negative: after).
+pub fn expiry_reminder(
+    address: &str,
+    expires: chrono::NaiveDate,
+    days: i64,
+    at_expiry: &str,
+) -> Notice {
+    let date = expires.format("%d/%m/%Y");
+    let what = match at_expiry {
+        "downgrade" => {
+            "Senza rinnovo la casella tornerà al piano base: i servizi aggiuntivi \
+             decadranno e, se lo spazio occupato supera quello del piano base, i nuovi \
+             messaggi saranno rifiutati finché non si libera spazio."
+        }
+        _ => {
+            "Senza rinnovo la casella potrà solo ricevere per il periodo di tolleranza, \
+             poi sarà sospesa e infine cancellata."
+        }
+    };
+    if days >= 0 {
+        Notice {
+            subject: format!("Promemoria: la casella PEC {address} scade il {date}"),
+            body: format!(
+                "Gentile titolare,\n\nla casella di posta elettronica certificata {address} \
+                 scade il {date} (tra {days} giorni).\n{what}\n\nIl gestore del servizio PEC\n"
+            ),
+        }
+    } else {
+        Notice {
+            subject: format!("Avviso: la casella PEC {address} è scaduta il {date}"),
+            body: format!(
+                "Gentile titolare,\n\nla casella di posta elettronica certificata {address} \
+                 è scaduta il {date} e non è stata rinnovata.\n{what}\n\nIl gestore del servizio PEC\n"
+            ),
+        }
+    }
+}
+
 /// The notice as a message from `from` to `to`.
 pub fn message(n: &Notice, from: &str, to: &str, time: LegalTime, message_id: &str) -> Vec<u8> {
     MessageBuilder::new()

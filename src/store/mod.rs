@@ -35,16 +35,21 @@ pub enum Table {
     /// (Message-ID, recipient) pairs already handled by the reception point:
     /// a relay retried after a crash must not deliver or acknowledge twice.
     Seen,
+    /// Tenants (the Ordini), their token hashes, and mailbox indexes:
+    /// `tenant/<id>`, `token/<sha256 hex>` → id, `member/<id>/<address>`,
+    /// `cf/<codice fiscale>/<address>`, `tombstone/<address>` → cf.
+    Tenants,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Meta,
         Table::Log,
         Table::Mailboxes,
         Table::Queue,
         Table::Transactions,
         Table::Seen,
+        Table::Tenants,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +60,7 @@ impl Table {
             Table::Queue => "queue",
             Table::Transactions => "transactions",
             Table::Seen => "seen",
+            Table::Tenants => "tenants",
         }
     }
 }

@@ -30,6 +30,7 @@ pub struct Daemon {
     pub cfg: PathBuf,
     pub data: PathBuf,
     pub ports: Ports,
+    pub admin: std::net::SocketAddr,
 }
 
 pub const A_MAILBOXES: &[(&str, &str)] = &[("mario.rossi@pec.provider-a.test", "password-mario")];
@@ -89,6 +90,7 @@ impl Daemon {
                 "[[dev_mailboxes]]\naddress = \"{a}\"\npassword = \"{p}\"\n"
             ));
         }
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let cfg = format!(
             r#"data_dir = "{data}"
 hostname = "mx.pec.provider-{who}.test"
@@ -123,7 +125,7 @@ give_up_after = "{give_up}"
             certs = certs.display(),
             sub = spec.ports.submission,
             inb = spec.ports.inbound,
-            adm = free_port(),
+            adm = admin.port(),
             warning = spec.warning,
             final_after = spec.final_after,
             give_up = spec.give_up_after,
@@ -136,6 +138,7 @@ give_up_after = "{give_up}"
             cfg: cfg_path,
             data,
             ports: spec.ports,
+            admin,
         };
         d.spawn();
         d
@@ -287,4 +290,22 @@ pub fn capture_smtp() -> (u16, Captured) {
         }
     });
     (port, out)
+}
+
+impl Daemon {
+    /// The national admin token the daemon wrote at start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token")).unwrap()
+    }
+
+    /// One admin API call with `token`; (status, JSON body).
+    pub fn api(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        pecd::admin::call(self.admin, token, method, path, body.as_ref()).unwrap()
+    }
 }

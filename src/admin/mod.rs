@@ -16,6 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
+mod ordini;
+
 #[derive(Clone)]
 struct Ctx {
     app: Arc<App>,
@@ -240,6 +242,7 @@ pub async fn serve(
         .route("/mailboxes/{address}/password", put(passwd))
         .route("/log/verify", get(log_verify))
         .route("/log/search", get(log_search))
+        .merge(ordini::routes())
         .with_state(ctx);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -257,13 +260,25 @@ pub fn call(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<(u16, serde_json::Value), String> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    call_raw(addr, token, method, path, "application/json", &body)
+}
+
+/// [`call`] with a body of any type (e.g. `text/csv` for a bulk load).
+pub fn call_raw(
+    addr: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Result<(u16, serde_json::Value), String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .map_err(|e| format!("admin endpoint {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(60)));
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;

@@ -1,0 +1,665 @@
+//! The Ordini part of the admin API: tenants and their members' mailboxes.
+//!
+//! Owns: who may call what. The national admin token (the daemon's admin
+//! token) sees everything; an order's token sees only `/tenants/<its id>/…`
+//! and only its own mailboxes there. Every cross-tenant attempt is denied
+//! (403, or 404 for a mailbox of another order) and written to the legal
+//! log. Errors are `{"error": code, "message": text, "field": name}`.
+//! Must not touch: the store beyond `tenants`, `accounts`, `lifecycle`.
+
+// Guards return the finished HTTP response as their error: it is built once
+// per refused request and goes straight out, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use super::{Ctx, error};
+use crate::tenants::{self, Cancellation, NewMember, Tenant, TenantError};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    National,
+    Order(String),
+}
+
+impl Caller {
+    fn name(&self) -> String {
+        match self {
+            Caller::National => "admin".into(),
+            Caller::Order(t) => format!("order:{t}"),
+        }
+    }
+}
+
+fn bearer(h: &HeaderMap) -> &str {
+    h.get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+fn caller(ctx: &Ctx, h: &HeaderMap) -> Result<Caller, Response> {
+    let given = bearer(h);
+    if given.len() == ctx.token.len() && openssl::memcmp::eq(given.as_bytes(), ctx.token.as_bytes())
+    {
+        return Ok(Caller::National);
+    }
+    match tokenant(ctx, given) {
+        Some(t) => Ok(Caller::Order(t)),
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong token",
+        )),
+    }
+}
+
+fn tokenant(ctx: &Ctx, token: &str) -> Option<String> {
+    tenants::tenant_for_token(&ctx.app.store, token)
+        .ok()
+        .flatten()
+}
+
+/// The caller may act for `tenant`; otherwise 403, logged.
+fn scope(ctx: &Ctx, h: &HeaderMap, tenant: &str) -> Result<Caller, Response> {
+    let c = caller(ctx, h)?;
+    match &c {
+        Caller::National => Ok(c),
+        Caller::Order(t) if t == tenant => Ok(c),
+        Caller::Order(_) => {
+            tenants::log_denied(
+                &ctx.app.store,
+                ctx.app.clock.now(),
+                &c.name(),
+                &format!("access to order {tenant}"),
+            );
+            Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token does not administer order {tenant}"),
+            ))
+        }
+    }
+}
+
+fn national(ctx: &Ctx, h: &HeaderMap) -> Result<(), Response> {
+    match caller(ctx, h)? {
+        Caller::National => Ok(()),
+        c => {
+            tenants::log_denied(
+                &ctx.app.store,
+                ctx.app.clock.now(),
+                &c.name(),
+                "national endpoint",
+            );
+            Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "national administrators only",
+            ))
+        }
+    }
+}
+
+fn fail(e: TenantError) -> Response {
+    let status = match e.code() {
+        "invalid" => StatusCode::BAD_REQUEST,
+        "exists" | "conflict" => StatusCode::CONFLICT,
+        "not_found" => StatusCode::NOT_FOUND,
+        "forbidden" => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut body = json!({"error": e.code(), "message": e.to_string()});
+    if let Some(f) = e.field() {
+        body["field"] = f.into();
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The mailbox view the API returns (never the password hash).
+fn view(ctx: &Ctx, a: &crate::accounts::Account) -> serde_json::Value {
+    let plan = ctx.app.plan_of(a);
+    json!({
+        "address": a.address,
+        "state": a.state,
+        "state_since": a.state_since,
+        "state_reason": a.state_reason,
+        "tenant": a.tenant,
+        "plan": plan.map(|p| p.name.clone()),
+        "addons": a.addons,
+        "inbox_quota": plan.map(|p| p.inbox_quota(a.addons)),
+        "archive_quota": plan.map(|p| p.archive.0),
+        "expires": a.expires,
+        "created": a.created,
+        "anagrafica": a.holder,
+    })
+}
+
+/// A JSON body, parsed after the caller is known (an unauthorized caller
+/// learns nothing of the schema).
+fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Response> {
+    let body = if body.trim().is_empty() { "{}" } else { body };
+    serde_json::from_str(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    id: String,
+    name: String,
+    domain: String,
+    provincia: String,
+    #[serde(default)]
+    activation: tenants::Activation,
+    #[serde(default)]
+    secretariat_email: String,
+}
+
+async fn tenants_list(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    match blocking(|| tenants::list(&ctx.app.store)) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn tenants_create(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
+    let parsed: Result<NewTenant, Response> = parse(&body);
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    let t = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    let t = Tenant {
+        id: t.id,
+        name: t.name,
+        domain: t.domain.to_ascii_lowercase(),
+        provincia: t.provincia,
+        activation: t.activation,
+        secretariat_email: t.secretariat_email,
+        created: now,
+    };
+    match blocking(|| tenants::create(&ctx.app.store, &t, now)) {
+        Ok(token) => {
+            let order_box = crate::membership::naming::order_address(&t.provincia, &t.domain).ok();
+            (
+                StatusCode::CREATED,
+                Json(json!({"id": t.id, "token": token, "order_mailbox": order_box})),
+            )
+                .into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    q: Option<String>,
+}
+
+async fn members_list(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(t): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Err(r) = scope(&ctx, &h, &t) {
+        return r;
+    }
+    match blocking(|| tenants::members(&ctx.app.store, &t, q.q.as_deref())) {
+        Ok(l) => Json(l.iter().map(|a| view(&ctx, a)).collect::<Vec<_>>()).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+fn tenant_of(ctx: &Ctx, t: &str) -> Result<Tenant, Response> {
+    match tenants::get(&ctx.app.store, t) {
+        Ok(Some(x)) => Ok(x),
+        Ok(None) => Err(fail(TenantError::NotFound(format!("order {t}")))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+async fn members_create(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(t): Path<String>,
+    body: String,
+) -> Response {
+    let parsed: Result<NewMember, Response> = parse(&body);
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let m = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let tenant = match tenant_of(&ctx, &t) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| {
+        tenants::create_member(&ctx.app.store, &ctx.app.config, &tenant, &m, &c.name(), now)
+    }) {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn member_get(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = scope(&ctx, &h, &t) {
+        return r;
+    }
+    match blocking(|| tenants::member(&ctx.app.store, &t, &a)) {
+        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+/// A mailbox not in the caller's order: 404 as for a missing one (its
+/// existence is not disclosed), and the attempt is logged.
+fn denied_member(ctx: &Ctx, h: &HeaderMap, t: &str, a: &str, e: TenantError) -> Response {
+    if matches!(e, TenantError::NotFound(_)) {
+        let who = caller(ctx, h).map(|c| c.name()).unwrap_or_default();
+        tenants::log_denied(
+            &ctx.app.store,
+            ctx.app.clock.now(),
+            &who,
+            &format!("mailbox {a} through order {t}"),
+        );
+    }
+    fail(e)
+}
+
+async fn member_edit(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let parsed: Result<crate::accounts::Holder, Response> = parse(&body);
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let holder = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| tenants::edit_member(&ctx.app.store, &t, &a, &holder, &c.name(), now)) {
+        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+async fn member_reset(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+) -> Response {
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| tenants::reset_password(&ctx.app.store, &t, &a, &c.name(), now)) {
+        Ok(pw) => Json(json!({"address": a, "password": pw})).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+async fn member_cancel(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let parsed: Result<Cancellation, Response> = parse(&body);
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let why = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| tenants::cancel(&ctx.app.store, &t, &a, &why, &c.name(), now)) {
+        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    to: String,
+}
+
+async fn member_transfer(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let parsed: Result<Transfer, Response> = parse(&body);
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let x = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| tenants::transfer(&ctx.app.store, &t, &a, &x.to, &c.name(), now)) {
+        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Renew {
+    #[serde(default)]
+    years: Option<u32>,
+}
+
+async fn member_renew(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let parsed: Result<Renew, Response> = parse(&body);
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let r = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    let years = r
+        .years
+        .unwrap_or(ctx.app.config.lifecycle.term_years)
+        .clamp(1, 10);
+    let today = crate::clock::LegalTime::new(now).date();
+    let res = blocking(|| {
+        tenants::member(&ctx.app.store, &t, &a)?;
+        crate::accounts::update(
+            &ctx.app.store,
+            &a,
+            now,
+            &format!("renewed for {years} year(s) by {}", c.name()),
+            |acc| {
+                crate::lifecycle::renew(acc, years, today);
+                acc.state_since = Some(now);
+                Ok(())
+            },
+        )
+        .map_err(TenantError::from)
+    });
+    match res {
+        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanChange {
+    plan: String,
+    #[serde(default)]
+    addons: u32,
+}
+
+async fn member_plan(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let parsed: Result<PlanChange, Response> = parse(&body);
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let p = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(plan) = ctx.app.config.plan(&p.plan) else {
+        return fail(TenantError::Invalid {
+            field: "plan".into(),
+            message: format!("{:?} is not a plan", p.plan),
+        });
+    };
+    if plan.addon_max_steps.is_some_and(|m| p.addons > m) {
+        return fail(TenantError::Invalid {
+            field: "addons".into(),
+            message: format!(
+                "plan {} allows at most {} add-on steps",
+                plan.name,
+                plan.addon_max_steps.unwrap_or(0)
+            ),
+        });
+    }
+    let now = ctx.app.clock.now();
+    let what = format!("plan {} + {} add-ons, by {}", p.plan, p.addons, c.name());
+    let res = blocking(|| {
+        tenants::member(&ctx.app.store, &t, &a)?;
+        crate::accounts::update(&ctx.app.store, &a, now, &what, |acc| {
+            acc.plan = p.plan.clone();
+            acc.addons = p.addons;
+            Ok(())
+        })
+        .map_err(TenantError::from)
+    });
+    match res {
+        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+async fn member_downgrade_plan(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = scope(&ctx, &h, &t) {
+        return r;
+    }
+    match blocking(|| {
+        let acc = tenants::member(&ctx.app.store, &t, &a)?;
+        ctx.app.downgrade_plan(&acc).map_err(TenantError::Conflict)
+    }) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct BulkQuery {
+    #[serde(default)]
+    partial: bool,
+}
+
+async fn bulk(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(t): Path<String>,
+    Query(q): Query<BulkQuery>,
+    body: String,
+) -> Response {
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let tenant = match tenant_of(&ctx, &t) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| {
+        tenants::bulk_load(
+            &ctx.app.store,
+            &ctx.app.config,
+            &tenant,
+            &body,
+            q.partial,
+            &c.name(),
+            now,
+        )
+    }) {
+        Ok(report) => {
+            let status = if report.applied {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let credentials = tenants::credentials_csv(&report.created);
+            (
+                status,
+                Json(json!({
+                    "applied": report.applied,
+                    "created": report.created,
+                    "rejected": report.rejected,
+                    "credentials_csv": credentials,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn export_response(ctx: &Ctx, tenant: Option<&str>, q: &ExportQuery) -> Response {
+    let json = match q.format.as_deref() {
+        None | Some("csv") => false,
+        Some("json") => true,
+        Some(other) => {
+            return fail(TenantError::Invalid {
+                field: "format".into(),
+                message: format!("{other:?}: use csv or json"),
+            });
+        }
+    };
+    // Written into memory in one pass over the mailboxes (no per-row
+    // lookups); a million rows is some tens of MB.
+    let mut out = Vec::new();
+    match blocking(|| tenants::export(&ctx.app.store, tenant, json, &mut out)) {
+        Ok(_) => {
+            let ct = if json {
+                "application/x-ndjson"
+            } else {
+                "text/csv; charset=utf-8"
+            };
+            ([(header::CONTENT_TYPE, ct)], Body::from(out)).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn export_tenant(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(t): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    if let Err(r) = scope(&ctx, &h, &t) {
+        return r;
+    }
+    export_response(&ctx, Some(&t), &q)
+}
+
+async fn export_all(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    export_response(&ctx, None, &q)
+}
+
+async fn sweep(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    match blocking(|| ctx.app.sweep()) {
+        Ok(n) => Json(json!({"actions": n})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
+    }
+}
+
+/// The OpenAPI document (kept in the repo at `docs/openapi.json`).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../docs/openapi.json"),
+    )
+        .into_response()
+}
+
+pub(super) fn routes() -> Router<Ctx> {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/tenants", get(tenants_list).post(tenants_create))
+        .route(
+            "/tenants/{t}/mailboxes",
+            get(members_list).post(members_create),
+        )
+        .route(
+            "/tenants/{t}/mailboxes/{a}",
+            get(member_get).patch(member_edit),
+        )
+        .route(
+            "/tenants/{t}/mailboxes/{a}/password-reset",
+            post(member_reset),
+        )
+        .route("/tenants/{t}/mailboxes/{a}/cancel", post(member_cancel))
+        .route("/tenants/{t}/mailboxes/{a}/transfer", post(member_transfer))
+        .route("/tenants/{t}/mailboxes/{a}/renew", post(member_renew))
+        .route("/tenants/{t}/mailboxes/{a}/plan", post(member_plan))
+        .route(
+            "/tenants/{t}/mailboxes/{a}/downgrade-plan",
+            get(member_downgrade_plan),
+        )
+        .route("/tenants/{t}/bulk", post(bulk))
+        .route("/tenants/{t}/export", get(export_tenant))
+        .route("/export", get(export_all))
+        .route("/sweep", post(sweep))
+}

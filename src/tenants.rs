@@ -1,0 +1,866 @@
+//! Tenants — the professional orders (*Ordini*) — and the mailboxes of
+//! their members: creation from the anagrafica, search, edits, password
+//! resets, cancellation, transfer, bulk load, registry exports.
+//!
+//! Owns: tenant records, their API tokens (SHA-256 at rest: the tokens are
+//! 256-bit random values, so a slow hash adds nothing), the per-tenant and
+//! per-codice-fiscale indexes, tombstones of deleted addresses, and the
+//! typed errors with the stable codes the admin API returns.
+//! Must not touch: the engine (through [`Store`]), HTTP (see `admin`).
+//! Every change is written to the legal log in the same commit.
+
+use crate::accounts::{self, Account, AccountState, Holder};
+use crate::audit::{Event, LogRecord};
+use crate::config::Config;
+use crate::membership::{naming, tax_code};
+use crate::store::{Batch, Store, StoreError, Table};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How new mailboxes of a tenant start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    #[default]
+    Immediate,
+    /// Pending until the holder's first access (confirm data, accept the
+    /// contract), within `lifecycle.first_access_days`.
+    FirstAccess,
+}
+
+/// An order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// e.g. `ordine-ingegneri-lodi`
+    pub id: String,
+    pub name: String,
+    /// The PEC domain of its members' mailboxes.
+    pub domain: String,
+    /// Province (sigla or name) of the order's own mailbox.
+    pub provincia: String,
+    #[serde(default)]
+    pub activation: Activation,
+    /// Its secretariat's address: the reference e-mail of members who have
+    /// none.
+    #[serde(default)]
+    pub secretariat_email: String,
+    pub created: DateTime<Utc>,
+}
+
+/// Errors with a stable code and, when one field is at fault, its name.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Account(#[from] accounts::AccountError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TenantError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        TenantError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable code of the JSON error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TenantError::Invalid { .. } => "invalid",
+            TenantError::Exists(_) => "exists",
+            TenantError::NotFound(_) => "not_found",
+            TenantError::Forbidden(_) => "forbidden",
+            TenantError::Conflict(_) => "conflict",
+            TenantError::Account(accounts::AccountError::NotFound(_)) => "not_found",
+            TenantError::Account(accounts::AccountError::Exists(_)) => "exists",
+            TenantError::Account(
+                accounts::AccountError::BadAddress(_) | accounts::AccountError::WeakPassword,
+            ) => "invalid",
+            TenantError::Account(_) | TenantError::Store(_) => "internal",
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            TenantError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+fn log(b: &mut Batch, now: DateTime<Utc>, actor: &str, address: Option<&str>, what: String) {
+    let mut r = LogRecord::new(now, Event::Mailbox);
+    r.sender = Some(actor.to_string());
+    r.recipients = address.into_iter().map(str::to_string).collect();
+    r.detail = Some(what);
+    r.append_to(b);
+}
+
+fn tenant_key(id: &str) -> Vec<u8> {
+    format!("tenant/{id}").into_bytes()
+}
+
+fn member_key(tenant: &str, address: &str) -> Vec<u8> {
+    format!("member/{tenant}/{address}").into_bytes()
+}
+
+fn cf_key(cf: &str, address: &str) -> Vec<u8> {
+    format!("cf/{cf}/{address}").into_bytes()
+}
+
+fn tombstone_key(address: &str) -> Vec<u8> {
+    format!("tombstone/{address}").into_bytes()
+}
+
+fn token_key(token: &str) -> Vec<u8> {
+    let h: String = openssl::sha::sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("token/{h}").into_bytes()
+}
+
+/// A fresh random secret, hex.
+pub fn random_secret(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    // rand_bytes fails only when OpenSSL's RNG cannot seed: then nothing
+    // secret can be made, and an empty secret is refused by every check.
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        return String::new();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A one-time password the holder changes at first access: 12 characters
+/// from an alphabet without look-alikes.
+pub fn one_time_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut b = [0u8; 12];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn get(store: &Store, id: &str) -> Result<Option<Tenant>, TenantError> {
+    Ok(store
+        .get(Table::Tenants, &tenant_key(id))?
+        .and_then(|v| serde_json::from_slice(&v).ok()))
+}
+
+pub fn list(store: &Store) -> Result<Vec<Tenant>, TenantError> {
+    let mut out = Vec::new();
+    for (_, v) in store.scan_prefix(Table::Tenants, b"tenant/", usize::MAX)? {
+        if let Ok(t) = serde_json::from_slice(&v) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Create an order; returns its first API token (shown once).
+pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<String, TenantError> {
+    let id_ok = !t.id.is_empty()
+        && t.id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !id_ok {
+        return Err(TenantError::invalid(
+            "id",
+            "lower-case letters, digits and hyphens only",
+        ));
+    }
+    naming::order_address(&t.provincia, &t.domain)
+        .map_err(|e| TenantError::invalid("provincia", e.to_string()))?;
+    if get(store, &t.id)?.is_some() {
+        return Err(TenantError::Exists(format!("tenant {}", t.id)));
+    }
+    let token = random_secret(32);
+    let mut b = Batch::new();
+    b.put(
+        Table::Tenants,
+        tenant_key(&t.id),
+        serde_json::to_vec(t).unwrap_or_default(),
+    );
+    b.put(Table::Tenants, token_key(&token), t.id.as_bytes().to_vec());
+    log(
+        &mut b,
+        now,
+        "admin",
+        None,
+        format!("tenant {} created", t.id),
+    );
+    store.commit(b)?;
+    Ok(token)
+}
+
+/// The tenant a token belongs to.
+pub fn tenant_for_token(store: &Store, token: &str) -> Result<Option<String>, TenantError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    Ok(store
+        .get(Table::Tenants, &token_key(token))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Log a denied cross-tenant attempt.
+pub fn log_denied(store: &Store, now: DateTime<Utc>, actor: &str, what: &str) {
+    let mut b = Batch::new();
+    log(&mut b, now, actor, None, format!("denied: {what}"));
+    let _ = store.commit(b);
+}
+
+/// The member data an order supplies (the columns of its anagrafica model).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewMember {
+    #[serde(flatten)]
+    pub holder: Holder,
+    /// Homonym alias (`nome.cognome.<alias>`); absent: the next number.
+    pub alias: Option<String>,
+    /// Plan name; absent: the first plan.
+    pub plan: Option<String>,
+}
+
+/// Check the anagrafica: required fields, codice fiscale, CAP, province.
+/// Errors name the field.
+pub fn validate(h: &Holder) -> Result<(), TenantError> {
+    let required = [
+        ("nome", &h.nome),
+        ("cognome", &h.cognome),
+        ("codice_fiscale", &h.codice_fiscale),
+        ("indirizzo", &h.indirizzo),
+        ("comune", &h.comune),
+        ("provincia", &h.provincia),
+        ("cap", &h.cap),
+    ];
+    for (field, v) in required {
+        if v.trim().is_empty() {
+            return Err(TenantError::invalid(field, "missing"));
+        }
+    }
+    tax_code::parse(&h.codice_fiscale)
+        .map_err(|e| TenantError::invalid("codice_fiscale", e.to_string()))?;
+    if h.cap.len() != 5 || !h.cap.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TenantError::invalid("cap", "five digits"));
+    }
+    if !crate::membership::province::is_sigla(&h.provincia) {
+        return Err(TenantError::invalid(
+            "provincia",
+            format!("{:?} is not a province sigla (e.g. LO, MI)", h.provincia),
+        ));
+    }
+    let email = h.reference_email.trim();
+    if !email.is_empty() && accounts::normalize(email).is_err() {
+        return Err(TenantError::invalid(
+            "reference_email",
+            "not an e-mail address",
+        ));
+    }
+    Ok(())
+}
+
+fn normalized(mut h: Holder) -> Holder {
+    h.codice_fiscale = h.codice_fiscale.trim().to_ascii_uppercase();
+    h.provincia = h.provincia.trim().to_ascii_uppercase();
+    h.nome = h.nome.trim().to_string();
+    h.cognome = h.cognome.trim().to_string();
+    h.reference_email = h.reference_email.trim().to_string();
+    h
+}
+
+/// Whether an address is free for a member with codice fiscale `cf`: not
+/// an existing mailbox, and not a deleted one of someone else.
+fn free_for(store: &Store, address: &str, cf: &str) -> Result<bool, TenantError> {
+    if accounts::get(store, address)?.is_some() {
+        return Ok(false);
+    }
+    Ok(match store.get(Table::Tenants, &tombstone_key(address))? {
+        None => true,
+        Some(v) => v == cf.as_bytes(),
+    })
+}
+
+/// A created mailbox and its one-time password.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub address: String,
+    pub password: String,
+    pub state: AccountState,
+}
+
+/// Build (without committing) a member's mailbox into `b`. `reserved`:
+/// addresses already taken by earlier rows of the same batch.
+fn prepare_member(
+    store: &Store,
+    config: &Config,
+    tenant: &Tenant,
+    m: &NewMember,
+    reserved: &[String],
+    now: DateTime<Utc>,
+) -> Result<(Account, String), TenantError> {
+    validate(&m.holder)?;
+    let mut holder = normalized(m.holder.clone());
+    if let Some(p) = &m.plan
+        && config.plan(p).is_none()
+    {
+        return Err(TenantError::invalid("plan", format!("{p:?} is not a plan")));
+    }
+    let cf = holder.codice_fiscale.clone();
+    let taken =
+        |a: &str| reserved.iter().any(|r| r == a) || !free_for(store, a, &cf).unwrap_or(false);
+    let address = naming::derive_free(
+        &holder.nome,
+        &holder.cognome,
+        &tenant.domain,
+        m.alias.as_deref(),
+        taken,
+    )
+    .map_err(|e| match e {
+        naming::NamingError::Alias(_) => TenantError::invalid("alias", e.to_string()),
+        naming::NamingError::Empty { field, .. } => TenantError::invalid(field, e.to_string()),
+        other => TenantError::invalid("domain", other.to_string()),
+    })?;
+    if m.alias.is_some() && taken(&address) {
+        return Err(TenantError::invalid(
+            "alias",
+            format!("{address} is already taken"),
+        ));
+    }
+    if holder.reference_email.is_empty() {
+        holder.reference_email = tenant.secretariat_email.clone();
+    }
+    let password = one_time_password();
+    let today = crate::clock::LegalTime::new(now).date();
+    let acc = Account {
+        address: address.clone(),
+        password_hash: accounts::hash_password(&password)?,
+        state: match tenant.activation {
+            Activation::Immediate => AccountState::Active,
+            Activation::FirstAccess => AccountState::PendingActivation,
+        },
+        created: now,
+        plan: m.plan.clone().unwrap_or_default(),
+        addons: 0,
+        holder,
+        quota_warned: 0,
+        tenant: tenant.id.clone(),
+        expires: Some(crate::lifecycle::add_years(
+            today,
+            config.lifecycle.term_years,
+        )),
+        reminders: Vec::new(),
+        state_since: Some(now),
+        state_reason: "created".into(),
+    };
+    Ok((acc, password))
+}
+
+fn put_member(b: &mut Batch, acc: &Account) {
+    accounts::put(b, acc);
+    b.put(
+        Table::Tenants,
+        member_key(&acc.tenant, &acc.address),
+        Vec::new(),
+    );
+    b.put(
+        Table::Tenants,
+        cf_key(&acc.holder.codice_fiscale, &acc.address),
+        Vec::new(),
+    );
+}
+
+/// Create one member's mailbox.
+pub fn create_member(
+    store: &Store,
+    config: &Config,
+    tenant: &Tenant,
+    m: &NewMember,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Created, TenantError> {
+    let (acc, password) = prepare_member(store, config, tenant, m, &[], now)?;
+    let mut b = Batch::new();
+    put_member(&mut b, &acc);
+    log(
+        &mut b,
+        now,
+        actor,
+        Some(&acc.address),
+        format!("mailbox created for order {}", tenant.id),
+    );
+    store.commit(b)?;
+    Ok(Created {
+        address: acc.address,
+        password,
+        state: acc.state,
+    })
+}
+
+/// A member's mailbox, only if it belongs to `tenant`.
+pub fn member(store: &Store, tenant: &str, address: &str) -> Result<Account, TenantError> {
+    match accounts::get(store, address)? {
+        Some(a) if a.tenant == tenant => Ok(a),
+        _ => Err(TenantError::NotFound(format!("mailbox {address}"))),
+    }
+}
+
+/// The tenant's mailboxes, optionally filtered by a text found in the
+/// address, name or codice fiscale (case-insensitive).
+pub fn members(store: &Store, tenant: &str, q: Option<&str>) -> Result<Vec<Account>, TenantError> {
+    let prefix = format!("member/{tenant}/");
+    let q = q.map(str::to_lowercase);
+    let mut out = Vec::new();
+    for (k, _) in store.scan_prefix(Table::Tenants, prefix.as_bytes(), usize::MAX)? {
+        let address = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let Some(a) = accounts::get(store, &address)? else {
+            continue;
+        };
+        let hit = q.as_deref().is_none_or(|q| {
+            a.address.contains(q)
+                || format!("{} {}", a.holder.nome, a.holder.cognome)
+                    .to_lowercase()
+                    .contains(q)
+                || a.holder.codice_fiscale.to_lowercase().contains(q)
+        });
+        if hit {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Edit the anagrafica; name, surname and codice fiscale are immutable.
+pub fn edit_member(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    new: &Holder,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    let mut acc = member(store, tenant, address)?;
+    let new = normalized(new.clone());
+    for (field, old, given) in [
+        ("nome", &acc.holder.nome, &new.nome),
+        ("cognome", &acc.holder.cognome, &new.cognome),
+        (
+            "codice_fiscale",
+            &acc.holder.codice_fiscale,
+            &new.codice_fiscale,
+        ),
+    ] {
+        if !given.is_empty() && given != old {
+            return Err(TenantError::invalid(field, "cannot be changed"));
+        }
+    }
+    let merged = Holder {
+        nome: acc.holder.nome.clone(),
+        cognome: acc.holder.cognome.clone(),
+        codice_fiscale: acc.holder.codice_fiscale.clone(),
+        ..new
+    };
+    validate(&merged)?;
+    acc.holder = merged;
+    let mut b = Batch::new();
+    accounts::put(&mut b, &acc);
+    log(
+        &mut b,
+        now,
+        actor,
+        Some(address),
+        "anagrafica edited".into(),
+    );
+    store.commit(b)?;
+    Ok(acc)
+}
+
+/// Reset a member's password: a new one-time password.
+pub fn reset_password(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<String, TenantError> {
+    let mut acc = member(store, tenant, address)?;
+    let password = one_time_password();
+    acc.password_hash = accounts::hash_password(&password)?;
+    let mut b = Batch::new();
+    accounts::put(&mut b, &acc);
+    log(&mut b, now, actor, Some(address), "password reset".into());
+    store.commit(b)?;
+    Ok(password)
+}
+
+/// Why a mailbox is cancelled (the orders' rules).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Cancellation {
+    /// Struck off the roll: the mailbox stays until its expiry.
+    StruckOff,
+    /// Death, on the order's report: immediate.
+    Death,
+    /// On the holder's request: immediate only when another PEC address is
+    /// recorded as the member's digital domicile.
+    Request { other_pec: Option<String> },
+}
+
+/// Apply a cancellation; returns the resulting account.
+pub fn cancel(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    why: &Cancellation,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    let mut acc = member(store, tenant, address)?;
+    let (immediate, reason) = match why {
+        Cancellation::StruckOff => (
+            false,
+            format!("{}: kept until expiry", crate::lifecycle::STRUCK_OFF),
+        ),
+        Cancellation::Death => (true, "death of the holder".to_string()),
+        Cancellation::Request { other_pec } => {
+            let other = other_pec.as_deref().map(str::trim).unwrap_or("");
+            if other.is_empty() || accounts::normalize(other).is_err() {
+                return Err(TenantError::invalid(
+                    "other_pec",
+                    "an immediate cancellation on request needs another PEC address as digital domicile",
+                ));
+            }
+            if accounts::normalize(other).ok().as_deref() == Some(acc.address.as_str()) {
+                return Err(TenantError::invalid(
+                    "other_pec",
+                    "must be another address than the one cancelled",
+                ));
+            }
+            (true, format!("on request; digital domicile {other}"))
+        }
+    };
+    if immediate {
+        if !acc.state.can_become(AccountState::Cancelled) {
+            return Err(TenantError::Conflict(format!(
+                "a {:?} mailbox cannot be cancelled",
+                acc.state
+            )));
+        }
+        acc.state = AccountState::Cancelled;
+        acc.state_since = Some(now);
+    }
+    // Struck off: it runs to its expiry, then lapses (lifecycle::due).
+    acc.state_reason = reason.clone();
+    let mut b = Batch::new();
+    accounts::put(&mut b, &acc);
+    log(
+        &mut b,
+        now,
+        actor,
+        Some(address),
+        format!("cancellation: {reason}"),
+    );
+    store.commit(b)?;
+    Ok(acc)
+}
+
+/// Move a mailbox, with its history, to another order.
+pub fn transfer(
+    store: &Store,
+    from: &str,
+    address: &str,
+    to: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    let mut acc = member(store, from, address)?;
+    if get(store, to)?.is_none() {
+        return Err(TenantError::invalid(
+            "to",
+            format!("order {to} does not exist"),
+        ));
+    }
+    let mut b = Batch::new();
+    b.delete(Table::Tenants, member_key(from, address));
+    acc.tenant = to.to_string();
+    put_member(&mut b, &acc);
+    log(
+        &mut b,
+        now,
+        actor,
+        Some(address),
+        format!("transferred from order {from} to order {to}"),
+    );
+    store.commit(b)?;
+    Ok(acc)
+}
+
+/// Remove an account for good, keeping a tombstone: the address can be
+/// created again only for the same codice fiscale.
+pub fn delete_account(b: &mut Batch, acc: &Account) {
+    b.delete(Table::Mailboxes, acc.address.as_bytes().to_vec());
+    if !acc.tenant.is_empty() {
+        b.delete(Table::Tenants, member_key(&acc.tenant, &acc.address));
+    }
+    if !acc.holder.codice_fiscale.is_empty() {
+        b.delete(
+            Table::Tenants,
+            cf_key(&acc.holder.codice_fiscale, &acc.address),
+        );
+    }
+    b.put(
+        Table::Tenants,
+        tombstone_key(&acc.address),
+        acc.holder.codice_fiscale.as_bytes().to_vec(),
+    );
+}
+
+// --------------------------------------------------------------------------
+// Bulk load
+
+/// One rejected row of a bulk load: 1-based line of the file (the header
+/// is line 1), the field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// What a bulk load did (or, when rejected as a whole, would not do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BulkReport {
+    pub applied: bool,
+    pub created: Vec<Created>,
+    pub rejected: Vec<RowError>,
+}
+
+/// The columns of the orders' anagrafica model, in order (`alias` and
+/// `piano` optional).
+pub const CSV_COLUMNS: [&str; 12] = [
+    "nome",
+    "cognome",
+    "codice_fiscale",
+    "indirizzo",
+    "comune",
+    "provincia",
+    "cap",
+    "email_riferimento",
+    "telefono",
+    "fax",
+    "alias",
+    "piano",
+];
+
+/// Load members from CSV (`;` or `,` separated, header row required).
+/// Every row is checked first; with errors nothing is applied, unless
+/// `partial`, when the valid rows are applied and the others reported.
+pub fn bulk_load(
+    store: &Store,
+    config: &Config,
+    tenant: &Tenant,
+    csv_text: &str,
+    partial: bool,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<BulkReport, TenantError> {
+    let first = csv_text.lines().next().unwrap_or("");
+    let delimiter = if first.matches(';').count() > first.matches(',').count() {
+        b';'
+    } else {
+        b','
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(csv_text.as_bytes());
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| TenantError::invalid("header", e.to_string()))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    for h in &headers {
+        if !CSV_COLUMNS.contains(&h.as_str()) {
+            return Err(TenantError::invalid(
+                "header",
+                format!("unknown column {h:?} (expected {})", CSV_COLUMNS.join(", ")),
+            ));
+        }
+    }
+    for required in &CSV_COLUMNS[..7] {
+        if !headers.iter().any(|h| h == required) {
+            return Err(TenantError::invalid(
+                "header",
+                format!("missing column {required:?}"),
+            ));
+        }
+    }
+    let mut report = BulkReport::default();
+    let mut ready: Vec<(Account, String)> = Vec::new();
+    let mut seen_cf: Vec<(String, usize)> = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                report.rejected.push(RowError {
+                    line,
+                    field: "(row)".into(),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let col = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .and_then(|p| rec.get(p))
+                .unwrap_or("")
+                .to_string()
+        };
+        let m = NewMember {
+            holder: Holder {
+                nome: col("nome"),
+                cognome: col("cognome"),
+                codice_fiscale: col("codice_fiscale"),
+                indirizzo: col("indirizzo"),
+                comune: col("comune"),
+                provincia: col("provincia"),
+                cap: col("cap"),
+                reference_email: col("email_riferimento"),
+                telefono: col("telefono"),
+                fax: col("fax"),
+            },
+            alias: Some(col("alias")).filter(|a| !a.is_empty()),
+            plan: Some(col("piano")).filter(|p| !p.is_empty()),
+        };
+        let cf = m.holder.codice_fiscale.trim().to_ascii_uppercase();
+        if let Some((_, earlier)) = seen_cf.iter().find(|(c, _)| *c == cf && !cf.is_empty()) {
+            report.rejected.push(RowError {
+                line,
+                field: "codice_fiscale".into(),
+                message: format!("duplicate of line {earlier}"),
+            });
+            continue;
+        }
+        seen_cf.push((cf, line));
+        let reserved: Vec<String> = ready.iter().map(|(a, _)| a.address.clone()).collect();
+        match prepare_member(store, config, tenant, &m, &reserved, now) {
+            Ok(x) => ready.push(x),
+            Err(e) => report.rejected.push(RowError {
+                line,
+                field: e.field().unwrap_or("(row)").to_string(),
+                message: match &e {
+                    TenantError::Invalid { message, .. } => message.clone(),
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+    if !report.rejected.is_empty() && !partial {
+        return Ok(report);
+    }
+    let mut b = Batch::new();
+    for (acc, password) in ready {
+        put_member(&mut b, &acc);
+        log(
+            &mut b,
+            now,
+            actor,
+            Some(&acc.address),
+            format!("mailbox created for order {} (bulk load)", tenant.id),
+        );
+        report.created.push(Created {
+            address: acc.address,
+            password,
+            state: acc.state,
+        });
+    }
+    store.commit(b)?;
+    report.applied = true;
+    Ok(report)
+}
+
+/// The credentials file an order distributes: one line per mailbox.
+pub fn credentials_csv(created: &[Created]) -> String {
+    let mut out = String::from("indirizzo;password_temporanea\n");
+    for c in created {
+        out.push_str(&format!("{};{}\n", c.address, c.password));
+    }
+    out
+}
+
+// --------------------------------------------------------------------------
+// Registry exports (INI-PEC / ReGIndE feed)
+
+/// One row of the registry feed.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedRow<'a> {
+    pub codice_fiscale: &'a str,
+    pub pec: &'a str,
+    pub ordine: &'a str,
+    pub stato: AccountState,
+}
+
+/// Stream the feed of one order (or every order) to `out`, as CSV or JSON
+/// lines, without holding the mailboxes in memory.
+pub fn export(
+    store: &Store,
+    tenant: Option<&str>,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<usize, TenantError> {
+    let io = |e: std::io::Error| TenantError::Store(StoreError::Engine(e.to_string()));
+    if !json {
+        out.write_all(b"codice_fiscale;pec;ordine;stato\n")
+            .map_err(io)?;
+    }
+    let mut n = 0;
+    for entry in store.entries(Table::Mailboxes) {
+        let (_, v) = entry?;
+        let Ok(a) = serde_json::from_slice::<Account>(&v) else {
+            continue;
+        };
+        if a.tenant.is_empty() || tenant.is_some_and(|t| t != a.tenant) {
+            continue;
+        }
+        let row = FeedRow {
+            codice_fiscale: &a.holder.codice_fiscale,
+            pec: &a.address,
+            ordine: &a.tenant,
+            stato: a.state,
+        };
+        if json {
+            serde_json::to_writer(&mut *out, &row).map_err(|e| io(e.into()))?;
+            out.write_all(b"\n").map_err(io)?;
+        } else {
+            let stato = serde_json::to_value(row.stato)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{};{};{};{stato}",
+                row.codice_fiscale, row.pec, row.ordine
+            )
+            .map_err(io)?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}

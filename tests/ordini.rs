@@ -1,0 +1,457 @@
+//! The Ordini through the admin API of a running daemon: tenants, members'
+//! mailboxes named by the rules, tenant isolation on every endpoint, bulk
+//! load that applies nothing when a row is wrong, registry exports, the
+//! cancellation rules, transfer, plans and the downgrade plan.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::daemon::*;
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "pec.provider-a.test";
+
+fn member(nome: &str, cognome: &str, cf: &str) -> Value {
+    json!({
+        "nome": nome, "cognome": cognome, "codice_fiscale": cf,
+        "indirizzo": "Via Roma 1", "comune": "Lodi", "provincia": "LO", "cap": "26900",
+        "reference_email": "segreteria@ordine.test"
+    })
+}
+
+/// A valid codice fiscale for a serial number (the check character
+/// computed as the rules say).
+fn cf(n: u32) -> String {
+    let first15 = format!("RSSMRA85T{:02}A{:03}", 1 + n % 28, n % 1000);
+    let c = pecd::membership::tax_code::check_char(first15.as_bytes());
+    format!("{first15}{c}")
+}
+
+fn start(dir: &std::path::Path) -> Daemon {
+    Daemon::start(Spec::new('a', dir, free_port(), vec![]))
+}
+
+fn new_tenant(d: &Daemon, id: &str, provincia: &str) -> String {
+    let (s, v) = d.api(
+        &d.admin_token(),
+        "POST",
+        "/tenants",
+        Some(json!({"id": id, "name": format!("Ordine {id}"), "domain": DOMAIN, "provincia": provincia})),
+    );
+    assert_eq!(s, 201, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn members_are_named_by_the_rules_and_homonyms_get_an_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let (s, v) = d.api(
+        &d.admin_token(),
+        "POST",
+        "/tenants",
+        Some(json!({"id": "ordine-ingegneri-lodi", "name": "Ordine degli Ingegneri di Lodi", "domain": DOMAIN, "provincia": "LO"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["order_mailbox"], format!("ordine.lodi@{DOMAIN}"));
+    let token = v["token"].as_str().unwrap().to_string();
+    let table = [
+        ("Nicolò", "Bianchi", "nicolo.bianchi"),
+        ("Maria Grazia", "De Santis", "mariagrazia.desantis"),
+        ("Anna", "D'Angelo", "anna.dangelo"),
+        ("Giosuè", "Dell'Acqua", "giosue.dellacqua"),
+        ("Luigi", "Bassi", "luigi.bassi"),
+        ("Luigi", "Bassi", "luigi.bassi.2"),
+        ("Luigi", "Bassi", "luigi.bassi.3"),
+    ];
+    for (i, (n, c, want)) in table.iter().enumerate() {
+        let (s, v) = d.api(
+            &token,
+            "POST",
+            "/tenants/ordine-ingegneri-lodi/mailboxes",
+            Some(member(n, c, &cf(i as u32))),
+        );
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["address"], format!("{want}@{DOMAIN}"));
+        assert_eq!(v["password"].as_str().unwrap().len(), 12);
+    }
+    // The order's own alias for a homonym.
+    let mut m = member("Luigi", "Bassi", &cf(50));
+    m["alias"] = "ing".into();
+    let (s, v) = d.api(
+        &token,
+        "POST",
+        "/tenants/ordine-ingegneri-lodi/mailboxes",
+        Some(m),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["address"], format!("luigi.bassi.ing@{DOMAIN}"));
+    // A wrong codice fiscale is named.
+    let (s, v) = d.api(
+        &token,
+        "POST",
+        "/tenants/ordine-ingegneri-lodi/mailboxes",
+        Some(member("Luca", "Verdi", "RSSMRA85T10A562X")),
+    );
+    assert_eq!(s, 400);
+    assert_eq!(v["field"], "codice_fiscale");
+    assert!(
+        v["message"].as_str().unwrap().contains("check character"),
+        "{v}"
+    );
+    // Search by name, codice fiscale or address.
+    let (_, v) = d.api(
+        &token,
+        "GET",
+        "/tenants/ordine-ingegneri-lodi/mailboxes?q=bassi",
+        None,
+    );
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    // Name and codice fiscale are immutable; the rest can be edited.
+    let addr = format!("nicolo.bianchi@{DOMAIN}");
+    let mut edit = member("Nicola", "Bianchi", "");
+    let (s, v) = d.api(
+        &token,
+        "PATCH",
+        &format!("/tenants/ordine-ingegneri-lodi/mailboxes/{addr}"),
+        Some(edit.clone()),
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("nome")), "{v}");
+    edit["nome"] = "".into();
+    edit["comune"] = "Codogno".into();
+    let (s, v) = d.api(
+        &token,
+        "PATCH",
+        &format!("/tenants/ordine-ingegneri-lodi/mailboxes/{addr}"),
+        Some(edit),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["anagrafica"]["comune"], "Codogno");
+    assert_eq!(v["anagrafica"]["nome"], "Nicolò");
+}
+
+#[test]
+fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let lodi = new_tenant(&d, "ordine-lodi", "LO");
+    let milano = new_tenant(&d, "ordine-milano", "MI");
+    let (_, v) = d.api(
+        &lodi,
+        "POST",
+        "/tenants/ordine-lodi/mailboxes",
+        Some(member("Anna", "Neri", &cf(1))),
+    );
+    let anna = v["address"].as_str().unwrap().to_string();
+    let (_, v) = d.api(
+        &milano,
+        "POST",
+        "/tenants/ordine-milano/mailboxes",
+        Some(member("Paolo", "Blu", &cf(2))),
+    );
+    let paolo = v["address"].as_str().unwrap().to_string();
+    let base = "/tenants/ordine-lodi";
+    let mb = format!("{base}/mailboxes/{anna}");
+    let attempts: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("{base}/mailboxes"), None),
+        (
+            "POST",
+            format!("{base}/mailboxes"),
+            Some(member("X", "Y", &cf(3))),
+        ),
+        ("GET", mb.clone(), None),
+        ("PATCH", mb.clone(), Some(json!({"comune": "Milano"}))),
+        ("POST", format!("{mb}/password-reset"), None),
+        (
+            "POST",
+            format!("{mb}/cancel"),
+            Some(json!({"reason": "death"})),
+        ),
+        (
+            "POST",
+            format!("{mb}/transfer"),
+            Some(json!({"to": "ordine-milano"})),
+        ),
+        ("POST", format!("{mb}/renew"), Some(json!({}))),
+        (
+            "POST",
+            format!("{mb}/plan"),
+            Some(json!({"plan": "avanzata"})),
+        ),
+        ("GET", format!("{mb}/downgrade-plan"), None),
+        ("POST", format!("{base}/bulk"), None),
+        ("GET", format!("{base}/export"), None),
+    ];
+    for (method, path, body) in &attempts {
+        let (s, v) = d.api(&milano, method, path, body.clone());
+        assert_eq!(s, 403, "{method} {path}: {v}");
+        assert_eq!(v["error"], "forbidden");
+    }
+    // National endpoints are the national admin's.
+    for (method, path) in [
+        ("GET", "/tenants"),
+        ("POST", "/tenants"),
+        ("GET", "/export"),
+        ("POST", "/sweep"),
+    ] {
+        let (s, _) = d.api(&milano, method, path, Some(json!({})));
+        assert_eq!(s, 403, "{method} {path}");
+    }
+    // Through its own path, another order's mailbox does not exist.
+    let (s, _) = d.api(
+        &milano,
+        "GET",
+        &format!("/tenants/ordine-milano/mailboxes/{anna}"),
+        None,
+    );
+    assert_eq!(s, 404);
+    let (s, _) = d.api(
+        &milano,
+        "POST",
+        &format!("/tenants/ordine-milano/mailboxes/{anna}/password-reset"),
+        None,
+    );
+    assert_eq!(s, 404);
+    // Nothing changed: Anna is still Lodi's, active, in Lodi's list only.
+    let (_, v) = d.api(&lodi, "GET", "/tenants/ordine-lodi/mailboxes", None);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["state"], "active");
+    let (_, v) = d.api(&milano, "GET", "/tenants/ordine-milano/mailboxes", None);
+    assert_eq!(v[0]["address"], paolo.as_str());
+    // A wrong token is 401; the national admin sees both.
+    assert_eq!(
+        d.api("nope", "GET", "/tenants/ordine-lodi/mailboxes", None)
+            .0,
+        401
+    );
+    assert_eq!(d.api(&d.admin_token(), "GET", &mb, None).0, 200);
+    // Every denial is on the legal log.
+    let (_, log) = d.api(&d.admin_token(), "GET", "/log/search", None);
+    let denied = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["detail"]
+                .as_str()
+                .is_some_and(|x| x.starts_with("denied"))
+        })
+        .count();
+    assert_eq!(denied, attempts.len() + 4 + 2);
+}
+
+#[test]
+fn bulk_load_names_line_and_field_and_applies_nothing_when_a_row_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let token = new_tenant(&d, "ordine-lodi", "LO");
+    let good1 = cf(10);
+    let good2 = cf(11);
+    let good3 = cf(12);
+    let csv = format!(
+        "nome;cognome;codice_fiscale;indirizzo;comune;provincia;cap;email_riferimento;telefono;fax\n\
+         Mario;Rossi;{good1};Via Roma 1;Lodi;LO;26900;mario@casa.test;;\n\
+         Luca;Bianchi;RSSMRA85T10A562X;Via Po 2;Lodi;LO;26900;;;\n\
+         Anna;;{good2};Via Adda 3;Lodi;LO;26900;;;\n\
+         Paola;Verdi;{good1};Via Lodi 4;Lodi;LO;26900;;;\n\
+         Carla;Gialli;{good3};Via Lodi 5;Lodi;XX;26900;;;\n"
+    );
+    let bulk = |partial: bool| {
+        pecd::admin::call_raw(
+            d.admin,
+            &token,
+            "POST",
+            &format!("/tenants/ordine-lodi/bulk?partial={partial}"),
+            "text/csv",
+            &csv,
+        )
+        .unwrap()
+    };
+    let (s, v) = bulk(false);
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["applied"], false);
+    let rejected: Vec<(u64, String)> = v["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["field"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (3, "codice_fiscale".to_string()),
+            (4, "cognome".to_string()),
+            (5, "codice_fiscale".to_string()),
+            (6, "provincia".to_string()),
+        ]
+    );
+    assert!(
+        v["rejected"][2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate of line 2")
+    );
+    let (_, list) = d.api(&token, "GET", "/tenants/ordine-lodi/mailboxes", None);
+    assert!(list.as_array().unwrap().is_empty(), "nothing half-applied");
+    // With the explicit flag the valid rows go in, and the credentials
+    // file lists them.
+    let (s, v) = bulk(true);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["created"].as_array().unwrap().len(), 1);
+    let creds = v["credentials_csv"].as_str().unwrap();
+    // mario.rossi@ is the daemon's demo mailbox: the member is a homonym.
+    assert!(
+        creds.starts_with("indirizzo;password_temporanea\nmario.rossi.2@"),
+        "{creds}"
+    );
+    // A bad header is one clear error.
+    let (s, v) = pecd::admin::call_raw(
+        d.admin,
+        &token,
+        "POST",
+        "/tenants/ordine-lodi/bulk",
+        "text/csv",
+        "nome;cognome;colore\n",
+    )
+    .unwrap();
+    assert_eq!((s, v["field"].as_str()), (400, Some("header")), "{v}");
+}
+
+#[test]
+fn exports_cancellation_rules_transfer_and_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let lodi = new_tenant(&d, "ordine-lodi", "LO");
+    new_tenant(&d, "ordine-milano", "MI");
+    let mut made = Vec::new();
+    for (i, (n, c)) in [
+        ("Anna", "Neri"),
+        ("Bruno", "Blu"),
+        ("Carlo", "Verdi"),
+        ("Dario", "Rosa"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (_, v) = d.api(
+            &lodi,
+            "POST",
+            "/tenants/ordine-lodi/mailboxes",
+            Some(member(n, c, &cf(20 + i as u32))),
+        );
+        made.push(v["address"].as_str().unwrap().to_string());
+    }
+    let path = |a: &str, what: &str| format!("/tenants/ordine-lodi/mailboxes/{a}/{what}");
+    // Cancellation on request needs another PEC address as digital domicile.
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[0], "cancel"),
+        Some(json!({"reason": "request"})),
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("other_pec")), "{v}");
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[0], "cancel"),
+        Some(json!({"reason": "request", "other_pec": "anna@altro-pec.test"})),
+    );
+    assert_eq!((s, v["state"].as_str()), (200, Some("cancelled")), "{v}");
+    let (_, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[1], "cancel"),
+        Some(json!({"reason": "death"})),
+    );
+    assert_eq!(v["state"], "cancelled");
+    let (_, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[2], "cancel"),
+        Some(json!({"reason": "struck-off"})),
+    );
+    assert_eq!(v["state"], "active", "kept until expiry");
+    assert!(v["state_reason"].as_str().unwrap().contains("struck off"));
+    // Plans: add-ons within the plan's limit only.
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[3], "plan"),
+        Some(json!({"plan": "base", "addons": 6})),
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("addons")), "{v}");
+    let (_, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[3], "plan"),
+        Some(json!({"plan": "avanzata", "addons": 3})),
+    );
+    assert_eq!(v["inbox_quota"], json!(10u64 << 30));
+    let (_, p) = d.api(&lodi, "GET", &path(&made[3], "downgrade-plan"), None);
+    assert_eq!(p["to_plan"], "base");
+    assert_eq!(p["addons_dropped"], 3);
+    assert_eq!(p["inbox_quota_after"], json!(1u64 << 30));
+    // Renewal extends from the expiry date.
+    let before = p["expires"].as_str().unwrap().to_string();
+    let (_, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[3], "renew"),
+        Some(json!({"years": 2})),
+    );
+    let after = v["expires"].as_str().unwrap();
+    assert_eq!(&after[4..], &before[4..]);
+    assert_eq!(
+        after[..4].parse::<i32>().unwrap(),
+        before[..4].parse::<i32>().unwrap() + 2
+    );
+    // Transfer: gone from Lodi's view, in Milano's.
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[3], "transfer"),
+        Some(json!({"to": "ordine-milano"})),
+    );
+    assert_eq!(
+        (s, v["tenant"].as_str()),
+        (200, Some("ordine-milano")),
+        "{v}"
+    );
+    let (s, _) = d.api(
+        &lodi,
+        "GET",
+        &format!("/tenants/ordine-lodi/mailboxes/{}", made[3]),
+        None,
+    );
+    assert_eq!(s, 404);
+    // The registry feed: per order (CSV) and national (JSON lines).
+    let (s, csv) = d.api(&lodi, "GET", "/tenants/ordine-lodi/export", None);
+    assert_eq!(s, 200);
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("codice_fiscale;pec;ordine;stato\n"));
+    assert_eq!(csv.lines().count(), 1 + 3, "{csv}");
+    assert!(csv.contains(&format!("{};{};ordine-lodi;cancelled", cf(20), made[0])));
+    let (_, all) = d.api(&d.admin_token(), "GET", "/export?format=json", None);
+    let rows: Vec<Value> = all.as_str().map_or_else(
+        || vec![all.clone()],
+        |t| {
+            t.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        },
+    );
+    assert_eq!(rows.len(), 4);
+    assert!(
+        rows.iter()
+            .any(|r| r["ordine"] == "ordine-milano" && r["pec"] == made[3].as_str())
+    );
+    // The OpenAPI document is served.
+    let (s, v) = d.api("", "GET", "/openapi.json", None);
+    assert_eq!(s, 200);
+    assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+}
