@@ -35,6 +35,34 @@ impl Clock for FixedClock {
     }
 }
 
+/// A clock that moves only when told (tests of expiry and timers that
+/// span months): starts at an instant and then advances with real time
+/// from the last `set`, so queue retries and timeouts still progress.
+#[derive(Debug)]
+pub struct ManualClock {
+    base: std::sync::Mutex<(DateTime<Utc>, std::time::Instant)>,
+}
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        ManualClock {
+            base: std::sync::Mutex::new((at, std::time::Instant::now())),
+        }
+    }
+
+    /// Jump to `at`.
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.base.lock().unwrap_or_else(|e| e.into_inner()) = (at, std::time::Instant::now());
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        let (at, since) = *self.base.lock().unwrap_or_else(|e| e.into_inner());
+        at + chrono::Duration::from_std(since.elapsed()).unwrap_or_default()
+    }
+}
+
 /// One instant, shown in Italian legal time.
 ///
 /// Sub-second precision is dropped: PEC artefacts print whole seconds and the

@@ -1,0 +1,409 @@
+//! The mailbox lifecycle on a real daemon (its listeners and worker run in
+//! this process) driven by a manual clock across two years: each reminder
+//! once, receive-only after expiry, suspension, deletion, re-creation only
+//! for the same codice fiscale, downgrade shown then applied, renewal from
+//! the expiry date.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::certs;
+use common::daemon::{Captured, capture_smtp, free_port, wait_for};
+use pecd::accounts::{self, AccountState, Holder};
+use pecd::app::App;
+use pecd::clock::ManualClock;
+use pecd::tenants::{self, Activation, NewMember, Tenant};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MARIO: &str = "mario.rossi@pec.provider-a.test";
+
+fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 9, 0, 0).unwrap()
+}
+
+struct Provider {
+    app: Arc<App>,
+    clock: Arc<ManualClock>,
+    submission: u16,
+    sink: Captured,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn provider() -> Provider {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink_port, sink) = capture_smtp();
+    let submission = free_port();
+    let c = certs();
+    let toml = format!(
+        r#"data_dir = "{data}"
+hostname = "mx.pec.provider-a.test"
+[provider]
+name = "Provider A S.p.A."
+domain = "pec.provider-a.test"
+local_domains = ["pec.provider-a.test"]
+signing_cert = "{c}/provider-a.pem"
+signing_key = "{c}/provider-a.key"
+digest = "sha1"
+trust_anchors = "{c}/ca.pem"
+provider_index = "{c}/index.ldif"
+[tls]
+cert = "{c}/localhost.pem"
+key = "{c}/localhost.key"
+[listen]
+submission = "127.0.0.1:{submission}"
+inbound = "127.0.0.1:{inbound}"
+[queue]
+retry_initial = "200ms"
+retry_max = "1s"
+[notify]
+smarthost = "127.0.0.1:{sink_port}"
+[[plans]]
+name = "convenzione"
+inbox = "1GB"
+archive = "3GB"
+addon_max_steps = 5
+on_expiry = "downgrade"
+downgrade_to = "convenzione"
+[[plans]]
+name = "avanzata"
+inbox = "7GB"
+archive = "7GB"
+on_expiry = "downgrade"
+downgrade_to = "convenzione"
+[[plans]]
+name = "privato"
+inbox = "1GB"
+on_expiry = "suspend"
+"#,
+        data = dir.path().join("data").display(),
+        c = c.display(),
+        inbound = free_port(),
+    );
+    let cfg = pecd::config::Config::parse(&toml, dir.path()).unwrap();
+    let clock = Arc::new(ManualClock::new(at(2027, 1, 10)));
+    let app = Arc::new(App::open_with_clock(cfg, clock.clone()).unwrap());
+    accounts::add(&app.store, MARIO, "password-mario", clock.now_utc()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    rt.block_on(async {
+        pecd::server::start(app.clone(), rx.clone()).await.unwrap();
+    });
+    rt.spawn(app.clone().worker(Duration::from_millis(200), rx));
+    Provider {
+        app,
+        clock,
+        submission,
+        sink,
+        _rt: rt,
+        _dir: dir,
+        _stop: tx,
+    }
+}
+
+trait Now {
+    fn now_utc(&self) -> DateTime<Utc>;
+}
+impl Now for ManualClock {
+    fn now_utc(&self) -> DateTime<Utc> {
+        pecd::clock::Clock::now(self)
+    }
+}
+
+fn holder(nome: &str, cognome: &str, cf_serial: u32) -> Holder {
+    let first15 = format!("BNCLCU80A{:02}H{:03}", 1 + cf_serial % 28, cf_serial % 1000);
+    let c = pecd::membership::tax_code::check_char(first15.as_bytes());
+    Holder {
+        nome: nome.into(),
+        cognome: cognome.into(),
+        codice_fiscale: format!("{first15}{c}"),
+        indirizzo: "Via Roma 1".into(),
+        comune: "Lodi".into(),
+        provincia: "LO".into(),
+        cap: "26900".into(),
+        reference_email: format!("{}@casa.test", nome.to_lowercase()),
+        ..Default::default()
+    }
+}
+
+fn submit(p: &Provider, user: &str, password: &str, to: &str, subject: &str) -> Result<(), String> {
+    use lettre::Transport;
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let ca = Certificate::from_pem(&std::fs::read(certs().join("ca.pem")).unwrap()).unwrap();
+    let tls = TlsParameters::builder("localhost".into())
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let mailer = lettre::SmtpTransport::builder_dangerous("127.0.0.1")
+        .port(p.submission)
+        .tls(Tls::Required(tls))
+        .credentials(Credentials::new(user.into(), password.into()))
+        .build();
+    let msg = format!(
+        "From: {user}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@client.test>\r\n\r\nTesto.\r\n",
+        subject.replace(' ', "-")
+    );
+    let env =
+        lettre::address::Envelope::new(Some(user.parse().unwrap()), vec![to.parse().unwrap()])
+            .unwrap();
+    mailer
+        .send_raw(&env, msg.as_bytes())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn mailbox(p: &Provider, address: &str) -> Vec<String> {
+    let dir = pecd::maildir::mailbox_path(&p.app.config.data_dir.join("mail"), address).unwrap();
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            out.extend(rd.map(|e| {
+                String::from_utf8_lossy(&std::fs::read(e.unwrap().path()).unwrap()).into_owned()
+            }));
+        }
+    }
+    out
+}
+
+fn reminders_at_sink(p: &Provider, to: &str) -> usize {
+    p.sink
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, d)| r.iter().any(|x| x == to) && d.contains("Subject:"))
+        .count()
+}
+
+#[test]
+fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
+    let p = provider();
+    let now = p.clock.now_utc();
+    let order = Tenant {
+        id: "ordine-lodi".into(),
+        name: "Ordine di Lodi".into(),
+        domain: "pec.provider-a.test".into(),
+        provincia: "LO".into(),
+        activation: Activation::Immediate,
+        secretariat_email: "segreteria@ordine.test".into(),
+        created: now,
+    };
+    tenants::create(&p.app.store, &order, now).unwrap();
+    let new = |h: Holder| NewMember {
+        holder: h,
+        alias: None,
+        plan: Some("privato".into()),
+    };
+    let lucia = tenants::create_member(
+        &p.app.store,
+        &p.app.config,
+        &order,
+        &new(holder("Lucia", "Bianchi", 1)),
+        "test",
+        now,
+    )
+    .unwrap();
+    let addr = lucia.address.clone();
+    assert_eq!(addr, "lucia.bianchi@pec.provider-a.test");
+    let acc = accounts::get(&p.app.store, &addr).unwrap().unwrap();
+    assert_eq!(acc.expires.unwrap().to_string(), "2028-01-10");
+    let home = "lucia@casa.test";
+    let sweep_on = |when: DateTime<Utc>| {
+        p.clock.set(when);
+        p.app.sweep().unwrap()
+    };
+    // Reminders: 90, 30 and 5 days before, each once however often the
+    // sweep runs.
+    assert_eq!(sweep_on(at(2027, 10, 11)), 0);
+    for (when, total) in [
+        (at(2027, 10, 12), 1),
+        (at(2027, 12, 11), 2),
+        (at(2028, 1, 5), 3),
+    ] {
+        assert_eq!(sweep_on(when), 1, "{when}");
+        assert_eq!(
+            sweep_on(when + chrono::Duration::hours(3)),
+            0,
+            "once: {when}"
+        );
+        wait_for("reminder at the smarthost", 20, || {
+            reminders_at_sink(&p, home) == total
+        });
+    }
+    wait_for("reminders in the mailbox", 20, || {
+        mailbox(&p, &addr).len() == 3
+    });
+    assert!(
+        mailbox(&p, &addr)
+            .iter()
+            .all(|m| m.contains("scade il 10/01/2028"))
+    );
+    // Expiry: receive-only.
+    assert_eq!(sweep_on(at(2028, 1, 11)), 1);
+    let acc = accounts::get(&p.app.store, &addr).unwrap().unwrap();
+    assert_eq!(acc.state, AccountState::Expired);
+    assert!(
+        submit(&p, &addr, &lucia.password, MARIO, "Non posso").is_err(),
+        "cannot send"
+    );
+    submit(&p, MARIO, "password-mario", &addr, "Ricevi ancora").unwrap();
+    wait_for("delivery to the expired mailbox", 20, || {
+        mailbox(&p, &addr)
+            .iter()
+            .any(|m| m.contains("Ricevi ancora"))
+    });
+    // 25 days after expiry: the last reminder; after the grace: suspended.
+    assert_eq!(sweep_on(at(2028, 2, 4)), 1);
+    wait_for("the after-expiry reminder", 20, || {
+        reminders_at_sink(&p, home) == 4
+    });
+    assert_eq!(sweep_on(at(2028, 4, 9)), 0);
+    assert_eq!(sweep_on(at(2028, 4, 10)), 1);
+    assert_eq!(
+        accounts::get(&p.app.store, &addr).unwrap().unwrap().state,
+        AccountState::Suspended
+    );
+    let before = mailbox(&p, MARIO).len();
+    submit(&p, MARIO, "password-mario", &addr, "Sospesa").unwrap();
+    wait_for("mancata consegna 5.2.1", 20, || {
+        mailbox(&p, MARIO)
+            .iter()
+            .skip(before)
+            .any(|m| m.contains("5.2.1"))
+    });
+    // Deleted a year after the suspension; the address is kept for the
+    // same codice fiscale only.
+    assert_eq!(sweep_on(at(2029, 4, 10)), 0);
+    assert_eq!(sweep_on(at(2029, 4, 11)), 1);
+    assert!(accounts::get(&p.app.store, &addr).unwrap().is_none());
+    let now = p.clock.now_utc();
+    let other = tenants::create_member(
+        &p.app.store,
+        &p.app.config,
+        &order,
+        &new(holder("Lucia", "Bianchi", 2)),
+        "test",
+        now,
+    )
+    .unwrap();
+    assert_eq!(other.address, "lucia.bianchi.2@pec.provider-a.test");
+    let same = tenants::create_member(
+        &p.app.store,
+        &p.app.config,
+        &order,
+        &new(holder("Lucia", "Bianchi", 1)),
+        "test",
+        now,
+    )
+    .unwrap();
+    assert_eq!(same.address, addr);
+    // Every step is on the legal log.
+    let log = pecd::audit::search(
+        &p.app.store,
+        &pecd::audit::Filter {
+            to: Some(addr.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let details: Vec<String> = log.iter().filter_map(|(_, r)| r.detail.clone()).collect();
+    for want in [
+        "expiry reminder 2028-01-10/90",
+        "Active → Expired",
+        "Expired → Suspended",
+        "deleted after suspension",
+    ] {
+        assert!(
+            details.iter().any(|d| d.contains(want)),
+            "{want}: {details:?}"
+        );
+    }
+}
+
+#[test]
+fn convention_mailboxes_downgrade_at_expiry_and_renewal_counts_from_expiry() {
+    let p = provider();
+    let now = p.clock.now_utc();
+    let order = Tenant {
+        id: "ordine-lodi".into(),
+        name: "Ordine di Lodi".into(),
+        domain: "pec.provider-a.test".into(),
+        provincia: "LO".into(),
+        activation: Activation::Immediate,
+        secretariat_email: String::new(),
+        created: now,
+    };
+    tenants::create(&p.app.store, &order, now).unwrap();
+    let mk = |n: &str, serial: u32| {
+        tenants::create_member(
+            &p.app.store,
+            &p.app.config,
+            &order,
+            &NewMember {
+                holder: holder(n, "Verdi", serial),
+                alias: None,
+                plan: Some("avanzata".into()),
+            },
+            "test",
+            now,
+        )
+        .unwrap()
+        .address
+    };
+    let (anna, bruno) = (mk("Anna", 3), mk("Bruno", 4));
+    for a in [&anna, &bruno] {
+        accounts::update(&p.app.store, a, now, "add-ons", |x| {
+            x.addons = 3;
+            Ok(())
+        })
+        .unwrap();
+    }
+    // Shown before it happens…
+    let acc = accounts::get(&p.app.store, &anna).unwrap().unwrap();
+    let plan = p.app.downgrade_plan(&acc).unwrap();
+    assert_eq!(
+        (
+            plan.from_plan.as_str(),
+            plan.to_plan.as_str(),
+            plan.addons_dropped
+        ),
+        ("avanzata", "convenzione", 3)
+    );
+    assert_eq!(plan.inbox_quota_after, 1 << 30);
+    // …Bruno renews early (from the expiry date, not from today)…
+    p.clock.set(at(2027, 11, 20));
+    let today = pecd::clock::LegalTime::new(p.clock.now_utc()).date();
+    accounts::update(&p.app.store, &bruno, p.clock.now_utc(), "renewed", |x| {
+        pecd::lifecycle::renew(x, 1, today);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        accounts::get(&p.app.store, &bruno)
+            .unwrap()
+            .unwrap()
+            .expires
+            .unwrap()
+            .to_string(),
+        "2029-01-10"
+    );
+    // …and at expiry Anna falls back to the convention plan, add-ons gone,
+    // still active, for a new term.
+    p.clock.set(at(2028, 1, 11));
+    p.app.sweep().unwrap();
+    let a = accounts::get(&p.app.store, &anna).unwrap().unwrap();
+    assert_eq!(
+        (a.plan.as_str(), a.addons, a.state),
+        ("convenzione", 0, AccountState::Active)
+    );
+    assert_eq!(a.expires.unwrap().to_string(), "2029-01-10");
+    let b = accounts::get(&p.app.store, &bruno).unwrap().unwrap();
+    assert_eq!((b.plan.as_str(), b.addons), ("avanzata", 3));
+}
