@@ -442,36 +442,43 @@ pub fn members(store: &Store, tenant: &str, q: Option<&str>) -> Result<Vec<Accou
     Ok(out)
 }
 
-/// Edit the anagrafica; name, surname and codice fiscale are immutable.
+/// Edit the anagrafica: the fields present in `changes` replace the
+/// current ones (an empty string clears an optional field); name, surname
+/// and codice fiscale are immutable.
 pub fn edit_member(
     store: &Store,
     tenant: &str,
     address: &str,
-    new: &Holder,
+    changes: &serde_json::Map<String, serde_json::Value>,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Account, TenantError> {
     let mut acc = member(store, tenant, address)?;
-    let new = normalized(new.clone());
-    for (field, old, given) in [
-        ("nome", &acc.holder.nome, &new.nome),
-        ("cognome", &acc.holder.cognome, &new.cognome),
-        (
-            "codice_fiscale",
-            &acc.holder.codice_fiscale,
-            &new.codice_fiscale,
-        ),
-    ] {
-        if !given.is_empty() && given != old {
-            return Err(TenantError::invalid(field, "cannot be changed"));
+    let mut merged = serde_json::to_value(&acc.holder)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    for (k, v) in changes {
+        if !merged.contains_key(k) {
+            return Err(TenantError::invalid(
+                k.clone(),
+                "not a field of the anagrafica",
+            ));
         }
+        if !v.is_string() {
+            return Err(TenantError::invalid(k.clone(), "must be a string"));
+        }
+        let immutable = ["nome", "cognome", "codice_fiscale"].contains(&k.as_str());
+        let same =
+            merged.get(k).and_then(|x| x.as_str()).map(str::trim) == v.as_str().map(str::trim);
+        if immutable && !same {
+            return Err(TenantError::invalid(k.clone(), "cannot be changed"));
+        }
+        merged.insert(k.clone(), v.clone());
     }
-    let merged = Holder {
-        nome: acc.holder.nome.clone(),
-        cognome: acc.holder.cognome.clone(),
-        codice_fiscale: acc.holder.codice_fiscale.clone(),
-        ..new
-    };
+    let merged: Holder = serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| TenantError::invalid("(body)", e.to_string()))?;
+    let merged = normalized(merged);
     validate(&merged)?;
     acc.holder = merged;
     let mut b = Batch::new();

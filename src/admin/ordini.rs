@@ -300,7 +300,7 @@ async fn member_edit(
     Path((t, a)): Path<(String, String)>,
     body: String,
 ) -> Response {
-    let parsed: Result<crate::accounts::Holder, Response> = parse(&body);
+    let parsed: Result<serde_json::Map<String, serde_json::Value>, Response> = parse(&body);
     let c = match scope(&ctx, &h, &t) {
         Ok(c) => c,
         Err(r) => return r,
