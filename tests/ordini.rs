@@ -458,3 +458,26 @@ fn exports_cancellation_rules_transfer_and_plans() {
     assert_eq!(s, 200);
     assert!(v["openapi"].as_str().unwrap().starts_with("3."));
 }
+
+#[test]
+fn the_openapi_document_covers_every_route() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::root().join("docs/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let mut routes = 0;
+    for f in ["src/admin/mod.rs", "src/admin/ordini.rs"] {
+        let src = std::fs::read_to_string(common::root().join(f)).unwrap();
+        for piece in src.split(".route(").skip(1) {
+            let piece = piece.trim_start().trim_start_matches('"');
+            let path = &piece[..piece.find('"').unwrap()];
+            assert!(
+                paths.contains_key(path),
+                "{path} is not in docs/openapi.json"
+            );
+            routes += 1;
+        }
+    }
+    assert!(routes >= 20);
+}
