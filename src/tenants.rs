@@ -635,6 +635,99 @@ pub fn delete_account(b: &mut Batch, acc: &Account) {
 }
 
 // --------------------------------------------------------------------------
+// Holders' requests (add-ons, upgrade), for the order to fulfil
+
+/// What a holder asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// More inbox space: `steps` add-on steps of the current plan.
+    Addon { steps: u32 },
+    /// The Avanzata plan (or another plan by name).
+    Upgrade { plan: String },
+}
+
+/// A filed request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Filed {
+    pub address: String,
+    pub tenant: String,
+    pub request: Request,
+    pub time: DateTime<Utc>,
+}
+
+/// Record a holder's request (checked against the plans) and log it.
+pub fn file_request(
+    store: &Store,
+    config: &Config,
+    acc: &Account,
+    req: &Request,
+    now: DateTime<Utc>,
+) -> Result<Filed, TenantError> {
+    let plan = if acc.plan.is_empty() {
+        config.plans.first()
+    } else {
+        config.plan(&acc.plan)
+    };
+    match req {
+        Request::Addon { steps } => {
+            let max = plan.and_then(|p| p.addon_max_steps);
+            if *steps == 0 || max.is_some_and(|m| acc.addons + steps > m) {
+                return Err(TenantError::invalid(
+                    "steps",
+                    format!(
+                        "between 1 and {} more add-on steps on this plan",
+                        max.map_or(u32::MAX, |m| m.saturating_sub(acc.addons))
+                    ),
+                ));
+            }
+        }
+        Request::Upgrade { plan: p } => {
+            if config.plan(p).is_none() {
+                return Err(TenantError::invalid("plan", format!("{p:?} is not a plan")));
+            }
+        }
+    }
+    let filed = Filed {
+        address: acc.address.clone(),
+        tenant: acc.tenant.clone(),
+        request: req.clone(),
+        time: now,
+    };
+    let mut b = Batch::new();
+    b.put(
+        Table::Tenants,
+        format!(
+            "request/{}/{}/{}",
+            acc.tenant,
+            now.format("%Y%m%dT%H%M%S%.6f"),
+            acc.address
+        )
+        .into_bytes(),
+        serde_json::to_vec(&filed).unwrap_or_default(),
+    );
+    log(
+        &mut b,
+        now,
+        &acc.address,
+        Some(&acc.address),
+        format!("holder request: {req:?}"),
+    );
+    store.commit(b)?;
+    Ok(filed)
+}
+
+/// An order's pending requests, oldest first.
+pub fn requests(store: &Store, tenant: &str) -> Result<Vec<Filed>, TenantError> {
+    let prefix = format!("request/{tenant}/");
+    Ok(store
+        .scan_prefix(Table::Tenants, prefix.as_bytes(), usize::MAX)?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect())
+}
+
+// --------------------------------------------------------------------------
 // Bulk load
 
 /// One rejected row of a bulk load: 1-based line of the file (the header

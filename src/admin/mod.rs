@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
+mod holder;
 mod ordini;
 
 #[derive(Clone)]
@@ -243,6 +244,7 @@ pub async fn serve(
         .route("/log/verify", get(log_verify))
         .route("/log/search", get(log_search))
         .merge(ordini::routes())
+        .merge(holder::routes())
         .with_state(ctx);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -277,8 +279,14 @@ pub fn call_raw(
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .map_err(|e| format!("admin endpoint {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    // A token, or a ready `Basic …` credential (the holder's endpoints).
+    let auth = if token.starts_with("Basic ") {
+        token.to_string()
+    } else {
+        format!("Bearer {token}")
+    };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;

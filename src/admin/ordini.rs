@@ -89,6 +89,11 @@ fn scope(ctx: &Ctx, h: &HeaderMap, tenant: &str) -> Result<Caller, Response> {
     }
 }
 
+/// [`scope`] for the other admin modules.
+pub(super) fn scope_for(ctx: &Ctx, h: &HeaderMap, tenant: &str) -> Result<(), Response> {
+    scope(ctx, h, tenant).map(|_| ())
+}
+
 fn national(ctx: &Ctx, h: &HeaderMap) -> Result<(), Response> {
     match caller(ctx, h)? {
         Caller::National => Ok(()),
@@ -124,7 +129,7 @@ fn fail(e: TenantError) -> Response {
 }
 
 /// The mailbox view the API returns (never the password hash).
-fn view(ctx: &Ctx, a: &crate::accounts::Account) -> serde_json::Value {
+pub(super) fn view(ctx: &Ctx, a: &crate::accounts::Account) -> serde_json::Value {
     let plan = ctx.app.plan_of(a);
     json!({
         "address": a.address,

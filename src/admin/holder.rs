@@ -1,0 +1,248 @@
+//! The holder's self-service on the admin API, authenticated with the
+//! mailbox's own credentials (HTTP Basic: address and password): view the
+//! data, first access (confirm the anagrafica, accept the contract, set a
+//! new password), change password and reference e-mail, request an add-on
+//! or the Avanzata upgrade (recorded for the order to fulfil).
+//! Must not touch: other mailboxes; the order's operations.
+
+// Guards return the finished HTTP response as their error.
+#![allow(clippy::result_large_err)]
+
+use super::{Ctx, error};
+use crate::accounts::{self, Account, AccountState};
+use crate::tenants::{self, TenantError};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+
+fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
+    let denied = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "mailbox address and password (HTTP Basic) required",
+        )
+    };
+    let raw = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(denied)?;
+    let (user, password) = raw.split_once(':').ok_or_else(denied)?;
+    let acc = tokio::task::block_in_place(|| accounts::get(&ctx.app.store, user))
+        .ok()
+        .flatten()
+        .filter(|a| !matches!(a.state, AccountState::Cancelled | AccountState::Suspended))
+        .ok_or_else(denied)?;
+    let ok = tokio::task::block_in_place(|| accounts::check_password(&acc.password_hash, password));
+    if ok { Ok(acc) } else { Err(denied()) }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Response> {
+    serde_json::from_str(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "invalid", "field": field, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn me_view(ctx: &Ctx, a: &Account) -> serde_json::Value {
+    super::ordini::view(ctx, a)
+}
+
+async fn me(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    match holder(&ctx, &h) {
+        Ok(a) => Json(me_view(&ctx, &a)).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirstAccess {
+    accept_contract: bool,
+    new_password: String,
+}
+
+async fn first_access(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
+    let acc = match holder(&ctx, &h) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let f: FirstAccess = match parse(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if acc.state != AccountState::PendingActivation {
+        return error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the mailbox is not waiting for its first access",
+        );
+    }
+    if !f.accept_contract {
+        return invalid("accept_contract", "the contract must be accepted");
+    }
+    let hash = match accounts::hash_password(&f.new_password) {
+        Ok(h) => h,
+        Err(e) => return invalid("new_password", e.to_string()),
+    };
+    let now = ctx.app.clock.now();
+    let r = tokio::task::block_in_place(|| {
+        accounts::update(
+            &ctx.app.store,
+            &acc.address,
+            now,
+            "first access: anagrafica confirmed, contract accepted, password set",
+            |a| {
+                a.password_hash = hash;
+                a.state = AccountState::Active;
+                a.state_since = Some(now);
+                a.state_reason = "first access".into();
+                Ok(())
+            },
+        )
+    });
+    match r {
+        Ok(a) => Json(me_view(&ctx, &a)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    new_password: String,
+}
+
+async fn password(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
+    let acc = match holder(&ctx, &h) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let p: NewPassword = match parse(&body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let hash = match accounts::hash_password(&p.new_password) {
+        Ok(h) => h,
+        Err(e) => return invalid("new_password", e.to_string()),
+    };
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| {
+        accounts::update(
+            &ctx.app.store,
+            &acc.address,
+            now,
+            "password changed by the holder",
+            |a| {
+                a.password_hash = hash;
+                Ok(())
+            },
+        )
+    }) {
+        Ok(_) => Json(json!({"address": acc.address})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewReference {
+    reference_email: String,
+}
+
+async fn reference(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
+    let acc = match holder(&ctx, &h) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let r: NewReference = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let email = match accounts::normalize(&r.reference_email) {
+        Ok(e) => e,
+        Err(_) => return invalid("reference_email", "not an e-mail address"),
+    };
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| {
+        accounts::update(
+            &ctx.app.store,
+            &acc.address,
+            now,
+            &format!("reference e-mail changed by the holder to {email}"),
+            |a| {
+                a.holder.reference_email = email.clone();
+                Ok(())
+            },
+        )
+    }) {
+        Ok(a) => Json(me_view(&ctx, &a)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn request(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
+    let acc = match holder(&ctx, &h) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let req: tenants::Request = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| {
+        tenants::file_request(&ctx.app.store, &ctx.app.config, &acc, &req, now)
+    }) {
+        Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: TenantError) -> Response {
+    let status = match e.code() {
+        "invalid" => StatusCode::BAD_REQUEST,
+        "not_found" => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut body = json!({"error": e.code(), "message": e.to_string()});
+    if let Some(f) = e.field() {
+        body["field"] = f.into();
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The order's view of its members' requests.
+async fn requests(State(ctx): State<Ctx>, h: HeaderMap, Path(t): Path<String>) -> Response {
+    if let Err(r) = super::ordini::scope_for(&ctx, &h, &t) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| tenants::requests(&ctx.app.store, &t)) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) fn routes() -> Router<Ctx> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/me/first-access", post(first_access))
+        .route("/me/password", post(password))
+        .route("/me/reference-email", post(reference))
+        .route("/me/requests", post(request))
+        .route("/tenants/{t}/requests", get(requests))
+}
