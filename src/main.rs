@@ -40,6 +40,18 @@ enum Command {
         #[command(subcommand)]
         action: MailboxAction,
     },
+    /// Call the running daemon's admin API (listen.admin) as the national
+    /// administrator, or as an order with --token: tenants, members, bulk
+    /// loads, exports (the API is described in docs/openapi.json).
+    Admin {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// An order's API token instead of the national admin token.
+        #[arg(long, env = "PECD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Codice fiscale: `pecd cf check CODE` validates one and names what is
     /// wrong (exit 0 valid, 1 not valid).
     Cf {
@@ -126,6 +138,40 @@ enum MailboxAction {
 }
 
 #[derive(Subcommand)]
+enum AdminAction {
+    /// Any API call: `pecd admin call GET /tenants`, `pecd admin call POST
+    /// /tenants --body '{"id": …}'`. Prints the JSON (or text) reply.
+    Call {
+        method: String,
+        path: String,
+        /// JSON body (`@FILE` reads it from a file).
+        #[arg(long)]
+        body: Option<String>,
+    },
+    /// Load an order's members from the anagrafica CSV. Nothing is applied
+    /// if a row is wrong (each error names its line and field), unless
+    /// --partial. Writes the credentials file the order distributes.
+    Bulk {
+        #[arg(long)]
+        tenant: String,
+        file: PathBuf,
+        #[arg(long)]
+        partial: bool,
+        /// Where to write the credentials (address;one-time password).
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
+    },
+    /// The INI-PEC / ReGIndE feed: one order's or (national) all, to stdout.
+    Export {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// csv (default) or json (JSON lines).
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum CfAction {
     /// Validate a codice fiscale; prints its birth date, sex and
     /// municipality code when valid.
@@ -196,6 +242,101 @@ fn target(path: &std::path::Path) -> Result<Target, String> {
     }
 }
 
+fn admin_command(
+    config: &std::path::Path,
+    token: Option<String>,
+    action: AdminAction,
+) -> Result<ExitCode, String> {
+    let cfg = load_config(config)?;
+    let addr = cfg
+        .listen
+        .admin
+        .ok_or("listen.admin is not configured: the daemon has no admin API")?;
+    let token = match token {
+        Some(t) => t,
+        None => std::fs::read_to_string(cfg.data_dir.join("admin.token"))
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("admin token (is the daemon running?): {e}"))?,
+    };
+    let seg = pecd::admin::path_segment;
+    let (status, reply) = match action {
+        AdminAction::Call { method, path, body } => {
+            let body = match body.as_deref() {
+                None => String::new(),
+                Some(b) => match b.strip_prefix('@') {
+                    Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
+                    None => b.to_string(),
+                },
+            };
+            pecd::admin::call_raw(
+                addr,
+                &token,
+                &method.to_ascii_uppercase(),
+                &path,
+                "application/json",
+                &body,
+            )?
+        }
+        AdminAction::Bulk {
+            tenant,
+            file,
+            partial,
+            credentials,
+        } => {
+            let csv =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let (status, v) = pecd::admin::call_raw(
+                addr,
+                &token,
+                "POST",
+                &format!("/tenants/{}/bulk?partial={partial}", seg(&tenant)),
+                "text/csv",
+                &csv,
+            )?;
+            for r in v["rejected"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "{}:{}: {}: {}",
+                    file.display(),
+                    r["line"],
+                    r["field"].as_str().unwrap_or(""),
+                    r["message"].as_str().unwrap_or("")
+                );
+            }
+            if v["applied"] == true {
+                let n = v["created"].as_array().map_or(0, |c| c.len());
+                println!("{n} mailboxes created");
+                if let (Some(path), Some(text)) = (credentials, v["credentials_csv"].as_str()) {
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                    println!("credentials written to {}", path.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if status == 422 {
+                eprintln!("nothing applied (use --partial to apply the valid rows)");
+                return Ok(ExitCode::from(1));
+            }
+            (status, v)
+        }
+        AdminAction::Export { tenant, format } => {
+            let path = match &tenant {
+                Some(t) => format!("/tenants/{}/export?format={}", seg(t), seg(&format)),
+                None => format!("/export?format={}", seg(&format)),
+            };
+            pecd::admin::call_raw(addr, &token, "GET", &path, "application/json", "")?
+        }
+    };
+    match &reply {
+        serde_json::Value::String(text) => print!("{text}"),
+        serde_json::Value::Null => {}
+        v => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+    }
+    Ok(if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn admin(
     addr: std::net::SocketAddr,
     token: &str,
@@ -238,6 +379,17 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(msg) => {
                 eprintln!("pecd mailbox: {msg}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Admin {
+            config,
+            token,
+            action,
+        } => match admin_command(&config, token, action) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("pecd admin: {msg}");
                 ExitCode::from(1)
             }
         },

@@ -648,3 +648,106 @@ fn a_holder_completes_the_first_access_and_serves_itself() {
     d.submit(&addr, "ancora-una-nuova", &addr, &[&addr], format!("From: {addr}\r\nTo: {addr}\r\nSubject: prima\r\nMessage-ID: <prima@x.test>\r\n\r\nciao\r\n").as_bytes())
         .unwrap();
 }
+
+#[test]
+fn the_cli_drives_the_api_and_names_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let run = |args: &[&str]| {
+        let out = common::pecd()
+            .arg("admin")
+            .arg("--config")
+            .arg(&d.cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&[
+        "call",
+        "post",
+        "/tenants",
+        "--body",
+        &json!({"id": "ordine-lodi", "name": "Ordine", "domain": DOMAIN, "provincia": "LO"})
+            .to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"token\""));
+    let csv = dir.path().join("iscritti.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "nome,cognome,codice_fiscale,indirizzo,comune,provincia,cap\n\
+             Sara,Galli,{},Via Roma 1,Lodi,LO,26900\n\
+             Ugo,Mori,XXXXXX00X00X000X,Via Roma 2,Lodi,LO,269\n",
+            cf(60)
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["bulk", "--tenant", "ordine-lodi", csv.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("iscritti.csv:3: codice_fiscale:"), "{err}");
+    assert!(err.contains("nothing applied"), "{err}");
+    let creds = dir.path().join("credenziali.csv");
+    let (code, out, err) = run(&[
+        "bulk",
+        "--tenant",
+        "ordine-lodi",
+        csv.to_str().unwrap(),
+        "--partial",
+        "--credentials",
+        creds.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 mailboxes created"));
+    assert!(
+        std::fs::read_to_string(&creds)
+            .unwrap()
+            .contains("sara.galli@")
+    );
+    let (code, out, _) = run(&["export", "--tenant", "ordine-lodi"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        format!(
+            "codice_fiscale;pec;ordine;stato\n{};sara.galli@{DOMAIN};ordine-lodi;active\n",
+            cf(60)
+        )
+    );
+    let (code, _, err) = run(&["call", "GET", "/tenants/nessuno/mailboxes/x@y.it"]);
+    assert_eq!(code, 1, "{err}");
+    // The pure helpers need no daemon.
+    let out = common::pecd()
+        .args([
+            "mailbox",
+            "derive-address",
+            "--nome",
+            "Nicolò",
+            "--cognome",
+            "D'Amico",
+            "--domain",
+            DOMAIN,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("nicolo.damico@{DOMAIN}")
+    );
+    let out = common::pecd()
+        .args(["cf", "check", "RSSMRA85T10A562X"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the code's characters give 'S'"));
+    let out = common::pecd()
+        .args(["cf", "check", "rssmra85t10a562s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("born 10/12/85, M, municipality A562"));
+}
