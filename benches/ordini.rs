@@ -68,6 +68,8 @@ fn main() {
                 reminders: Vec::new(),
                 state_since: Some(created),
                 state_reason: "created".into(),
+                archive_full_warned: false,
+                archive_warned_at: None,
             };
             pecd::accounts::put(&mut b, &acc);
             b.put(

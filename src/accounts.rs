@@ -116,6 +116,12 @@ pub struct Account {
     /// Why the state last changed (cancellation reason, block, …).
     #[serde(default)]
     pub state_reason: String,
+    /// The archive-full warning went out (reset when copies fit again).
+    #[serde(default)]
+    pub archive_full_warned: bool,
+    /// When that warning last went out.
+    #[serde(default)]
+    pub archive_warned_at: Option<DateTime<Utc>>,
 }
 
 /// Errors of account operations, each with a message for the CLI.
@@ -215,6 +221,8 @@ pub fn add(
         reminders: Vec::new(),
         state_since: Some(now),
         state_reason: String::new(),
+        archive_full_warned: false,
+        archive_warned_at: None,
     };
     let mut b = Batch::new();
     b.put(
@@ -282,6 +290,31 @@ pub fn authenticate(
         .filter(|a| a.state.can_send() && check_password(&a.password_hash, password)))
 }
 
+/// Run `f` holding the lock of `address`: every read-modify-write of an
+/// account record in this process (deliveries, the admin API, the sweep)
+/// takes it, so no change is lost to a concurrent one. The store itself is
+/// one process's (an embedded engine), so a process-wide lock suffices.
+pub fn with_lock<T>(address: &str, f: impl FnOnce() -> T) -> T {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let lock = {
+        let mut map = LOCKS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            // Forget idle locks (held by no one but the map).
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        map.entry(address.trim().to_lowercase())
+            .or_default()
+            .clone()
+    };
+    let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// Change an account with `f` and log `what`, in one commit.
 pub fn update(
     store: &Store,
@@ -290,13 +323,15 @@ pub fn update(
     what: &str,
     f: impl FnOnce(&mut Account) -> Result<(), AccountError>,
 ) -> Result<Account, AccountError> {
-    let mut acc = get(store, address)?.ok_or_else(|| AccountError::NotFound(address.into()))?;
-    f(&mut acc)?;
-    let mut b = Batch::new();
-    put(&mut b, &acc);
-    log(&mut b, now, &acc.address, what);
-    store.commit(b)?;
-    Ok(acc)
+    with_lock(address, || {
+        let mut acc = get(store, address)?.ok_or_else(|| AccountError::NotFound(address.into()))?;
+        f(&mut acc)?;
+        let mut b = Batch::new();
+        put(&mut b, &acc);
+        log(&mut b, now, &acc.address, what);
+        store.commit(b)?;
+        Ok(acc)
+    })
 }
 
 /// Put an account record into a batch (the caller logs the change).

@@ -61,6 +61,9 @@ const LOCAL_CONCURRENCY: usize = 16;
 /// until its timeouts, and never holds up local work).
 const RELAY_CONCURRENCY: usize = 32;
 
+/// The Maildir++ folder of the archive copies.
+const ARCHIVE_FOLDER: &str = ".Archivio";
+
 /// How often unreferenced spool blobs are collected.
 const SPOOL_GC_EVERY: Duration = Duration::from_secs(600);
 
@@ -469,6 +472,23 @@ impl App {
                 self.to_mailbox(&mut b, &acceptance, &c.sender, Some(&pec_id), now)?;
                 let rcpts: Vec<String> = c.recipients.iter().map(|r| r.address.clone()).collect();
                 self.route(&mut b, &envelope, &c.sender, &rcpts, Some(&pec_id), now)?;
+                // The sender's archive keeps what it sent.
+                if self.config.delivery.lmtp.is_none() {
+                    let blob = self
+                        .spool
+                        .put(&envelope)
+                        .map_err(|e| format!("spool: {e}"))?;
+                    Item::new(
+                        self.new_id(time),
+                        Work::Archive {
+                            mailbox: c.sender.to_lowercase(),
+                        },
+                        blob,
+                        now,
+                        Some(pec_id.clone()),
+                    )
+                    .put(&mut b);
+                }
                 // Timers only for certified recipients (RT §8.1 [INF]).
                 for r in c
                     .recipients
@@ -821,6 +841,19 @@ impl App {
             .spool
             .get(&item.blob)
             .map_err(|e| format!("spool {}: {e}", item.blob))?;
+        accounts::with_lock(mailbox, || {
+            self.store_locally(item, mailbox, receipt_to, &data)
+        })
+    }
+
+    /// [`App::process_local`] under the mailbox's lock.
+    fn store_locally(
+        &self,
+        item: &Item,
+        mailbox: &str,
+        receipt_to: Option<&str>,
+        data: &[u8],
+    ) -> Result<(), String> {
         let stored: Result<(), DeliveryFailure> = match self.config.delivery.lmtp {
             Some(addr) => {
                 let out =
@@ -829,7 +862,7 @@ impl App {
                         &self.config.hostname,
                         &self.service_address(),
                         mailbox,
-                        &data,
+                        data,
                         Duration::from_secs(60),
                     ));
                 match out {
@@ -858,7 +891,7 @@ impl App {
                 } else if receipt_to.is_some() && !self.fits(&md, mailbox, data.len())? {
                     Err(DeliveryFailure::MailboxFull)
                 } else {
-                    md.deliver_once(&item.id, &data, interrupted)
+                    md.deliver_once(&item.id, data, interrupted)
                         .map_err(|e| e.to_string())?;
                     self.note_usage(&md, mailbox, data.len() as u64);
                     Ok(())
@@ -867,12 +900,12 @@ impl App {
         };
         let mut b = Batch::new();
         item.remove(&mut b);
-        if receipt_to.is_some() && stored.is_ok() && self.config.delivery.lmtp.is_none() {
-            self.quota_warnings(&mut b, mailbox)?;
+        if stored.is_ok() {
+            self.after_storage(&mut b, mailbox, item, data, receipt_to.is_some())?;
         }
         match (receipt_to, stored) {
             (Some(sender), stored) => {
-                self.delivery_outcome(&mut b, &data, mailbox, sender, stored)?
+                self.delivery_outcome(&mut b, data, mailbox, sender, stored)?
             }
             (None, Err(failure)) => {
                 // A notice (accettazione, receipt, anomalia) the mailbox
@@ -909,77 +942,90 @@ impl App {
     /// and logged, a few hundred accounts per commit. Safe to run at any
     /// time and as often as wanted: each action happens once.
     pub fn sweep(&self) -> Result<usize, String> {
-        use crate::lifecycle::{self, Action};
         let now = self.clock.now();
         let today = LegalTime::new(now).date();
-        let mut b = Batch::new();
-        let (mut acted, mut pending) = (0, 0);
+        let mut acted = 0;
         for entry in self.store.entries(Table::Mailboxes) {
             let (_, v) = entry.map_err(|e| e.to_string())?;
-            let Ok(mut acc) = serde_json::from_slice::<accounts::Account>(&v) else {
+            let Ok(acc) = serde_json::from_slice::<accounts::Account>(&v) else {
                 continue; // reported by `mailbox list`; never stops the sweep
             };
-            let Some(plan) = self.plan_of(&acc) else {
-                continue;
+            // Most accounts have nothing due: decided without the lock;
+            // the few that do are re-read and changed under it.
+            let due = self.plan_of(&acc).is_some_and(|p| {
+                !crate::lifecycle::due(&acc, p, &self.config.lifecycle, today).is_empty()
+            });
+            if due {
+                acted +=
+                    accounts::with_lock(&acc.address, || self.sweep_one(&acc.address, today, now))?;
+            }
+        }
+        Ok(acted)
+    }
+
+    /// The due lifecycle actions of one account, applied in one commit.
+    fn sweep_one(
+        &self,
+        address: &str,
+        today: chrono::NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<usize, String> {
+        use crate::lifecycle::{self, Action};
+        let Some(mut acc) = accounts::get(&self.store, address).map_err(|e| e.to_string())? else {
+            return Ok(0);
+        };
+        let Some(plan) = self.plan_of(&acc) else {
+            return Ok(0);
+        };
+        let actions = lifecycle::due(&acc, plan, &self.config.lifecycle, today);
+        let mut b = Batch::new();
+        let acted = actions.len();
+        let at_expiry = match plan.on_expiry {
+            crate::config::OnExpiry::Downgrade => "downgrade",
+            crate::config::OnExpiry::Suspend => "suspend",
+        };
+        let mut deleted = false;
+        for a in actions {
+            let what = match a {
+                Action::Remind { key, days, expires } => {
+                    let n = crate::notices::expiry_reminder(&acc.address, expires, days, at_expiry);
+                    self.send_notice(&mut b, &n, &acc, now)?;
+                    acc.reminders.push(key.clone());
+                    format!("expiry reminder {key} sent")
+                }
+                Action::Downgrade { to, new_expiry } => {
+                    let what = format!(
+                        "expired on {}: plan {} + {} add-ons → {to}, new expiry {new_expiry}",
+                        acc.expires.map(|d| d.to_string()).unwrap_or_default(),
+                        plan.name,
+                        acc.addons
+                    );
+                    acc.plan = to;
+                    acc.addons = 0;
+                    acc.expires = Some(new_expiry);
+                    acc.reminders.clear();
+                    what
+                }
+                Action::Become { state, reason } => {
+                    let what = format!("state {:?} → {state:?}: {reason}", acc.state);
+                    acc.state = state;
+                    acc.state_since = Some(now);
+                    acc.state_reason = reason;
+                    what
+                }
+                Action::Delete => {
+                    crate::tenants::delete_account(&mut b, &acc);
+                    deleted = true;
+                    "deleted after suspension (tombstone kept)".to_string()
+                }
             };
-            let actions = lifecycle::due(&acc, plan, &self.config.lifecycle, today);
-            if actions.is_empty() {
-                continue;
-            }
-            let at_expiry = match plan.on_expiry {
-                crate::config::OnExpiry::Downgrade => "downgrade",
-                crate::config::OnExpiry::Suspend => "suspend",
-            };
-            let mut deleted = false;
-            for a in actions {
-                acted += 1;
-                let what = match a {
-                    Action::Remind { key, days, expires } => {
-                        let n =
-                            crate::notices::expiry_reminder(&acc.address, expires, days, at_expiry);
-                        self.send_notice(&mut b, &n, &acc, now)?;
-                        acc.reminders.push(key.clone());
-                        format!("expiry reminder {key} sent")
-                    }
-                    Action::Downgrade { to, new_expiry } => {
-                        let what = format!(
-                            "expired on {}: plan {} + {} add-ons → {to}, new expiry {new_expiry}",
-                            acc.expires.map(|d| d.to_string()).unwrap_or_default(),
-                            plan.name,
-                            acc.addons
-                        );
-                        acc.plan = to;
-                        acc.addons = 0;
-                        acc.expires = Some(new_expiry);
-                        acc.reminders.clear();
-                        what
-                    }
-                    Action::Become { state, reason } => {
-                        let what = format!("state {:?} → {state:?}: {reason}", acc.state);
-                        acc.state = state;
-                        acc.state_since = Some(now);
-                        acc.state_reason = reason;
-                        what
-                    }
-                    Action::Delete => {
-                        crate::tenants::delete_account(&mut b, &acc);
-                        deleted = true;
-                        "deleted after suspension (tombstone kept)".to_string()
-                    }
-                };
-                let mut r = LogRecord::new(now, Event::Mailbox);
-                r.recipients = vec![acc.address.clone()];
-                r.detail = Some(what);
-                r.append_to(&mut b);
-            }
-            if !deleted {
-                accounts::put(&mut b, &acc);
-            }
-            pending += 1;
-            if pending >= 500 {
-                self.commit(std::mem::take(&mut b))?;
-                pending = 0;
-            }
+            let mut r = LogRecord::new(now, Event::Mailbox);
+            r.recipients = vec![acc.address.clone()];
+            r.detail = Some(what);
+            r.append_to(&mut b);
+        }
+        if !deleted {
+            accounts::put(&mut b, &acc);
         }
         self.commit(b)?;
         Ok(acted)
@@ -1053,12 +1099,12 @@ impl App {
 
     /// 70 % and 90 % of the inbox quota: warned once per crossing, into the
     /// mailbox and to the holder's reference address (via `notify`).
-    fn quota_warnings(&self, b: &mut Batch, mailbox: &str) -> Result<(), String> {
-        let Some(mut acc) = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())? else {
-            return Ok(());
-        };
-        let Some(quota) = self.quota(&acc).filter(|q| *q > 0) else {
-            return Ok(());
+    /// Returns whether `acc` changed (the caller stores it).
+    fn quota_warnings(&self, b: &mut Batch, acc: &mut accounts::Account) -> Result<bool, String> {
+        let mailbox = acc.address.clone();
+        let mailbox = mailbox.as_str();
+        let Some(quota) = self.quota(acc).filter(|q| *q > 0) else {
+            return Ok(false);
         };
         let dir =
             mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
@@ -1071,20 +1117,19 @@ impl App {
             _ => 0,
         };
         if level == acc.quota_warned {
-            return Ok(());
+            return Ok(false);
         }
         let now = self.clock.now();
         if level > acc.quota_warned {
             let n = crate::notices::quota_warning(mailbox, level, used, quota);
-            self.send_notice(b, &n, &acc, now)?;
+            self.send_notice(b, &n, acc, now)?;
             let mut r = LogRecord::new(now, Event::Mailbox);
             r.recipients = vec![mailbox.to_string()];
             r.detail = Some(format!("quota warning {level}% ({used} of {quota} bytes)"));
             r.append_to(b);
         }
         acc.quota_warned = level;
-        accounts::put(b, &acc);
-        Ok(())
+        Ok(true)
     }
 
     /// A provider notice into the holder's PEC mailbox and, through the
@@ -1097,19 +1142,35 @@ impl App {
         now: DateTime<Utc>,
     ) -> Result<(), String> {
         let time = LegalTime::new(now);
-        let from = self
-            .config
+        let from = self.notice_sender();
+        let into_box = crate::notices::message(n, &from, &acc.address, time, &self.new_id(time));
+        self.to_mailbox(b, &into_box, &acc.address, None, now)?;
+        self.relay_notice(b, n, &acc.holder.reference_email, now)
+    }
+
+    fn notice_sender(&self) -> String {
+        self.config
             .notify
             .from
             .clone()
-            .unwrap_or_else(|| format!("noreply@{}", self.provider.domain));
-        let into_box = crate::notices::message(n, &from, &acc.address, time, &self.new_id(time));
-        self.to_mailbox(b, &into_box, &acc.address, None, now)?;
-        let to = &acc.holder.reference_email;
+            .unwrap_or_else(|| format!("noreply@{}", self.provider.domain))
+    }
+
+    /// A provider notice as ordinary mail to `to` through the smarthost
+    /// (nothing without a smarthost or an address).
+    fn relay_notice(
+        &self,
+        b: &mut Batch,
+        n: &crate::notices::Notice,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
         let (Some(via), Some((_, domain))) = (self.config.notify.smarthost, to.rsplit_once('@'))
         else {
             return Ok(());
         };
+        let time = LegalTime::new(now);
+        let from = self.notice_sender();
         let data = crate::notices::message(n, &from, to, time, &self.new_id(time));
         let blob = self.spool.put(&data).map_err(|e| format!("spool: {e}"))?;
         Item::new(
@@ -1125,6 +1186,133 @@ impl App {
             None,
         )
         .put(b);
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------
+    // Archive: a copy of every message a mailbox sends or receives
+
+    /// Copy `data` into the mailbox's archive folder (`.Archivio`, a
+    /// Maildir++ folder an IMAP client shows), within the plan's archive
+    /// space. When it is full, `lifecycle.archive_policy` decides: `stop`
+    /// (no new copies) or `rotate-oldest` (the oldest copies go); either
+    /// way the holder and the order are warned, once per filling.
+    /// Returns whether `acc` changed (the caller stores it).
+    fn archive_copy(
+        &self,
+        b: &mut Batch,
+        acc: &mut accounts::Account,
+        id: &str,
+        data: &[u8],
+        interrupted: bool,
+    ) -> Result<bool, String> {
+        let mailbox = acc.address.clone();
+        let mailbox = mailbox.as_str();
+        let quota = self.plan_of(acc).map_or(0, |p| p.archive.0);
+        if quota == 0 {
+            return Ok(false);
+        }
+        let root =
+            mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
+        let md = Maildir::open_folder(&root, ARCHIVE_FOLDER).map_err(|e| e.to_string())?;
+        if md
+            .find(id, data.len(), interrupted)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let key = format!("{mailbox}#archive");
+        let size = data.len() as u64;
+        let mut used = self.usage(&md, &key)?;
+        let mut full = used + size > quota;
+        let mut rotated = 0;
+        if full
+            && self.config.lifecycle.archive_policy == crate::config::ArchivePolicy::RotateOldest
+        {
+            for (path, len) in md.oldest_first().map_err(|e| e.to_string())? {
+                if used + size <= quota {
+                    break;
+                }
+                if std::fs::remove_file(&path).is_ok() {
+                    used = used.saturating_sub(len);
+                    rotated += 1;
+                }
+            }
+            self.lock_usage().remove(&key);
+            full = used + size > quota;
+        }
+        let now = self.clock.now();
+        if rotated > 0 {
+            let mut r = LogRecord::new(now, Event::Mailbox);
+            r.recipients = vec![mailbox.to_string()];
+            r.detail = Some(format!("archive full: {rotated} oldest copies removed"));
+            r.append_to(b);
+        }
+        if !full {
+            md.deliver_once(id, data, interrupted)
+                .map_err(|e| e.to_string())?;
+            self.note_usage(&md, &key, size);
+        }
+        let policy = self.config.lifecycle.archive_policy;
+        // `stop`: once per filling. `rotate-oldest` stays full by design:
+        // once, then again at most weekly while it keeps rotating.
+        let stale = acc
+            .archive_warned_at
+            .is_none_or(|t| now - t > chrono::Duration::days(7));
+        let rotating = policy == crate::config::ArchivePolicy::RotateOldest;
+        let warn = (full || rotated > 0) && (!acc.archive_full_warned || (rotating && stale));
+        if warn {
+            let n = crate::notices::archive_full(mailbox, quota, policy.name());
+            self.send_notice(b, &n, acc, now)?;
+            if let Ok(Some(t)) = crate::tenants::get(&self.store, &acc.tenant) {
+                self.relay_notice(b, &n, &t.secretariat_email, now)?;
+            }
+            let mut r = LogRecord::new(now, Event::Mailbox);
+            r.recipients = vec![mailbox.to_string()];
+            r.detail = Some(format!(
+                "archive full ({quota} bytes), policy {}: holder and order warned",
+                policy.name()
+            ));
+            r.append_to(b);
+        }
+        // A new filling (stop policy) is warned after the holder freed
+        // space below 90 %.
+        let reset =
+            !rotating && acc.archive_full_warned && !full && (used + size) * 10 <= quota * 9;
+        if warn {
+            acc.archive_full_warned = true;
+            acc.archive_warned_at = Some(now);
+        } else if reset {
+            acc.archive_full_warned = false;
+        }
+        Ok(warn || reset)
+    }
+
+    /// After a message is stored in `mailbox`: its archive copy, and (for
+    /// envelopes) the quota warnings; the account is written once.
+    fn after_storage(
+        &self,
+        b: &mut Batch,
+        mailbox: &str,
+        item: &Item,
+        data: &[u8],
+        envelope: bool,
+    ) -> Result<(), String> {
+        if self.config.delivery.lmtp.is_some() {
+            return Ok(());
+        }
+        let Some(mut acc) = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let interrupted = item.attempts > 0 || item.created < self.started;
+        let mut changed = self.archive_copy(b, &mut acc, &item.id, data, interrupted)?;
+        if envelope {
+            changed |= self.quota_warnings(b, &mut acc)?;
+        }
+        if changed {
+            accounts::put(b, &acc);
+        }
         Ok(())
     }
 
@@ -1582,6 +1770,26 @@ impl App {
             Work::Receive { mail_from, rcpt_to } => {
                 tokio::task::block_in_place(|| self.process_receive(&item, mail_from, rcpt_to))
             }
+            Work::Archive { mailbox } => tokio::task::block_in_place(|| {
+                let data = self
+                    .spool
+                    .get(&item.blob)
+                    .map_err(|e| format!("spool {}: {e}", item.blob))?;
+                accounts::with_lock(mailbox, || {
+                    let mut b = Batch::new();
+                    item.remove(&mut b);
+                    if self.config.delivery.lmtp.is_none()
+                        && let Some(mut acc) =
+                            accounts::get(&self.store, mailbox).map_err(|e| e.to_string())?
+                    {
+                        let interrupted = item.attempts > 0 || item.created < self.started;
+                        if self.archive_copy(&mut b, &mut acc, &item.id, &data, interrupted)? {
+                            accounts::put(&mut b, &acc);
+                        }
+                    }
+                    self.commit(b)
+                })
+            }),
             Work::Relay {
                 mail_from,
                 rcpt_to,

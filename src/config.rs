@@ -333,6 +333,28 @@ pub struct LifecycleConfig {
     pub first_access_days: i64,
     /// Term of a new mailbox and of one renewal, in years.
     pub term_years: u32,
+    /// What happens when a mailbox's archive space is full.
+    pub archive_policy: ArchivePolicy,
+}
+
+/// When the archive is full (the holder and the order are warned either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchivePolicy {
+    /// New copies are not archived until space is freed.
+    #[default]
+    Stop,
+    /// The oldest copies are removed to make room.
+    RotateOldest,
+}
+
+impl ArchivePolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchivePolicy::Stop => "stop",
+            ArchivePolicy::RotateOldest => "rotate-oldest",
+        }
+    }
 }
 
 impl Default for LifecycleConfig {
@@ -343,6 +365,7 @@ impl Default for LifecycleConfig {
             delete_after_days: 365,
             first_access_days: 30,
             term_years: 1,
+            archive_policy: ArchivePolicy::Stop,
         }
     }
 }

@@ -217,6 +217,8 @@ mod tests {
             reminders: Vec::new(),
             state_since: Some(now - Duration::days(1)),
             state_reason: String::new(),
+            archive_full_warned: false,
+            archive_warned_at: None,
         }
     }
 

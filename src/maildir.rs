@@ -137,6 +137,36 @@ impl Maildir {
         Ok(())
     }
 
+    /// A Maildir++ folder (e.g. `.Archivio`) of the mailbox at `root`,
+    /// created with its `maildirfolder` marker as Dovecot expects.
+    pub fn open_folder(root: &Path, folder: &str) -> Result<Maildir, MaildirError> {
+        let md = Maildir::open(root.join(folder))?;
+        let marker = md.root.join("maildirfolder");
+        if !marker.exists() {
+            fs::write(&marker, b"").map_err(io(&marker))?;
+        }
+        Ok(md)
+    }
+
+    /// Messages in `new/` and `cur/`, oldest first (by modification time,
+    /// then by name).
+    pub fn oldest_first(&self) -> Result<Vec<(PathBuf, u64)>, MaildirError> {
+        let mut all = Vec::new();
+        for d in ["new", "cur"] {
+            let dir = self.root.join(d);
+            for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                let e = e.map_err(io(&dir))?;
+                let m = e.metadata().map_err(io(&dir))?;
+                all.push((m.modified().ok(), e.path(), m.len()));
+            }
+        }
+        all.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.file_name().cmp(&b.1.file_name()))
+        });
+        Ok(all.into_iter().map(|(_, p, l)| (p, l)).collect())
+    }
+
     /// Modification times of `new/` and `cur/`: any file added, removed or
     /// renamed there (by pecd or by an IMAP server) changes them.
     fn stamp(&self) -> Result<(SystemTime, SystemTime), MaildirError> {

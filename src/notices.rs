@@ -87,6 +87,26 @@ pub fn expiry_reminder(
     }
 }
 
+/// The archive space of `address` is full.
+pub fn archive_full(address: &str, quota: u64, policy: &str) -> Notice {
+    let effect = if policy == "rotate-oldest" {
+        "Per fare spazio, le copie più vecchie dell'archivio vengono rimosse."
+    } else {
+        "Finché non si libera spazio, i nuovi messaggi non vengono copiati nell'archivio \
+         (la casella continua a ricevere e inviare normalmente)."
+    };
+    Notice {
+        subject: format!("Avviso: archivio della casella PEC {address} pieno"),
+        body: format!(
+            "Gentile titolare,\n\nl'archivio della casella di posta elettronica certificata \
+             {address} ha esaurito lo spazio disponibile ({}).\n{effect}\n\n\
+             Può liberare spazio eliminando copie dall'archivio oppure richiedere più spazio.\n\n\
+             Il gestore del servizio PEC\n",
+            human(quota)
+        ),
+    }
+}
+
 /// The notice as a message from `from` to `to`.
 pub fn message(n: &Notice, from: &str, to: &str, time: LegalTime, message_id: &str) -> Vec<u8> {
     MessageBuilder::new()

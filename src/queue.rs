@@ -36,6 +36,8 @@ pub enum Work {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<std::net::SocketAddr>,
     },
+    /// Copy the blob into a mailbox's archive folder (what it sent).
+    Archive { mailbox: String },
     /// Process the blob as our own reception point (inbound mail, and
     /// same-provider PEC traffic, which gets the full processing: RT §1.1).
     Receive {

@@ -364,6 +364,8 @@ fn prepare_member(
         reminders: Vec::new(),
         state_since: Some(now),
         state_reason: "created".into(),
+        archive_full_warned: false,
+        archive_warned_at: None,
     };
     Ok((acc, password))
 }
@@ -453,6 +455,19 @@ pub fn edit_member(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Account, TenantError> {
+    accounts::with_lock(address, || {
+        edit_member_locked(store, tenant, address, changes, actor, now)
+    })
+}
+
+fn edit_member_locked(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    changes: &serde_json::Map<String, serde_json::Value>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
     let mut acc = member(store, tenant, address)?;
     let mut merged = serde_json::to_value(&acc.holder)
         .ok()
@@ -502,6 +517,18 @@ pub fn reset_password(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<String, TenantError> {
+    accounts::with_lock(address, || {
+        reset_password_locked(store, tenant, address, actor, now)
+    })
+}
+
+fn reset_password_locked(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<String, TenantError> {
     let mut acc = member(store, tenant, address)?;
     let password = one_time_password();
     acc.password_hash = accounts::hash_password(&password)?;
@@ -527,6 +554,19 @@ pub enum Cancellation {
 
 /// Apply a cancellation; returns the resulting account.
 pub fn cancel(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    why: &Cancellation,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    accounts::with_lock(address, || {
+        cancel_locked(store, tenant, address, why, actor, now)
+    })
+}
+
+fn cancel_locked(
     store: &Store,
     tenant: &str,
     address: &str,
@@ -585,6 +625,19 @@ pub fn cancel(
 
 /// Move a mailbox, with its history, to another order.
 pub fn transfer(
+    store: &Store,
+    from: &str,
+    address: &str,
+    to: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    accounts::with_lock(address, || {
+        transfer_locked(store, from, address, to, actor, now)
+    })
+}
+
+fn transfer_locked(
     store: &Store,
     from: &str,
     address: &str,

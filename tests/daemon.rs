@@ -1131,3 +1131,153 @@ reference_email = "mini.home@ordinaria.test"
     assert_eq!(refused(&a), 1);
     assert_eq!(warnings(&b).len(), 2);
 }
+
+fn archive_files(d: &Daemon, address: &str) -> Vec<String> {
+    let dir = pecd::maildir::mailbox_path(&d.data.join("mail"), address)
+        .unwrap()
+        .join(".Archivio");
+    ["new", "cur"]
+        .iter()
+        .flat_map(|s| std::fs::read_dir(dir.join(s)).into_iter().flatten())
+        .map(|e| String::from_utf8_lossy(&std::fs::read(e.unwrap().path()).unwrap()).into_owned())
+        .collect()
+}
+
+fn archive_scenario(policy: &str) -> (Daemon, Daemon, Captured, String, usize) {
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let (a_in, b_in) = (free_port(), free_port());
+    let (sink, captured) = capture_smtp();
+    let extra = format!(
+        r#"[notify]
+smarthost = "127.0.0.1:{sink}"
+[lifecycle]
+archive_policy = "{policy}"
+[[plans]]
+name = "base"
+inbox = "1GB"
+archive = "3GB"
+on_expiry = "suspend"
+[[plans]]
+name = "piccolo"
+inbox = "1MB"
+archive = "20KB"
+on_expiry = "suspend"
+"#
+    );
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![("pec.provider-b.test", b_in)],
+    ));
+    let b = Daemon::start(Spec {
+        extra: &extra,
+        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
+    });
+    let admin = b.admin_token();
+    let (s, v) = b.api(
+        &admin,
+        "POST",
+        "/tenants",
+        Some(serde_json::json!({
+        "id": "ordine-lodi", "name": "Ordine", "domain": "pec.provider-b.test",
+        "provincia": "LO", "secretariat_email": "segreteria@ordine.test"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let first15 = "FRRLNE80A41H501";
+    let cf = format!(
+        "{first15}{}",
+        pecd::membership::tax_code::check_char(first15.as_bytes())
+    );
+    let (s, v) = b.api(
+        &admin,
+        "POST",
+        "/tenants/ordine-lodi/mailboxes",
+        Some(serde_json::json!({
+        "nome": "Elena", "cognome": "Ferri", "codice_fiscale": cf, "indirizzo": "Via Roma 1",
+        "comune": "Lodi", "provincia": "LO", "cap": "26900",
+        "reference_email": "elena@casa.test", "plan": "piccolo"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let elena = v["address"].as_str().unwrap().to_string();
+    let n = 6;
+    for i in 1..=n {
+        a.submit(
+            MARIO,
+            "password-mario",
+            MARIO,
+            &[&elena],
+            &message(MARIO, &[&elena], &[], "", &format!("Archivio {i}")),
+        )
+        .unwrap();
+        wait_for("consegna", 30, || kinds(&a.mailbox(MARIO)).len() >= 2 * i);
+    }
+    (a, b, captured, elena, n)
+}
+
+#[test]
+fn the_archive_keeps_copies_and_rotates_the_oldest_when_full() {
+    let (a, b, captured, elena, n) = archive_scenario("rotate-oldest");
+    // The recipient's archive: within its 20 KB, newest kept, oldest gone.
+    let arch = archive_files(&b, &elena);
+    let size: usize = arch.iter().map(|m| m.len()).sum();
+    assert!(size <= 20 * 1024, "{size}");
+    assert!(
+        arch.iter().any(|m| m.contains(&format!("Archivio {n}"))),
+        "newest kept"
+    );
+    assert!(
+        !arch.iter().any(|m| m.contains("Archivio 1\r\n")),
+        "oldest rotated out"
+    );
+    // Warned once: into the mailbox, to the holder's and the order's addresses.
+    wait_for("archive warnings at the sink", 20, || {
+        captured.lock().unwrap().len() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let c = captured.lock().unwrap();
+    let to: Vec<&str> = c.iter().map(|(r, _)| r[0].as_str()).collect();
+    assert_eq!(c.len(), 2, "{to:?}");
+    assert!(to.contains(&"elena@casa.test") && to.contains(&"segreteria@ordine.test"));
+    assert!(c.iter().all(|(_, d)| d.contains("archivio della casella")));
+    let in_box = b
+        .mailbox(&elena)
+        .iter()
+        .filter(|m| String::from_utf8_lossy(m).contains("Auto-Submitted: auto-generated"))
+        .count();
+    assert_eq!(in_box, 1);
+    // The sender's archive (base plan, 3 GB): what it sent and its receipts.
+    let sent = archive_files(&a, MARIO);
+    let count = |what: &str| sent.iter().filter(|m| m.contains(what)).count();
+    assert_eq!(count("X-Trasporto: posta-certificata"), n, "sent envelopes");
+    assert_eq!(count("X-Ricevuta: accettazione"), n);
+    assert_eq!(count("X-Ricevuta: avvenuta-consegna"), n);
+}
+
+#[test]
+fn with_the_stop_policy_a_full_archive_takes_no_new_copies() {
+    let (_a, b, captured, elena, n) = archive_scenario("stop");
+    let arch = archive_files(&b, &elena);
+    let size: usize = arch.iter().map(|m| m.len()).sum();
+    assert!(size <= 20 * 1024, "{size}");
+    assert!(
+        arch.iter().any(|m| m.contains("Archivio 1\r\n")),
+        "oldest kept"
+    );
+    assert!(
+        !arch
+            .iter()
+            .any(|m| m.contains(&format!("Archivio {n}\r\n"))),
+        "no new copies"
+    );
+    // Nothing lost from the inbox itself.
+    let envelopes = b
+        .mailbox(&elena)
+        .iter()
+        .filter(|m| String::from_utf8_lossy(m).contains("X-Trasporto: posta-certificata"))
+        .count();
+    assert_eq!(envelopes, n);
+    wait_for("archive warnings", 20, || {
+        captured.lock().unwrap().len() >= 2
+    });
+}
