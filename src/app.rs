@@ -1148,6 +1148,23 @@ impl App {
         self.relay_notice(b, n, &acc.holder.reference_email, now)
     }
 
+    /// Mail a password-reset link to the holder's reference address.
+    pub fn send_reset_link(&self, acc: &accounts::Account, token: &str) -> Result<(), String> {
+        if self.config.notify.smarthost.is_none() {
+            return Err("no notify.smarthost: reset links cannot be mailed".into());
+        }
+        let base = self.config.listen.admin.map_or_else(
+            || format!("https://{}", self.config.hostname),
+            |a| format!("http://{a}"),
+        );
+        let url = format!("{base}/me/reset?token={token}");
+        let hours = crate::tenants::RESET_VALIDITY.num_hours();
+        let n = crate::notices::reset_link(&acc.address, &url, hours);
+        let mut b = Batch::new();
+        self.relay_notice(&mut b, &n, &acc.holder.reference_email, self.clock.now())?;
+        self.commit(b)
+    }
+
     fn notice_sender(&self) -> String {
         self.config
             .notify

@@ -14,6 +14,9 @@ use serde::Serialize;
 /// is kept until expiry, then cancelled instead of renewed or downgraded.
 pub const STRUCK_OFF: &str = "struck off the roll";
 
+/// The state reason of a pending mailbox blocked by the sweep.
+pub const NO_FIRST_ACCESS: &str = "no first access";
+
 /// One thing the daily sweep must do to an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -51,7 +54,7 @@ pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) 
                 out.push(Action::Become {
                     state: AccountState::Suspended,
                     reason: format!(
-                        "no first access within {} days: blocked until the order unblocks it",
+                        "{NO_FIRST_ACCESS} within {} days: blocked until the order unblocks it",
                         cfg.first_access_days
                     ),
                 });

@@ -122,6 +122,13 @@ enum MailboxAction {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Show what a downgrade at expiry would block or delete for a mailbox
+    /// (plan, add-ons and spaces before and after, usage over the new quota).
+    DowngradePlan {
+        address: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the address the naming rules give (nome.cognome@domain, accents
     /// folded, compound names joined), without homonym lookup.
     DeriveAddress {
@@ -528,6 +535,42 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
     use pecd::admin::path_segment as seg;
     let now = chrono::Utc::now();
     match action {
+        MailboxAction::DowngradePlan { address, config } => {
+            let cfg = load_config(&config)?;
+            let plan = match target(&config)? {
+                Target::Store(store) => {
+                    let acc = accounts::get(&store, &address)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("mailbox {address} does not exist"))?;
+                    let now = if acc.plan.is_empty() {
+                        cfg.plans.first()
+                    } else {
+                        cfg.plan(&acc.plan)
+                    }
+                    .ok_or("the mailbox's plan is not in the configuration")?;
+                    let after = now.downgrade_to.as_deref().and_then(|p| cfg.plan(p));
+                    let md = pecd::maildir::Maildir::open(
+                        pecd::maildir::mailbox_path(&cfg.data_dir.join("mail"), &acc.address)
+                            .map_err(|e| e.to_string())?,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let used = md.usage(None).map_err(|e| e.to_string())?.bytes;
+                    serde_json::to_value(pecd::lifecycle::downgrade_plan(&acc, now, after, used, 0))
+                        .map_err(|e| e.to_string())?
+                }
+                Target::Admin { addr, token } => admin(
+                    addr,
+                    &token,
+                    "GET",
+                    &format!("/mailboxes/{}/downgrade-plan", seg(&address)),
+                    None,
+                )?,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan).unwrap_or_default()
+            );
+        }
         MailboxAction::DeriveAddress {
             nome,
             cognome,

@@ -107,6 +107,19 @@ pub fn archive_full(address: &str, quota: u64, policy: &str) -> Notice {
     }
 }
 
+/// A password-reset link for `address`, valid `hours`.
+pub fn reset_link(address: &str, url: &str, hours: i64) -> Notice {
+    Notice {
+        subject: format!("Ripristino della password della casella PEC {address}"),
+        body: format!(
+            "Gentile titolare,\n\nè stato richiesto il ripristino della password della casella \
+             di posta elettronica certificata {address}.\nPer impostare una nuova password usi \
+             questo collegamento entro {hours} ore (vale una sola volta):\n\n{url}\n\n\
+             Se non ha richiesto il ripristino, ignori questo messaggio.\n\nIl gestore del servizio PEC\n"
+        ),
+    }
+}
+
 /// The notice as a message from `from` to `to`.
 pub fn message(n: &Notice, from: &str, to: &str, time: LegalTime, message_id: &str) -> Vec<u8> {
     MessageBuilder::new()

@@ -539,6 +539,133 @@ fn reset_password_locked(
     Ok(password)
 }
 
+/// How long a password-reset link stays valid.
+pub const RESET_VALIDITY: chrono::Duration = chrono::Duration::hours(24);
+
+fn reset_key(token: &str) -> Vec<u8> {
+    let h: String = openssl::sha::sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("reset/{h}").into_bytes()
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResetGrant {
+    address: String,
+    expires: DateTime<Utc>,
+}
+
+/// A reset link for the holder's reference e-mail: a one-use token (kept
+/// hashed) valid for [`RESET_VALIDITY`]. Returns the token and the account.
+pub fn issue_reset_token(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, Account), TenantError> {
+    let acc = member(store, tenant, address)?;
+    if acc.holder.reference_email.trim().is_empty() {
+        return Err(TenantError::invalid(
+            "via",
+            "the holder has no reference e-mail: reset with a one-time password",
+        ));
+    }
+    let token = random_secret(32);
+    let grant = ResetGrant {
+        address: acc.address.clone(),
+        expires: now + RESET_VALIDITY,
+    };
+    let mut b = Batch::new();
+    b.put(
+        Table::Tenants,
+        reset_key(&token),
+        serde_json::to_vec(&grant).unwrap_or_default(),
+    );
+    log(
+        &mut b,
+        now,
+        actor,
+        Some(address),
+        format!("password reset link sent to {}", acc.holder.reference_email),
+    );
+    store.commit(b)?;
+    Ok((token, acc))
+}
+
+/// Use a reset token: sets the new password, and the token is spent.
+pub fn redeem_reset_token(
+    store: &Store,
+    token: &str,
+    new_password: &str,
+    now: DateTime<Utc>,
+) -> Result<String, TenantError> {
+    let expired = || TenantError::invalid("token", "unknown, used or expired reset token");
+    let grant: ResetGrant = store
+        .get(Table::Tenants, &reset_key(token))?
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .ok_or_else(expired)?;
+    if grant.expires < now {
+        return Err(expired());
+    }
+    let hash = accounts::hash_password(new_password)
+        .map_err(|e| TenantError::invalid("new_password", e.to_string()))?;
+    accounts::with_lock(&grant.address, || {
+        let mut acc = accounts::get(store, &grant.address)?.ok_or_else(expired)?;
+        acc.password_hash = hash;
+        let mut b = Batch::new();
+        accounts::put(&mut b, &acc);
+        b.delete(Table::Tenants, reset_key(token));
+        log(
+            &mut b,
+            now,
+            &acc.address,
+            Some(&acc.address),
+            "password set with a reset link".into(),
+        );
+        store.commit(b)?;
+        Ok(acc.address)
+    })
+}
+
+/// Unblock a mailbox blocked for a missing first access: pending again,
+/// with a new first-access window.
+pub fn unblock(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    accounts::with_lock(address, || {
+        let mut acc = member(store, tenant, address)?;
+        let blocked = acc.state == AccountState::Suspended
+            && acc
+                .state_reason
+                .starts_with(crate::lifecycle::NO_FIRST_ACCESS);
+        if !blocked {
+            return Err(TenantError::Conflict(
+                "only a mailbox blocked for a missing first access can be unblocked".into(),
+            ));
+        }
+        acc.state = AccountState::PendingActivation;
+        acc.state_since = Some(now);
+        acc.state_reason = "unblocked by the order".into();
+        let mut b = Batch::new();
+        accounts::put(&mut b, &acc);
+        log(
+            &mut b,
+            now,
+            actor,
+            Some(address),
+            "unblocked: first access window reopened".into(),
+        );
+        store.commit(b)?;
+        Ok(acc)
+    })
+}
+
 /// Why a mailbox is cancelled (the orders' rules).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]

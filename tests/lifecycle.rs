@@ -404,3 +404,55 @@ fn convention_mailboxes_downgrade_at_expiry_and_renewal_counts_from_expiry() {
     let b = accounts::get(&p.app.store, &bruno).unwrap().unwrap();
     assert_eq!((b.plan.as_str(), b.addons), ("avanzata", 3));
 }
+
+#[test]
+fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
+    let p = provider();
+    let now = p.clock.now_utc();
+    let order = Tenant {
+        id: "ordine-lodi".into(),
+        name: "Ordine di Lodi".into(),
+        domain: "pec.provider-a.test".into(),
+        provincia: "LO".into(),
+        activation: Activation::FirstAccess,
+        secretariat_email: String::new(),
+        created: now,
+    };
+    tenants::create(&p.app.store, &order, now).unwrap();
+    let m = NewMember {
+        holder: holder("Pia", "Gallo", 5),
+        alias: None,
+        plan: None,
+    };
+    let c = tenants::create_member(&p.app.store, &p.app.config, &order, &m, "test", now).unwrap();
+    assert_eq!(c.state, AccountState::PendingActivation);
+    assert!(tenants::unblock(&p.app.store, "ordine-lodi", &c.address, "test", now).is_err());
+    p.clock.set(now + chrono::Duration::days(29));
+    assert_eq!(p.app.sweep().unwrap(), 0);
+    p.clock.set(now + chrono::Duration::days(31));
+    assert_eq!(p.app.sweep().unwrap(), 1);
+    let acc = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
+    assert_eq!(acc.state, AccountState::Suspended);
+    assert!(acc.state_reason.starts_with("no first access"));
+    // Another order cannot; its own order can, and the window reopens.
+    assert!(
+        tenants::unblock(
+            &p.app.store,
+            "ordine-milano",
+            &c.address,
+            "test",
+            p.clock.now_utc()
+        )
+        .is_err()
+    );
+    let acc = tenants::unblock(
+        &p.app.store,
+        "ordine-lodi",
+        &c.address,
+        "test",
+        p.clock.now_utc(),
+    )
+    .unwrap();
+    assert_eq!(acc.state, AccountState::PendingActivation);
+    assert_eq!(p.app.sweep().unwrap(), 0);
+}

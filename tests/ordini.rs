@@ -718,6 +718,21 @@ fn the_cli_drives_the_api_and_names_line_and_field() {
             cf(60)
         )
     );
+    let out = common::pecd()
+        .args([
+            "mailbox",
+            "downgrade-plan",
+            &format!("sara.galli@{DOMAIN}"),
+            "--config",
+        ])
+        .arg(&d.cfg)
+        .output()
+        .unwrap();
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (plan["from_plan"].as_str(), plan["at_expiry"].as_str()),
+        (Some("base"), Some("downgrade"))
+    );
     let (code, _, err) = run(&["call", "GET", "/tenants/nessuno/mailboxes/x@y.it"]);
     assert_eq!(code, 1, "{err}");
     // The pure helpers need no daemon.
@@ -750,4 +765,73 @@ fn the_cli_drives_the_api_and_names_line_and_field() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("born 10/12/85, M, municipality A562"));
+}
+
+#[test]
+fn a_reset_link_goes_to_the_reference_address_and_works_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, captured) = capture_smtp();
+    let extra = format!("[notify]\nsmarthost = \"127.0.0.1:{sink}\"\n");
+    let d = Daemon::start(Spec {
+        extra: &extra,
+        ..Spec::new('a', dir.path(), free_port(), vec![])
+    });
+    let order = new_tenant(&d, "ordine-lodi", "LO");
+    let (_, v) = d.api(
+        &order,
+        "POST",
+        "/tenants/ordine-lodi/mailboxes",
+        Some(member("Rita", "Neri", &cf(70))),
+    );
+    let addr = v["address"].as_str().unwrap().to_string();
+    let path = format!("/tenants/ordine-lodi/mailboxes/{addr}/password-reset");
+    assert_eq!(
+        d.api(&order, "POST", &path, Some(json!({"via": "fax"}))).0,
+        400
+    );
+    let (s, v) = d.api(&order, "POST", &path, Some(json!({"via": "link"})));
+    assert_eq!(
+        (s, v["sent_to"].as_str()),
+        (202, Some("segreteria@ordine.test")),
+        "{v}"
+    );
+    wait_for("the reset mail", 20, || {
+        !captured.lock().unwrap().is_empty()
+    });
+    // The body is quoted-printable (accented Italian): undo soft breaks and =3D.
+    let mail = captured.lock().unwrap()[0]
+        .1
+        .replace("=\r\n", "")
+        .replace("=3D", "=");
+    let token: String = mail
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    assert_eq!(token.len(), 64, "{mail}");
+    // The link opens a form; the token sets the password once.
+    let (s, page) = d.api("", "GET", &format!("/me/reset?token={token}"), None);
+    assert_eq!(s, 200);
+    assert!(page.as_str().unwrap().contains("name=\"new_password\""));
+    let (s, _) = d.api(
+        "",
+        "POST",
+        "/me/reset",
+        Some(json!({"token": token, "new_password": "password-da-link"})),
+    );
+    assert_eq!(s, 200);
+    let (s, v) = d.api(
+        "",
+        "POST",
+        "/me/reset",
+        Some(json!({"token": token, "new_password": "ancora-una-volta"})),
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("token")));
+    assert_eq!(
+        d.api(&basic(&addr, "password-da-link"), "GET", "/me", None)
+            .0,
+        200
+    );
 }

@@ -237,9 +237,97 @@ async fn requests(State(ctx): State<Ctx>, h: HeaderMap, Path(t): Path<String>) -
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Redeem {
+    token: String,
+    new_password: String,
+}
+
+fn page(title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"it\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body><main><h1>{title}</h1>{body}</main></body></html>"
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// Where a reset link lands: a form for the new password.
+async fn reset_form(axum::extract::Query(q): axum::extract::Query<TokenQuery>) -> Response {
+    page(
+        "Nuova password della casella PEC",
+        &format!(
+            "<form method=\"post\" action=\"/me/reset\">\
+             <input type=\"hidden\" name=\"token\" value=\"{}\">\
+             <p><label for=\"pw\">Nuova password (almeno 8 caratteri)</label><br>\
+             <input id=\"pw\" name=\"new_password\" type=\"password\" minlength=\"8\" required \
+             autocomplete=\"new-password\"></p><p><button>Imposta la password</button></p></form>",
+            escape(&q.token)
+        ),
+    )
+}
+
+/// A reset link's target: no credentials but the one-use token. JSON in,
+/// JSON out; or the form of [`reset_form`], answered with a page.
+async fn reset(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
+    let form = h
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let r: Redeem = if form {
+        match serde_urlencoded::from_str(&body) {
+            Ok(r) => r,
+            Err(_) => return page("Richiesta non valida", "<p>Il modulo è incompleto.</p>"),
+        }
+    } else {
+        match parse(&body) {
+            Ok(r) => r,
+            Err(r) => return r,
+        }
+    };
+    let now = ctx.app.clock.now();
+    let done = tokio::task::block_in_place(|| {
+        tenants::redeem_reset_token(&ctx.app.store, &r.token, &r.new_password, now)
+    });
+    match (done, form) {
+        (Ok(address), false) => Json(json!({"address": address})).into_response(),
+        (Ok(address), true) => page(
+            "Password impostata",
+            &format!(
+                "<p>La nuova password della casella {} è attiva.</p>",
+                escape(&address)
+            ),
+        ),
+        (Err(e), false) => fail(e),
+        (Err(e), true) => page(
+            "Password non impostata",
+            &format!("<p>{}</p>", escape(&e.to_string())),
+        ),
+    }
+}
+
 pub(super) fn routes() -> Router<Ctx> {
     Router::new()
         .route("/me", get(me))
+        .route("/me/reset", get(reset_form).post(reset))
         .route("/me/first-access", post(first_access))
         .route("/me/password", post(password))
         .route("/me/reference-email", post(reference))

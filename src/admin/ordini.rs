@@ -321,7 +321,63 @@ async fn member_edit(
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResetHow {
+    /// `password` (a new one-time password, returned) or `link` (a reset
+    /// link to the holder's reference e-mail).
+    #[serde(default)]
+    via: Option<String>,
+}
+
 async fn member_reset(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let how: ResetHow = match parse(&body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match how.via.as_deref() {
+        None | Some("password") => {
+            match blocking(|| tenants::reset_password(&ctx.app.store, &t, &a, &c.name(), now)) {
+                Ok(pw) => Json(json!({"address": a, "password": pw})).into_response(),
+                Err(e) => denied_member(&ctx, &h, &t, &a, e),
+            }
+        }
+        Some("link") => {
+            let r = blocking(|| {
+                let (token, acc) =
+                    tenants::issue_reset_token(&ctx.app.store, &t, &a, &c.name(), now)?;
+                ctx.app
+                    .send_reset_link(&acc, &token)
+                    .map_err(TenantError::Conflict)?;
+                Ok(acc)
+            });
+            match r {
+                Ok(acc) => (
+                    StatusCode::ACCEPTED,
+                    Json(json!({"address": a, "sent_to": acc.holder.reference_email})),
+                )
+                    .into_response(),
+                Err(e) => denied_member(&ctx, &h, &t, &a, e),
+            }
+        }
+        Some(other) => fail(TenantError::Invalid {
+            field: "via".into(),
+            message: format!("{other:?}: use password or link"),
+        }),
+    }
+}
+
+async fn member_unblock(
     State(ctx): State<Ctx>,
     h: HeaderMap,
     Path((t, a)): Path<(String, String)>,
@@ -331,8 +387,8 @@ async fn member_reset(
         Err(r) => return r,
     };
     let now = ctx.app.clock.now();
-    match blocking(|| tenants::reset_password(&ctx.app.store, &t, &a, &c.name(), now)) {
-        Ok(pw) => Json(json!({"address": a, "password": pw})).into_response(),
+    match blocking(|| tenants::unblock(&ctx.app.store, &t, &a, &c.name(), now)) {
+        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
         Err(e) => denied_member(&ctx, &h, &t, &a, e),
     }
 }
@@ -489,6 +545,25 @@ async fn member_plan(
     match res {
         Ok(acc) => Json(view(&ctx, &acc)).into_response(),
         Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+/// The national view of any mailbox's downgrade plan (the CLI's).
+async fn national_downgrade_plan(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(a): Path<String>,
+) -> Response {
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    match blocking(|| {
+        let acc = crate::accounts::get(&ctx.app.store, &a)?
+            .ok_or_else(|| TenantError::NotFound(format!("mailbox {a}")))?;
+        ctx.app.downgrade_plan(&acc).map_err(TenantError::Conflict)
+    }) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => fail(e),
     }
 }
 
@@ -656,6 +731,7 @@ pub(super) fn routes() -> Router<Ctx> {
             post(member_reset),
         )
         .route("/tenants/{t}/mailboxes/{a}/cancel", post(member_cancel))
+        .route("/tenants/{t}/mailboxes/{a}/unblock", post(member_unblock))
         .route("/tenants/{t}/mailboxes/{a}/transfer", post(member_transfer))
         .route("/tenants/{t}/mailboxes/{a}/renew", post(member_renew))
         .route("/tenants/{t}/mailboxes/{a}/plan", post(member_plan))
@@ -666,5 +742,9 @@ pub(super) fn routes() -> Router<Ctx> {
         .route("/tenants/{t}/bulk", post(bulk))
         .route("/tenants/{t}/export", get(export_tenant))
         .route("/export", get(export_all))
+        .route(
+            "/mailboxes/{a}/downgrade-plan",
+            get(national_downgrade_plan),
+        )
         .route("/sweep", post(sweep))
 }
