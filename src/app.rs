@@ -64,6 +64,9 @@ const RELAY_CONCURRENCY: usize = 32;
 /// The Maildir++ folder of the archive copies.
 const ARCHIVE_FOLDER: &str = ".Archivio";
 
+/// How often the queue and certificate gauges are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(10);
+
 /// How often unreferenced spool blobs are collected.
 const SPOOL_GC_EVERY: Duration = Duration::from_secs(600);
 
@@ -162,6 +165,10 @@ pub struct App {
     /// Built once, so its cache serves every relay (an error, e.g. no
     /// resolv.conf, is reported at each MX lookup instead).
     resolver: Result<hickory_resolver::TokioResolver, String>,
+    /// Listeners bound (set by the binary once they are): `/readyz`.
+    pub ready: std::sync::atomic::AtomicBool,
+    /// (label, not-after as Unix time) of the signing and TLS certificates.
+    cert_expiry: Vec<(&'static str, i64)>,
     /// Mailbox usage by address, with the Maildir stamp it was taken at.
     usage: std::sync::Mutex<HashMap<String, crate::maildir::Usage>>,
 }
@@ -190,6 +197,15 @@ fn resolver(
         hickory_resolver::Resolver::builder_with_config(config, TokioConnectionProvider::default())
             .build(),
     )
+}
+
+/// The not-after time (Unix seconds) of the first certificate in a PEM file.
+fn not_after(path: &std::path::Path) -> Option<i64> {
+    let pem = std::fs::read(path).ok()?;
+    let cert = openssl::x509::X509::from_pem(&pem).ok()?;
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(cert.not_after()).ok()?;
+    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 impl App {
@@ -248,6 +264,14 @@ impl App {
             relays: crate::smtp::client::Pool::new(RELAY_IDLE_PER_PEER, RELAY_IDLE_TIMEOUT),
             resolver: resolver(&config.delivery.nameservers),
             usage: Default::default(),
+            ready: Default::default(),
+            cert_expiry: [
+                ("signing", &config.provider.signing_cert),
+                ("tls", &config.tls.cert),
+            ]
+            .into_iter()
+            .filter_map(|(label, path)| Some((label, not_after(path)?)))
+            .collect(),
             config,
         })
     }
@@ -271,9 +295,18 @@ impl App {
     }
 
     fn sign(&self, m: &crate::pec::mime::UnsignedMessage) -> Result<Vec<u8>, String> {
-        self.signer
+        let t = std::time::Instant::now();
+        let signed = self
+            .signer
             .sign(m)
-            .map_err(|e| format!("signing failed: {e}"))
+            .map_err(|e| format!("signing failed: {e}"))?;
+        crate::metrics::time(crate::metrics::SIGN_SECONDS, t.elapsed());
+        let (header, _) = crate::pec::mime::split_header(&signed);
+        let kind = crate::pec::mime::header_value(header, crate::pec::headers::X_RICEVUTA)
+            .or_else(|| crate::pec::mime::header_value(header, crate::pec::headers::X_TRASPORTO))
+            .unwrap_or_else(|| "other".into());
+        metrics::counter!(crate::metrics::PEC_EMITTED, "kind" => kind).increment(1);
+        Ok(signed)
     }
 
     /// Queue `data` for addresses: local domains go to our own reception
@@ -376,10 +409,12 @@ impl App {
             .ops
             .iter()
             .any(|op| matches!(op, crate::store::Op::Put(Table::Queue, _, _)));
+        let t = std::time::Instant::now();
         self.store
             .commit(b)
             .map(|_| ())
             .map_err(|e| e.to_string())?;
+        crate::metrics::time(crate::metrics::STORE_COMMIT_SECONDS, t.elapsed());
         if queued {
             self.wake.notify_one();
         }
@@ -610,7 +645,19 @@ impl App {
         let time = LegalTime::new(now);
         let mut b = Batch::new();
         item.remove(&mut b);
+        let t = std::time::Instant::now();
         let report = self.checker.check(&item.id, &raw);
+        crate::metrics::time(crate::metrics::VERIFY_SECONDS, t.elapsed());
+        let received = match (
+            report.outcome,
+            report.verdict.as_ref().and_then(|v| v.claimed),
+        ) {
+            (Outcome::Pec, Some(ClaimedKind::Pec(k))) => k.token(),
+            (Outcome::Pec, _) => "pec",
+            (Outcome::Anomaly, _) => "anomalia",
+            _ => "ordinaria",
+        };
+        metrics::counter!(crate::metrics::PEC_RECEIVED, "kind" => received).increment(1);
         // Exactly once per (Message-ID, recipient) for genuine PEC messages: a
         // peer that retries a relay after a crash gets its 250 again, nothing
         // is repeated. Only *verified* messages are remembered, so a forged
@@ -708,6 +755,8 @@ impl App {
                     } else {
                         DeliveryFailure::UnknownRecipient
                     };
+                    metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => failure.code().to_string())
+                        .increment(1);
                     let mut r = self.record(now, Event::DeliveryError, &c);
                     r.recipients = vec![rcpt.clone()];
                     r.detail = Some(failure.code().to_string());
@@ -898,6 +947,9 @@ impl App {
                 }
             }
         };
+        metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS, "target" => "local",
+            "result" => if stored.is_ok() { "ok" } else { "permanent" })
+        .increment(1);
         let mut b = Batch::new();
         item.remove(&mut b);
         if stored.is_ok() {
@@ -1084,7 +1136,11 @@ impl App {
         let Some(quota) = self.quota(&acc) else {
             return Ok(true);
         };
-        Ok(self.usage(md, mailbox)?.saturating_add(size as u64) <= quota)
+        let after = self.usage(md, mailbox)?.saturating_add(size as u64);
+        if quota > 0 {
+            metrics::histogram!(crate::metrics::QUOTA_USAGE).record(after as f64 / quota as f64);
+        }
+        Ok(after <= quota)
     }
 
     fn note_usage(&self, md: &Maildir, mailbox: &str, added: u64) {
@@ -1380,7 +1436,11 @@ impl App {
                 )
             }
             Err(failure) => (
-                build::delivery_error(c, &self.new_id(time), mailbox, &failure),
+                {
+                    metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => failure.code().to_string())
+                        .increment(1);
+                    build::delivery_error(c, &self.new_id(time), mailbox, &failure)
+                },
                 Event::DeliveryError,
                 Some(failure.code().to_string()),
             ),
@@ -1503,6 +1563,13 @@ impl App {
                 ..Default::default()
             });
         }
+        let result = match &outcome {
+            Some(o) if o.temporary.is_empty() && o.permanent.is_empty() => "ok",
+            Some(o) if o.temporary.is_empty() => "permanent",
+            _ => "temporary",
+        };
+        metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS, "target" => "relay", "result" => result)
+            .increment(1);
         let mut b = Batch::new();
         match outcome {
             Some(o) => {
@@ -1568,6 +1635,7 @@ impl App {
             .filter(|c| c.starts_with('5'))
             .unwrap_or("5.0.0")
             .to_string();
+        metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => code.clone()).increment(1);
         let failure = DeliveryFailure::Other {
             code,
             description: format!("destinatario rifiutato dal gestore di destinazione ({reply})"),
@@ -1690,10 +1758,12 @@ impl App {
             self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
             let mut r = self.record(now, Event::TimeoutNotice, &c);
             r.recipients = vec![st.recipient.clone()];
-            r.detail = Some(match stage {
-                TimeoutStage::H12 => "12h".into(),
-                TimeoutStage::H24 => "24h".into(),
-            });
+            let label = match stage {
+                TimeoutStage::H12 => "12h",
+                TimeoutStage::H24 => "24h",
+            };
+            metrics::counter!(crate::metrics::TIMEOUT_NOTICES, "stage" => label).increment(1);
+            r.detail = Some(label.into());
             r.append_to(&mut b);
             match stage {
                 TimeoutStage::H12 => {
@@ -1825,6 +1895,25 @@ impl App {
         }
     }
 
+    /// Queue depth and oldest age, certificates' days to expiry.
+    fn update_gauges(&self) {
+        let now = self.clock.now();
+        let (mut depth, mut oldest) = (0u64, None::<DateTime<Utc>>);
+        for (_, v) in self.store.entries(Table::Queue).flatten() {
+            depth += 1;
+            if let Ok(i) = serde_json::from_slice::<Item>(&v) {
+                oldest = Some(oldest.map_or(i.created, |o| o.min(i.created)));
+            }
+        }
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(depth as f64);
+        let age = oldest.map_or(0.0, |o| (now - o).num_seconds().max(0) as f64);
+        metrics::gauge!(crate::metrics::QUEUE_OLDEST).set(age);
+        for (label, at) in &self.cert_expiry {
+            let days = (*at - now.timestamp()) as f64 / 86_400.0;
+            metrics::gauge!(crate::metrics::CERT_EXPIRY_DAYS, "cert" => *label).set(days);
+        }
+    }
+
     /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
     /// retries a relay for at most 24 h (RT §2.2.2), so a week is ample.
     pub fn purge_seen(&self, before: DateTime<Utc>) -> Result<usize, String> {
@@ -1868,6 +1957,7 @@ impl App {
     ) {
         self.collect_spool();
         let mut last_gc = std::time::Instant::now();
+        let mut last_gauges = std::time::Instant::now() - GAUGES_EVERY;
         let mut last_purge: Option<std::time::Instant> = None;
         let mut last_timers: Option<std::time::Instant> = None;
         loop {
@@ -1906,6 +1996,10 @@ impl App {
                 if let Err(e) = tokio::task::block_in_place(|| self.check_timers()) {
                     tracing::error!(event = "timers_failed", error = %e);
                 }
+            }
+            if last_gauges.elapsed() >= GAUGES_EVERY {
+                last_gauges = std::time::Instant::now();
+                tokio::task::block_in_place(|| self.update_gauges());
             }
             // By time, not by passes: a busy worker passes on every message.
             if last_gc.elapsed() >= SPOOL_GC_EVERY {

@@ -30,6 +30,7 @@ pub mod index;
 pub mod lifecycle;
 pub mod maildir;
 pub mod membership;
+pub mod metrics;
 pub mod notices;
 pub mod pec;
 pub mod points;

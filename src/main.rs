@@ -453,6 +453,12 @@ fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
         other => return Err(format!("--log-format {other:?}: use human or json")),
     }
     let cfg = load_config(path)?;
+    pecd::metrics::install();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        metrics::counter!(pecd::metrics::PANICS).increment(1);
+        default_hook(info);
+    }));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -491,6 +497,7 @@ fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
         if let Some(addr) = pecd::admin::start(app.clone(), rx.clone()).await? {
             bound.push(("admin".into(), addr));
         }
+        app.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         // The inbound line comes last: scripts and tests wait for it.
         bound.sort_by_key(|(name, _)| name == "inbound");
         for (name, addr) in &bound {

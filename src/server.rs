@@ -51,6 +51,17 @@ struct Listener {
     implicit_tls: bool,
 }
 
+impl Listener {
+    /// The `listener` label of the SMTP metrics.
+    fn label(&self) -> &'static str {
+        match (self.mode, self.implicit_tls) {
+            (Mode::Inbound, _) => "inbound",
+            (Mode::Submission, true) => "submissions",
+            (Mode::Submission, false) => "submission",
+        }
+    }
+}
+
 /// Bind every configured listener and serve until `shutdown` flips.
 /// Returns the bound addresses once listening (port 0 gets a free port).
 pub async fn start(
@@ -196,7 +207,10 @@ async fn connection(
         },
         kind.implicit_tls,
     );
-    stream.write_all(&session.greeting().to_bytes()).await?;
+    metrics::counter!(crate::metrics::SMTP_SESSIONS, "listener" => kind.label()).increment(1);
+    let greeting = session.greeting().to_bytes();
+    crate::metrics::count_replies(kind.label(), &greeting);
+    stream.write_all(&greeting).await?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut data_started: Option<std::time::Instant> = None;
     loop {
@@ -230,12 +244,14 @@ async fn connection(
                 Event::Reply(r) => out.extend_from_slice(&r.to_bytes()),
                 Event::Close(r) => {
                     out.extend_from_slice(&r.to_bytes());
+                    crate::metrics::count_replies(kind.label(), &out);
                     stream.write_all(&out).await?;
                     let _ = stream.shutdown().await;
                     return Ok(());
                 }
                 Event::StartTls(r) => {
                     out.extend_from_slice(&r.to_bytes());
+                    crate::metrics::count_replies(kind.label(), &out);
                     stream.write_all(&out).await?;
                     out.clear();
                     stream = tokio::time::timeout(handshake, tls_accept(&tls, stream))
@@ -258,6 +274,7 @@ async fn connection(
                 Event::Message(mut env) => {
                     env.peer = Some(peer.ip());
                     // Flush pipelined replies before the (slower) processing.
+                    crate::metrics::count_replies(kind.label(), &out);
                     stream.write_all(&out).await?;
                     out.clear();
                     let reply = tokio::task::block_in_place(|| match kind.mode {
@@ -269,6 +286,7 @@ async fn connection(
             }
         }
         if !out.is_empty() {
+            crate::metrics::count_replies(kind.label(), &out);
             stream.write_all(&out).await?;
         }
         if session.is_closed() {

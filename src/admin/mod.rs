@@ -189,6 +189,38 @@ async fn log_search(State(ctx): State<Ctx>, h: HeaderMap, Query(q): Query<Search
     }
 }
 
+/// Ready: listeners bound, certificates loaded (the App exists only with
+/// them), and the store answering a read.
+async fn readyz(State(ctx): State<Ctx>) -> Response {
+    let listening = ctx.app.ready.load(std::sync::atomic::Ordering::Relaxed);
+    let store = tokio::task::block_in_place(|| {
+        ctx.app
+            .store
+            .get(crate::store::Table::Meta, b"readyz")
+            .is_ok()
+    });
+    let body = json!({"listeners": listening, "store": store, "certificates": true});
+    let status = if listening && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition (unauthenticated, like `/healthz`: bind the
+/// admin listener to a trusted network).
+async fn metrics_text() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
 /// Write a fresh admin token for the local CLI (mode 0600) and return it.
 pub fn write_token(data_dir: &std::path::Path) -> std::io::Result<String> {
     use std::io::Write;
@@ -238,6 +270,8 @@ pub async fn serve(
     };
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/mailboxes", get(list).post(add))
         .route("/mailboxes/{address}", axum::routing::delete(remove))
         .route("/mailboxes/{address}/password", put(passwd))
