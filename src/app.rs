@@ -165,6 +165,7 @@ pub struct App {
     /// Built once, so its cache serves every relay (an error, e.g. no
     /// resolv.conf, is reported at each MX lookup instead).
     resolver: Result<hickory_resolver::TokioResolver, String>,
+    antivirus: Option<crate::antivirus::Clamd>,
     /// Listeners bound (set by the binary once they are): `/readyz`.
     pub ready: std::sync::atomic::AtomicBool,
     /// (label, not-after as Unix time) of the signing and TLS certificates.
@@ -197,6 +198,25 @@ fn resolver(
         hickory_resolver::Resolver::builder_with_config(config, TokioConnectionProvider::default())
             .build(),
     )
+}
+
+/// Remove the messages of a Maildir older than `age` (by file time).
+fn purge_older(dir: &std::path::Path, age: Duration) -> std::io::Result<usize> {
+    let mut n = 0;
+    for sub in ["new", "cur"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries {
+            let e = e?;
+            let old = e.metadata()?.modified()?.elapsed().is_ok_and(|a| a > age);
+            if old {
+                std::fs::remove_file(e.path())?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// The not-after time (Unix seconds) of the first certificate in a PEM file.
@@ -265,6 +285,15 @@ impl App {
             resolver: resolver(&config.delivery.nameservers),
             usage: Default::default(),
             ready: Default::default(),
+            antivirus: config.antivirus.clamd.as_deref().map(|a| {
+                crate::antivirus::Clamd::new(
+                    a,
+                    config
+                        .antivirus
+                        .timeout
+                        .map_or(Duration::from_secs(30), |t| t.0),
+                )
+            }),
             cert_expiry: [
                 ("signing", &config.provider.signing_cert),
                 ("tls", &config.tls.cert),
@@ -432,6 +461,37 @@ impl App {
     }
 
     // ----------------------------------------------------------------------
+    // Virus checks (RT §8.4)
+
+    /// Scan a message: `Ok(Some(name))` infected, `Ok(None)` clean or not
+    /// scanned (no clamd configured, or unavailable under the `accept`
+    /// policy), `Err` unavailable under `tempfail`.
+    fn virus_check(&self, data: &[u8]) -> Result<Option<String>, String> {
+        let Some(clamd) = &self.antivirus else {
+            return Ok(None);
+        };
+        match clamd.scan(data) {
+            Ok(crate::antivirus::Scan::Clean) => Ok(None),
+            Ok(crate::antivirus::Scan::Infected(name)) => Ok(Some(name)),
+            Err(e) => match self.config.antivirus.on_unavailable {
+                crate::config::OnUnavailable::Tempfail => Err(e.to_string()),
+                crate::config::OnUnavailable::Accept => {
+                    tracing::warn!(event = "virus_scan_skipped", error = %e);
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Keep an infected message for the retention of the log (30 months,
+    /// DPR 68/2005 art. 12) in `data_dir/virus`.
+    fn keep_virus(&self, id: &str, data: &[u8]) -> Result<(), String> {
+        let md = Maildir::open(self.config.data_dir.join("virus")).map_err(|e| e.to_string())?;
+        md.deliver_once(id, data, true).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------
     // Punto di accesso
 
     /// A message from an authenticated user. The reply is sent only after
@@ -496,6 +556,38 @@ impl App {
                 ))
             }
             Decision::Accept(c) => {
+                let virus = match self.virus_check(&env.data) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(event = "virus_scan_unavailable", error = %e);
+                        return Ok(Reply::new(
+                            451,
+                            (4, 7, 0),
+                            "Virus scanner unavailable, message not accepted; try again later",
+                        ));
+                    }
+                };
+                if let Some(name) = virus {
+                    self.keep_virus(&pec_id, &env.data)?;
+                    let notice = self.sign(&build::non_acceptance(
+                        &c,
+                        &self.new_id(time),
+                        &Rejection::Virus(name.clone()),
+                    ))?;
+                    self.to_mailbox(&mut b, &notice, &user, Some(&pec_id), now)?;
+                    let mut r = self.record(now, Event::VirusDetected, &c);
+                    r.detail = Some(format!("at submission: {name}"));
+                    r.append_to(&mut b);
+                    let mut r = self.record(now, Event::NonAcceptance, &c);
+                    r.detail = Some(format!("virus: {name}"));
+                    r.append_to(&mut b);
+                    self.commit(b)?;
+                    return Ok(Reply::new(
+                        550,
+                        (5, 7, 1),
+                        format!("Messaggio non accettato: virus {name}"),
+                    ));
+                }
                 let acc_id = self.new_id(time);
                 let acceptance = self.sign(&build::acceptance(&c, &acc_id))?;
                 // The trace line travels in the envelope's copied headers.
@@ -701,6 +793,8 @@ impl App {
         let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
+                // Unavailable scanner under `tempfail`: the item waits.
+                let virus = self.virus_check(&raw)?;
                 let cc = OriginalHeaders::parse(&raw).cc;
                 let c = Certification::from_daticert(d, self.provider.clone(), time, &cc);
                 // Presa in carico to the sending provider's service mailbox.
@@ -734,6 +828,35 @@ impl App {
                 let mut r = self.record(now, Event::TakenInChargeSent, &c);
                 r.provider = report.provider.clone();
                 r.append_to(&mut b);
+                if let Some(name) = virus {
+                    // RT §3.6: not delivered, kept, and one avviso di
+                    // rilevazione virus per recipient to the sending
+                    // provider's service mailbox.
+                    self.keep_virus(&item.id, &raw)?;
+                    for rcpt in rcpt_to {
+                        let notice = self.sign(&build::virus_detected(
+                            &c,
+                            &self.new_id(time),
+                            &mail_receipt,
+                            rcpt,
+                            &name,
+                        ))?;
+                        self.route(
+                            &mut b,
+                            &notice,
+                            &self.service_address(),
+                            std::slice::from_ref(&mail_receipt),
+                            Some(&c.pec_id),
+                            now,
+                        )?;
+                        let mut r = self.record(now, Event::VirusDetected, &c);
+                        r.recipients = vec![rcpt.clone()];
+                        r.provider = report.provider.clone();
+                        r.detail = Some(format!("in a received envelope: {name}"));
+                        r.append_to(&mut b);
+                    }
+                    return self.commit(b);
+                }
                 for rcpt in rcpt_to {
                     let state = accounts::get(&self.store, rcpt)
                         .map_err(|e| e.to_string())?
@@ -785,6 +908,23 @@ impl App {
                     if self.mailbox_exists(rcpt)? {
                         self.to_mailbox(&mut b, &raw, rcpt, Some(&d.identificativo), now)?;
                     }
+                }
+                // RT §3.7: a rilevazione virus about one of our senders'
+                // messages becomes its avviso di mancata consegna per virus.
+                if t == PecType::VirusDetected && self.is_local(&d.mittente) {
+                    let cc = OriginalHeaders::parse(&raw).cc;
+                    let c = Certification::from_daticert(d, self.provider.clone(), time, &cc);
+                    let recipient = d.consegna.clone().unwrap_or_default();
+                    let why = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
+                    let notice = self.sign(&build::delivery_error_virus(
+                        &c,
+                        &self.new_id(time),
+                        &recipient,
+                        &why,
+                    ))?;
+                    self.to_mailbox(&mut b, &notice, &d.mittente, Some(&d.identificativo), now)?;
+                    metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => "virus")
+                        .increment(1);
                 }
                 let targets: Vec<String> = match t {
                     PecType::TakenInCharge => d.ricezione.clone(),
@@ -1979,6 +2119,15 @@ impl App {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(event = "seen_purged", entries = n),
                     Err(e) => tracing::error!(event = "seen_purge_failed", error = %e),
+                }
+                // Infected messages are kept as long as the log (DPR
+                // 68/2005 art. 12: 30 months), then go.
+                let dir = self.config.data_dir.join("virus");
+                match tokio::task::block_in_place(|| purge_older(&dir, self.config.log.retention.0))
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(event = "virus_store_purged", messages = n),
+                    Err(e) => tracing::error!(event = "virus_store_purge_failed", error = %e),
                 }
                 // The mailbox lifecycle goes by calendar day; hourly is
                 // ample, and each action happens once however often it runs.

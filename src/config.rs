@@ -318,6 +318,29 @@ impl Default for StoreConfig {
     }
 }
 
+/// Virus scanning (RT §8.4) through clamd.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AntivirusConfig {
+    /// clamd's address: `host:port` or the path of its Unix socket. Absent:
+    /// no scanning (a provider must scan: set it in production).
+    pub clamd: Option<String>,
+    /// When clamd cannot answer: `tempfail` (451, the sender retries; for
+    /// inbound mail the item waits) or `accept` (pass unscanned, logged).
+    pub on_unavailable: OnUnavailable,
+    /// How long to wait for clamd.
+    pub timeout: Option<Span>,
+}
+
+/// What to do when the scanner is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnavailable {
+    #[default]
+    Tempfail,
+    Accept,
+}
+
 /// The mailbox lifecycle: reminders, grace, deletion, first access.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -507,6 +530,7 @@ pub struct Config {
     pub plans: Vec<Plan>,
     pub notify: NotifyConfig,
     pub lifecycle: LifecycleConfig,
+    pub antivirus: AntivirusConfig,
 }
 
 impl Config {
@@ -516,7 +540,8 @@ impl Config {
     }
 }
 
-const TOP_KEYS: [&str; 16] = [
+const TOP_KEYS: [&str; 17] = [
+    "antivirus",
     "lifecycle",
     "plans",
     "notify",
@@ -634,6 +659,7 @@ impl Config {
         }
         let notify: Option<NotifyConfig> = section(&table, "notify", &mut errors);
         let lifecycle: Option<LifecycleConfig> = section(&table, "lifecycle", &mut errors);
+        let antivirus: Option<AntivirusConfig> = section(&table, "antivirus", &mut errors);
         // Semantic checks run on every section that parsed, so one bad
         // section does not hide the problems of the others.
         let resolve = |p: &mut PathBuf| *p = base.join(&*p);
@@ -669,7 +695,7 @@ impl Config {
             store,
             log,
             timers,
-            (queue, delivery, notify, lifecycle),
+            (queue, delivery, notify, lifecycle, antivirus),
         ) {
             (
                 Some(data_dir),
@@ -680,7 +706,7 @@ impl Config {
                 Some(store),
                 Some(log),
                 Some(timers),
-                (Some(queue), Some(delivery), Some(notify), Some(lifecycle)),
+                (Some(queue), Some(delivery), Some(notify), Some(lifecycle), Some(antivirus)),
             ) if errors.is_empty() => Ok(Config {
                 data_dir,
                 hostname,
@@ -698,6 +724,7 @@ impl Config {
                 plans,
                 notify,
                 lifecycle,
+                antivirus,
             }),
             _ => Err(errors),
         }

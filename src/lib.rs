@@ -21,6 +21,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod antivirus;
 pub mod app;
 pub mod audit;
 pub mod clock;
