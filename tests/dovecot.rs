@@ -162,8 +162,9 @@ m.logout()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&dv.log).unwrap_or_default()
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
