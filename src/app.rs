@@ -142,14 +142,99 @@ fn tx_key(pec_id: &str, rcpt: &str) -> Vec<u8> {
     format!("{pec_id}\n{}", rcpt.to_lowercase()).into_bytes()
 }
 
-/// The running provider.
-pub struct App {
+/// What a configuration reload replaces at once: the config and everything
+/// built from it (signing identity, trust anchors and provider index,
+/// scanner, resolver). Work in progress keeps the snapshot it took.
+pub struct Live {
     pub config: Config,
-    pub store: Store,
-    pub spool: Spool,
     pub signer: Signer,
     pub checker: Checker,
-    pub provider: Provider,
+    /// The certifying provider as PEC messages name it.
+    pub pec_provider: Provider,
+    /// Built once per config, so its cache serves every relay (an error,
+    /// e.g. no resolv.conf, is reported at each MX lookup instead).
+    resolver: Result<hickory_resolver::TokioResolver, String>,
+    scanner: Option<crate::antivirus::Clamd>,
+    /// (label, not-after as Unix time) of the signing and TLS certificates.
+    cert_expiry: Vec<(&'static str, i64)>,
+    /// TLS for the listeners (new sessions take the current one).
+    pub tls_acceptor: Arc<openssl::ssl::SslAcceptor>,
+}
+
+impl std::ops::Deref for Live {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl Live {
+    /// Build everything a config implies; any error leaves nothing built.
+    pub fn build(config: Config) -> Result<Live, StartError> {
+        let digest = Digest::from_name(&config.provider.digest).ok_or_else(|| {
+            StartError::Config(format!("provider.digest {:?}", config.provider.digest))
+        })?;
+        let signer = Signer::from_files(
+            &config.provider.signing_cert,
+            &config.provider.signing_key,
+            digest,
+        )?
+        .with_smime_capabilities(config.provider.smime_capabilities);
+        let verifier = match &config.provider.trust_anchors {
+            Some(p) => Verifier::with_anchors(crate::smime::load_certificates(p)?)?,
+            None => Verifier::system()?,
+        };
+        let text = std::fs::read_to_string(&config.provider.provider_index)?;
+        let index = ProviderIndex::from_ldif(&text).map_err(|errs| {
+            StartError::Config(
+                errs.iter()
+                    .map(|e| format!("{}: {e}", config.provider.provider_index.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        let provider = Provider {
+            name: config.provider.name.clone(),
+            domain: config.provider.domain.clone(),
+        };
+        let tls_acceptor =
+            crate::server::acceptor(&config.tls).map_err(|e| StartError::Config(e.to_string()))?;
+        Ok(Live {
+            tls_acceptor,
+            checker: Checker {
+                verifier,
+                index: Some(index),
+                when: VerifyTime::Now,
+            },
+            signer,
+            pec_provider: provider,
+            resolver: resolver(&config.delivery.nameservers),
+            scanner: config.antivirus.clamd.as_deref().map(|a| {
+                crate::antivirus::Clamd::new(
+                    a,
+                    config
+                        .antivirus
+                        .timeout
+                        .map_or(Duration::from_secs(30), |t| t.0),
+                )
+            }),
+            cert_expiry: [
+                ("signing", &config.provider.signing_cert),
+                ("tls", &config.tls.cert),
+            ]
+            .into_iter()
+            .filter_map(|(label, path)| Some((label, not_after(path)?)))
+            .collect(),
+            config,
+        })
+    }
+}
+
+/// The running provider.
+pub struct App {
+    live: std::sync::RwLock<Arc<Live>>,
+    pub store: Store,
+    pub spool: Spool,
     pub ids: IdGenerator,
     pub clock: Arc<dyn Clock>,
     pub wake: tokio::sync::Notify,
@@ -162,14 +247,10 @@ pub struct App {
     local_slots: Arc<tokio::sync::Semaphore>,
     relay_slots: Arc<tokio::sync::Semaphore>,
     relays: crate::smtp::client::Pool,
-    /// Built once, so its cache serves every relay (an error, e.g. no
-    /// resolv.conf, is reported at each MX lookup instead).
-    resolver: Result<hickory_resolver::TokioResolver, String>,
-    antivirus: Option<crate::antivirus::Clamd>,
     /// Listeners bound (set by the binary once they are): `/readyz`.
     pub ready: std::sync::atomic::AtomicBool,
-    /// (label, not-after as Unix time) of the signing and TLS certificates.
-    cert_expiry: Vec<(&'static str, i64)>,
+    /// The file the configuration came from (reloads read it again).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     /// Mailbox usage by address, with the Maildir stamp it was taken at.
     usage: std::sync::Mutex<HashMap<String, crate::maildir::Usage>>,
 }
@@ -236,43 +317,12 @@ impl App {
     pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
         let store = Store::open(&config.data_dir.join("store"), &config.store.engine)?;
         let spool = Spool::open(&config.data_dir.join("spool"))?;
-        let digest = Digest::from_name(&config.provider.digest).ok_or_else(|| {
-            StartError::Config(format!("provider.digest {:?}", config.provider.digest))
-        })?;
-        let signer = Signer::from_files(
-            &config.provider.signing_cert,
-            &config.provider.signing_key,
-            digest,
-        )?
-        .with_smime_capabilities(config.provider.smime_capabilities);
-        let verifier = match &config.provider.trust_anchors {
-            Some(p) => Verifier::with_anchors(crate::smime::load_certificates(p)?)?,
-            None => Verifier::system()?,
-        };
-        let text = std::fs::read_to_string(&config.provider.provider_index)?;
-        let index = ProviderIndex::from_ldif(&text).map_err(|errs| {
-            StartError::Config(
-                errs.iter()
-                    .map(|e| format!("{}: {e}", config.provider.provider_index.display()))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
-        let provider = Provider {
-            name: config.provider.name.clone(),
-            domain: config.provider.domain.clone(),
-        };
+        let live = Live::build(config)?;
         let started = clock.now();
         Ok(App {
-            checker: Checker {
-                verifier,
-                index: Some(index),
-                when: VerifyTime::Now,
-            },
+            live: std::sync::RwLock::new(Arc::new(live)),
             store,
             spool,
-            signer,
-            provider,
             ids: IdGenerator::new(),
             clock,
             wake: tokio::sync::Notify::new(),
@@ -282,36 +332,61 @@ impl App {
             local_slots: Arc::new(tokio::sync::Semaphore::new(LOCAL_CONCURRENCY)),
             relay_slots: Arc::new(tokio::sync::Semaphore::new(RELAY_CONCURRENCY)),
             relays: crate::smtp::client::Pool::new(RELAY_IDLE_PER_PEER, RELAY_IDLE_TIMEOUT),
-            resolver: resolver(&config.delivery.nameservers),
             usage: Default::default(),
             ready: Default::default(),
-            antivirus: config.antivirus.clamd.as_deref().map(|a| {
-                crate::antivirus::Clamd::new(
-                    a,
-                    config
-                        .antivirus
-                        .timeout
-                        .map_or(Duration::from_secs(30), |t| t.0),
-                )
-            }),
-            cert_expiry: [
-                ("signing", &config.provider.signing_cert),
-                ("tls", &config.tls.cert),
-            ]
-            .into_iter()
-            .filter_map(|(label, path)| Some((label, not_after(path)?)))
-            .collect(),
-            config,
+            config_path: Default::default(),
         })
     }
 
-    fn index(&self) -> Option<&ProviderIndex> {
-        self.checker.index.as_ref()
+    /// The current configuration and what is built from it (a snapshot:
+    /// a reload does not change it under the caller).
+    pub fn cfg(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Read the configuration file again and [`App::reload`] it; every
+    /// problem is returned (with its key path) and the running config stays.
+    pub fn reload_from_file(&self) -> Result<(), Vec<String>> {
+        let path = self
+            .config_path
+            .get()
+            .ok_or_else(|| vec!["no configuration file to reload".to_string()])?;
+        let config = Config::load(path).map_err(|errs| {
+            errs.iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect::<Vec<_>>()
+        })?;
+        self.reload(config).map_err(|e| vec![e])
+    }
+
+    /// Replace the configuration at once. A config that does not build
+    /// (bad certificate, bad provider index, …) is refused and the running
+    /// one stays; what only a restart can change (data directory, store
+    /// engine, listeners) must be unchanged.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let old = self.cfg();
+        let mut fixed = Vec::new();
+        if config.data_dir != old.data_dir {
+            fixed.push("data_dir");
+        }
+        if config.store.engine != old.store.engine {
+            fixed.push("store.engine");
+        }
+        if format!("{:?}", config.listen) != format!("{:?}", old.listen) {
+            fixed.push("listen");
+        }
+        if !fixed.is_empty() {
+            return Err(format!("{} change only with a restart", fixed.join(", ")));
+        }
+        let live = Live::build(config).map_err(|e| e.to_string())?;
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+        tracing::info!(event = "config_reloaded");
+        Ok(())
     }
 
     fn is_local(&self, address: &str) -> bool {
         address.rsplit_once('@').is_some_and(|(_, d)| {
-            self.config
+            self.cfg()
                 .provider
                 .local_domains
                 .iter()
@@ -320,12 +395,13 @@ impl App {
     }
 
     fn new_id(&self, t: LegalTime) -> String {
-        self.ids.next(t, &self.provider.domain)
+        self.ids.next(t, &self.cfg().provider.domain)
     }
 
     fn sign(&self, m: &crate::pec::mime::UnsignedMessage) -> Result<Vec<u8>, String> {
         let t = std::time::Instant::now();
         let signed = self
+            .cfg()
             .signer
             .sign(m)
             .map_err(|e| format!("signing failed: {e}"))?;
@@ -467,13 +543,14 @@ impl App {
     /// scanned (no clamd configured, or unavailable under the `accept`
     /// policy), `Err` unavailable under `tempfail`.
     fn virus_check(&self, data: &[u8]) -> Result<Option<String>, String> {
-        let Some(clamd) = &self.antivirus else {
+        let live = self.cfg();
+        let Some(clamd) = &live.scanner else {
             return Ok(None);
         };
         match clamd.scan(data) {
             Ok(crate::antivirus::Scan::Clean) => Ok(None),
             Ok(crate::antivirus::Scan::Infected(name)) => Ok(Some(name)),
-            Err(e) => match self.config.antivirus.on_unavailable {
+            Err(e) => match self.cfg().antivirus.on_unavailable {
                 crate::config::OnUnavailable::Tempfail => Err(e.to_string()),
                 crate::config::OnUnavailable::Accept => {
                     tracing::warn!(event = "virus_scan_skipped", error = %e);
@@ -486,7 +563,7 @@ impl App {
     /// Keep an infected message for the retention of the log (30 months,
     /// DPR 68/2005 art. 12) in `data_dir/virus`.
     fn keep_virus(&self, id: &str, data: &[u8]) -> Result<(), String> {
-        let md = Maildir::open(self.config.data_dir.join("virus")).map_err(|e| e.to_string())?;
+        let md = Maildir::open(self.cfg().data_dir.join("virus")).map_err(|e| e.to_string())?;
         md.deliver_once(id, data, true).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -511,9 +588,9 @@ impl App {
         let time = LegalTime::new(now);
         let pec_id = self.new_id(time);
         let limits = AccessLimits {
-            max_message_size: self.config.limits.max_message_size,
-            max_total_size: self.config.limits.max_total_size,
-            max_recipients: self.config.limits.max_recipients,
+            max_message_size: self.cfg().limits.max_message_size,
+            max_total_size: self.cfg().limits.max_total_size,
+            max_recipients: self.cfg().limits.max_recipients,
         };
         let user = env.authenticated.clone().unwrap_or_default();
         let sub = Submission {
@@ -522,12 +599,18 @@ impl App {
             rcpt_to: &env.rcpt_to,
             message: &env.data,
         };
-        let certified = |a: &str| self.index().is_some_and(|i| i.is_certified_address(a));
+        let live = self.cfg();
+        let certified = |a: &str| {
+            live.checker
+                .index
+                .as_ref()
+                .is_some_and(|i| i.is_certified_address(a))
+        };
         let mut b = Batch::new();
         match access::decide(
             &sub,
             &limits,
-            &self.provider,
+            &self.cfg().pec_provider,
             time,
             pec_id.clone(),
             &certified,
@@ -592,7 +675,7 @@ impl App {
                 let acceptance = self.sign(&build::acceptance(&c, &acc_id))?;
                 // The trace line travels in the envelope's copied headers.
                 let mut traced = env
-                    .trace_header(&self.config.hostname, &pec_id, &time.rfc5322())
+                    .trace_header(&self.cfg().hostname, &pec_id, &time.rfc5322())
                     .into_bytes();
                 traced.extend_from_slice(&env.data);
                 let envelope = self.sign(&build::transport(&c, &traced))?;
@@ -600,7 +683,7 @@ impl App {
                 let rcpts: Vec<String> = c.recipients.iter().map(|r| r.address.clone()).collect();
                 self.route(&mut b, &envelope, &c.sender, &rcpts, Some(&pec_id), now)?;
                 // The sender's archive keeps what it sent.
-                if self.config.delivery.lmtp.is_none() {
+                if self.cfg().delivery.lmtp.is_none() {
                     let blob = self
                         .spool
                         .put(&envelope)
@@ -666,7 +749,7 @@ impl App {
             // RFC 5321 §4.4: the trace line goes on top of what is stored;
             // an S/MIME signature covers the body, never the outer header.
             let mut data = env
-                .trace_header(&self.config.hostname, &id, &time.rfc5322())
+                .trace_header(&self.cfg().hostname, &id, &time.rfc5322())
                 .into_bytes();
             data.extend_from_slice(&env.data);
             let blob = self.spool.put(&data).map_err(|e| e.to_string())?;
@@ -718,7 +801,7 @@ impl App {
     }
 
     fn service_address(&self) -> String {
-        self.provider.service_address()
+        self.cfg().pec_provider.service_address()
     }
 
     /// RT §9: verify, classify and act; all results commit with the removal
@@ -738,7 +821,7 @@ impl App {
         let mut b = Batch::new();
         item.remove(&mut b);
         let t = std::time::Instant::now();
-        let report = self.checker.check(&item.id, &raw);
+        let report = self.cfg().checker.check(&item.id, &raw);
         crate::metrics::time(crate::metrics::VERIFY_SECONDS, t.elapsed());
         let received = match (
             report.outcome,
@@ -796,11 +879,14 @@ impl App {
                 // Unavailable scanner under `tempfail`: the item waits.
                 let virus = self.virus_check(&raw)?;
                 let cc = OriginalHeaders::parse(&raw).cc;
-                let c = Certification::from_daticert(d, self.provider.clone(), time, &cc);
+                let c = Certification::from_daticert(d, self.cfg().pec_provider.clone(), time, &cc);
                 // Presa in carico to the sending provider's service mailbox.
                 let sig = report.signature.as_ref();
-                let mail_receipt = self
-                    .index()
+                let live = self.cfg();
+                let mail_receipt = live
+                    .checker
+                    .index
+                    .as_ref()
                     .and_then(|i| {
                         match i.lookup_signer(
                             sig.and_then(|s| s.signer_sha1.as_deref()).unwrap_or(""),
@@ -913,7 +999,8 @@ impl App {
                 // messages becomes its avviso di mancata consegna per virus.
                 if t == PecType::VirusDetected && self.is_local(&d.mittente) {
                     let cc = OriginalHeaders::parse(&raw).cc;
-                    let c = Certification::from_daticert(d, self.provider.clone(), time, &cc);
+                    let c =
+                        Certification::from_daticert(d, self.cfg().pec_provider.clone(), time, &cc);
                     let recipient = d.consegna.clone().unwrap_or_default();
                     let why = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
                     let notice = self.sign(&build::delivery_error_virus(
@@ -995,7 +1082,7 @@ impl App {
                     .collect();
                 if !existing.is_empty() {
                     let wrapped = self.sign(&build::anomaly(&build::AnomalyInput {
-                        provider: &self.provider,
+                        provider: &self.cfg().pec_provider,
                         time,
                         envelope_from: mail_from,
                         recipients: &existing,
@@ -1043,12 +1130,12 @@ impl App {
         receipt_to: Option<&str>,
         data: &[u8],
     ) -> Result<(), String> {
-        let stored: Result<(), DeliveryFailure> = match self.config.delivery.lmtp {
+        let stored: Result<(), DeliveryFailure> = match self.cfg().delivery.lmtp {
             Some(addr) => {
                 let out =
                     tokio::runtime::Handle::current().block_on(crate::smtp::client::deliver_lmtp(
                         addr,
-                        &self.config.hostname,
+                        &self.cfg().hostname,
                         &self.service_address(),
                         mailbox,
                         data,
@@ -1065,7 +1152,7 @@ impl App {
                 }
             }
             None => {
-                let dir = mailbox_path(&self.config.data_dir.join("mail"), mailbox)
+                let dir = mailbox_path(&self.cfg().data_dir.join("mail"), mailbox)
                     .map_err(|e| e.to_string())?;
                 let md = Maildir::open(dir).map_err(|e| e.to_string())?;
                 // Only an item from before this process started, or one already
@@ -1122,11 +1209,11 @@ impl App {
     // Lifecycle (expiry, reminders, downgrade, suspension, deletion)
 
     /// The plan of an account (empty name: the first plan).
-    pub fn plan_of(&self, acc: &accounts::Account) -> Option<&crate::config::Plan> {
+    pub fn plan_of(&self, acc: &accounts::Account) -> Option<crate::config::Plan> {
         if acc.plan.is_empty() {
-            self.config.plans.first()
+            self.cfg().plans.first().cloned()
         } else {
-            self.config.plan(&acc.plan)
+            self.cfg().plan(&acc.plan).cloned()
         }
     }
 
@@ -1145,7 +1232,7 @@ impl App {
             // Most accounts have nothing due: decided without the lock;
             // the few that do are re-read and changed under it.
             let due = self.plan_of(&acc).is_some_and(|p| {
-                !crate::lifecycle::due(&acc, p, &self.config.lifecycle, today).is_empty()
+                !crate::lifecycle::due(&acc, &p, &self.cfg().lifecycle, today).is_empty()
             });
             if due {
                 acted +=
@@ -1169,7 +1256,7 @@ impl App {
         let Some(plan) = self.plan_of(&acc) else {
             return Ok(0);
         };
-        let actions = lifecycle::due(&acc, plan, &self.config.lifecycle, today);
+        let actions = lifecycle::due(&acc, &plan, &self.cfg().lifecycle, today);
         let mut b = Batch::new();
         let acted = actions.len();
         let at_expiry = match plan.on_expiry {
@@ -1231,20 +1318,18 @@ impl App {
         let now = self
             .plan_of(acc)
             .ok_or("the mailbox's plan is not configured")?;
-        let after = now
-            .downgrade_to
-            .as_deref()
-            .and_then(|p| self.config.plan(p));
-        let used = match self.config.delivery.lmtp {
+        let live = self.cfg();
+        let after = now.downgrade_to.as_deref().and_then(|p| live.plan(p));
+        let used = match self.cfg().delivery.lmtp {
             Some(_) => 0, // the mailbox server knows; not measured here
             None => {
-                let dir = mailbox_path(&self.config.data_dir.join("mail"), &acc.address)
+                let dir = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
                     .map_err(|e| e.to_string())?;
                 let md = Maildir::open(dir).map_err(|e| e.to_string())?;
                 self.usage(&md, &acc.address)?
             }
         };
-        Ok(crate::lifecycle::downgrade_plan(acc, now, after, used, 0))
+        Ok(crate::lifecycle::downgrade_plan(acc, &now, after, used, 0))
     }
 
     // ----------------------------------------------------------------------
@@ -1303,7 +1388,7 @@ impl App {
             return Ok(false);
         };
         let dir =
-            mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
+            mailbox_path(&self.cfg().data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
         let md = Maildir::open(dir).map_err(|e| e.to_string())?;
         let used = self.usage(&md, mailbox)?;
         let pct = used.saturating_mul(100) / quota;
@@ -1346,11 +1431,11 @@ impl App {
 
     /// Mail a password-reset link to the holder's reference address.
     pub fn send_reset_link(&self, acc: &accounts::Account, token: &str) -> Result<(), String> {
-        if self.config.notify.smarthost.is_none() {
+        if self.cfg().notify.smarthost.is_none() {
             return Err("no notify.smarthost: reset links cannot be mailed".into());
         }
-        let base = self.config.listen.admin.map_or_else(
-            || format!("https://{}", self.config.hostname),
+        let base = self.cfg().listen.admin.map_or_else(
+            || format!("https://{}", self.cfg().hostname),
             |a| format!("http://{a}"),
         );
         let url = format!("{base}/me/reset?token={token}");
@@ -1362,11 +1447,11 @@ impl App {
     }
 
     fn notice_sender(&self) -> String {
-        self.config
+        self.cfg()
             .notify
             .from
             .clone()
-            .unwrap_or_else(|| format!("noreply@{}", self.provider.domain))
+            .unwrap_or_else(|| format!("noreply@{}", self.cfg().provider.domain))
     }
 
     /// A provider notice as ordinary mail to `to` through the smarthost
@@ -1378,7 +1463,7 @@ impl App {
         to: &str,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
-        let (Some(via), Some((_, domain))) = (self.config.notify.smarthost, to.rsplit_once('@'))
+        let (Some(via), Some((_, domain))) = (self.cfg().notify.smarthost, to.rsplit_once('@'))
         else {
             return Ok(());
         };
@@ -1426,7 +1511,7 @@ impl App {
             return Ok(false);
         }
         let root =
-            mailbox_path(&self.config.data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
+            mailbox_path(&self.cfg().data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
         let md = Maildir::open_folder(&root, ARCHIVE_FOLDER).map_err(|e| e.to_string())?;
         if md
             .find(id, data.len(), interrupted)
@@ -1440,8 +1525,7 @@ impl App {
         let mut used = self.usage(&md, &key)?;
         let mut full = used + size > quota;
         let mut rotated = 0;
-        if full
-            && self.config.lifecycle.archive_policy == crate::config::ArchivePolicy::RotateOldest
+        if full && self.cfg().lifecycle.archive_policy == crate::config::ArchivePolicy::RotateOldest
         {
             for (path, len) in md.oldest_first().map_err(|e| e.to_string())? {
                 if used + size <= quota {
@@ -1467,7 +1551,7 @@ impl App {
                 .map_err(|e| e.to_string())?;
             self.note_usage(&md, &key, size);
         }
-        let policy = self.config.lifecycle.archive_policy;
+        let policy = self.cfg().lifecycle.archive_policy;
         // `stop`: once per filling. `rotate-oldest` stays full by design:
         // once, then again at most weekly while it keeps rotating.
         let stale = acc
@@ -1512,7 +1596,7 @@ impl App {
         data: &[u8],
         envelope: bool,
     ) -> Result<(), String> {
-        if self.config.delivery.lmtp.is_some() {
+        if self.cfg().delivery.lmtp.is_some() {
             return Ok(());
         }
         let Some(mut acc) = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())? else {
@@ -1540,7 +1624,7 @@ impl App {
         let daticert = crate::pec::daticert::Daticert::parse(&xml).map_err(|e| e.to_string())?;
         let cc = OriginalHeaders::parse(envelope).cc;
         let certification =
-            Certification::from_daticert(&daticert, self.provider.clone(), time, &cc);
+            Certification::from_daticert(&daticert, self.cfg().pec_provider.clone(), time, &cc);
         Ok(EnvelopeView {
             daticert,
             certification,
@@ -1605,14 +1689,15 @@ impl App {
 
     async fn resolve(&self, domain: &str) -> Result<Vec<std::net::SocketAddr>, String> {
         if let Some(r) = self
-            .config
+            .cfg()
             .routes
             .iter()
             .find(|r| r.domain.eq_ignore_ascii_case(domain))
         {
             return Ok(vec![r.host]);
         }
-        let resolver = self.resolver.as_ref().map_err(|e| e.clone())?;
+        let live = self.cfg();
+        let resolver = live.resolver.as_ref().map_err(|e| e.clone())?;
         let mx = resolver
             .mx_lookup(domain)
             .await
@@ -1625,7 +1710,7 @@ impl App {
         let mut out = Vec::new();
         for (_, h) in hosts {
             if let Ok(ips) = resolver.lookup_ip(h.as_str()).await {
-                let port = self.config.delivery.mx_port;
+                let port = self.cfg().delivery.mx_port;
                 out.extend(ips.iter().map(|ip| std::net::SocketAddr::new(ip, port)));
             }
         }
@@ -1662,7 +1747,7 @@ impl App {
                         .relays
                         .deliver(
                             h,
-                            &self.config.hostname,
+                            &self.cfg().hostname,
                             mail_from,
                             rcpt_to,
                             &data,
@@ -1792,7 +1877,7 @@ impl App {
     }
 
     fn reschedule(&self, b: &mut Batch, mut item: Item, now: DateTime<Utc>, error: String) {
-        let give_up = self.config.queue.give_up_after.0;
+        let give_up = self.cfg().queue.give_up_after.0;
         if item.expired(now, give_up) {
             // RT §2.2.2: give up after 24 h. Certified recipients: the 24 h
             // timer notice tells the sender. External recipients have no PEC
@@ -1807,8 +1892,8 @@ impl App {
                 b,
                 now,
                 error,
-                self.config.queue.retry_initial.0,
-                self.config.queue.retry_max.0,
+                self.cfg().queue.retry_initial.0,
+                self.cfg().queue.retry_max.0,
             );
             item.put(b);
         }
@@ -1820,9 +1905,9 @@ impl App {
     pub fn check_timers(&self) -> Result<usize, String> {
         let now = self.clock.now();
         let time = LegalTime::new(now);
-        let warn = chrono::Duration::from_std(self.config.timers.warning_after.0)
+        let warn = chrono::Duration::from_std(self.cfg().timers.warning_after.0)
             .map_err(|e| e.to_string())?;
-        let fin = chrono::Duration::from_std(self.config.timers.final_after.0)
+        let fin = chrono::Duration::from_std(self.cfg().timers.final_after.0)
             .map_err(|e| e.to_string())?;
         let mut b = Batch::new();
         let mut n = 0;
@@ -1867,7 +1952,7 @@ impl App {
             };
             let Some(stage) = stage else { continue };
             let c = Certification {
-                provider: self.provider.clone(),
+                provider: self.cfg().pec_provider.clone(),
                 time,
                 pec_id: st.pec_id.clone(),
                 sender: st.sender.clone(),
@@ -2005,7 +2090,7 @@ impl App {
                 accounts::with_lock(mailbox, || {
                     let mut b = Batch::new();
                     item.remove(&mut b);
-                    if self.config.delivery.lmtp.is_none()
+                    if self.cfg().delivery.lmtp.is_none()
                         && let Some(mut acc) =
                             accounts::get(&self.store, mailbox).map_err(|e| e.to_string())?
                     {
@@ -2048,7 +2133,7 @@ impl App {
         metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(depth as f64);
         let age = oldest.map_or(0.0, |o| (now - o).num_seconds().max(0) as f64);
         metrics::gauge!(crate::metrics::QUEUE_OLDEST).set(age);
-        for (label, at) in &self.cert_expiry {
+        for (label, at) in &self.cfg().cert_expiry {
             let days = (*at - now.timestamp()) as f64 / 86_400.0;
             metrics::gauge!(crate::metrics::CERT_EXPIRY_DAYS, "cert" => *label).set(days);
         }
@@ -2106,7 +2191,7 @@ impl App {
             if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 last_purge = Some(std::time::Instant::now());
                 let now = self.clock.now();
-                let retention = chrono::Duration::from_std(self.config.log.retention.0)
+                let retention = chrono::Duration::from_std(self.cfg().log.retention.0)
                     .unwrap_or(chrono::Duration::days(913));
                 match tokio::task::block_in_place(|| {
                     crate::audit::purge(&self.store, now - retention, now)
@@ -2122,8 +2207,8 @@ impl App {
                 }
                 // Infected messages are kept as long as the log (DPR
                 // 68/2005 art. 12: 30 months), then go.
-                let dir = self.config.data_dir.join("virus");
-                match tokio::task::block_in_place(|| purge_older(&dir, self.config.log.retention.0))
+                let dir = self.cfg().data_dir.join("virus");
+                match tokio::task::block_in_place(|| purge_older(&dir, self.cfg().log.retention.0))
                 {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(event = "virus_store_purged", messages = n),

@@ -465,8 +465,9 @@ fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let app = std::sync::Arc::new(pecd::app::App::open(cfg).map_err(|e| e.to_string())?);
+        let _ = app.config_path.set(path.to_path_buf());
         let now = chrono::Utc::now();
-        for m in &app.config.dev_mailboxes {
+        for m in &app.cfg().dev_mailboxes {
             if pecd::accounts::get(&app.store, &m.address)
                 .map_err(|e| e.to_string())?
                 .is_none()
@@ -505,11 +506,27 @@ fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let tick = (app.config.timers.warning_after.0 / 20).clamp(
+        let tick = (app.cfg().timers.warning_after.0 / 20).clamp(
             std::time::Duration::from_millis(100),
             std::time::Duration::from_secs(1),
         );
         let worker = tokio::spawn(app.clone().worker(tick, rx));
+        // SIGHUP: reload the configuration; a bad file changes nothing.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| e.to_string())?;
+        let reloader = app.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tokio::task::block_in_place(|| reloader.reload_from_file()) {
+                    Ok(()) => {}
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::error!(event = "config_reload_refused", error = %e);
+                        }
+                    }
+                }
+            }
+        });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
         tokio::select! {

@@ -31,14 +31,15 @@ pub enum ServerError {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// Build the TLS acceptor from the configured certificate chain and key.
-pub fn acceptor(app: &App) -> Result<Arc<SslAcceptor>, ServerError> {
+/// Build the TLS acceptor from the configured certificate chain and key
+/// (once per configuration: a reload brings a new one for new sessions).
+pub fn acceptor(tls: &crate::config::TlsConfig) -> Result<Arc<SslAcceptor>, ServerError> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| ServerError::Tls(e.to_string()))?;
-    b.set_certificate_chain_file(&app.config.tls.cert)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", app.config.tls.cert.display())))?;
-    b.set_private_key_file(&app.config.tls.key, SslFiletype::PEM)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", app.config.tls.key.display())))?;
+    b.set_certificate_chain_file(&tls.cert)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    b.set_private_key_file(&tls.key, SslFiletype::PEM)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?;
     b.check_private_key()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     Ok(Arc::new(b.build()))
@@ -68,10 +69,9 @@ pub async fn start(
     app: Arc<App>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<(String, SocketAddr)>, ServerError> {
-    let tls = acceptor(&app)?;
-    let limit = Arc::new(Semaphore::new(app.config.limits.max_connections));
+    let limit = Arc::new(Semaphore::new(app.cfg().limits.max_connections));
     let mut bound = Vec::new();
-    let l = &app.config.listen;
+    let l = &app.cfg().listen;
     for (name, addr, kind) in [
         (
             "submission",
@@ -111,7 +111,6 @@ pub async fn start(
             listener,
             kind,
             app.clone(),
-            tls.clone(),
             limit.clone(),
             shutdown.clone(),
         ));
@@ -123,7 +122,6 @@ async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
     app: Arc<App>,
-    tls: Arc<SslAcceptor>,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -150,7 +148,8 @@ async fn accept_loop(
                 .await;
             continue;
         };
-        let (app, tls) = (app.clone(), tls.clone());
+        // The TLS identity of the configuration current at accept time.
+        let (app, tls) = (app.clone(), app.cfg().tls_acceptor.clone());
         tokio::spawn(async move {
             if let Err(e) = connection(tcp, peer, kind, app, tls).await {
                 tracing::debug!(event = "connection_ended", peer = %peer, error = %e);
@@ -180,7 +179,7 @@ async fn connection(
     app: Arc<App>,
     tls: Arc<SslAcceptor>,
 ) -> std::io::Result<()> {
-    let cfg = &app.config;
+    let cfg = &app.cfg();
     let limits = &cfg.limits;
     let handshake = std::time::Duration::from_secs(30);
     let mut stream: Box<dyn Stream> = Box::new(tcp);

@@ -161,7 +161,7 @@ fn submit(p: &Provider, user: &str, password: &str, to: &str, subject: &str) -> 
 }
 
 fn mailbox(p: &Provider, address: &str) -> Vec<String> {
-    let dir = pecd::maildir::mailbox_path(&p.app.config.data_dir.join("mail"), address).unwrap();
+    let dir = pecd::maildir::mailbox_path(&p.app.cfg().data_dir.join("mail"), address).unwrap();
     let mut out = Vec::new();
     for sub in ["new", "cur"] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
@@ -203,7 +203,7 @@ fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
     };
     let lucia = tenants::create_member(
         &p.app.store,
-        &p.app.config,
+        &p.app.cfg(),
         &order,
         &new(holder("Lucia", "Bianchi", 1)),
         "test",
@@ -283,7 +283,7 @@ fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
     let now = p.clock.now_utc();
     let other = tenants::create_member(
         &p.app.store,
-        &p.app.config,
+        &p.app.cfg(),
         &order,
         &new(holder("Lucia", "Bianchi", 2)),
         "test",
@@ -293,7 +293,7 @@ fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
     assert_eq!(other.address, "lucia.bianchi.2@pec.provider-a.test");
     let same = tenants::create_member(
         &p.app.store,
-        &p.app.config,
+        &p.app.cfg(),
         &order,
         &new(holder("Lucia", "Bianchi", 1)),
         "test",
@@ -341,7 +341,7 @@ fn convention_mailboxes_downgrade_at_expiry_and_renewal_counts_from_expiry() {
     let mk = |n: &str, serial: u32| {
         tenants::create_member(
             &p.app.store,
-            &p.app.config,
+            &p.app.cfg(),
             &order,
             &NewMember {
                 holder: holder(n, "Verdi", serial),
@@ -424,7 +424,7 @@ fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
         alias: None,
         plan: None,
     };
-    let c = tenants::create_member(&p.app.store, &p.app.config, &order, &m, "test", now).unwrap();
+    let c = tenants::create_member(&p.app.store, &p.app.cfg(), &order, &m, "test", now).unwrap();
     assert_eq!(c.state, AccountState::PendingActivation);
     assert!(tenants::unblock(&p.app.store, "ordine-lodi", &c.address, "test", now).is_err());
     p.clock.set(now + chrono::Duration::days(29));

@@ -206,7 +206,7 @@ async fn request(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response
     };
     let now = ctx.app.clock.now();
     match tokio::task::block_in_place(|| {
-        tenants::file_request(&ctx.app.store, &ctx.app.config, &acc, &req, now)
+        tenants::file_request(&ctx.app.store, &ctx.app.cfg(), &acc, &req, now)
     }) {
         Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
         Err(e) => fail(e),

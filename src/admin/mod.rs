@@ -189,6 +189,22 @@ async fn log_search(State(ctx): State<Ctx>, h: HeaderMap, Query(q): Query<Search
     }
 }
 
+/// Reload the configuration file (as SIGHUP does): 200, or 422 with every
+/// problem while the running configuration stays.
+async fn reload(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&ctx, &h) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| ctx.app.reload_from_file()) {
+        Ok(()) => Json(json!({"reloaded": true})).into_response(),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "invalid", "message": "configuration not reloaded", "errors": errors})),
+        )
+            .into_response(),
+    }
+}
+
 /// Ready: listeners bound, certificates loaded (the App exists only with
 /// them), and the store answering a read.
 async fn readyz(State(ctx): State<Ctx>) -> Response {
@@ -245,10 +261,10 @@ pub async fn start(
     app: Arc<App>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<std::net::SocketAddr>, String> {
-    let Some(addr) = app.config.listen.admin else {
+    let Some(addr) = app.cfg().listen.admin else {
         return Ok(None);
     };
-    let token = write_token(&app.config.data_dir).map_err(|e| format!("admin token: {e}"))?;
+    let token = write_token(&app.cfg().data_dir).map_err(|e| format!("admin token: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -271,6 +287,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/reload", axum::routing::post(reload))
         .route("/metrics", get(metrics_text))
         .route("/mailboxes", get(list).post(add))
         .route("/mailboxes/{address}", axum::routing::delete(remove))

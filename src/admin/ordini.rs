@@ -137,10 +137,10 @@ pub(super) fn view(ctx: &Ctx, a: &crate::accounts::Account) -> serde_json::Value
         "state_since": a.state_since,
         "state_reason": a.state_reason,
         "tenant": a.tenant,
-        "plan": plan.map(|p| p.name.clone()),
+        "plan": plan.as_ref().map(|p| p.name.clone()),
         "addons": a.addons,
-        "inbox_quota": plan.map(|p| p.inbox_quota(a.addons)),
-        "archive_quota": plan.map(|p| p.archive.0),
+        "inbox_quota": plan.as_ref().map(|p| p.inbox_quota(a.addons)),
+        "archive_quota": plan.as_ref().map(|p| p.archive.0),
         "expires": a.expires,
         "created": a.created,
         "anagrafica": a.holder,
@@ -263,7 +263,7 @@ async fn members_create(
     };
     let now = ctx.app.clock.now();
     match blocking(|| {
-        tenants::create_member(&ctx.app.store, &ctx.app.config, &tenant, &m, &c.name(), now)
+        tenants::create_member(&ctx.app.store, &ctx.app.cfg(), &tenant, &m, &c.name(), now)
     }) {
         Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
         Err(e) => fail(e),
@@ -468,7 +468,7 @@ async fn member_renew(
     let now = ctx.app.clock.now();
     let years = r
         .years
-        .unwrap_or(ctx.app.config.lifecycle.term_years)
+        .unwrap_or(ctx.app.cfg().lifecycle.term_years)
         .clamp(1, 10);
     let today = crate::clock::LegalTime::new(now).date();
     let res = blocking(|| {
@@ -515,7 +515,7 @@ async fn member_plan(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(plan) = ctx.app.config.plan(&p.plan) else {
+    let Some(plan) = ctx.app.cfg().plan(&p.plan).cloned() else {
         return fail(TenantError::Invalid {
             field: "plan".into(),
             message: format!("{:?} is not a plan", p.plan),
@@ -609,7 +609,7 @@ async fn bulk(
     match blocking(|| {
         tenants::bulk_load(
             &ctx.app.store,
-            &ctx.app.config,
+            &ctx.app.cfg(),
             &tenant,
             &body,
             q.partial,
