@@ -64,6 +64,9 @@ const RELAY_CONCURRENCY: usize = 32;
 /// The Maildir++ folder of the archive copies.
 const ARCHIVE_FOLDER: &str = ".Archivio";
 
+/// How long a mailbox's usage is trusted without looking at the folder.
+const USAGE_RECHECK: Duration = Duration::from_secs(1);
+
 /// How often the queue and certificate gauges are refreshed.
 const GAUGES_EVERY: Duration = Duration::from_secs(10);
 
@@ -252,7 +255,7 @@ pub struct App {
     /// The file the configuration came from (reloads read it again).
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     /// Mailbox usage by address, with the Maildir stamp it was taken at.
-    usage: std::sync::Mutex<HashMap<String, crate::maildir::Usage>>,
+    usage: std::sync::Mutex<HashMap<String, (crate::maildir::Usage, std::time::Instant)>>,
 }
 
 fn resolver(
@@ -298,6 +301,39 @@ fn purge_older(dir: &std::path::Path, age: Duration) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// An account's warning flags (quota level, archive full).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Flags {
+    quota_warned: u8,
+    archive_full_warned: bool,
+    archive_warned_at: Option<DateTime<Utc>>,
+}
+
+impl Flags {
+    fn of(a: &accounts::Account) -> Flags {
+        Flags {
+            quota_warned: a.quota_warned,
+            archive_full_warned: a.archive_full_warned,
+            archive_warned_at: a.archive_warned_at,
+        }
+    }
+
+    fn apply(&self, a: &mut accounts::Account) {
+        a.quota_warned = self.quota_warned;
+        a.archive_full_warned = self.archive_full_warned;
+        a.archive_warned_at = self.archive_warned_at;
+    }
+}
+
+/// Warning flags a delivery wants to change, and the notices that go with
+/// them (see `App::commit_with_flags`).
+struct FlagChange {
+    mailbox: String,
+    before: Flags,
+    after: Flags,
+    notices: Batch,
 }
 
 /// The not-after time (Unix seconds) of the first certificate in a PEM file.
@@ -1117,12 +1153,9 @@ impl App {
             .spool
             .get(&item.blob)
             .map_err(|e| format!("spool {}: {e}", item.blob))?;
-        accounts::with_lock(mailbox, || {
-            self.store_locally(item, mailbox, receipt_to, &data)
-        })
+        self.store_locally(item, mailbox, receipt_to, &data)
     }
 
-    /// [`App::process_local`] under the mailbox's lock.
     fn store_locally(
         &self,
         item: &Item,
@@ -1179,9 +1212,10 @@ impl App {
         .increment(1);
         let mut b = Batch::new();
         item.remove(&mut b);
-        if stored.is_ok() {
-            self.after_storage(&mut b, mailbox, item, data, receipt_to.is_some())?;
-        }
+        let flags = match stored {
+            Ok(()) => self.after_storage(&mut b, mailbox, item, data, receipt_to.is_some())?,
+            Err(_) => None,
+        };
         match (receipt_to, stored) {
             (Some(sender), stored) => {
                 self.delivery_outcome(&mut b, data, mailbox, sender, stored)?
@@ -1202,7 +1236,7 @@ impl App {
             }
             (None, Ok(())) => {}
         }
-        self.commit(b)
+        self.commit_with_flags(b, flags)
     }
 
     // ----------------------------------------------------------------------
@@ -1340,14 +1374,27 @@ impl App {
         self.plan_of(acc).map(|p| p.inbox_quota(acc.addons))
     }
 
+    /// A mailbox's usage: pecd's own deliveries are added as they happen;
+    /// the folder is looked at again (and rescanned if it changed, e.g. an
+    /// IMAP client deleted messages) at most every [`USAGE_RECHECK`], so a
+    /// busy mailbox is not rescanned on every delivery.
     fn usage(&self, md: &Maildir, mailbox: &str) -> Result<u64, String> {
         let known = self.lock_usage().get(mailbox).copied();
-        let u = md.usage(known).map_err(|e| e.to_string())?;
-        self.lock_usage().insert(mailbox.to_string(), u);
+        if let Some((u, checked)) = known
+            && checked.elapsed() < USAGE_RECHECK
+        {
+            return Ok(u.bytes);
+        }
+        let u = md.usage(known.map(|k| k.0)).map_err(|e| e.to_string())?;
+        self.lock_usage()
+            .insert(mailbox.to_string(), (u, std::time::Instant::now()));
         Ok(u.bytes)
     }
 
-    fn lock_usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::maildir::Usage>> {
+    fn lock_usage(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (crate::maildir::Usage, std::time::Instant)>>
+    {
         self.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -1370,9 +1417,9 @@ impl App {
 
     fn note_usage(&self, md: &Maildir, mailbox: &str, added: u64) {
         let mut cache = self.lock_usage();
-        if let Some(u) = cache.get(mailbox).copied() {
+        if let Some((u, checked)) = cache.get(mailbox).copied() {
             match md.usage_after_delivery(u, added) {
-                Ok(u) => cache.insert(mailbox.to_string(), u),
+                Ok(u) => cache.insert(mailbox.to_string(), (u, checked)),
                 Err(_) => cache.remove(mailbox),
             };
         }
@@ -1499,6 +1546,7 @@ impl App {
     fn archive_copy(
         &self,
         b: &mut Batch,
+        notices: &mut Batch,
         acc: &mut accounts::Account,
         id: &str,
         data: &[u8],
@@ -1547,7 +1595,11 @@ impl App {
             r.append_to(b);
         }
         if !full {
-            md.deliver_once(id, data, interrupted)
+            // The inbox copy, when there is one: linked, not written again.
+            let inbox = Maildir::open(&root)
+                .map_err(|e| e.to_string())?
+                .new_path(id, data.len());
+            md.deliver_linked(id, data, interrupted, &inbox)
                 .map_err(|e| e.to_string())?;
             self.note_usage(&md, &key, size);
         }
@@ -1561,9 +1613,9 @@ impl App {
         let warn = (full || rotated > 0) && (!acc.archive_full_warned || (rotating && stale));
         if warn {
             let n = crate::notices::archive_full(mailbox, quota, policy.name());
-            self.send_notice(b, &n, acc, now)?;
+            self.send_notice(notices, &n, acc, now)?;
             if let Ok(Some(t)) = crate::tenants::get(&self.store, &acc.tenant) {
-                self.relay_notice(b, &n, &t.secretariat_email, now)?;
+                self.relay_notice(notices, &n, &t.secretariat_email, now)?;
             }
             let mut r = LogRecord::new(now, Event::Mailbox);
             r.recipients = vec![mailbox.to_string()];
@@ -1571,7 +1623,7 @@ impl App {
                 "archive full ({quota} bytes), policy {}: holder and order warned",
                 policy.name()
             ));
-            r.append_to(b);
+            r.append_to(notices);
         }
         // A new filling (stop policy) is warned after the holder freed
         // space below 90 %.
@@ -1595,22 +1647,49 @@ impl App {
         item: &Item,
         data: &[u8],
         envelope: bool,
-    ) -> Result<(), String> {
+    ) -> Result<Option<FlagChange>, String> {
         if self.cfg().delivery.lmtp.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(mut acc) = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())? else {
-            return Ok(());
+            return Ok(None);
         };
+        let before = Flags::of(&acc);
+        let mut notices = Batch::new();
         let interrupted = item.attempts > 0 || item.created < self.started;
-        let mut changed = self.archive_copy(b, &mut acc, &item.id, data, interrupted)?;
+        let mut changed =
+            self.archive_copy(b, &mut notices, &mut acc, &item.id, data, interrupted)?;
         if envelope {
-            changed |= self.quota_warnings(b, &mut acc)?;
+            changed |= self.quota_warnings(&mut notices, &mut acc)?;
         }
-        if changed {
-            accounts::put(b, &acc);
-        }
-        Ok(())
+        Ok(changed.then(|| FlagChange {
+            mailbox: mailbox.to_string(),
+            before,
+            after: Flags::of(&acc),
+            notices,
+        }))
+    }
+
+    /// Commit `b`; with a change of an account's warning flags, under that
+    /// account's lock and only if no concurrent delivery changed the flags
+    /// first (then its warnings went out, and these are dropped): each
+    /// warning once, while deliveries to one mailbox still run in parallel.
+    fn commit_with_flags(&self, mut b: Batch, change: Option<FlagChange>) -> Result<(), String> {
+        let Some(change) = change else {
+            return self.commit(b);
+        };
+        accounts::with_lock(&change.mailbox, || {
+            let fresh = accounts::get(&self.store, &change.mailbox).map_err(|e| e.to_string())?;
+            if let Some(mut acc) = fresh
+                && Flags::of(&acc) == change.before
+            {
+                change.after.apply(&mut acc);
+                accounts::put(&mut b, &acc);
+                b.ops.extend(change.notices.ops);
+                b.log.extend(change.notices.log);
+            }
+            self.commit(b)
+        })
     }
 
     /// After a stored (or refused) envelope: the ricevuta di avvenuta
@@ -2087,20 +2166,12 @@ impl App {
                     .spool
                     .get(&item.blob)
                     .map_err(|e| format!("spool {}: {e}", item.blob))?;
-                accounts::with_lock(mailbox, || {
-                    let mut b = Batch::new();
-                    item.remove(&mut b);
-                    if self.cfg().delivery.lmtp.is_none()
-                        && let Some(mut acc) =
-                            accounts::get(&self.store, mailbox).map_err(|e| e.to_string())?
-                    {
-                        let interrupted = item.attempts > 0 || item.created < self.started;
-                        if self.archive_copy(&mut b, &mut acc, &item.id, &data, interrupted)? {
-                            accounts::put(&mut b, &acc);
-                        }
-                    }
-                    self.commit(b)
-                })
+                let mut b = Batch::new();
+                item.remove(&mut b);
+                // The archive copy only (`envelope` false: no quota
+                // warnings for what the holder sent).
+                let flags = self.after_storage(&mut b, mailbox, &item, &data, false)?;
+                self.commit_with_flags(b, flags)
             }),
             Work::Relay {
                 mail_from,

@@ -91,6 +91,38 @@ impl Maildir {
         Ok(name)
     }
 
+    /// [`Maildir::deliver_once`], as a hard link to `source` (the same
+    /// bytes already stored durably elsewhere on this filesystem, e.g. the
+    /// inbox copy of a message being archived): no data is written again,
+    /// only the name, made durable. Falls back to writing `message`.
+    pub fn deliver_linked(
+        &self,
+        id: &str,
+        message: &[u8],
+        interrupted_before: bool,
+        source: &Path,
+    ) -> Result<String, MaildirError> {
+        if let Some(name) = self.find(id, message.len(), interrupted_before)? {
+            return Ok(name);
+        }
+        let name = file_name(id, message.len());
+        let new = self.root.join("new").join(&name);
+        let same_size = fs::metadata(source).is_ok_and(|m| m.len() == message.len() as u64);
+        if same_size && fs::hard_link(source, &new).is_ok() {
+            let dir = self.root.join("new");
+            crate::fsync::sync_dir(&dir).map_err(io(&dir))?;
+            return Ok(name);
+        }
+        self.write_named(&name, message)?;
+        Ok(name)
+    }
+
+    /// Where [`Maildir::deliver_once`] puts `id` (before any IMAP client
+    /// moves it).
+    pub fn new_path(&self, id: &str, len: usize) -> PathBuf {
+        self.root.join("new").join(file_name(id, len))
+    }
+
     /// The file an earlier delivery of `id` left, if any (see
     /// [`Maildir::deliver_once`] for when a scan is needed).
     pub fn find(
