@@ -40,5 +40,6 @@ pub mod report;
 pub mod server;
 pub mod smime;
 pub mod smtp;
+pub mod stats;
 pub mod store;
 pub mod tenants;

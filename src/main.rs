@@ -52,6 +52,22 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// AgID statistics of a quadrimestre as CSV: P01 (domains, mailboxes,
+    /// acceptances, presa in carico to other providers, viruses) and P02
+    /// (outages and the 99.8 % SLA).
+    Stats {
+        /// `YYYY-Q1` (Jan–Apr), `YYYY-Q2` (May–Aug), `YYYY-Q3` (Sep–Dec).
+        #[arg(long)]
+        period: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// The outage ledger behind P02: `pecd outage add --start … --end …
+    /// --kind planned|incident|malfunction`.
+    Outage {
+        #[command(subcommand)]
+        action: OutageAction,
+    },
     /// Codice fiscale: `pecd cf check CODE` validates one and names what is
     /// wrong (exit 0 valid, 1 not valid).
     Cf {
@@ -179,6 +195,23 @@ enum AdminAction {
 }
 
 #[derive(Subcommand)]
+enum OutageAction {
+    /// Record an outage (RFC 3339 times).
+    Add {
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum CfAction {
     /// Validate a codice fiscale; prints its birth date, sex and
     /// municipality code when valid.
@@ -246,6 +279,63 @@ fn target(path: &std::path::Path) -> Result<Target, String> {
                 )),
             }
         }
+    }
+}
+
+fn stats_command(period: &str, config: &std::path::Path) -> Result<String, String> {
+    let p = pecd::stats::Period::parse(period)?;
+    let cfg = load_config(config)?;
+    match target(config)? {
+        Target::Store(store) => pecd::stats::csv(
+            &store,
+            p,
+            cfg.provider.local_domains.len(),
+            &cfg.provider.name,
+        ),
+        Target::Admin { addr, token } => {
+            let (status, v) = pecd::admin::call(
+                addr,
+                &token,
+                "GET",
+                &format!("/stats?period={}", pecd::admin::path_segment(&p.name())),
+                None,
+            )?;
+            match (status, v) {
+                (200, serde_json::Value::String(text)) => Ok(text),
+                (_, v) => Err(v["message"].as_str().unwrap_or("stats failed").to_string()),
+            }
+        }
+    }
+}
+
+fn outage_add(
+    start: &str,
+    end: &str,
+    kind: &str,
+    note: &str,
+    config: &std::path::Path,
+) -> Result<(), String> {
+    let time = |what: &str, s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.to_utc())
+            .map_err(|e| format!("--{what} {s:?}: {e}"))
+    };
+    let o = pecd::stats::Outage {
+        start: time("start", start)?,
+        end: time("end", end)?,
+        kind: pecd::stats::OutageKind::parse(kind)?,
+        note: note.to_string(),
+    };
+    match target(config)? {
+        Target::Store(store) => pecd::stats::add_outage(&store, &o, chrono::Utc::now()),
+        Target::Admin { addr, token } => admin(
+            addr,
+            &token,
+            "POST",
+            "/outages",
+            serde_json::to_value(&o).ok(),
+        )
+        .map(|_| ()),
     }
 }
 
@@ -397,6 +487,35 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(msg) => {
                 eprintln!("pecd admin: {msg}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Stats { period, config } => match stats_command(&period, &config) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("pecd stats: {msg}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Outage {
+            action:
+                OutageAction::Add {
+                    start,
+                    end,
+                    kind,
+                    note,
+                    config,
+                },
+        } => match outage_add(&start, &end, &kind, &note, &config) {
+            Ok(()) => {
+                println!("outage recorded");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("pecd outage add: {msg}");
                 ExitCode::from(1)
             }
         },

@@ -205,6 +205,54 @@ async fn reload(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+struct StatsQuery {
+    period: String,
+}
+
+/// AgID statistics of a quadrimestre (CSV).
+async fn stats(State(ctx): State<Ctx>, h: HeaderMap, Query(q): Query<StatsQuery>) -> Response {
+    if let Some(r) = unauthorized(&ctx, &h) {
+        return r;
+    }
+    let period = match crate::stats::Period::parse(&q.period) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", e),
+    };
+    let cfg = ctx.app.cfg();
+    match tokio::task::block_in_place(|| {
+        crate::stats::csv(
+            &ctx.app.store,
+            period,
+            cfg.provider.local_domains.len(),
+            &cfg.provider.name,
+        )
+    }) {
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
+    }
+}
+
+/// Record an outage in the ledger behind P02.
+async fn outage(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
+    if let Some(r) = unauthorized(&ctx, &h) {
+        return r;
+    }
+    let o: crate::stats::Outage = match serde_json::from_str(&body) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")),
+    };
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| crate::stats::add_outage(&ctx.app.store, &o, now)) {
+        Ok(()) => (StatusCode::CREATED, Json(json!({"recorded": true}))).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid", e),
+    }
+}
+
 /// Ready: listeners bound, certificates loaded (the App exists only with
 /// them), and the store answering a read.
 async fn readyz(State(ctx): State<Ctx>) -> Response {
@@ -288,6 +336,8 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/reload", axum::routing::post(reload))
+        .route("/stats", get(stats))
+        .route("/outages", axum::routing::post(outage))
         .route("/metrics", get(metrics_text))
         .route("/mailboxes", get(list).post(add))
         .route("/mailboxes/{address}", axum::routing::delete(remove))
