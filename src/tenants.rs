@@ -456,57 +456,46 @@ pub fn edit_member(
     now: DateTime<Utc>,
 ) -> Result<Account, TenantError> {
     accounts::with_lock(address, || {
-        edit_member_locked(store, tenant, address, changes, actor, now)
+        let mut acc = member(store, tenant, address)?;
+        let mut merged = serde_json::to_value(&acc.holder)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        for (k, v) in changes {
+            if !merged.contains_key(k) {
+                return Err(TenantError::invalid(
+                    k.clone(),
+                    "not a field of the anagrafica",
+                ));
+            }
+            if !v.is_string() {
+                return Err(TenantError::invalid(k.clone(), "must be a string"));
+            }
+            let immutable = ["nome", "cognome", "codice_fiscale"].contains(&k.as_str());
+            let same =
+                merged.get(k).and_then(|x| x.as_str()).map(str::trim) == v.as_str().map(str::trim);
+            if immutable && !same {
+                return Err(TenantError::invalid(k.clone(), "cannot be changed"));
+            }
+            merged.insert(k.clone(), v.clone());
+        }
+        let merged: Holder = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| TenantError::invalid("(body)", e.to_string()))?;
+        let merged = normalized(merged);
+        validate(&merged)?;
+        acc.holder = merged;
+        let mut b = Batch::new();
+        accounts::put(&mut b, &acc);
+        log(
+            &mut b,
+            now,
+            actor,
+            Some(address),
+            "anagrafica edited".into(),
+        );
+        store.commit(b)?;
+        Ok(acc)
     })
-}
-
-fn edit_member_locked(
-    store: &Store,
-    tenant: &str,
-    address: &str,
-    changes: &serde_json::Map<String, serde_json::Value>,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Account, TenantError> {
-    let mut acc = member(store, tenant, address)?;
-    let mut merged = serde_json::to_value(&acc.holder)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
-    for (k, v) in changes {
-        if !merged.contains_key(k) {
-            return Err(TenantError::invalid(
-                k.clone(),
-                "not a field of the anagrafica",
-            ));
-        }
-        if !v.is_string() {
-            return Err(TenantError::invalid(k.clone(), "must be a string"));
-        }
-        let immutable = ["nome", "cognome", "codice_fiscale"].contains(&k.as_str());
-        let same =
-            merged.get(k).and_then(|x| x.as_str()).map(str::trim) == v.as_str().map(str::trim);
-        if immutable && !same {
-            return Err(TenantError::invalid(k.clone(), "cannot be changed"));
-        }
-        merged.insert(k.clone(), v.clone());
-    }
-    let merged: Holder = serde_json::from_value(serde_json::Value::Object(merged))
-        .map_err(|e| TenantError::invalid("(body)", e.to_string()))?;
-    let merged = normalized(merged);
-    validate(&merged)?;
-    acc.holder = merged;
-    let mut b = Batch::new();
-    accounts::put(&mut b, &acc);
-    log(
-        &mut b,
-        now,
-        actor,
-        Some(address),
-        "anagrafica edited".into(),
-    );
-    store.commit(b)?;
-    Ok(acc)
 }
 
 /// Reset a member's password: a new one-time password.
@@ -518,25 +507,15 @@ pub fn reset_password(
     now: DateTime<Utc>,
 ) -> Result<String, TenantError> {
     accounts::with_lock(address, || {
-        reset_password_locked(store, tenant, address, actor, now)
+        let mut acc = member(store, tenant, address)?;
+        let password = one_time_password();
+        acc.password_hash = accounts::hash_password(&password)?;
+        let mut b = Batch::new();
+        accounts::put(&mut b, &acc);
+        log(&mut b, now, actor, Some(address), "password reset".into());
+        store.commit(b)?;
+        Ok(password)
     })
-}
-
-fn reset_password_locked(
-    store: &Store,
-    tenant: &str,
-    address: &str,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<String, TenantError> {
-    let mut acc = member(store, tenant, address)?;
-    let password = one_time_password();
-    acc.password_hash = accounts::hash_password(&password)?;
-    let mut b = Batch::new();
-    accounts::put(&mut b, &acc);
-    log(&mut b, now, actor, Some(address), "password reset".into());
-    store.commit(b)?;
-    Ok(password)
 }
 
 /// How long a password-reset link stays valid.
@@ -689,65 +668,54 @@ pub fn cancel(
     now: DateTime<Utc>,
 ) -> Result<Account, TenantError> {
     accounts::with_lock(address, || {
-        cancel_locked(store, tenant, address, why, actor, now)
+        let mut acc = member(store, tenant, address)?;
+        let (immediate, reason) = match why {
+            Cancellation::StruckOff => (
+                false,
+                format!("{}: kept until expiry", crate::lifecycle::STRUCK_OFF),
+            ),
+            Cancellation::Death => (true, "death of the holder".to_string()),
+            Cancellation::Request { other_pec } => {
+                let other = other_pec.as_deref().map(str::trim).unwrap_or("");
+                if other.is_empty() || accounts::normalize(other).is_err() {
+                    return Err(TenantError::invalid(
+                        "other_pec",
+                        "an immediate cancellation on request needs another PEC address as digital domicile",
+                    ));
+                }
+                if accounts::normalize(other).ok().as_deref() == Some(acc.address.as_str()) {
+                    return Err(TenantError::invalid(
+                        "other_pec",
+                        "must be another address than the one cancelled",
+                    ));
+                }
+                (true, format!("on request; digital domicile {other}"))
+            }
+        };
+        if immediate {
+            if !acc.state.can_become(AccountState::Cancelled) {
+                return Err(TenantError::Conflict(format!(
+                    "a {:?} mailbox cannot be cancelled",
+                    acc.state
+                )));
+            }
+            acc.state = AccountState::Cancelled;
+            acc.state_since = Some(now);
+        }
+        // Struck off: it runs to its expiry, then lapses (lifecycle::due).
+        acc.state_reason = reason.clone();
+        let mut b = Batch::new();
+        accounts::put(&mut b, &acc);
+        log(
+            &mut b,
+            now,
+            actor,
+            Some(address),
+            format!("cancellation: {reason}"),
+        );
+        store.commit(b)?;
+        Ok(acc)
     })
-}
-
-fn cancel_locked(
-    store: &Store,
-    tenant: &str,
-    address: &str,
-    why: &Cancellation,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Account, TenantError> {
-    let mut acc = member(store, tenant, address)?;
-    let (immediate, reason) = match why {
-        Cancellation::StruckOff => (
-            false,
-            format!("{}: kept until expiry", crate::lifecycle::STRUCK_OFF),
-        ),
-        Cancellation::Death => (true, "death of the holder".to_string()),
-        Cancellation::Request { other_pec } => {
-            let other = other_pec.as_deref().map(str::trim).unwrap_or("");
-            if other.is_empty() || accounts::normalize(other).is_err() {
-                return Err(TenantError::invalid(
-                    "other_pec",
-                    "an immediate cancellation on request needs another PEC address as digital domicile",
-                ));
-            }
-            if accounts::normalize(other).ok().as_deref() == Some(acc.address.as_str()) {
-                return Err(TenantError::invalid(
-                    "other_pec",
-                    "must be another address than the one cancelled",
-                ));
-            }
-            (true, format!("on request; digital domicile {other}"))
-        }
-    };
-    if immediate {
-        if !acc.state.can_become(AccountState::Cancelled) {
-            return Err(TenantError::Conflict(format!(
-                "a {:?} mailbox cannot be cancelled",
-                acc.state
-            )));
-        }
-        acc.state = AccountState::Cancelled;
-        acc.state_since = Some(now);
-    }
-    // Struck off: it runs to its expiry, then lapses (lifecycle::due).
-    acc.state_reason = reason.clone();
-    let mut b = Batch::new();
-    accounts::put(&mut b, &acc);
-    log(
-        &mut b,
-        now,
-        actor,
-        Some(address),
-        format!("cancellation: {reason}"),
-    );
-    store.commit(b)?;
-    Ok(acc)
 }
 
 /// Move a mailbox, with its history, to another order.
@@ -760,38 +728,27 @@ pub fn transfer(
     now: DateTime<Utc>,
 ) -> Result<Account, TenantError> {
     accounts::with_lock(address, || {
-        transfer_locked(store, from, address, to, actor, now)
+        let mut acc = member(store, from, address)?;
+        if get(store, to)?.is_none() {
+            return Err(TenantError::invalid(
+                "to",
+                format!("order {to} does not exist"),
+            ));
+        }
+        let mut b = Batch::new();
+        b.delete(Table::Tenants, member_key(from, address));
+        acc.tenant = to.to_string();
+        put_member(&mut b, &acc);
+        log(
+            &mut b,
+            now,
+            actor,
+            Some(address),
+            format!("transferred from order {from} to order {to}"),
+        );
+        store.commit(b)?;
+        Ok(acc)
     })
-}
-
-fn transfer_locked(
-    store: &Store,
-    from: &str,
-    address: &str,
-    to: &str,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Account, TenantError> {
-    let mut acc = member(store, from, address)?;
-    if get(store, to)?.is_none() {
-        return Err(TenantError::invalid(
-            "to",
-            format!("order {to} does not exist"),
-        ));
-    }
-    let mut b = Batch::new();
-    b.delete(Table::Tenants, member_key(from, address));
-    acc.tenant = to.to_string();
-    put_member(&mut b, &acc);
-    log(
-        &mut b,
-        now,
-        actor,
-        Some(address),
-        format!("transferred from order {from} to order {to}"),
-    );
-    store.commit(b)?;
-    Ok(acc)
 }
 
 /// Remove an account for good, keeping a tombstone: the address can be

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -284,6 +285,34 @@ async fn member_get(
     }
 }
 
+/// One operation on a member's mailbox: the caller must administer order
+/// `t`; the body (JSON, empty for `{}`) must parse as `B`; `op` gets it with
+/// the caller's name and the time, and its account is answered as the
+/// mailbox view (errors as [`denied_member`]).
+fn member_op<B: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    h: &HeaderMap,
+    t: &str,
+    a: &str,
+    body: &str,
+    op: impl FnOnce(B, &str, DateTime<Utc>) -> Result<crate::accounts::Account, TenantError>,
+) -> Response {
+    let parsed: Result<B, Response> = parse(body);
+    let c = match scope(ctx, h, t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let b = match parsed {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| op(b, &c.name(), now)) {
+        Ok(acc) => Json(view(ctx, &acc)).into_response(),
+        Err(e) => denied_member(ctx, h, t, a, e),
+    }
+}
+
 /// A mailbox not in the caller's order: 404 as for a missing one (its
 /// existence is not disclosed), and the attempt is logged.
 fn denied_member(ctx: &Ctx, h: &HeaderMap, t: &str, a: &str, e: TenantError) -> Response {
@@ -305,20 +334,16 @@ async fn member_edit(
     Path((t, a)): Path<(String, String)>,
     body: String,
 ) -> Response {
-    let parsed: Result<serde_json::Map<String, serde_json::Value>, Response> = parse(&body);
-    let c = match scope(&ctx, &h, &t) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let holder = match parsed {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let now = ctx.app.clock.now();
-    match blocking(|| tenants::edit_member(&ctx.app.store, &t, &a, &holder, &c.name(), now)) {
-        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
-        Err(e) => denied_member(&ctx, &h, &t, &a, e),
-    }
+    member_op(
+        &ctx,
+        &h,
+        &t,
+        &a,
+        &body,
+        |changes: serde_json::Map<String, serde_json::Value>, actor, now| {
+            tenants::edit_member(&ctx.app.store, &t, &a, &changes, actor, now)
+        },
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -382,15 +407,14 @@ async fn member_unblock(
     h: HeaderMap,
     Path((t, a)): Path<(String, String)>,
 ) -> Response {
-    let c = match scope(&ctx, &h, &t) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let now = ctx.app.clock.now();
-    match blocking(|| tenants::unblock(&ctx.app.store, &t, &a, &c.name(), now)) {
-        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
-        Err(e) => denied_member(&ctx, &h, &t, &a, e),
-    }
+    member_op(
+        &ctx,
+        &h,
+        &t,
+        &a,
+        "",
+        |_: serde::de::IgnoredAny, actor, now| tenants::unblock(&ctx.app.store, &t, &a, actor, now),
+    )
 }
 
 async fn member_cancel(
@@ -399,20 +423,9 @@ async fn member_cancel(
     Path((t, a)): Path<(String, String)>,
     body: String,
 ) -> Response {
-    let parsed: Result<Cancellation, Response> = parse(&body);
-    let c = match scope(&ctx, &h, &t) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let why = match parsed {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let now = ctx.app.clock.now();
-    match blocking(|| tenants::cancel(&ctx.app.store, &t, &a, &why, &c.name(), now)) {
-        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
-        Err(e) => denied_member(&ctx, &h, &t, &a, e),
-    }
+    member_op(&ctx, &h, &t, &a, &body, |why: Cancellation, actor, now| {
+        tenants::cancel(&ctx.app.store, &t, &a, &why, actor, now)
+    })
 }
 
 #[derive(Deserialize)]
@@ -427,20 +440,9 @@ async fn member_transfer(
     Path((t, a)): Path<(String, String)>,
     body: String,
 ) -> Response {
-    let parsed: Result<Transfer, Response> = parse(&body);
-    let c = match scope(&ctx, &h, &t) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let x = match parsed {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let now = ctx.app.clock.now();
-    match blocking(|| tenants::transfer(&ctx.app.store, &t, &a, &x.to, &c.name(), now)) {
-        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
-        Err(e) => denied_member(&ctx, &h, &t, &a, e),
-    }
+    member_op(&ctx, &h, &t, &a, &body, |x: Transfer, actor, now| {
+        tenants::transfer(&ctx.app.store, &t, &a, &x.to, actor, now)
+    })
 }
 
 #[derive(Deserialize)]
@@ -456,40 +458,21 @@ async fn member_renew(
     Path((t, a)): Path<(String, String)>,
     body: String,
 ) -> Response {
-    let parsed: Result<Renew, Response> = parse(&body);
-    let c = match scope(&ctx, &h, &t) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let r = match parsed {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let now = ctx.app.clock.now();
-    let years = r
-        .years
-        .unwrap_or(ctx.app.cfg().lifecycle.term_years)
-        .clamp(1, 10);
-    let today = crate::clock::LegalTime::new(now).date();
-    let res = blocking(|| {
+    member_op(&ctx, &h, &t, &a, &body, |r: Renew, actor, now| {
+        let years = r
+            .years
+            .unwrap_or(ctx.app.cfg().lifecycle.term_years)
+            .clamp(1, 10);
+        let today = crate::clock::LegalTime::new(now).date();
         tenants::member(&ctx.app.store, &t, &a)?;
-        crate::accounts::update(
-            &ctx.app.store,
-            &a,
-            now,
-            &format!("renewed for {years} year(s) by {}", c.name()),
-            |acc| {
-                crate::lifecycle::renew(acc, years, today);
-                acc.state_since = Some(now);
-                Ok(())
-            },
-        )
+        let what = format!("renewed for {years} year(s) by {actor}");
+        crate::accounts::update(&ctx.app.store, &a, now, &what, |acc| {
+            crate::lifecycle::renew(acc, years, today);
+            acc.state_since = Some(now);
+            Ok(())
+        })
         .map_err(TenantError::from)
-    });
-    match res {
-        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
-        Err(e) => denied_member(&ctx, &h, &t, &a, e),
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -506,46 +489,31 @@ async fn member_plan(
     Path((t, a)): Path<(String, String)>,
     body: String,
 ) -> Response {
-    let parsed: Result<PlanChange, Response> = parse(&body);
-    let c = match scope(&ctx, &h, &t) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let p = match parsed {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(plan) = ctx.app.cfg().plan(&p.plan).cloned() else {
-        return fail(TenantError::Invalid {
-            field: "plan".into(),
-            message: format!("{:?} is not a plan", p.plan),
-        });
-    };
-    if plan.addon_max_steps.is_some_and(|m| p.addons > m) {
-        return fail(TenantError::Invalid {
-            field: "addons".into(),
-            message: format!(
-                "plan {} allows at most {} add-on steps",
-                plan.name,
-                plan.addon_max_steps.unwrap_or(0)
-            ),
-        });
-    }
-    let now = ctx.app.clock.now();
-    let what = format!("plan {} + {} add-ons, by {}", p.plan, p.addons, c.name());
-    let res = blocking(|| {
+    member_op(&ctx, &h, &t, &a, &body, |p: PlanChange, actor, now| {
+        let plan = ctx
+            .app
+            .cfg()
+            .plan(&p.plan)
+            .cloned()
+            .ok_or_else(|| TenantError::Invalid {
+                field: "plan".into(),
+                message: format!("{:?} is not a plan", p.plan),
+            })?;
+        if let Some(max) = plan.addon_max_steps.filter(|m| p.addons > *m) {
+            return Err(TenantError::Invalid {
+                field: "addons".into(),
+                message: format!("plan {} allows at most {max} add-on steps", plan.name),
+            });
+        }
         tenants::member(&ctx.app.store, &t, &a)?;
+        let what = format!("plan {} + {} add-ons, by {actor}", p.plan, p.addons);
         crate::accounts::update(&ctx.app.store, &a, now, &what, |acc| {
             acc.plan = p.plan.clone();
             acc.addons = p.addons;
             Ok(())
         })
         .map_err(TenantError::from)
-    });
-    match res {
-        Ok(acc) => Json(view(&ctx, &acc)).into_response(),
-        Err(e) => denied_member(&ctx, &h, &t, &a, e),
-    }
+    })
 }
 
 /// The national view of any mailbox's downgrade plan (the CLI's).
