@@ -380,6 +380,60 @@ impl App {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Refresh the provider index: fetch it from `provider.index_url` (or
+    /// re-read the local file), and only if it parses and lists providers,
+    /// make it the local copy and the running index. A failure keeps the
+    /// last good copy in use (and says why).
+    pub fn refresh_index(&self) -> Result<usize, String> {
+        let live = self.cfg();
+        let p = &live.provider;
+        let result = (|| -> Result<usize, String> {
+            let text = match &p.index_url {
+                Some(url) => {
+                    let body = crate::fetch::https_get(
+                        url,
+                        p.index_url_ca.as_deref(),
+                        Duration::from_secs(60),
+                    )?;
+                    String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8 LDIF"))?
+                }
+                None => std::fs::read_to_string(&p.provider_index)
+                    .map_err(|e| format!("{}: {e}", p.provider_index.display()))?,
+            };
+            let index = ProviderIndex::from_ldif(&text).map_err(|errs| {
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+            let n = index.providers().len();
+            if n == 0 {
+                return Err("the new index lists no provider".into());
+            }
+            if p.index_url.is_some() {
+                // The fetched copy becomes the local one (tmp → rename),
+                // so a restart starts from it.
+                let tmp = p.provider_index.with_extension("ldif.new");
+                std::fs::write(&tmp, &text)
+                    .and_then(|_| std::fs::rename(&tmp, &p.provider_index))
+                    .map_err(|e| format!("{}: {e}", p.provider_index.display()))?;
+            }
+            self.reload(live.config.clone())?;
+            Ok(n)
+        })();
+        match &result {
+            Ok(n) => {
+                metrics::gauge!(crate::metrics::INDEX_PROVIDERS).set(*n as f64);
+                tracing::info!(event = "provider_index_refreshed", providers = n);
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::INDEX_REFRESH_FAILURES).increment(1);
+                tracing::error!(event = "provider_index_refresh_failed", error = %e);
+            }
+        }
+        result
+    }
+
     /// Read the configuration file again and [`App::reload`] it; every
     /// problem is returned (with its key path) and the running config stays.
     pub fn reload_from_file(&self) -> Result<(), Vec<String>> {
@@ -2254,6 +2308,7 @@ impl App {
         self.collect_spool();
         let mut last_gc = std::time::Instant::now();
         let mut last_gauges = std::time::Instant::now() - GAUGES_EVERY;
+        let mut last_index = std::time::Instant::now();
         let mut last_purge: Option<std::time::Instant> = None;
         let mut last_timers: Option<std::time::Instant> = None;
         loop {
@@ -2301,6 +2356,10 @@ impl App {
                 if let Err(e) = tokio::task::block_in_place(|| self.check_timers()) {
                     tracing::error!(event = "timers_failed", error = %e);
                 }
+            }
+            if last_index.elapsed() >= self.cfg().provider.index_refresh.0 {
+                last_index = std::time::Instant::now();
+                let _ = tokio::task::block_in_place(|| self.refresh_index());
             }
             if last_gauges.elapsed() >= GAUGES_EVERY {
                 last_gauges = std::time::Instant::now();

@@ -240,6 +240,20 @@ pub struct ProviderConfig {
     pub trust_anchors: Option<PathBuf>,
     /// Local copy of the provider index (LDIF).
     pub provider_index: PathBuf,
+    /// Where a fresh index is fetched (https); it replaces the local copy
+    /// only once it parses. Absent: the local file itself is re-read.
+    #[serde(default)]
+    pub index_url: Option<String>,
+    /// CA file for `index_url` (absent: the system store).
+    #[serde(default)]
+    pub index_url_ca: Option<PathBuf>,
+    /// How often the index is refreshed.
+    #[serde(default = "default_index_refresh")]
+    pub index_refresh: Span,
+}
+
+fn default_index_refresh() -> Span {
+    Span(Duration::from_secs(24 * 3600))
 }
 
 fn default_digest() -> String {
@@ -668,6 +682,9 @@ impl Config {
             resolve(&mut p.signing_key);
             resolve(&mut p.provider_index);
             if let Some(t) = p.trust_anchors.as_mut() {
+                resolve(t);
+            }
+            if let Some(t) = p.index_url_ca.as_mut() {
                 resolve(t);
             }
             p

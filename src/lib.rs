@@ -26,6 +26,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod fetch;
 pub mod fsync;
 pub mod index;
 pub mod lifecycle;

@@ -22,6 +22,8 @@
 //! | `pecd_quota_usage_ratio` | histogram | (inbox usage ÷ quota at each envelope delivery) |
 //! | `pecd_certificate_expiry_days` | gauge | `cert` (signing, tls) |
 //! | `pecd_panics_total` | counter | |
+//! | `pecd_provider_index_providers` | gauge | (providers in the index after a refresh) |
+//! | `pecd_provider_index_refresh_failures_total` | counter | |
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -42,6 +44,8 @@ pub const STORE_COMMIT_SECONDS: &str = "pecd_store_commit_seconds";
 pub const QUOTA_USAGE: &str = "pecd_quota_usage_ratio";
 pub const CERT_EXPIRY_DAYS: &str = "pecd_certificate_expiry_days";
 pub const PANICS: &str = "pecd_panics_total";
+pub const INDEX_PROVIDERS: &str = "pecd_provider_index_providers";
+pub const INDEX_REFRESH_FAILURES: &str = "pecd_provider_index_refresh_failures_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -113,6 +117,14 @@ fn describe() {
     describe_histogram!(QUOTA_USAGE, "Inbox usage over quota at envelope delivery");
     describe_gauge!(CERT_EXPIRY_DAYS, "Days until a certificate expires");
     describe_counter!(PANICS, "Panics caught");
+    describe_gauge!(
+        INDEX_PROVIDERS,
+        "Providers in the provider index after its last refresh"
+    );
+    describe_counter!(
+        INDEX_REFRESH_FAILURES,
+        "Provider index refreshes refused (last good copy kept)"
+    );
 }
 
 /// The class label of an SMTP reply code.

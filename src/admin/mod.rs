@@ -205,6 +205,21 @@ async fn reload(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
     }
 }
 
+/// Refresh the provider index now (as the daily job does).
+async fn index_refresh(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&ctx, &h) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| ctx.app.refresh_index()) {
+        Ok(n) => Json(json!({"providers": n})).into_response(),
+        Err(e) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("index not replaced (the last good copy stays): {e}"),
+        ),
+    }
+}
+
 #[derive(Deserialize)]
 struct StatsQuery {
     period: String,
@@ -337,6 +352,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/reload", axum::routing::post(reload))
         .route("/stats", get(stats))
+        .route("/index/refresh", axum::routing::post(index_refresh))
         .route("/outages", axum::routing::post(outage))
         .route("/metrics", get(metrics_text))
         .route("/mailboxes", get(list).post(add))

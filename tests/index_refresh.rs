@@ -1,0 +1,126 @@
+//! The provider index refresh: from the local file or an https URL (a
+//! server started here with the dev TLS identity), replacing the running
+//! index only when the new one parses; otherwise the last good copy stays.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::certs;
+use common::daemon::*;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+/// An HTTPS server on 127.0.0.1 serving whatever `body` holds, any path.
+fn https_server(body: Arc<Mutex<Vec<u8>>>) -> u16 {
+    let mut b =
+        openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls()).unwrap();
+    b.set_certificate_chain_file(certs().join("localhost.pem"))
+        .unwrap();
+    b.set_private_key_file(
+        certs().join("localhost.key"),
+        openssl::ssl::SslFiletype::PEM,
+    )
+    .unwrap();
+    let acceptor = b.build();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let Ok(mut tls) = acceptor.accept(s) else {
+                continue;
+            };
+            let mut req = [0u8; 2048];
+            let _ = tls.read(&mut req);
+            let data = body.lock().unwrap().clone();
+            let _ = tls.write_all(
+                format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", data.len()).as_bytes(),
+            );
+            let _ = tls.write_all(&data);
+            let _ = tls.shutdown();
+        }
+    });
+    port
+}
+
+fn metric(d: &Daemon, name: &str) -> f64 {
+    let (_, v) = d.api("", "GET", "/metrics", None);
+    v.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_bad_local_index_is_refused_and_the_last_good_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("index.ldif");
+    std::fs::copy(certs().join("index.ldif"), &local).unwrap();
+    // The harness config points at certs/index.ldif; use our copy.
+    let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
+    let cfg = std::fs::read_to_string(&d.cfg).unwrap().replace(
+        &format!("{}/index.ldif", certs().display()),
+        &local.display().to_string(),
+    );
+    std::fs::write(&d.cfg, cfg).unwrap();
+    assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
+    let (s, v) = d.api(&d.admin_token(), "POST", "/index/refresh", None);
+    assert_eq!((s, v["providers"].as_u64()), (200, Some(2)), "{v}");
+    std::fs::copy(certs().join("index-bad.ldif"), &local).unwrap();
+    let (s, v) = d.api(&d.admin_token(), "POST", "/index/refresh", None);
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("line"), "{v}");
+    assert_eq!(
+        metric(&d, "pecd_provider_index_refresh_failures_total"),
+        1.0
+    );
+    assert_eq!(metric(&d, "pecd_provider_index_providers"), 2.0);
+    // Still working: a message is accepted and delivered as before.
+    let mario = "mario.rossi@pec.provider-a.test";
+    d.submit(mario, "password-mario", mario, &[mario], format!("From: {mario}\r\nTo: {mario}\r\nSubject: x\r\nMessage-ID: <idx@client.test>\r\n\r\nx\r\n").as_bytes())
+        .unwrap();
+    wait_for("consegna", 20, || {
+        d.mailbox(mario)
+            .iter()
+            .any(|m| String::from_utf8_lossy(m).contains("X-Ricevuta: avvenuta-consegna"))
+    });
+}
+
+#[test]
+fn an_index_fetched_over_https_replaces_the_local_copy_only_when_it_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("index.ldif");
+    std::fs::copy(certs().join("index.ldif"), &local).unwrap();
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let good = format!(
+        "{}\n# refreshed\n",
+        std::fs::read_to_string(certs().join("index.ldif")).unwrap()
+    );
+    *served.lock().unwrap() = good.clone().into_bytes();
+    let port = https_server(served.clone());
+    let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
+    let cfg = std::fs::read_to_string(&d.cfg).unwrap().replace(
+        &format!("provider_index = \"{}/index.ldif\"", certs().display()),
+        &format!(
+            "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec.ldif\"\nindex_url_ca = \"{}/ca.pem\"",
+            local.display(),
+            certs().display()
+        ),
+    );
+    std::fs::write(&d.cfg, cfg).unwrap();
+    assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
+    let (s, v) = d.api(&d.admin_token(), "POST", "/index/refresh", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        std::fs::read_to_string(&local).unwrap(),
+        good,
+        "the fetched copy is the local one"
+    );
+    // A broken download changes nothing.
+    *served.lock().unwrap() = b"dn: garbage\nproviderCertificateHash: zz\n".to_vec();
+    let (s, _) = d.api(&d.admin_token(), "POST", "/index/refresh", None);
+    assert_eq!(s, 422);
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), good);
+}
