@@ -604,12 +604,39 @@ impl App {
             .ops
             .iter()
             .any(|op| matches!(op, crate::store::Op::Put(Table::Queue, _, _)));
+        let records: Vec<LogRecord> = b
+            .log
+            .iter()
+            .filter_map(|p| serde_json::from_slice(p).ok())
+            .collect();
         let t = std::time::Instant::now();
         self.store
             .commit(b)
             .map(|_| ())
             .map_err(|e| e.to_string())?;
         crate::metrics::time(crate::metrics::STORE_COMMIT_SECONDS, t.elapsed());
+        // Every committed legal-log record, mirrored into the operational
+        // log with the stable fields (never a body or a password).
+        for r in records {
+            let event = serde_json::to_value(r.event)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let tenant = r
+                .sender
+                .as_deref()
+                .and_then(|s| s.strip_prefix("order:"))
+                .unwrap_or("");
+            tracing::info!(
+                event = %event,
+                msg_id = r.msgid.as_deref().unwrap_or(""),
+                pec_id = r.pec_id.as_deref().unwrap_or(""),
+                from = r.sender.as_deref().unwrap_or(""),
+                to = %r.recipients.join(","),
+                tenant,
+                detail = r.detail.as_deref().unwrap_or(""),
+            );
+        }
         if queued {
             self.wake.notify_one();
         }
@@ -952,7 +979,7 @@ impl App {
                     .map_err(|e| e.to_string())?
                     .is_some()
                 {
-                    tracing::info!(event = "duplicate_ignored", message_id = %message_id, rcpt = %r);
+                    tracing::info!(event = "duplicate_ignored", msg_id = %message_id, to = %r);
                     continue;
                 }
                 b.put(Table::Seen, key, now.timestamp().to_be_bytes().to_vec());

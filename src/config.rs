@@ -413,6 +413,9 @@ impl Default for LifecycleConfig {
 pub struct LogConfig {
     /// Retention of log records; RT §8.2: 30 months.
     pub retention: Span,
+    /// Operational log format on stderr: `human` or `json` (the
+    /// `--log-format` option wins).
+    pub format: String,
 }
 
 impl Default for LogConfig {
@@ -420,6 +423,7 @@ impl Default for LogConfig {
         // 30 months of 30.44 days (RT §8.2).
         LogConfig {
             retention: Span(Duration::from_secs(913 * 86400)),
+            format: "human".into(),
         }
     }
 }

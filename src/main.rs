@@ -25,9 +25,10 @@ enum Command {
     Serve {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Log format: human (default) or json.
-        #[arg(long, default_value = "human")]
-        log_format: String,
+        /// Log format: human or json (default: `log.format` in the config,
+        /// else human).
+        #[arg(long)]
+        log_format: Option<String>,
     },
     /// Check a configuration file and report every problem with its key.
     CheckConfig {
@@ -455,7 +456,7 @@ fn admin(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, log_format } => match serve(&config, &log_format) {
+        Command::Serve { config, log_format } => match serve(&config, log_format.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {
                 eprintln!("pecd serve: {msg}");
@@ -560,18 +561,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(path: &std::path::Path, log_format: &str) -> Result<(), String> {
+fn serve(path: &std::path::Path, log_format: Option<&str>) -> Result<(), String> {
+    let cfg = load_config(path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PECD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match log_format {
+    match log_format.unwrap_or(&cfg.log.format) {
         "json" => builder.json().init(),
         "human" => builder.init(),
-        other => return Err(format!("--log-format {other:?}: use human or json")),
+        other => return Err(format!("log format {other:?}: use human or json")),
     }
-    let cfg = load_config(path)?;
     pecd::metrics::install();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
