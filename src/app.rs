@@ -1807,6 +1807,8 @@ impl App {
         let (notice, event, detail) = match stored {
             Ok(()) => {
                 let variant = c.delivery_variant(mailbox);
+                metrics::counter!(crate::metrics::CONSEGNA_EMITTED, "variant" => variant.token())
+                    .increment(1);
                 (
                     build::delivery(
                         c,

@@ -11,6 +11,7 @@
 //! | `pecd_smtp_replies_total` | counter | `listener`, `class` (2xx, 3xx, 4xx, 5xx) |
 //! | `pecd_pec_emitted_total` | counter | `kind` (daticert tipo, or `posta-certificata`, `anomalia`, …) |
 //! | `pecd_pec_received_total` | counter | `kind` (as above, `anomalia`, `ordinaria`) |
+//! | `pecd_consegna_emitted_total` | counter | `variant` (completa, breve, sintetica) |
 //! | `pecd_delivery_errors_total` | counter | `code` (5.1.1, 5.2.1, 5.2.2, …) |
 //! | `pecd_timeout_notices_total` | counter | `stage` (12h, 24h) |
 //! | `pecd_delivery_attempts_total` | counter | `target` (local, relay), `result` (ok, temporary, permanent) |
@@ -33,6 +34,7 @@ pub const SMTP_SESSIONS: &str = "pecd_smtp_sessions_total";
 pub const SMTP_REPLIES: &str = "pecd_smtp_replies_total";
 pub const PEC_EMITTED: &str = "pecd_pec_emitted_total";
 pub const PEC_RECEIVED: &str = "pecd_pec_received_total";
+pub const CONSEGNA_EMITTED: &str = "pecd_consegna_emitted_total";
 pub const DELIVERY_ERRORS: &str = "pecd_delivery_errors_total";
 pub const TIMEOUT_NOTICES: &str = "pecd_timeout_notices_total";
 pub const DELIVERY_ATTEMPTS: &str = "pecd_delivery_attempts_total";
@@ -94,6 +96,10 @@ fn describe() {
     describe_counter!(
         PEC_RECEIVED,
         "Messages received at the punto di ricezione, by kind"
+    );
+    describe_counter!(
+        CONSEGNA_EMITTED,
+        "Ricevute di avvenuta consegna emitted, by variant"
     );
     describe_counter!(
         DELIVERY_ERRORS,

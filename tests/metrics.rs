@@ -101,6 +101,10 @@ fn counters_move_by_one_certified_message() {
         delta(&b0, &b1, "pecd_pec_emitted_total{kind=avvenuta-consegna}"),
         1.0
     );
+    assert_eq!(
+        delta(&b0, &b1, "pecd_consegna_emitted_total{variant=completa}"),
+        1.0
+    );
     // One submission session; its replies were all 2xx/3xx.
     assert_eq!(
         delta(&a0, &a1, "pecd_smtp_sessions_total{listener=submission}"),
