@@ -610,10 +610,10 @@ impl App {
             .filter_map(|p| serde_json::from_slice(p).ok())
             .collect();
         let t = std::time::Instant::now();
-        self.store
-            .commit(b)
-            .map(|_| ())
-            .map_err(|e| e.to_string())?;
+        self.store.commit(b).map(|_| ()).map_err(|e| {
+            metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
+            e.to_string()
+        })?;
         crate::metrics::time(crate::metrics::STORE_COMMIT_SECONDS, t.elapsed());
         // Every committed legal-log record, mirrored into the operational
         // log with the stable fields (never a body or a password).
@@ -1398,7 +1398,14 @@ impl App {
                     acc.addons = 0;
                     acc.expires = Some(new_expiry);
                     acc.reminders.clear();
-                    what
+                    if self.cfg().lifecycle.downgrade_excess
+                        == crate::config::DowngradeExcess::Archive
+                    {
+                        let (n, bytes) = self.move_excess_to_archive(&acc)?;
+                        format!("{what}; {n} messages ({bytes} bytes) moved to the archive")
+                    } else {
+                        what
+                    }
                 }
                 Action::Become { state, reason } => {
                     let what = format!("state {:?} → {state:?}: {reason}", acc.state);
@@ -1444,7 +1451,70 @@ impl App {
                 self.usage(&md, &acc.address)?
             }
         };
-        Ok(crate::lifecycle::downgrade_plan(acc, &now, after, used, 0))
+        let archived = match self.cfg().delivery.lmtp {
+            Some(_) => 0,
+            None => {
+                let root = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
+                    .map_err(|e| e.to_string())?;
+                Maildir::open_folder(&root, ARCHIVE_FOLDER)
+                    .and_then(|md| md.usage(None))
+                    .map_err(|e| e.to_string())?
+                    .bytes
+            }
+        };
+        Ok(crate::lifecycle::downgrade_plan(
+            acc,
+            &now,
+            after,
+            used,
+            archived,
+            live.lifecycle.downgrade_excess,
+        ))
+    }
+
+    /// Policy `archive` at a downgrade: the oldest inbox messages move into
+    /// the archive folder (a rename) until the inbox fits its new space or
+    /// the archive space is used up. Returns (messages, bytes) moved.
+    fn move_excess_to_archive(&self, acc: &accounts::Account) -> Result<(usize, u64), String> {
+        let (Some(plan), None) = (self.plan_of(acc), self.cfg().delivery.lmtp) else {
+            return Ok((0, 0));
+        };
+        let quota = plan.inbox_quota(acc.addons);
+        let root = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
+            .map_err(|e| e.to_string())?;
+        let inbox = Maildir::open(&root).map_err(|e| e.to_string())?;
+        let archive = Maildir::open_folder(&root, ARCHIVE_FOLDER).map_err(|e| e.to_string())?;
+        let mut used = inbox.usage(None).map_err(|e| e.to_string())?.bytes;
+        let mut room = plan
+            .archive
+            .0
+            .saturating_sub(archive.usage(None).map_err(|e| e.to_string())?.bytes);
+        let (mut n, mut bytes) = (0, 0);
+        for (path, len) in inbox.oldest_first().map_err(|e| e.to_string())? {
+            if used <= quota || len > room {
+                break;
+            }
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            let to = archive.root().join("cur").join(name);
+            std::fs::rename(&path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+            used -= len;
+            room -= len;
+            n += 1;
+            bytes += len;
+        }
+        if n > 0 {
+            for d in [
+                root.join("new"),
+                root.join("cur"),
+                archive.root().join("cur"),
+            ] {
+                crate::fsync::sync_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            }
+            self.lock_usage().remove(&acc.address);
+        }
+        Ok((n, bytes))
     }
 
     // ----------------------------------------------------------------------

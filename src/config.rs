@@ -372,6 +372,31 @@ pub struct LifecycleConfig {
     pub term_years: u32,
     /// What happens when a mailbox's archive space is full.
     pub archive_policy: ArchivePolicy,
+    /// At a downgrade, inbox content beyond the new plan's inbox space.
+    pub downgrade_excess: DowngradeExcess,
+}
+
+/// What a downgrade does with inbox content beyond the new inbox space
+/// (nothing is ever deleted by a downgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DowngradeExcess {
+    /// Everything stays; new envelopes are refused (5.2.2) until the holder
+    /// frees space.
+    #[default]
+    Keep,
+    /// The oldest inbox messages move into the archive folder, within the
+    /// archive space, until the inbox fits; what cannot move stays.
+    Archive,
+}
+
+impl DowngradeExcess {
+    pub fn name(self) -> &'static str {
+        match self {
+            DowngradeExcess::Keep => "keep",
+            DowngradeExcess::Archive => "archive",
+        }
+    }
 }
 
 /// When the archive is full (the holder and the order are warned either way).
@@ -403,6 +428,7 @@ impl Default for LifecycleConfig {
             first_access_days: 30,
             term_years: 1,
             archive_policy: ArchivePolicy::Stop,
+            downgrade_excess: DowngradeExcess::Keep,
         }
     }
 }

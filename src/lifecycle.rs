@@ -156,6 +156,11 @@ pub struct DowngradePlan {
     pub archive_over_by: u64,
     /// `downgrade`, `suspend` (receive-only grace), or `none`.
     pub at_expiry: String,
+    /// `lifecycle.downgrade_excess`: `keep` or `archive`.
+    pub excess_policy: String,
+    /// Inbox bytes the downgrade would move into the archive (policy
+    /// `archive`, within the archive space after the downgrade).
+    pub moves_to_archive: u64,
 }
 
 /// The downgrade plan for `acc` (current plan `now`, fallback `after`).
@@ -165,6 +170,7 @@ pub fn downgrade_plan(
     after: Option<&Plan>,
     inbox_used: u64,
     archive_used: u64,
+    excess: crate::config::DowngradeExcess,
 ) -> DowngradePlan {
     let (to, at) = match (now.on_expiry, after) {
         (OnExpiry::Downgrade, Some(p)) => (p, "downgrade"),
@@ -196,6 +202,13 @@ pub fn downgrade_plan(
         archive_used,
         archive_over_by: archive_used.saturating_sub(to.archive.0),
         at_expiry: at.into(),
+        excess_policy: excess.name().into(),
+        moves_to_archive: match (at, excess) {
+            ("downgrade", crate::config::DowngradeExcess::Archive) => inbox_used
+                .saturating_sub(inbox_after)
+                .min(to.archive.0.saturating_sub(archive_used)),
+            _ => 0,
+        },
     }
 }
 
@@ -336,13 +349,22 @@ mod tests {
     fn the_downgrade_plan_names_what_is_blocked() {
         let plans = default_plans();
         let a = account(AccountState::Active, "2027-06-30");
-        let p = downgrade_plan(&a, &plans[1], Some(&plans[0]), 3 << 30, 5 << 30);
+        let p = downgrade_plan(
+            &a,
+            &plans[1],
+            Some(&plans[0]),
+            3 << 30,
+            2 << 30,
+            crate::config::DowngradeExcess::Archive,
+        );
         assert_eq!(p.to_plan, "base");
         assert_eq!(p.addons_dropped, 2);
         assert_eq!(p.inbox_quota_now, 9 << 30);
         assert_eq!(p.inbox_quota_after, 1 << 30);
         assert_eq!(p.inbox_over_by, 2 << 30);
-        assert_eq!(p.archive_over_by, 2 << 30);
+        assert_eq!(p.archive_over_by, 0);
         assert_eq!(p.at_expiry, "downgrade");
+        // 2 GB over the new inbox, 1 GB free in the new 3 GB archive.
+        assert_eq!(p.moves_to_archive, 1 << 30);
     }
 }

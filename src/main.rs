@@ -699,8 +699,23 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
                     )
                     .map_err(|e| e.to_string())?;
                     let used = md.usage(None).map_err(|e| e.to_string())?.bytes;
-                    serde_json::to_value(pecd::lifecycle::downgrade_plan(&acc, now, after, used, 0))
-                        .map_err(|e| e.to_string())?
+                    let archived = pecd::maildir::Maildir::open_folder(
+                        &pecd::maildir::mailbox_path(&cfg.data_dir.join("mail"), &acc.address)
+                            .map_err(|e| e.to_string())?,
+                        ".Archivio",
+                    )
+                    .and_then(|md| md.usage(None))
+                    .map_err(|e| e.to_string())?
+                    .bytes;
+                    serde_json::to_value(pecd::lifecycle::downgrade_plan(
+                        &acc,
+                        now,
+                        after,
+                        used,
+                        archived,
+                        cfg.lifecycle.downgrade_excess,
+                    ))
+                    .map_err(|e| e.to_string())?
                 }
                 Target::Admin { addr, token } => admin(
                     addr,

@@ -20,6 +20,7 @@
 //! | `pecd_sign_seconds` | histogram | |
 //! | `pecd_verify_seconds` | histogram | |
 //! | `pecd_store_commit_seconds` | histogram | |
+//! | `pecd_store_errors_total` | counter | (failed commits: disk full, I/O errors) |
 //! | `pecd_quota_usage_ratio` | histogram | (inbox usage ÷ quota at each envelope delivery) |
 //! | `pecd_certificate_expiry_days` | gauge | `cert` (signing, tls) |
 //! | `pecd_panics_total` | counter | |
@@ -43,6 +44,7 @@ pub const QUEUE_OLDEST: &str = "pecd_queue_oldest_age_seconds";
 pub const SIGN_SECONDS: &str = "pecd_sign_seconds";
 pub const VERIFY_SECONDS: &str = "pecd_verify_seconds";
 pub const STORE_COMMIT_SECONDS: &str = "pecd_store_commit_seconds";
+pub const STORE_ERRORS: &str = "pecd_store_errors_total";
 pub const QUOTA_USAGE: &str = "pecd_quota_usage_ratio";
 pub const CERT_EXPIRY_DAYS: &str = "pecd_certificate_expiry_days";
 pub const PANICS: &str = "pecd_panics_total";
@@ -122,6 +124,7 @@ fn describe() {
     );
     describe_histogram!(QUOTA_USAGE, "Inbox usage over quota at envelope delivery");
     describe_gauge!(CERT_EXPIRY_DAYS, "Days until a certificate expires");
+    describe_counter!(STORE_ERRORS, "Store commits that failed");
     describe_counter!(PANICS, "Panics caught");
     describe_gauge!(
         INDEX_PROVIDERS,

@@ -78,6 +78,20 @@ downgrade_to = "convenzione"
 name = "privato"
 inbox = "1GB"
 on_expiry = "suspend"
+[[plans]]
+name = "grande"
+inbox = "60KB"
+archive = "60KB"
+on_expiry = "downgrade"
+downgrade_to = "piccolo"
+[[plans]]
+name = "piccolo"
+inbox = "10KB"
+archive = "60KB"
+on_expiry = "downgrade"
+downgrade_to = "piccolo"
+[lifecycle]
+downgrade_excess = "archive"
 "#,
         data = dir.path().join("data").display(),
         c = c.display(),
@@ -455,4 +469,77 @@ fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
     .unwrap();
     assert_eq!(acc.state, AccountState::PendingActivation);
     assert_eq!(p.app.sweep().unwrap(), 0);
+}
+
+#[test]
+fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
+    let p = provider();
+    let now = p.clock.now_utc();
+    let order = Tenant {
+        id: "ordine-lodi".into(),
+        name: "Ordine di Lodi".into(),
+        domain: "pec.provider-a.test".into(),
+        provincia: "LO".into(),
+        activation: Activation::Immediate,
+        secretariat_email: String::new(),
+        created: now,
+    };
+    tenants::create(&p.app.store, &order, now).unwrap();
+    let m = NewMember {
+        holder: holder("Ugo", "Grandi", 9),
+        alias: None,
+        plan: Some("grande".into()),
+    };
+    let c = tenants::create_member(&p.app.store, &p.app.cfg(), &order, &m, "test", now).unwrap();
+    for i in 0..4 {
+        submit(
+            &p,
+            MARIO,
+            "password-mario",
+            &c.address,
+            &format!("Pieno {i}"),
+        )
+        .unwrap();
+    }
+    let inbox_bytes = |p: &Provider| -> u64 {
+        let dir =
+            pecd::maildir::mailbox_path(&p.app.cfg().data_dir.join("mail"), &c.address).unwrap();
+        ["new", "cur"]
+            .iter()
+            .flat_map(|s| std::fs::read_dir(dir.join(s)).into_iter().flatten())
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    wait_for("four envelopes", 20, || mailbox(&p, &c.address).len() == 4);
+    let before = inbox_bytes(&p);
+    assert!(before > 10 * 1024, "{before}");
+    let acc = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
+    let plan = p.app.downgrade_plan(&acc).unwrap();
+    assert_eq!(
+        (plan.to_plan.as_str(), plan.excess_policy.as_str()),
+        ("piccolo", "archive")
+    );
+    assert!(
+        plan.moves_to_archive > 0 && plan.inbox_over_by > 0,
+        "{plan:?}"
+    );
+    // Expiry: downgraded, and the oldest messages moved until the inbox fits.
+    p.clock.set(at(2028, 1, 11));
+    p.app.sweep().unwrap();
+    let a = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
+    assert_eq!(a.plan, "piccolo");
+    assert!(inbox_bytes(&p) <= 10 * 1024, "{}", inbox_bytes(&p));
+    let log = pecd::audit::search(
+        &p.app.store,
+        &pecd::audit::Filter {
+            to: Some(c.address.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(log.iter().any(|(_, r)| {
+        r.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("moved to the archive"))
+    }));
 }
