@@ -1281,3 +1281,106 @@ fn with_the_stop_policy_a_full_archive_takes_no_new_copies() {
         captured.lock().unwrap().len() >= 2
     });
 }
+
+#[test]
+fn an_inbox_add_on_raises_the_quota_at_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in) = (free_port(), free_port());
+    let extra = r#"[[plans]]
+name = "base"
+inbox = "1GB"
+on_expiry = "suspend"
+[[plans]]
+name = "piccolo"
+inbox = "20KB"
+addon_step = "20KB"
+addon_max_steps = 1
+on_expiry = "suspend"
+"#;
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![("pec.provider-b.test", b_in)],
+    ));
+    let b = Daemon::start(Spec {
+        extra,
+        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
+    });
+    let admin = b.admin_token();
+    let (s, v) = b.api(&admin, "POST", "/tenants", Some(serde_json::json!({
+        "id": "ordine-lodi", "name": "Ordine", "domain": "pec.provider-b.test", "provincia": "LO"})));
+    assert_eq!(s, 201, "{v}");
+    let first15 = "VRDPLA80A01H501";
+    let cf = format!(
+        "{first15}{}",
+        pecd::membership::tax_code::check_char(first15.as_bytes())
+    );
+    let (_, v) = b.api(
+        &admin,
+        "POST",
+        "/tenants/ordine-lodi/mailboxes",
+        Some(serde_json::json!({
+        "nome": "Paola", "cognome": "Verdi", "codice_fiscale": cf, "indirizzo": "Via Roma 1",
+        "comune": "Lodi", "provincia": "LO", "cap": "26900", "plan": "piccolo"})),
+    );
+    let paola = v["address"].as_str().unwrap().to_string();
+    let refused = || {
+        kinds(&a.mailbox(MARIO))
+            .iter()
+            .filter(|k| {
+                k.1.errore_esteso
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("5.2.2"))
+            })
+            .count()
+    };
+    let mut sent = 0;
+    // Fill until `want` refusals; returns how many were stored meanwhile.
+    let mut fill_until = |want: usize| {
+        let mut stored = 0;
+        while refused() < want {
+            assert!(sent < 30, "no 5.2.2");
+            sent += 1;
+            a.submit(
+                MARIO,
+                "password-mario",
+                MARIO,
+                &[&paola],
+                &message(MARIO, &[&paola], &[], "", &format!("Spazio {sent}")),
+            )
+            .unwrap();
+            wait_for("a receipt", 30, || {
+                kinds(&a.mailbox(MARIO)).len() >= 2 * sent
+            });
+            if refused() < want {
+                stored += 1;
+            }
+        }
+        stored
+    };
+    let base = fill_until(1);
+    assert!(base >= 1, "the plan's own space takes messages");
+    // One add-on step (+20 KB): deliveries resume, then stop again.
+    let (s, v) = b.api(
+        &admin,
+        "POST",
+        &format!("/tenants/ordine-lodi/mailboxes/{paola}/plan"),
+        Some(serde_json::json!({"plan": "piccolo", "addons": 1})),
+    );
+    assert_eq!(
+        (s, v["inbox_quota"].as_u64()),
+        (200, Some(40 * 1024)),
+        "{v}"
+    );
+    let more = fill_until(2);
+    assert!(more >= 1, "the add-on's space takes more messages");
+    // Beyond the plan's add-on limit: refused, naming the field.
+    let (s, v) = b.api(
+        &admin,
+        "POST",
+        &format!("/tenants/ordine-lodi/mailboxes/{paola}/plan"),
+        Some(serde_json::json!({"plan": "piccolo", "addons": 2})),
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("addons")), "{v}");
+}
