@@ -1101,3 +1101,62 @@ pub fn export(
     }
     Ok(n)
 }
+
+// --------------------------------------------------------------------------
+// Plans report (prices are for reports: pecd does not bill)
+
+/// One plan's line of the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PlanLine {
+    pub plan: String,
+    pub mailboxes: u64,
+    pub addon_steps: u64,
+    /// mailboxes × plan price + add-on steps × add-on price, € per year.
+    pub eur_per_year: f64,
+}
+
+/// Mailboxes, add-ons and yearly amounts per plan, for one order or all
+/// (cancelled mailboxes are not counted).
+pub fn plans_report(
+    store: &Store,
+    config: &Config,
+    tenant: Option<&str>,
+) -> Result<Vec<PlanLine>, TenantError> {
+    let mut lines: Vec<PlanLine> = config
+        .plans
+        .iter()
+        .map(|p| PlanLine {
+            plan: p.name.clone(),
+            ..Default::default()
+        })
+        .collect();
+    for entry in store.entries(Table::Mailboxes) {
+        let (_, v) = entry?;
+        let Ok(a) = serde_json::from_slice::<Account>(&v) else {
+            continue;
+        };
+        if a.state == AccountState::Cancelled || tenant.is_some_and(|t| t != a.tenant) {
+            continue;
+        }
+        let name = if a.plan.is_empty() {
+            config
+                .plans
+                .first()
+                .map(|p| p.name.clone())
+                .unwrap_or_default()
+        } else {
+            a.plan.clone()
+        };
+        if let Some(line) = lines.iter_mut().find(|l| l.plan == name) {
+            line.mailboxes += 1;
+            line.addon_steps += u64::from(a.addons);
+        }
+    }
+    for line in &mut lines {
+        if let Some(p) = config.plan(&line.plan) {
+            line.eur_per_year = line.mailboxes as f64 * p.price_eur_year
+                + line.addon_steps as f64 * p.addon_price_eur_year;
+        }
+    }
+    Ok(lines)
+}

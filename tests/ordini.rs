@@ -184,6 +184,7 @@ fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
         ("GET", format!("{mb}/downgrade-plan"), None),
         ("POST", format!("{base}/bulk"), None),
         ("GET", format!("{base}/export"), None),
+        ("GET", format!("{base}/report"), None),
     ];
     for (method, path, body) in &attempts {
         let (s, v) = d.api(&milano, method, path, body.clone());
@@ -196,6 +197,7 @@ fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
         ("POST", "/tenants"),
         ("GET", "/export"),
         ("POST", "/sweep"),
+        ("GET", "/report"),
     ] {
         let (s, _) = d.api(&milano, method, path, Some(json!({})));
         assert_eq!(s, 403, "{method} {path}");
@@ -240,7 +242,7 @@ fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
                 .is_some_and(|x| x.starts_with("denied"))
         })
         .count();
-    assert_eq!(denied, attempts.len() + 4 + 2);
+    assert_eq!(denied, attempts.len() + 5 + 2);
 }
 
 #[test]
@@ -432,6 +434,35 @@ fn exports_cancellation_rules_transfer_and_plans() {
         None,
     );
     assert_eq!(s, 404);
+    // The plans report: avanzata 20 €/year + 3 add-on steps at 4 € (the
+    // transferred mailbox now counts for Milano); cancelled ones not at all.
+    let (_, rep) = d.api(&d.admin_token(), "GET", "/report", None);
+    let avanzata = rep
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["plan"] == "avanzata")
+        .unwrap();
+    assert_eq!(
+        (
+            avanzata["mailboxes"].as_u64(),
+            avanzata["addon_steps"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert_eq!(avanzata["eur_per_year"].as_f64(), Some(32.0));
+    let (_, rep) = d.api(&lodi, "GET", "/tenants/ordine-lodi/report", None);
+    let base = rep
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["plan"] == "base")
+        .unwrap();
+    assert_eq!(
+        base["mailboxes"].as_u64(),
+        Some(1),
+        "two cancelled, one struck off still active: {rep}"
+    );
     // The registry feed: per order (CSV) and national (JSON lines).
     let (s, csv) = d.api(&lodi, "GET", "/tenants/ordine-lodi/export", None);
     assert_eq!(s, 200);

@@ -663,6 +663,26 @@ async fn export_all(
     export_response(&ctx, None, &q)
 }
 
+async fn report_tenant(State(ctx): State<Ctx>, h: HeaderMap, Path(t): Path<String>) -> Response {
+    if let Err(r) = scope(&ctx, &h, &t) {
+        return r;
+    }
+    match blocking(|| tenants::plans_report(&ctx.app.store, &ctx.app.cfg(), Some(&t))) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn report_all(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    match blocking(|| tenants::plans_report(&ctx.app.store, &ctx.app.cfg(), None)) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
 async fn sweep(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
     if let Err(r) = national(&ctx, &h) {
         return r;
@@ -710,6 +730,8 @@ pub(super) fn routes() -> Router<Ctx> {
         .route("/tenants/{t}/bulk", post(bulk))
         .route("/tenants/{t}/export", get(export_tenant))
         .route("/export", get(export_all))
+        .route("/report", get(report_all))
+        .route("/tenants/{t}/report", get(report_tenant))
         .route(
             "/mailboxes/{a}/downgrade-plan",
             get(national_downgrade_plan),
