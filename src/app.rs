@@ -1408,6 +1408,11 @@ impl App {
                     }
                 }
                 Action::Become { state, reason } => {
+                    // The one transition table decides, whatever asks.
+                    if !acc.state.can_become(state) {
+                        tracing::error!(event = "transition_refused", to = %acc.address, from_state = ?acc.state, to_state = ?state);
+                        continue;
+                    }
                     let what = format!("state {:?} → {state:?}: {reason}", acc.state);
                     acc.state = state;
                     acc.state_since = Some(now);

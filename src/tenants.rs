@@ -169,8 +169,17 @@ pub fn list(store: &Store) -> Result<Vec<Tenant>, TenantError> {
     Ok(out)
 }
 
-/// Create an order; returns its first API token (shown once).
-pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<String, TenantError> {
+/// A new order: its first API token and its own mailbox (both shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct NewOrder {
+    pub token: String,
+    pub order_mailbox: Created,
+}
+
+/// Create an order and its own mailbox `ordine.<provincia>@<domain>`
+/// (the order's, not a member's: not in the member list nor the
+/// registry feed).
+pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<NewOrder, TenantError> {
     let id_ok = !t.id.is_empty()
         && t.id
             .bytes()
@@ -181,13 +190,40 @@ pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<String, T
             "lower-case letters, digits and hyphens only",
         ));
     }
-    naming::order_address(&t.provincia, &t.domain)
+    let order_address = naming::order_address(&t.provincia, &t.domain)
         .map_err(|e| TenantError::invalid("provincia", e.to_string()))?;
     if get(store, &t.id)?.is_some() {
         return Err(TenantError::Exists(format!("tenant {}", t.id)));
     }
+    if accounts::get(store, &order_address)?.is_some() {
+        return Err(TenantError::Exists(format!("mailbox {order_address}")));
+    }
     let token = random_secret(32);
+    let password = one_time_password();
+    let order_box = Account {
+        address: order_address.clone(),
+        password_hash: accounts::hash_password(&password)?,
+        state: AccountState::Active,
+        created: now,
+        plan: String::new(),
+        addons: 0,
+        holder: Holder {
+            nome: "Ordine".into(),
+            cognome: t.name.clone(),
+            reference_email: t.secretariat_email.clone(),
+            ..Default::default()
+        },
+        quota_warned: 0,
+        tenant: t.id.clone(),
+        expires: None,
+        reminders: Vec::new(),
+        state_since: Some(now),
+        state_reason: "the order's own mailbox".into(),
+        archive_full_warned: false,
+        archive_warned_at: None,
+    };
     let mut b = Batch::new();
+    accounts::put(&mut b, &order_box);
     b.put(
         Table::Tenants,
         tenant_key(&t.id),
@@ -198,11 +234,18 @@ pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<String, T
         &mut b,
         now,
         "admin",
-        None,
-        format!("tenant {} created", t.id),
+        Some(&order_address),
+        format!("tenant {} created with its mailbox {order_address}", t.id),
     );
     store.commit(b)?;
-    Ok(token)
+    Ok(NewOrder {
+        token,
+        order_mailbox: Created {
+            address: order_address,
+            password,
+            state: AccountState::Active,
+        },
+    })
 }
 
 /// The tenant a token belongs to.
@@ -1073,8 +1116,11 @@ pub fn export(
         let Ok(a) = serde_json::from_slice::<Account>(&v) else {
             continue;
         };
-        if a.tenant.is_empty() || tenant.is_some_and(|t| t != a.tenant) {
-            continue;
+        if a.tenant.is_empty()
+            || a.holder.codice_fiscale.is_empty()
+            || tenant.is_some_and(|t| t != a.tenant)
+        {
+            continue; // not a member (e.g. the order's own mailbox)
         }
         let row = FeedRow {
             codice_fiscale: &a.holder.codice_fiscale,

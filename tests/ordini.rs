@@ -54,6 +54,19 @@ fn members_are_named_by_the_rules_and_homonyms_get_an_alias() {
     );
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["order_mailbox"], format!("ordine.lodi@{DOMAIN}"));
+    // The order's own mailbox exists, with its one-time password.
+    let order_pw = v["order_mailbox_password"].as_str().unwrap();
+    let (s, me) = d.api(
+        &basic(&format!("ordine.lodi@{DOMAIN}"), order_pw),
+        "GET",
+        "/me",
+        None,
+    );
+    assert_eq!(
+        (s, me["tenant"].as_str()),
+        (200, Some("ordine-ingegneri-lodi")),
+        "{me}"
+    );
     let token = v["token"].as_str().unwrap().to_string();
     let table = [
         ("Nicolò", "Bianchi", "nicolo.bianchi"),
@@ -460,8 +473,8 @@ fn exports_cancellation_rules_transfer_and_plans() {
         .unwrap();
     assert_eq!(
         base["mailboxes"].as_u64(),
-        Some(1),
-        "two cancelled, one struck off still active: {rep}"
+        Some(2),
+        "the order's own box and the struck-off member (two cancelled): {rep}"
     );
     // The registry feed: per order (CSV) and national (JSON lines).
     let (s, csv) = d.api(&lodi, "GET", "/tenants/ordine-lodi/export", None);

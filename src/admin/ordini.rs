@@ -203,14 +203,16 @@ async fn tenants_create(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> R
         created: now,
     };
     match blocking(|| tenants::create(&ctx.app.store, &t, now)) {
-        Ok(token) => {
-            let order_box = crate::membership::naming::order_address(&t.provincia, &t.domain).ok();
-            (
-                StatusCode::CREATED,
-                Json(json!({"id": t.id, "token": token, "order_mailbox": order_box})),
-            )
-                .into_response()
-        }
+        Ok(o) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "id": t.id,
+                "token": o.token,
+                "order_mailbox": o.order_mailbox.address,
+                "order_mailbox_password": o.order_mailbox.password,
+            })),
+        )
+            .into_response(),
         Err(e) => fail(e),
     }
 }
