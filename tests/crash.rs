@@ -109,10 +109,29 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
             }
         })
     };
-    // Kill at varying moments so that some kills land between a relay's
-    // SMTP 250 and the commit that retires it (the duplicate-prone window).
-    for (k, (who, node)) in [("a", &a), ("b", &b)].iter().cycle().take(8).enumerate() {
-        std::thread::sleep(Duration::from_millis(500 + 137 * (k as u64 % 5)));
+    // A random daemon at a random moment, `PECD_CRASH_CYCLES` times (8 in
+    // the test suite; `bench/crash.sh` runs 50), so that some kills land
+    // between a relay's SMTP 250 and the commit that retires it (the
+    // duplicate-prone window).
+    let cycles: usize = std::env::var("PECD_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut random = move || {
+        // xorshift64: enough to spread kills over time and targets.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..cycles {
+        let r = random();
+        let (who, node) = if r & 1 == 0 { ("a", &a) } else { ("b", &b) };
+        std::thread::sleep(Duration::from_millis(300 + (r >> 8) % 900));
         restart(&mut node.lock().unwrap());
         eprintln!("restarted {who}");
     }
@@ -188,7 +207,7 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
         }
     }
     eprintln!(
-        "attempted={} acked={} lost={lost} duplicated={duplicated}",
+        "cycles={cycles} attempted={} acked={} lost={lost} duplicated={duplicated}",
         attempted.len(),
         acked.len()
     );
