@@ -2295,7 +2295,15 @@ impl App {
             let app = self.clone();
             tokio::spawn(async move {
                 let id = item.id.clone();
-                app.process_item(item, now).await;
+                // The pass may have read the queue before another task
+                // retired this very item (it leaves `busy` only after its
+                // commit): only an item still stored under its key runs.
+                let current = tokio::task::block_in_place(|| {
+                    app.store.get(Table::Queue, &item.key())
+                });
+                if matches!(current, Ok(Some(_))) {
+                    app.process_item(item, now).await;
+                }
                 app.lock_busy().remove(&id);
                 drop(permit);
                 app.wake.notify_one();

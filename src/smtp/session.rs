@@ -336,8 +336,20 @@ impl Session {
                     let input = std::mem::take(&mut self.input);
                     let mut it = input.iter();
                     let parsed = self.receiver.ingest(&mut it).map(|r| r.into_owned());
+                    let consumed = input.len() - it.as_slice().len();
                     self.input = it.as_slice().to_vec();
                     match parsed {
+                        // A whole line went in and the parser still wants
+                        // more (e.g. `MAIL FROM` without its colon): that
+                        // line was a syntax error, not half a command.
+                        Err(ProtoError::NeedsMoreData { .. })
+                            if input[..consumed].contains(&b'\n') =>
+                        {
+                            self.receiver = RequestReceiver::default();
+                            return Some(Event::Reply(Reply::syntax(
+                                "Syntax error in parameters or arguments",
+                            )));
+                        }
                         Err(ProtoError::NeedsMoreData { .. }) => return None,
                         Err(e) => return Some(Event::Reply(proto_error(e))),
                         Ok(req) => {
