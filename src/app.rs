@@ -2298,9 +2298,8 @@ impl App {
                 // The pass may have read the queue before another task
                 // retired this very item (it leaves `busy` only after its
                 // commit): only an item still stored under its key runs.
-                let current = tokio::task::block_in_place(|| {
-                    app.store.get(Table::Queue, &item.key())
-                });
+                let current =
+                    tokio::task::block_in_place(|| app.store.get(Table::Queue, &item.key()));
                 if matches!(current, Ok(Some(_))) {
                     app.process_item(item, now).await;
                 }

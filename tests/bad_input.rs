@@ -486,7 +486,11 @@ fn malformed_dialogues_and_messages_get_replies_and_lose_nothing() {
         .map(|m| {
             let t = String::from_utf8_lossy(m).into_owned();
             t.lines()
-                .filter(|l| l.starts_with("Subject:") || l.starts_with("X-Trasporto:") || l.starts_with("X-Ricevuta:"))
+                .filter(|l| {
+                    l.starts_with("Subject:")
+                        || l.starts_with("X-Trasporto:")
+                        || l.starts_with("X-Ricevuta:")
+                })
                 .collect::<Vec<_>>()
                 .join(" | ")
         })
