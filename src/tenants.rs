@@ -436,22 +436,42 @@ pub fn create_member(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Created, TenantError> {
-    let (acc, password) = prepare_member(store, config, tenant, m, &[], now)?;
+    let ready = vec![prepare_member(store, config, tenant, m, &[], now)?];
+    let mut created = commit_members(store, tenant, ready, actor, now, "")?;
+    created
+        .pop()
+        .ok_or_else(|| TenantError::Conflict("no mailbox created".into()))
+}
+
+/// Store prepared members' mailboxes in one commit, each logged; `how`
+/// completes the log line (e.g. " (bulk load)").
+fn commit_members(
+    store: &Store,
+    tenant: &Tenant,
+    ready: Vec<(Account, String)>,
+    actor: &str,
+    now: DateTime<Utc>,
+    how: &str,
+) -> Result<Vec<Created>, TenantError> {
     let mut b = Batch::new();
-    put_member(&mut b, &acc);
-    log(
-        &mut b,
-        now,
-        actor,
-        Some(&acc.address),
-        format!("mailbox created for order {}", tenant.id),
-    );
+    let mut created = Vec::with_capacity(ready.len());
+    for (acc, password) in ready {
+        put_member(&mut b, &acc);
+        log(
+            &mut b,
+            now,
+            actor,
+            Some(&acc.address),
+            format!("mailbox created for order {}{how}", tenant.id),
+        );
+        created.push(Created {
+            address: acc.address,
+            password,
+            state: acc.state,
+        });
+    }
     store.commit(b)?;
-    Ok(Created {
-        address: acc.address,
-        password,
-        state: acc.state,
-    })
+    Ok(created)
 }
 
 /// A member's mailbox, only if it belongs to `tenant`.
@@ -1055,23 +1075,7 @@ pub fn bulk_load(
     if !report.rejected.is_empty() && !partial {
         return Ok(report);
     }
-    let mut b = Batch::new();
-    for (acc, password) in ready {
-        put_member(&mut b, &acc);
-        log(
-            &mut b,
-            now,
-            actor,
-            Some(&acc.address),
-            format!("mailbox created for order {} (bulk load)", tenant.id),
-        );
-        report.created.push(Created {
-            address: acc.address,
-            password,
-            state: acc.state,
-        });
-    }
-    store.commit(b)?;
+    report.created = commit_members(store, tenant, ready, actor, now, " (bulk load)")?;
     report.applied = true;
     Ok(report)
 }

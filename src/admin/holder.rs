@@ -58,6 +58,20 @@ fn invalid(field: &str, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Change the holder's own account (logged as `what`); the new view.
+fn update_own(ctx: &Ctx, address: &str, what: &str, f: impl FnOnce(&mut Account)) -> Response {
+    let now = ctx.app.clock.now();
+    match tokio::task::block_in_place(|| {
+        accounts::update(&ctx.app.store, address, now, what, |a| {
+            f(a);
+            Ok(())
+        })
+    }) {
+        Ok(a) => Json(me_view(ctx, &a)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
 fn me_view(ctx: &Ctx, a: &Account) -> serde_json::Value {
     super::ordini::view(ctx, a)
 }
@@ -100,25 +114,17 @@ async fn first_access(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Res
         Err(e) => return invalid("new_password", e.to_string()),
     };
     let now = ctx.app.clock.now();
-    let r = tokio::task::block_in_place(|| {
-        accounts::update(
-            &ctx.app.store,
-            &acc.address,
-            now,
-            "first access: anagrafica confirmed, contract accepted, password set",
-            |a| {
-                a.password_hash = hash;
-                a.state = AccountState::Active;
-                a.state_since = Some(now);
-                a.state_reason = "first access".into();
-                Ok(())
-            },
-        )
-    });
-    match r {
-        Ok(a) => Json(me_view(&ctx, &a)).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    update_own(
+        &ctx,
+        &acc.address,
+        "first access: anagrafica confirmed, contract accepted, password set",
+        |a| {
+            a.password_hash = hash;
+            a.state = AccountState::Active;
+            a.state_since = Some(now);
+            a.state_reason = "first access".into();
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -140,22 +146,9 @@ async fn password(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Respons
         Ok(h) => h,
         Err(e) => return invalid("new_password", e.to_string()),
     };
-    let now = ctx.app.clock.now();
-    match tokio::task::block_in_place(|| {
-        accounts::update(
-            &ctx.app.store,
-            &acc.address,
-            now,
-            "password changed by the holder",
-            |a| {
-                a.password_hash = hash;
-                Ok(())
-            },
-        )
-    }) {
-        Ok(_) => Json(json!({"address": acc.address})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    update_own(&ctx, &acc.address, "password changed by the holder", |a| {
+        a.password_hash = hash;
+    })
 }
 
 #[derive(Deserialize)]
@@ -177,22 +170,10 @@ async fn reference(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Respon
         Ok(e) => e,
         Err(_) => return invalid("reference_email", "not an e-mail address"),
     };
-    let now = ctx.app.clock.now();
-    match tokio::task::block_in_place(|| {
-        accounts::update(
-            &ctx.app.store,
-            &acc.address,
-            now,
-            &format!("reference e-mail changed by the holder to {email}"),
-            |a| {
-                a.holder.reference_email = email.clone();
-                Ok(())
-            },
-        )
-    }) {
-        Ok(a) => Json(me_view(&ctx, &a)).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    let what = format!("reference e-mail changed by the holder to {email}");
+    update_own(&ctx, &acc.address, &what, |a| {
+        a.holder.reference_email = email;
+    })
 }
 
 async fn request(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
