@@ -1113,7 +1113,7 @@ reference_email = "mini.home@ordinaria.test"
             std::fs::remove_file(p).unwrap();
         }
     }
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(2500)); // past the 1 s usage recheck and the 1 s settled-stamp rule
     // …and the next message fits again, with no new warning.
     sent += 1;
     a.submit(
