@@ -1,0 +1,113 @@
+//! Disk full: the data directory on a small tmpfs. Submissions get a 4xx
+//! once space runs out, nothing acknowledged is lost, and service resumes
+//! when space returns (the tmpfs is grown). Needs root (mount).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::daemon::*;
+use std::process::Command;
+use std::time::Duration;
+
+const MARIO: &str = "mario.rossi@pec.provider-a.test";
+
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mount(dir: &std::path::Path, size: &str, remount: bool) {
+    let opts = if remount {
+        format!("remount,size={size}")
+    } else {
+        format!("size={size}")
+    };
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a tmpfs needs root (the CI runs as root)");
+}
+
+#[test]
+fn a_full_disk_gives_4xx_loses_nothing_and_service_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data-a");
+    std::fs::create_dir_all(&data).unwrap();
+    mount(&data, "6m", false);
+    let _m = Mount(data.clone());
+    let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
+    let body = "x".repeat(15_000);
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for i in 0..400 {
+        let msg = format!(
+            "From: {MARIO}\r\nTo: {MARIO}\r\nSubject: pieno {i}\r\nMessage-ID: <full{i}@client.test>\r\n\r\n{body}\r\n"
+        );
+        match d.submit(MARIO, "password-mario", MARIO, &[MARIO], msg.as_bytes()) {
+            Ok(()) => acked.push(i),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the disk never filled");
+    eprintln!("acked={} refusal={refusal}", acked.len());
+    assert!(
+        refusal.contains("451") && refusal.contains("4.3.0"),
+        "a temporary refusal: {refusal}"
+    );
+    assert!(!acked.is_empty());
+    // Space returns: the daemon resumes and everything acknowledged is
+    // certified (one accettazione each).
+    mount(&data, "256m", true);
+    std::thread::sleep(Duration::from_millis(500));
+    let msg = format!(
+        "From: {MARIO}\r\nTo: {MARIO}\r\nSubject: dopo\r\nMessage-ID: <after@client.test>\r\n\r\nx\r\n"
+    );
+    let mut ok = false;
+    for _ in 0..20 {
+        if d.submit(MARIO, "password-mario", MARIO, &[MARIO], msg.as_bytes())
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(ok, "service resumed");
+    let subjects = |d: &Daemon| -> Vec<String> {
+        d.mailbox(MARIO)
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .filter(|m| m.contains("X-Ricevuta: accettazione"))
+            .filter_map(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("Subject:"))
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    wait_for("an accettazione for every acknowledged message", 60, || {
+        let s = subjects(&d);
+        acked
+            .iter()
+            .all(|i| s.iter().any(|l| l.ends_with(&format!("pieno {i}"))))
+    });
+    let out = common::pecd()
+        .args(["log", "verify", "--config"])
+        .arg(&d.cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
