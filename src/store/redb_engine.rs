@@ -3,7 +3,8 @@
 
 use super::{Engine, Entry, Op, StoreError, Table};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(t.name())
@@ -14,26 +15,54 @@ fn e<E: std::fmt::Display>(x: E) -> StoreError {
 }
 
 pub struct RedbEngine {
-    db: Database,
+    /// None after a failed commit until the database is reopened: redb
+    /// refuses every write after an I/O error (e.g. disk full) until it is
+    /// opened again, which recovers it to its last durable commit.
+    db: RwLock<Option<Database>>,
+    path: PathBuf,
+}
+
+fn create(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path)
+        .map_err(|x| StoreError::Engine(format!("{}: {x}", path.display())))?;
+    // Create every table once so reads never meet a missing table.
+    let w = db.begin_write().map_err(e)?;
+    for t in Table::ALL {
+        w.open_table(def(t)).map_err(e)?;
+    }
+    w.commit().map_err(e)?;
+    Ok(db)
 }
 
 impl RedbEngine {
     pub fn open(path: &Path) -> Result<RedbEngine, StoreError> {
-        let db = Database::create(path)
-            .map_err(|x| StoreError::Engine(format!("{}: {x}", path.display())))?;
-        // Create every table once so reads never meet a missing table.
-        let w = db.begin_write().map_err(e)?;
-        for t in Table::ALL {
-            w.open_table(def(t)).map_err(e)?;
-        }
-        w.commit().map_err(e)?;
-        Ok(RedbEngine { db })
+        Ok(RedbEngine {
+            db: RwLock::new(Some(create(path)?)),
+            path: path.to_path_buf(),
+        })
     }
-}
 
-impl Engine for RedbEngine {
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(e)?;
+    /// The open database, reopening it first if a failed commit closed it.
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        {
+            let g = self.db.read().unwrap_or_else(|x| x.into_inner());
+            if g.is_some() {
+                return Ok(g);
+            }
+        }
+        {
+            let mut w = self.db.write().unwrap_or_else(|x| x.into_inner());
+            if w.is_none() {
+                *w = Some(create(&self.path)?);
+            }
+        }
+        Ok(self.db.read().unwrap_or_else(|x| x.into_inner()))
+    }
+
+    fn apply_once(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let g = self.db()?;
+        let db = g.as_ref().ok_or_else(|| e("database closed"))?;
+        let w = db.begin_write().map_err(e)?;
         {
             type Open<'t> = (Table, redb::Table<'t, &'static [u8], &'static [u8]>);
             let mut open: Vec<Open<'_>> = Vec::new();
@@ -61,9 +90,25 @@ impl Engine for RedbEngine {
         }
         w.commit().map_err(e)
     }
+}
+
+impl Engine for RedbEngine {
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let r = self.apply_once(ops);
+        if r.is_err() {
+            // Close it; the next access reopens (and so recovers) it.
+            *self.db.write().unwrap_or_else(|x| x.into_inner()) = None;
+        }
+        r
+    }
 
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let g = self.db()?;
+        let r = g
+            .as_ref()
+            .ok_or_else(|| e("database closed"))?
+            .begin_read()
+            .map_err(e)?;
         let table = r.open_table(def(t)).map_err(e)?;
         Ok(table.get(key).map_err(e)?.map(|v| v.value().to_vec()))
     }
@@ -75,7 +120,12 @@ impl Engine for RedbEngine {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let g = self.db()?;
+        let r = g
+            .as_ref()
+            .ok_or_else(|| e("database closed"))?
+            .begin_read()
+            .map_err(e)?;
         let table = r.open_table(def(t)).map_err(e)?;
         let iter = match to {
             Some(to) => table.range(from..to).map_err(e)?,
@@ -90,7 +140,12 @@ impl Engine for RedbEngine {
     }
 
     fn last(&self, t: Table) -> Result<Option<Entry>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let g = self.db()?;
+        let r = g
+            .as_ref()
+            .ok_or_else(|| e("database closed"))?
+            .begin_read()
+            .map_err(e)?;
         let table = r.open_table(def(t)).map_err(e)?;
         if table.is_empty().map_err(e)? {
             return Ok(None);
