@@ -1325,11 +1325,7 @@ impl App {
 
     /// The plan of an account (empty name: the first plan).
     pub fn plan_of(&self, acc: &accounts::Account) -> Option<crate::config::Plan> {
-        if acc.plan.is_empty() {
-            self.cfg().plans.first().cloned()
-        } else {
-            self.cfg().plan(&acc.plan).cloned()
-        }
+        self.cfg().plan(&acc.plan).cloned()
     }
 
     /// The daily sweep: everything [`crate::lifecycle::due`] says, applied

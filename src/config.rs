@@ -578,8 +578,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// A plan by name.
+    /// A plan by name; the empty name is the default plan (the first).
     pub fn plan(&self, name: &str) -> Option<&Plan> {
+        if name.is_empty() {
+            return self.plans.first();
+        }
         self.plans.iter().find(|p| p.name == name)
     }
 }

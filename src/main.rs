@@ -686,12 +686,9 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
                     let acc = accounts::get(&store, &address)
                         .map_err(|e| e.to_string())?
                         .ok_or_else(|| format!("mailbox {address} does not exist"))?;
-                    let now = if acc.plan.is_empty() {
-                        cfg.plans.first()
-                    } else {
-                        cfg.plan(&acc.plan)
-                    }
-                    .ok_or("the mailbox's plan is not in the configuration")?;
+                    let now = cfg
+                        .plan(&acc.plan)
+                        .ok_or("the mailbox's plan is not in the configuration")?;
                     let after = now.downgrade_to.as_deref().and_then(|p| cfg.plan(p));
                     let md = pecd::maildir::Maildir::open(
                         pecd::maildir::mailbox_path(&cfg.data_dir.join("mail"), &acc.address)

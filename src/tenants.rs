@@ -131,6 +131,21 @@ fn token_key(token: &str) -> Vec<u8> {
     format!("token/{h}").into_bytes()
 }
 
+/// Store a changed account and log `what`, in one commit.
+fn save(
+    store: &Store,
+    acc: &Account,
+    actor: &str,
+    now: DateTime<Utc>,
+    what: String,
+) -> Result<(), TenantError> {
+    let mut b = Batch::new();
+    accounts::put(&mut b, acc);
+    log(&mut b, now, actor, Some(&acc.address), what);
+    store.commit(b)?;
+    Ok(())
+}
+
 /// A fresh random secret, hex.
 pub fn random_secret(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
@@ -547,16 +562,7 @@ pub fn edit_member(
         let merged = normalized(merged);
         validate(&merged)?;
         acc.holder = merged;
-        let mut b = Batch::new();
-        accounts::put(&mut b, &acc);
-        log(
-            &mut b,
-            now,
-            actor,
-            Some(address),
-            "anagrafica edited".into(),
-        );
-        store.commit(b)?;
+        save(store, &acc, actor, now, "anagrafica edited".into())?;
         Ok(acc)
     })
 }
@@ -573,10 +579,7 @@ pub fn reset_password(
         let mut acc = member(store, tenant, address)?;
         let password = one_time_password();
         acc.password_hash = accounts::hash_password(&password)?;
-        let mut b = Batch::new();
-        accounts::put(&mut b, &acc);
-        log(&mut b, now, actor, Some(address), "password reset".into());
-        store.commit(b)?;
+        save(store, &acc, actor, now, "password reset".into())?;
         Ok(password)
     })
 }
@@ -694,16 +697,13 @@ pub fn unblock(
         acc.state = AccountState::PendingActivation;
         acc.state_since = Some(now);
         acc.state_reason = "unblocked by the order".into();
-        let mut b = Batch::new();
-        accounts::put(&mut b, &acc);
-        log(
-            &mut b,
-            now,
+        save(
+            store,
+            &acc,
             actor,
-            Some(address),
+            now,
             "unblocked: first access window reopened".into(),
-        );
-        store.commit(b)?;
+        )?;
         Ok(acc)
     })
 }
@@ -767,16 +767,7 @@ pub fn cancel(
         }
         // Struck off: it runs to its expiry, then lapses (lifecycle::due).
         acc.state_reason = reason.clone();
-        let mut b = Batch::new();
-        accounts::put(&mut b, &acc);
-        log(
-            &mut b,
-            now,
-            actor,
-            Some(address),
-            format!("cancellation: {reason}"),
-        );
-        store.commit(b)?;
+        save(store, &acc, actor, now, format!("cancellation: {reason}"))?;
         Ok(acc)
     })
 }
@@ -864,11 +855,7 @@ pub fn file_request(
     req: &Request,
     now: DateTime<Utc>,
 ) -> Result<Filed, TenantError> {
-    let plan = if acc.plan.is_empty() {
-        config.plans.first()
-    } else {
-        config.plan(&acc.plan)
-    };
+    let plan = config.plan(&acc.plan);
     match req {
         Request::Addon { steps } => {
             let max = plan.and_then(|p| p.addon_max_steps);
@@ -1188,16 +1175,8 @@ pub fn plans_report(
         if a.state == AccountState::Cancelled || tenant.is_some_and(|t| t != a.tenant) {
             continue;
         }
-        let name = if a.plan.is_empty() {
-            config
-                .plans
-                .first()
-                .map(|p| p.name.clone())
-                .unwrap_or_default()
-        } else {
-            a.plan.clone()
-        };
-        if let Some(line) = lines.iter_mut().find(|l| l.plan == name) {
+        let name = config.plan(&a.plan).map(|p| p.name.as_str());
+        if let Some(line) = lines.iter_mut().find(|l| Some(l.plan.as_str()) == name) {
             line.mailboxes += 1;
             line.addon_steps += u64::from(a.addons);
         }
