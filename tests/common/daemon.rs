@@ -12,12 +12,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port nothing listens on, below the kernel's ephemeral range: a port
+/// taken from that range (bind to 0) can be grabbed by any outgoing
+/// connection before the daemon binds it, and a daemon that cannot bind
+/// fails to start. Each test process (nextest runs one per test) starts
+/// from its own slice of 10000–32767 and walks on from there.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 32_768 - LOW;
+    let start = (std::process::id() % (SPAN / 32)) * 32;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port below 32768");
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Ports {
@@ -150,7 +163,8 @@ give_up_after = "{give_up}"
             .arg(&self.cfg)
             .env("PECD_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Kept (PECD_LOG=warn) so that a failed start says why.
+            .stderr(std::fs::File::create(self.cfg.with_extension("stderr")).unwrap())
             .spawn()
             .unwrap();
         // Ready when it has printed its inbound listener.
@@ -162,7 +176,11 @@ give_up_after = "{give_up}"
             match lines.next() {
                 Some(Ok(l)) if l.starts_with("listening inbound") => break,
                 Some(Ok(_)) => continue,
-                _ => panic!("daemon exited: {:?}", child.try_wait()),
+                _ => panic!(
+                    "daemon exited: {:?}\n{}",
+                    child.try_wait(),
+                    std::fs::read_to_string(self.cfg.with_extension("stderr")).unwrap_or_default()
+                ),
             }
         }
         self.child = Some(child);
