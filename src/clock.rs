@@ -95,7 +95,7 @@ impl LegalTime {
         self.utc
     }
 
-    fn local(&self) -> DateTime<chrono_tz::Tz> {
+    pub fn local(&self) -> DateTime<chrono_tz::Tz> {
         self.utc.with_timezone(&Rome)
     }
 

@@ -44,3 +44,5 @@ pub mod smtp;
 pub mod stats;
 pub mod store;
 pub mod tenants;
+pub mod totp;
+pub mod web;

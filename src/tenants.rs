@@ -99,6 +99,14 @@ impl TenantError {
     }
 }
 
+mod panel;
+mod selfcare;
+pub use panel::{
+    Anomaly, LoginFailure, Resolution, anomalies, check_login, has_totp, report_anomaly,
+    resolve_anomaly, set_password as set_panel_password, set_totp,
+};
+pub use selfcare::{change_password, change_reference_email, first_access};
+
 fn log(b: &mut Batch, now: DateTime<Utc>, actor: &str, address: Option<&str>, what: String) {
     let mut r = LogRecord::new(now, Event::Mailbox);
     r.sender = Some(actor.to_string());
@@ -184,10 +192,13 @@ pub fn list(store: &Store) -> Result<Vec<Tenant>, TenantError> {
     Ok(out)
 }
 
-/// A new order: its first API token and its own mailbox (both shown once).
+/// A new order: its first API token, its panel password and its own
+/// mailbox (all shown once).
 #[derive(Debug, Clone, Serialize)]
 pub struct NewOrder {
     pub token: String,
+    /// The web panel's password (the login is the order's id).
+    pub panel_password: String,
     pub order_mailbox: Created,
 }
 
@@ -245,6 +256,7 @@ pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<NewOrder,
         serde_json::to_vec(t).unwrap_or_default(),
     );
     b.put(Table::Tenants, token_key(&token), t.id.as_bytes().to_vec());
+    let panel_password = panel::new_password_into(&mut b, store, &t.id, None)?;
     log(
         &mut b,
         now,
@@ -255,6 +267,7 @@ pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<NewOrder,
     store.commit(b)?;
     Ok(NewOrder {
         token,
+        panel_password,
         order_mailbox: Created {
             address: order_address,
             password,
@@ -271,6 +284,21 @@ pub fn tenant_for_token(store: &Store, token: &str) -> Result<Option<String>, Te
     Ok(store
         .get(Table::Tenants, &token_key(token))?
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Log an administrative action that changes no record (a panel login,
+/// a download of the credentials file, …).
+pub fn log_action(
+    store: &Store,
+    now: DateTime<Utc>,
+    actor: &str,
+    address: Option<&str>,
+    what: &str,
+) -> Result<(), TenantError> {
+    let mut b = Batch::new();
+    log(&mut b, now, actor, address, what.to_string());
+    store.commit(b)?;
+    Ok(())
 }
 
 /// Log a denied cross-tenant attempt.
@@ -360,7 +388,8 @@ pub struct Created {
 }
 
 /// Build (without committing) a member's mailbox into `b`. `reserved`:
-/// addresses already taken by earlier rows of the same batch.
+/// addresses already taken by earlier rows of the same batch. `hash`:
+/// make the one-time password (false for a preview: argon2 is slow).
 fn prepare_member(
     store: &Store,
     config: &Config,
@@ -368,6 +397,7 @@ fn prepare_member(
     m: &NewMember,
     reserved: &[String],
     now: DateTime<Utc>,
+    hash: bool,
 ) -> Result<(Account, String), TenantError> {
     validate(&m.holder)?;
     let mut holder = normalized(m.holder.clone());
@@ -376,35 +406,29 @@ fn prepare_member(
     {
         return Err(TenantError::invalid("plan", format!("{p:?} is not a plan")));
     }
-    let cf = holder.codice_fiscale.clone();
-    let taken =
-        |a: &str| reserved.iter().any(|r| r == a) || !free_for(store, a, &cf).unwrap_or(false);
-    let address = naming::derive_free(
+    let address = derive_address(
+        store,
+        tenant,
         &holder.nome,
         &holder.cognome,
-        &tenant.domain,
+        &holder.codice_fiscale,
         m.alias.as_deref(),
-        taken,
-    )
-    .map_err(|e| match e {
-        naming::NamingError::Alias(_) => TenantError::invalid("alias", e.to_string()),
-        naming::NamingError::Empty { field, .. } => TenantError::invalid(field, e.to_string()),
-        other => TenantError::invalid("domain", other.to_string()),
-    })?;
-    if m.alias.is_some() && taken(&address) {
-        return Err(TenantError::invalid(
-            "alias",
-            format!("{address} is already taken"),
-        ));
-    }
+        reserved,
+    )?;
     if holder.reference_email.is_empty() {
         holder.reference_email = tenant.secretariat_email.clone();
     }
-    let password = one_time_password();
+    let (password, password_hash) = if hash {
+        let p = one_time_password();
+        let h = accounts::hash_password(&p)?;
+        (p, h)
+    } else {
+        (String::new(), String::new())
+    };
     let today = crate::clock::LegalTime::new(now).date();
     let acc = Account {
         address: address.clone(),
-        password_hash: accounts::hash_password(&password)?,
+        password_hash,
         state: match tenant.activation {
             Activation::Immediate => AccountState::Active,
             Activation::FirstAccess => AccountState::PendingActivation,
@@ -426,6 +450,50 @@ fn prepare_member(
         archive_warned_at: None,
     };
     Ok((acc, password))
+}
+
+/// The address a new member would get (the naming rules, homonyms
+/// numbered or given `alias`), without creating anything: the panel shows
+/// it while the form is filled in.
+pub fn suggest_address(
+    store: &Store,
+    tenant: &Tenant,
+    nome: &str,
+    cognome: &str,
+    codice_fiscale: &str,
+    alias: Option<&str>,
+) -> Result<String, TenantError> {
+    derive_address(store, tenant, nome, cognome, codice_fiscale, alias, &[])
+}
+
+/// The naming rules against what is taken: existing mailboxes, other
+/// people's tombstones, and `reserved` (earlier rows of the same batch).
+fn derive_address(
+    store: &Store,
+    tenant: &Tenant,
+    nome: &str,
+    cognome: &str,
+    codice_fiscale: &str,
+    alias: Option<&str>,
+    reserved: &[String],
+) -> Result<String, TenantError> {
+    let cf = codice_fiscale.trim().to_ascii_uppercase();
+    let taken =
+        |a: &str| reserved.iter().any(|r| r == a) || !free_for(store, a, &cf).unwrap_or(false);
+    let alias = alias.map(str::trim).filter(|a| !a.is_empty());
+    let address = naming::derive_free(nome.trim(), cognome.trim(), &tenant.domain, alias, taken)
+        .map_err(|e| match e {
+            naming::NamingError::Alias(_) => TenantError::invalid("alias", e.to_string()),
+            naming::NamingError::Empty { field, .. } => TenantError::invalid(field, e.to_string()),
+            other => TenantError::invalid("domain", other.to_string()),
+        })?;
+    if alias.is_some() && taken(&address) {
+        return Err(TenantError::invalid(
+            "alias",
+            format!("{address} is already taken"),
+        ));
+    }
+    Ok(address)
 }
 
 fn put_member(b: &mut Batch, acc: &Account) {
@@ -451,7 +519,7 @@ pub fn create_member(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Created, TenantError> {
-    let ready = vec![prepare_member(store, config, tenant, m, &[], now)?];
+    let ready = vec![prepare_member(store, config, tenant, m, &[], now, true)?];
     let mut created = commit_members(store, tenant, ready, actor, now, "")?;
     created
         .pop()
@@ -963,6 +1031,72 @@ pub fn bulk_load(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<BulkReport, TenantError> {
+    let (ready, rejected) = bulk_rows(store, config, tenant, csv_text, now, true)?;
+    let mut report = BulkReport {
+        rejected,
+        ..Default::default()
+    };
+    if !report.rejected.is_empty() && !partial {
+        return Ok(report);
+    }
+    let ready = ready.into_iter().map(|(_, a, p)| (a, p)).collect();
+    report.created = commit_members(store, tenant, ready, actor, now, " (bulk load)")?;
+    report.applied = true;
+    Ok(report)
+}
+
+/// One row a bulk load would create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviewRow {
+    pub line: usize,
+    pub address: String,
+    pub nome: String,
+    pub cognome: String,
+    pub codice_fiscale: String,
+}
+
+/// What a bulk load would do, row by row, with nothing applied.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BulkPreview {
+    pub ok: Vec<PreviewRow>,
+    pub rejected: Vec<RowError>,
+}
+
+/// Check a bulk load without applying it (the panel's validation report).
+pub fn bulk_check(
+    store: &Store,
+    config: &Config,
+    tenant: &Tenant,
+    csv_text: &str,
+    now: DateTime<Utc>,
+) -> Result<BulkPreview, TenantError> {
+    let (ready, rejected) = bulk_rows(store, config, tenant, csv_text, now, false)?;
+    Ok(BulkPreview {
+        ok: ready
+            .into_iter()
+            .map(|(line, a, _)| PreviewRow {
+                line,
+                address: a.address,
+                nome: a.holder.nome,
+                cognome: a.holder.cognome,
+                codice_fiscale: a.holder.codice_fiscale,
+            })
+            .collect(),
+        rejected,
+    })
+}
+
+/// Every row of a bulk-load file checked and prepared (with its line);
+/// the rejected rows named by line and field.
+#[allow(clippy::type_complexity)]
+fn bulk_rows(
+    store: &Store,
+    config: &Config,
+    tenant: &Tenant,
+    csv_text: &str,
+    now: DateTime<Utc>,
+    hash: bool,
+) -> Result<(Vec<(usize, Account, String)>, Vec<RowError>), TenantError> {
     let first = csv_text.lines().next().unwrap_or("");
     let delimiter = if first.matches(';').count() > first.matches(',').count() {
         b';'
@@ -996,15 +1130,15 @@ pub fn bulk_load(
             ));
         }
     }
-    let mut report = BulkReport::default();
-    let mut ready: Vec<(Account, String)> = Vec::new();
+    let mut rejected = Vec::new();
+    let mut ready: Vec<(usize, Account, String)> = Vec::new();
     let mut seen_cf: Vec<(String, usize)> = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let line = i + 2;
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                report.rejected.push(RowError {
+                rejected.push(RowError {
                     line,
                     field: "(row)".into(),
                     message: e.to_string(),
@@ -1038,7 +1172,7 @@ pub fn bulk_load(
         };
         let cf = m.holder.codice_fiscale.trim().to_ascii_uppercase();
         if let Some((_, earlier)) = seen_cf.iter().find(|(c, _)| *c == cf && !cf.is_empty()) {
-            report.rejected.push(RowError {
+            rejected.push(RowError {
                 line,
                 field: "codice_fiscale".into(),
                 message: format!("duplicate of line {earlier}"),
@@ -1046,10 +1180,10 @@ pub fn bulk_load(
             continue;
         }
         seen_cf.push((cf, line));
-        let reserved: Vec<String> = ready.iter().map(|(a, _)| a.address.clone()).collect();
-        match prepare_member(store, config, tenant, &m, &reserved, now) {
-            Ok(x) => ready.push(x),
-            Err(e) => report.rejected.push(RowError {
+        let reserved: Vec<String> = ready.iter().map(|(_, a, _)| a.address.clone()).collect();
+        match prepare_member(store, config, tenant, &m, &reserved, now, hash) {
+            Ok((a, p)) => ready.push((line, a, p)),
+            Err(e) => rejected.push(RowError {
                 line,
                 field: e.field().unwrap_or("(row)").to_string(),
                 message: match &e {
@@ -1059,12 +1193,7 @@ pub fn bulk_load(
             }),
         }
     }
-    if !report.rejected.is_empty() && !partial {
-        return Ok(report);
-    }
-    report.created = commit_members(store, tenant, ready, actor, now, " (bulk load)")?;
-    report.applied = true;
-    Ok(report)
+    Ok((ready, rejected))
 }
 
 /// The credentials file an order distributes: one line per mailbox.

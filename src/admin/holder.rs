@@ -50,25 +50,11 @@ fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": "invalid", "field": field, "message": message.into()})),
-    )
-        .into_response()
-}
-
-/// Change the holder's own account (logged as `what`); the new view.
-fn update_own(ctx: &Ctx, address: &str, what: &str, f: impl FnOnce(&mut Account)) -> Response {
-    let now = ctx.app.clock.now();
-    match tokio::task::block_in_place(|| {
-        accounts::update(&ctx.app.store, address, now, what, |a| {
-            f(a);
-            Ok(())
-        })
-    }) {
+/// The new view after one of the holder's own changes, or its error.
+fn answer(ctx: &Ctx, r: Result<Account, TenantError>) -> Response {
+    match r {
         Ok(a) => Json(me_view(ctx, &a)).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => fail(e),
     }
 }
 
@@ -99,31 +85,21 @@ async fn first_access(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Res
         Ok(f) => f,
         Err(r) => return r,
     };
-    if acc.state != AccountState::PendingActivation {
-        return error(
-            StatusCode::CONFLICT,
-            "conflict",
-            "the mailbox is not waiting for its first access",
-        );
-    }
-    if !f.accept_contract {
-        return invalid("accept_contract", "the contract must be accepted");
-    }
-    let hash = match accounts::hash_password(&f.new_password) {
-        Ok(h) => h,
-        Err(e) => return invalid("new_password", e.to_string()),
-    };
     let now = ctx.app.clock.now();
-    update_own(
+    answer(
         &ctx,
-        &acc.address,
-        "first access: anagrafica confirmed, contract accepted, password set",
-        |a| {
-            a.password_hash = hash;
-            a.state = AccountState::Active;
-            a.state_since = Some(now);
-            a.state_reason = "first access".into();
-        },
+        tokio::task::block_in_place(|| {
+            // The API's caller confirms the anagrafica by calling: it was
+            // shown by GET /me.
+            tenants::first_access(
+                &ctx.app.store,
+                &acc.address,
+                true,
+                f.accept_contract,
+                &f.new_password,
+                now,
+            )
+        }),
     )
 }
 
@@ -142,13 +118,13 @@ async fn password(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Respons
         Ok(p) => p,
         Err(r) => return r,
     };
-    let hash = match accounts::hash_password(&p.new_password) {
-        Ok(h) => h,
-        Err(e) => return invalid("new_password", e.to_string()),
-    };
-    update_own(&ctx, &acc.address, "password changed by the holder", |a| {
-        a.password_hash = hash;
-    })
+    let now = ctx.app.clock.now();
+    answer(
+        &ctx,
+        tokio::task::block_in_place(|| {
+            tenants::change_password(&ctx.app.store, &acc.address, &p.new_password, now)
+        }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -166,14 +142,13 @@ async fn reference(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Respon
         Ok(r) => r,
         Err(r) => return r,
     };
-    let email = match accounts::normalize(&r.reference_email) {
-        Ok(e) => e,
-        Err(_) => return invalid("reference_email", "not an e-mail address"),
-    };
-    let what = format!("reference e-mail changed by the holder to {email}");
-    update_own(&ctx, &acc.address, &what, |a| {
-        a.holder.reference_email = email;
-    })
+    let now = ctx.app.clock.now();
+    answer(
+        &ctx,
+        tokio::task::block_in_place(|| {
+            tenants::change_reference_email(&ctx.app.store, &acc.address, &r.reference_email, now)
+        }),
+    )
 }
 
 async fn request(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
@@ -198,6 +173,7 @@ fn fail(e: TenantError) -> Response {
     let status = match e.code() {
         "invalid" => StatusCode::BAD_REQUEST,
         "not_found" => StatusCode::NOT_FOUND,
+        "conflict" => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut body = json!({"error": e.code(), "message": e.to_string()});

@@ -343,6 +343,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let web = crate::web::router(app.clone(), token.clone());
     let ctx = Ctx {
         app,
         token: Arc::new(token),
@@ -362,8 +363,11 @@ pub async fn serve(
         .route("/log/search", get(log_search))
         .merge(ordini::routes())
         .merge(holder::routes())
-        .with_state(ctx);
-    axum::serve(listener, router)
+        .with_state(ctx)
+        .merge(web);
+    // The peer address: the web panel's login throttling and legal log.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })

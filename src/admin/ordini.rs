@@ -210,6 +210,8 @@ async fn tenants_create(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> R
                 "token": o.token,
                 "order_mailbox": o.order_mailbox.address,
                 "order_mailbox_password": o.order_mailbox.password,
+                "panel_login": t.id,
+                "panel_password": o.panel_password,
             })),
         )
             .into_response(),
@@ -695,6 +697,97 @@ async fn sweep(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PanelPassword {
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// A new web-panel password for an order (national only): the given one,
+/// or a random one; shown once.
+async fn panel_password(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(t): Path<String>,
+    body: String,
+) -> Response {
+    let parsed: Result<PanelPassword, Response> = parse(&body);
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    let p = match parsed {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| {
+        tenants::set_panel_password(&ctx.app.store, &t, p.password.as_deref(), "admin", now)
+    }) {
+        Ok(pw) => Json(json!({"panel_login": t, "panel_password": pw})).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Note {
+    note: String,
+}
+
+async fn anomaly_report(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path((t, a)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let parsed: Result<Note, Response> = parse(&body);
+    let c = match scope(&ctx, &h, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let n = match parsed {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| tenants::report_anomaly(&ctx.app.store, &t, &a, &n.note, &c.name(), now)) {
+        Ok(x) => (StatusCode::CREATED, Json(x)).into_response(),
+        Err(e) => denied_member(&ctx, &h, &t, &a, e),
+    }
+}
+
+async fn anomalies_list(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    match blocking(|| tenants::anomalies(&ctx.app.store, None)) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn anomaly_resolve(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let parsed: Result<Note, Response> = parse(&body);
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    let n = match parsed {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let now = ctx.app.clock.now();
+    match blocking(|| tenants::resolve_anomaly(&ctx.app.store, &id, &n.note, "admin", now)) {
+        Ok(x) => Json(x).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
 /// The OpenAPI document (kept in the repo at `docs/openapi.json`).
 async fn openapi() -> Response {
     (
@@ -739,4 +832,8 @@ pub(super) fn routes() -> Router<Ctx> {
             get(national_downgrade_plan),
         )
         .route("/sweep", post(sweep))
+        .route("/tenants/{t}/panel-password", post(panel_password))
+        .route("/tenants/{t}/mailboxes/{a}/anomaly", post(anomaly_report))
+        .route("/anomalies", get(anomalies_list))
+        .route("/anomalies/{id}/resolve", post(anomaly_resolve))
 }

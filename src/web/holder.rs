@@ -1,0 +1,524 @@
+//! The holder's reserved area (`/casella`): login with the mailbox's own
+//! credentials, the first-access flow (confirm the anagrafica, accept the
+//! contract, set a password), password and reference e-mail changes, plan,
+//! space, archive and expiry, requests for an add-on or another plan, and
+//! the contract to download.
+//!
+//! Owns: these pages. Changes go through `tenants` (logged with the holder
+//! as actor). Must not touch: other mailboxes; the order's operations.
+
+use super::session::Who;
+use super::{
+    Errors, Fields, Nav, St, Web, bar, blocking, client_ip, csrf_input, date_it, download, field,
+    human, internal, italian, locked_page, page, state_it, throttle_keys, time_it,
+};
+use crate::accounts::{self, Account, AccountState};
+use crate::tenants::{self, TenantError};
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+struct Me {
+    csrf: String,
+    acc: Account,
+}
+
+impl Me {
+    fn nav(&self) -> Nav<'_> {
+        Nav::Holder {
+            address: &self.acc.address,
+            csrf: &self.csrf,
+        }
+    }
+}
+
+fn usable(a: &Account) -> bool {
+    !matches!(a.state, AccountState::Cancelled | AccountState::Suspended)
+}
+
+fn me(w: &Web, h: &HeaderMap) -> Result<Me, Response> {
+    let to_login = || Redirect::to("/casella/login").into_response();
+    let (sid, s) = w.session(h).ok_or_else(to_login)?;
+    let Who::Holder(address) = s.who else {
+        return Err(to_login());
+    };
+    match blocking(|| accounts::get(&w.app.store, &address)) {
+        Ok(Some(acc)) if usable(&acc) => Ok(Me { csrf: s.csrf, acc }),
+        Ok(_) => {
+            // Suspended or cancelled since the login: the session ends.
+            w.sessions.end(&sid);
+            Err(to_login())
+        }
+        Err(_) => Err(internal()),
+    }
+}
+
+fn me_post(w: &Web, h: &HeaderMap, f: &Fields) -> Result<Me, Response> {
+    w.posted(h, f)?;
+    me(w, h)
+}
+
+fn login_form(csrf: &str, user: &str, errors: &Errors) -> Markup {
+    html! {
+        @if let Some(e) = errors.get("_") { p.alert role="alert" { (e) } }
+        form method="post" action="/casella/login" {
+            (csrf_input(csrf))
+            (field("indirizzo", "Indirizzo PEC", "email", user, errors, true, false, "username"))
+            (field("password", "Password", "password", "", errors, true, false, "current-password"))
+            button type="submit" { "Accedi" }
+        }
+        p.muted { "Password dimenticata? L'ordine di appartenenza può inviare un link di reimpostazione all'e-mail di riferimento." }
+    }
+}
+
+async fn login_page(State(w): St, h: HeaderMap) -> Response {
+    let (s, new_sid) = match w.login_session(&h) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Who::Holder(_) = s.who {
+        return Redirect::to("/casella").into_response();
+    }
+    let mut r = page(
+        "Area riservata del titolare",
+        Nav::None,
+        login_form(&s.csrf, "", &Errors::default()),
+    );
+    if let Some(sid) = new_sid {
+        super::set_cookie(&mut r, &h, &sid);
+    }
+    r
+}
+
+async fn login(
+    State(w): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    body: String,
+) -> Response {
+    let f = Fields::parse(&body);
+    let (sid, s) = match w.posted(&h, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let user = f.get("indirizzo").trim().to_ascii_lowercase();
+    let ip = client_ip(&peer);
+    let keys = throttle_keys("holder", &user, &ip);
+    if let Some(wait) = w.sessions.locked_out(&keys) {
+        return locked_page("Area riservata del titolare", wait);
+    }
+    let acc = blocking(|| accounts::get(&w.app.store, &user))
+        .ok()
+        .flatten();
+    let ok = blocking(|| match &acc {
+        Some(a) => accounts::check_password(&a.password_hash, f.get("password")),
+        None => false,
+    });
+    let mut errors = Errors::default();
+    match acc {
+        Some(a) if ok && usable(&a) => {
+            w.sessions.succeeded(&keys[0]);
+            let to = if a.state == AccountState::PendingActivation {
+                "/casella/primo-accesso"
+            } else {
+                "/casella"
+            };
+            return w.logged_in(&h, &sid, Who::Holder(a.address), to);
+        }
+        Some(_) if ok => errors.add(
+            "_",
+            "La casella è sospesa o cessata: rivolgersi al proprio ordine.",
+        ),
+        _ => {
+            w.sessions.failed(&keys);
+            errors.add("_", "Credenziali non valide.");
+        }
+    }
+    let mut r = page(
+        "Area riservata del titolare",
+        Nav::None,
+        login_form(&s.csrf, &user, &errors),
+    );
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r
+}
+
+async fn logout(State(w): St, h: HeaderMap, body: String) -> Response {
+    w.logout(&h, &Fields::parse(&body), "/casella/login")
+}
+
+fn anagrafica(a: &Account) -> Markup {
+    let hd = &a.holder;
+    html! {
+        dl.kv {
+            dt { "Nome e cognome" } dd { (hd.nome) " " (hd.cognome) }
+            dt { "Codice fiscale" } dd { (hd.codice_fiscale) }
+            dt { "Residenza" } dd { (hd.indirizzo) ", " (hd.cap) " " (hd.comune) " (" (hd.provincia) ")" }
+            dt { "E-mail di riferimento" } dd #reference-email { (hd.reference_email) }
+            @if !hd.telefono.is_empty() { dt { "Telefono" } dd { (hd.telefono) } }
+        }
+    }
+}
+
+/// The service contract, as the holder accepts it and downloads it.
+fn contract(w: &Web, a: &Account) -> String {
+    let cfg = w.app.cfg();
+    let plan = w.app.plan_of(a);
+    let (pname, inbox, archive) = plan
+        .as_ref()
+        .map(|p| (p.name.clone(), p.inbox_quota(a.addons), p.archive.0))
+        .unwrap_or_default();
+    let hd = &a.holder;
+    let accepted = match a.state {
+        AccountState::PendingActivation => "da accettare al primo accesso".to_string(),
+        _ => a
+            .state_since
+            .map(time_it)
+            .map(|t| format!("stato attuale dal {t}"))
+            .unwrap_or_default(),
+    };
+    format!(
+        "CONTRATTO DI SERVIZIO DI POSTA ELETTRONICA CERTIFICATA\n\
+         \n\
+         Gestore: {provider}\n\
+         Titolare: {nome} {cognome}, codice fiscale {cf}\n\
+         Residenza: {ind}, {cap} {comune} ({prov})\n\
+         Casella: {addr}\n\
+         Ordine di appartenenza: {ordine}\n\
+         Piano: {pname} (spazio casella {inbox}, archivio {archive}), estensioni: {addons}\n\
+         Scadenza: {exp}\n\
+         Accettazione: {accepted}\n\
+         \n\
+         1. Il servizio è erogato secondo il DPR 11 febbraio 2005 n. 68 e le regole tecniche\n\
+            (DM 2 novembre 2005): ricevute di accettazione e di consegna firmate dal gestore,\n\
+            log dei messaggi conservato per trenta mesi.\n\
+         2. Il titolare custodisce le credenziali e ne è responsabile; la password si cambia\n\
+            dall'area riservata.\n\
+         3. Lo spazio della casella è quello del piano; oltre il limite i nuovi messaggi sono\n\
+            rifiutati con avviso di mancata consegna. Al 70% e al 90% il titolare è avvisato.\n\
+         4. Alla scadenza senza rinnovo si applicano le regole del piano (passaggio al piano base\n\
+            oppure sola ricezione e poi sospensione), con preavviso a 90, 30 e 5 giorni.\n\
+         5. L'ordine di appartenenza amministra la casella per conto del titolare (creazione,\n\
+            rinnovo, cessazione, trasferimento).\n",
+        provider = cfg.provider.name,
+        nome = hd.nome,
+        cognome = hd.cognome,
+        cf = hd.codice_fiscale,
+        ind = hd.indirizzo,
+        cap = hd.cap,
+        comune = hd.comune,
+        prov = hd.provincia,
+        addr = a.address,
+        ordine = a.tenant,
+        inbox = human(inbox),
+        archive = human(archive),
+        addons = a.addons,
+        exp = a.expires.map(date_it).unwrap_or_else(|| "nessuna".into()),
+    )
+}
+
+async fn overview(State(w): St, h: HeaderMap) -> Response {
+    let m = match me(&w, &h) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if m.acc.state == AccountState::PendingActivation {
+        return Redirect::to("/casella/primo-accesso").into_response();
+    }
+    overview_page(&w, &m, None, "", &Errors::default())
+}
+
+fn overview_page(w: &Web, m: &Me, notice: Option<&str>, form: &str, errors: &Errors) -> Response {
+    let a = &m.acc;
+    let usage = blocking(|| w.app.downgrade_plan(a).ok());
+    let plan = w.app.plan_of(a);
+    let others: Vec<String> = w
+        .app
+        .cfg()
+        .plans
+        .iter()
+        .filter(|p| plan.as_ref().is_none_or(|x| x.name != p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    let empty = Errors::default();
+    let e = |f: &str| if form == f { errors } else { &empty };
+    page(
+        "La mia casella",
+        m.nav(),
+        html! {
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            div.grid {
+                section.card aria-labelledby="h-casella" {
+                    h2 #h-casella { (a.address) }
+                    dl.kv {
+                        dt { "Stato" } dd { (state_it(a.state)) }
+                        dt { "Piano" } dd #plan { (plan.as_ref().map(|p| p.name.clone()).unwrap_or_default()) }
+                        dt { "Estensioni" } dd { (a.addons) }
+                        dt { "Scadenza" } dd { (a.expires.map(date_it).unwrap_or_else(|| "nessuna".into())) }
+                    }
+                    @if let Some(u) = &usage {
+                        (bar("Casella", u.inbox_used, u.inbox_quota_now))
+                        (bar("Archivio", u.archive_used, u.archive_quota_now))
+                    }
+                    p { a href="/casella/contratto" download { "Scarica il contratto" } }
+                }
+                section.card aria-labelledby="h-anag" {
+                    h2 #h-anag { "Anagrafica" }
+                    (anagrafica(a))
+                    p.muted { "Per correggere nome, cognome o codice fiscale rivolgersi al proprio ordine." }
+                }
+            }
+            div.grid {
+                form.card method="post" action="/casella/password" novalidate {
+                    h2 { "Cambia la password" }
+                    (csrf_input(&m.csrf))
+                    (field("current_password", "Password attuale", "password", "", e("password"), true, false, "current-password"))
+                    (field("new_password", "Nuova password (almeno 8 caratteri)", "password", "", e("password"), true, false, "new-password"))
+                    (field("confirm_password", "Ripeti la nuova password", "password", "", e("password"), true, false, "new-password"))
+                    button type="submit" { "Cambia la password" }
+                }
+                form.card method="post" action="/casella/email" novalidate {
+                    h2 { "E-mail di recupero" }
+                    (csrf_input(&m.csrf))
+                    (field("reference_email", "E-mail di riferimento (non PEC)", "email", &a.holder.reference_email, e("email"), true, false, "email"))
+                    button type="submit" { "Salva" }
+                }
+                form.card method="post" action="/casella/richiesta" novalidate {
+                    h2 { "Più spazio o un altro piano" }
+                    (csrf_input(&m.csrf))
+                    div.field {
+                        label for="f-kind" { "Richiesta" }
+                        select #f-kind name="kind" {
+                            option value="addon" { "Estensioni di spazio" }
+                            @for p in &others { option value=(format!("plan:{p}")) { "Passaggio al piano " (p) } }
+                        }
+                    }
+                    (field("steps", "Numero di estensioni (solo per lo spazio)", "number", "1", e("request"), false, false, "off"))
+                    @if let Some(x) = e("request").get("_") { p.error role="alert" { (x) } }
+                    button type="submit" { "Invia la richiesta all'ordine" }
+                }
+            }
+        },
+    )
+}
+
+async fn change_password(State(w): St, h: HeaderMap, body: String) -> Response {
+    let f = Fields::parse(&body);
+    let m = match me_post(&w, &h, &f) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let mut errors = Errors::default();
+    if !blocking(|| accounts::check_password(&m.acc.password_hash, f.get("current_password"))) {
+        errors.add("current_password", "La password attuale non è corretta.");
+    } else if f.get("new_password") != f.get("confirm_password") {
+        errors.add("confirm_password", "Le due password non coincidono.");
+    } else {
+        let now = w.app.clock.now();
+        match blocking(|| {
+            tenants::change_password(&w.app.store, &m.acc.address, f.get("new_password"), now)
+        }) {
+            Ok(acc) => {
+                return overview_page(
+                    &w,
+                    &Me { acc, ..m },
+                    Some("Password cambiata."),
+                    "",
+                    &Errors::default(),
+                );
+            }
+            Err(e) => errors = Errors::from_tenant(&e),
+        }
+    }
+    let mut r = overview_page(&w, &m, None, "password", &errors);
+    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    r
+}
+
+async fn change_email(State(w): St, h: HeaderMap, body: String) -> Response {
+    let f = Fields::parse(&body);
+    let m = match me_post(&w, &h, &f) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let now = w.app.clock.now();
+    match blocking(|| {
+        tenants::change_reference_email(&w.app.store, &m.acc.address, f.get("reference_email"), now)
+    }) {
+        Ok(acc) => overview_page(
+            &w,
+            &Me { acc, ..m },
+            Some("E-mail di riferimento aggiornata."),
+            "",
+            &Errors::default(),
+        ),
+        Err(e) => {
+            let mut r = overview_page(&w, &m, None, "email", &Errors::from_tenant(&e));
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            r
+        }
+    }
+}
+
+async fn request(State(w): St, h: HeaderMap, body: String) -> Response {
+    let f = Fields::parse(&body);
+    let m = match me_post(&w, &h, &f) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let req = match f.get("kind").strip_prefix("plan:") {
+        Some(p) => tenants::Request::Upgrade {
+            plan: p.to_string(),
+        },
+        None => match f.get("steps").trim().parse::<u32>() {
+            Ok(steps) => tenants::Request::Addon { steps },
+            Err(_) => {
+                let mut e = Errors::default();
+                e.add("steps", "Indicare un numero intero di estensioni.");
+                return overview_page(&w, &m, None, "request", &e);
+            }
+        },
+    };
+    let now = w.app.clock.now();
+    match blocking(|| tenants::file_request(&w.app.store, &w.app.cfg(), &m.acc, &req, now)) {
+        Ok(_) => overview_page(
+            &w,
+            &m,
+            Some("Richiesta registrata: l'ordine la esaminerà."),
+            "",
+            &Errors::default(),
+        ),
+        Err(e) => {
+            let mut errors = Errors::default();
+            errors.add(
+                if e.field() == Some("steps") {
+                    "steps"
+                } else {
+                    "_"
+                },
+                italian(&e),
+            );
+            let mut r = overview_page(&w, &m, None, "request", &errors);
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            r
+        }
+    }
+}
+
+async fn contract_download(State(w): St, h: HeaderMap) -> Response {
+    let m = match me(&w, &h) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let name = format!("contratto-{}.txt", m.acc.address.replace('@', "_at_"));
+    download(
+        &name,
+        "text/plain; charset=utf-8",
+        contract(&w, &m.acc).into_bytes(),
+    )
+}
+
+fn first_access_page(w: &Web, m: &Me, errors: &Errors) -> Response {
+    page(
+        "Primo accesso",
+        m.nav(),
+        html! {
+            p { "Per attivare la casella " strong { (m.acc.address) } " confermare i dati, accettare il contratto e scegliere una nuova password." }
+            @if let Some(e) = errors.get("_") { p.alert role="alert" { (e) } }
+            form method="post" action="/casella/primo-accesso" novalidate {
+                (csrf_input(&m.csrf))
+                h2 { "1. I tuoi dati" }
+                (anagrafica(&m.acc))
+                (checkbox("confirm_data", "Confermo che i dati sono corretti (per correzioni rivolgersi all'ordine)", errors))
+                h2 { "2. Il contratto" }
+                pre.secret tabindex="0" aria-label="Testo del contratto" { (contract(w, &m.acc)) }
+                (checkbox("accept_contract", "Ho letto e accetto il contratto di servizio", errors))
+                h2 { "3. La nuova password" }
+                (field("new_password", "Nuova password (almeno 8 caratteri)", "password", "", errors, true, false, "new-password"))
+                (field("confirm_password", "Ripeti la nuova password", "password", "", errors, true, false, "new-password"))
+                button type="submit" { "Attiva la casella" }
+            }
+        },
+    )
+}
+
+fn checkbox(name: &str, label: &str, errors: &Errors) -> Markup {
+    let id = format!("f-{name}");
+    html! {
+        div.field.invalid[errors.get(name).is_some()] {
+            input id=(id) type="checkbox" name=(name) value="1";
+            " " label for=(id) { (label) }
+            @if let Some(e) = errors.get(name) { p.error role="alert" { (e) } }
+        }
+    }
+}
+
+async fn first_access_form(State(w): St, h: HeaderMap) -> Response {
+    let m = match me(&w, &h) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if m.acc.state != AccountState::PendingActivation {
+        return Redirect::to("/casella").into_response();
+    }
+    first_access_page(&w, &m, &Errors::default())
+}
+
+async fn first_access(State(w): St, h: HeaderMap, body: String) -> Response {
+    let f = Fields::parse(&body);
+    let m = match me_post(&w, &h, &f) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let mut errors = Errors::default();
+    if f.get("new_password") != f.get("confirm_password") {
+        errors.add("confirm_password", "Le due password non coincidono.");
+    } else {
+        let now = w.app.clock.now();
+        match blocking(|| {
+            tenants::first_access(
+                &w.app.store,
+                &m.acc.address,
+                f.on("confirm_data"),
+                f.on("accept_contract"),
+                f.get("new_password"),
+                now,
+            )
+        }) {
+            Ok(acc) => {
+                return overview_page(
+                    &w,
+                    &Me { acc, ..m },
+                    Some("Casella attivata. Benvenuto!"),
+                    "",
+                    &Errors::default(),
+                );
+            }
+            Err(TenantError::Conflict(_)) => return Redirect::to("/casella").into_response(),
+            Err(e) => errors = Errors::from_tenant(&e),
+        }
+    }
+    let mut r = first_access_page(&w, &m, &errors);
+    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    r
+}
+
+pub(super) fn routes() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/casella/login", get(login_page).post(login))
+        .route("/casella/logout", post(logout))
+        .route("/casella", get(overview))
+        .route(
+            "/casella/primo-accesso",
+            get(first_access_form).post(first_access),
+        )
+        .route("/casella/password", post(change_password))
+        .route("/casella/email", post(change_email))
+        .route("/casella/richiesta", post(request))
+        .route("/casella/contratto", get(contract_download))
+}
