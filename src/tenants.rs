@@ -840,6 +840,43 @@ pub fn cancel(
     })
 }
 
+/// Change a member's plan and add-on steps (e.g. to fulfil a holder's
+/// request), checked against the configured plans.
+#[allow(clippy::too_many_arguments)]
+pub fn set_plan(
+    store: &Store,
+    config: &Config,
+    tenant: &str,
+    address: &str,
+    plan: &str,
+    addons: u32,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    let p = config
+        .plan(plan)
+        .ok_or_else(|| TenantError::invalid("plan", format!("{plan:?} is not a plan")))?;
+    if let Some(max) = p.addon_max_steps.filter(|m| addons > *m) {
+        return Err(TenantError::invalid(
+            "addons",
+            format!("plan {} allows at most {max} add-on steps", p.name),
+        ));
+    }
+    accounts::with_lock(address, || {
+        let mut acc = member(store, tenant, address)?;
+        acc.plan = p.name.clone();
+        acc.addons = addons;
+        save(
+            store,
+            &acc,
+            actor,
+            now,
+            format!("plan {} + {addons} add-ons", p.name),
+        )?;
+        Ok(acc)
+    })
+}
+
 /// Move a mailbox, with its history, to another order.
 pub fn transfer(
     store: &Store,

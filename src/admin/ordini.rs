@@ -494,29 +494,16 @@ async fn member_plan(
     body: String,
 ) -> Response {
     member_op(&ctx, &h, &t, &a, &body, |p: PlanChange, actor, now| {
-        let plan = ctx
-            .app
-            .cfg()
-            .plan(&p.plan)
-            .cloned()
-            .ok_or_else(|| TenantError::Invalid {
-                field: "plan".into(),
-                message: format!("{:?} is not a plan", p.plan),
-            })?;
-        if let Some(max) = plan.addon_max_steps.filter(|m| p.addons > *m) {
-            return Err(TenantError::Invalid {
-                field: "addons".into(),
-                message: format!("plan {} allows at most {max} add-on steps", plan.name),
-            });
-        }
-        tenants::member(&ctx.app.store, &t, &a)?;
-        let what = format!("plan {} + {} add-ons, by {actor}", p.plan, p.addons);
-        crate::accounts::update(&ctx.app.store, &a, now, &what, |acc| {
-            acc.plan = p.plan.clone();
-            acc.addons = p.addons;
-            Ok(())
-        })
-        .map_err(TenantError::from)
+        tenants::set_plan(
+            &ctx.app.store,
+            &ctx.app.cfg(),
+            &t,
+            &a,
+            &p.plan,
+            p.addons,
+            actor,
+            now,
+        )
     })
 }
 

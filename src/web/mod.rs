@@ -55,6 +55,8 @@ pub fn router(app: Arc<App>, admin_token: String) -> Router {
         .merge(order::routes())
         .merge(holder::routes())
         .merge(national::routes())
+        // Unknown pages get the Italian page, never an empty body.
+        .fallback(|| async { not_found() })
         .with_state(web)
 }
 
@@ -254,6 +256,10 @@ fn italian_field(field: &str, message: &str) -> String {
         "confirm_data" => "Confermare i dati anagrafici.".into(),
         "accept_contract" => "Per attivare la casella occorre accettare il contratto.".into(),
         "codice" => "Codice non valido.".into(),
+        "addons" if message.contains("at most") => {
+            format!("Troppe estensioni per il piano ({message}).")
+        }
+        "addons" => "Indicare un numero intero di estensioni.".into(),
         "steps" => format!("Numero di estensioni non disponibile sul piano ({message})."),
         "header" => format!("Intestazione del file non valida: {message}."),
         "(row)" => format!("Riga illeggibile: {message}."),
@@ -522,4 +528,55 @@ fn locked_page(nav_title: &str, wait: std::time::Duration) -> Response {
             wait.as_secs().div_ceil(60)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; pecd_sid=abc ; b=2"),
+        );
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "zzz"), None);
+    }
+
+    #[test]
+    fn lower_layer_errors_read_in_italian_by_field() {
+        use crate::tenants::TenantError;
+        let inv = |f: &str, m: &str| {
+            italian(&TenantError::Invalid {
+                field: f.into(),
+                message: m.into(),
+            })
+        };
+        assert_eq!(inv("cap", "five digits"), "Il CAP è di cinque cifre.");
+        assert_eq!(inv("nome", "missing"), "Campo obbligatorio.");
+        assert_eq!(
+            inv("codice_fiscale", "duplicate of line 4"),
+            "Codice fiscale già presente alla riga 4 del file."
+        );
+        assert!(
+            inv("codice_fiscale", "bad check character").starts_with("Codice fiscale non valido")
+        );
+        assert_eq!(
+            italian(&TenantError::Account(
+                crate::accounts::AccountError::WeakPassword
+            )),
+            "La password deve avere almeno 8 caratteri."
+        );
+        // Nothing falls through in English without saying it is a value.
+        assert!(inv("whatever", "odd").starts_with("Valore non valido"));
+    }
+
+    #[test]
+    fn sizes_read_the_italian_way() {
+        assert_eq!(human(1 << 30), "1,00 GB");
+        assert_eq!(human(3 * (1 << 20) / 2), "1,5 MB");
+        assert_eq!(human(1), "1 KB");
+    }
 }

@@ -27,6 +27,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 const PAGE_SIZE: usize = 25;
+/// Largest bulk-load upload (a 100,000-row roll is about 15 MB).
+const BULK_MAX: usize = 32 << 20;
 
 /// A logged-in order operator.
 struct Op {
@@ -720,6 +722,7 @@ fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fi
         .take(10)
         .collect();
     let p = w.app.plan_of(acc);
+    let plan_names: Vec<String> = w.app.cfg().plans.iter().map(|p| p.name.clone()).collect();
     let today = crate::clock::LegalTime::new(now).date();
     let days_left = acc.expires.map(|e| (e - today).num_days());
     let url = mailbox_url(&acc.address);
@@ -774,16 +777,18 @@ fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fi
                     }
                 }
             }
-            @if let (Some(d), Some(plan)) = (days_left, &plan) { @if d <= 90 && plan.at_expiry != "none" {
+            @if let (Some(d), Some(plan)) = (days_left, &plan) { @if d >= 0 && plan.at_expiry != "none" {
                 section aria-labelledby="h-down" {
                     h2 #h-down { "Alla scadenza" }
-                    @if plan.at_expiry == "downgrade" {
-                        p { "Senza rinnovo la casella passa dal piano " (plan.from_plan) " al piano " (plan.to_plan)
+                    @if plan.at_expiry == "downgrade" && plan.from_plan == plan.to_plan && plan.addons_dropped == 0 {
+                        p #downgrade { "Senza rinnovo la casella resta sul piano " (plan.to_plan) ", con lo stesso spazio." }
+                    } @else if plan.at_expiry == "downgrade" {
+                        p #downgrade { "Senza rinnovo la casella passa dal piano " (plan.from_plan) " al piano " (plan.to_plan)
                             ": spazio casella da " (human(plan.inbox_quota_now)) " a " (human(plan.inbox_quota_after))
                             ", archivio da " (human(plan.archive_quota_now)) " a " (human(plan.archive_quota_after)) "." }
                         @if plan.inbox_over_by > 0 { p.alert { "Lo spazio occupato supera il nuovo limite di " (human(plan.inbox_over_by)) ": i nuovi messaggi saranno rifiutati finché il titolare non libera spazio." } }
                     } @else {
-                        p { "Senza rinnovo la casella resta in sola ricezione per il periodo di tolleranza, poi viene sospesa." }
+                        p #downgrade { "Senza rinnovo la casella resta in sola ricezione per il periodo di tolleranza, poi viene sospesa." }
                     }
                 }
             } }
@@ -815,6 +820,21 @@ fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fi
                         }
                         @if let Some(e) = general("reset") { p.error role="alert" { (e) } }
                         button type="submit" { "Reimposta la password" }
+                    }
+                    form.card method="post" action=(format!("{url}/piano")) {
+                        h3 { "Piano" }
+                        (csrf_input(&op.csrf))
+                        div.field {
+                            label for="f-plan" { "Piano" }
+                            select #f-plan name="plan" {
+                                @for name in &plan_names {
+                                    option value=(name) selected[p.as_ref().is_some_and(|p| &p.name == name)] { (name) }
+                                }
+                            }
+                        }
+                        (field("addons", "Estensioni di spazio", "number", &acc.addons.to_string(), err_for("plan").unwrap_or(&empty), true, false, "off"))
+                        @if let Some(e) = err_for("plan").and_then(|e| e.get("plan")) { p.error role="alert" { (e) } }
+                        button type="submit" { "Cambia il piano" }
                     }
                     form.card method="post" action=(format!("{url}/trasferisci")) {
                         h3 { "Trasferimento" }
@@ -1010,6 +1030,38 @@ async fn reset(
         }
         let pw = tenants::reset_password(&w.app.store, &op.tenant, &addr, &op.actor, now)?;
         Ok(html! { "Nuova password temporanea di " (addr) ": " span.secret #new-password { (pw) } })
+    })
+    .await
+}
+
+async fn set_plan(
+    State(w): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    Path(a): Path<String>,
+    body: String,
+) -> Response {
+    let addr = a.clone();
+    operate(w, peer, h, a, body, "plan", move |w, op, f| {
+        let addons = f
+            .get("addons")
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| TenantError::Invalid {
+                field: "addons".into(),
+                message: "a whole number".into(),
+            })?;
+        let acc = tenants::set_plan(
+            &w.app.store,
+            &w.app.cfg(),
+            &op.tenant,
+            &addr,
+            f.get("plan"),
+            addons,
+            &op.actor,
+            w.app.clock.now(),
+        )?;
+        Ok(html! { "Piano aggiornato: " (acc.plan) " con " (acc.addons) " estensioni." })
     })
     .await
 }
@@ -1590,10 +1642,17 @@ pub(super) fn routes() -> Router<Arc<Web>> {
         .route("/ordine/caselle/{a}/anagrafica", post(edit))
         .route("/ordine/caselle/{a}/reset", post(reset))
         .route("/ordine/caselle/{a}/trasferisci", post(transfer))
+        .route("/ordine/caselle/{a}/piano", post(set_plan))
         .route("/ordine/caselle/{a}/cessa", post(cancel))
         .route("/ordine/caselle/{a}/sblocca", post(unblock))
         .route("/ordine/caselle/{a}/segnala", post(report))
-        .route("/ordine/carica", get(bulk_page).post(bulk_upload))
+        .route(
+            "/ordine/carica",
+            get(bulk_page)
+                .post(bulk_upload)
+                // An order's whole roll (tens of thousands of rows) in one file.
+                .layer(axum::extract::DefaultBodyLimit::max(BULK_MAX)),
+        )
         .route("/ordine/carica/conferma", post(bulk_confirm))
         .route("/ordine/carica/credenziali.csv", get(bulk_credentials))
         .route("/ordine/esporta", get(exports))

@@ -9,6 +9,7 @@ import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
+import crypto from "node:crypto";
 
 const E = process.env;
 const base = E.PECD_URL;
@@ -27,6 +28,24 @@ let step = "start";
 const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 const box = (local) => `${local}@${dom}`;
 const detailUrl = (addr) => `${base}/ordine/caselle/${encodeURIComponent(addr)}`;
+
+// RFC 6238 (HMAC-SHA1, 6 digits, 30 s), as an authenticator app computes it.
+function totp(secret) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = 0, val = 0;
+  const key = [];
+  for (const c of secret) {
+    val = ((val << 5) | alphabet.indexOf(c)) & 0xffff;
+    bits += 5;
+    if (bits >= 8) { key.push((val >>> (bits - 8)) & 255); bits -= 8; }
+  }
+  const ctr = Buffer.alloc(8);
+  ctr.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000)));
+  const mac = crypto.createHmac("sha1", Buffer.from(key)).update(ctr).digest();
+  const off = mac[19] & 15;
+  const bin = ((mac[off] & 127) << 24) | (mac[off + 1] << 16) | (mac[off + 2] << 8) | mac[off + 3];
+  return String(bin % 1000000).padStart(6, "0");
+}
 
 async function orderLogin(page, id, pw) {
   await page.goto(`${base}/ordine/login`);
@@ -132,6 +151,18 @@ try {
   const newPw = (await a.textContent("#new-password")).trim();
   assert.equal(newPw.length, 12);
 
+  step = "edit the anagrafica: a wrong CAP is named, then saved";
+  assert.equal(await a.getAttribute("#f-codice_fiscale", "readonly"), "", "codice fiscale read-only");
+  assert.equal(await a.getAttribute("#f-nome", "readonly"), "", "name read-only");
+  await a.fill("#f-cap", "123");
+  await a.click(`button:has-text("Salva l'anagrafica")`);
+  assert.equal((await a.textContent("#e-cap")).trim(), "Il CAP è di cinque cifre.");
+  await a.fill("#f-comune", "Codogno");
+  await a.fill("#f-cap", "26845");
+  await a.click(`button:has-text("Salva l'anagrafica")`);
+  await a.getByText("Anagrafica aggiornata.").waitFor();
+  assert.equal(await a.inputValue("#f-comune"), "Codogno");
+
   step = "report an anomaly on a mailbox";
   await a.fill("#f-note", "Non è un nostro iscritto");
   await a.click("button:has-text('Invia la segnalazione')");
@@ -176,6 +207,17 @@ try {
   await nj.getByText(box("marco.bruni.2")).first().waitFor();
   await ctxNoJs.close();
 
+  step = "cancellation: the rules are enforced and the reason recorded";
+  await a.goto(detailUrl(box("marco.bruni.2")));
+  await a.selectOption("#f-reason", "request");
+  await a.click("button:has-text('Cessa la casella')");
+  assert.match(await a.textContent("#e-other_pec"), /altro indirizzo PEC come domicilio digitale/);
+  await a.selectOption("#f-reason", "request");
+  await a.fill("#f-other_pec", "marco.bruni@pec.altro.test");
+  await a.click("button:has-text('Cessa la casella')");
+  await a.getByText("Cessazione registrata: casella cessata.").waitFor();
+  assert.equal((await a.textContent("#stato")).trim(), "cessata");
+
   // ---------------------------------------------------------------- order B
   step = "order B logs in with the keyboard alone";
   const ctxB = await browser.newContext();
@@ -198,6 +240,28 @@ try {
   assert.ok(listB.includes(box("anna.neri")), "the transferred mailbox is B's now");
   const post = await b.request.get(`${base}/ordine/caselle/${encodeURIComponent(box("luca.verdi"))}`);
   assert.equal(post.status(), 404);
+
+  step = "order B turns on the second factor; then login needs the code";
+  await b.click("nav >> text=Sicurezza");
+  await b.click("button:has-text('Attiva il secondo fattore')");
+  const secret = (await b.textContent("#totp-secret")).trim();
+  await b.fill("#f-codice", "000000" === totp(secret) ? "111111" : "000000");
+  await b.click("button:has-text('Attiva')");
+  await b.getByText("Codice non valido.").waitFor();
+  await b.fill("#f-codice", totp(secret));
+  await b.click("button:has-text('Attiva')");
+  await b.getByText("Secondo fattore attivato").waitFor();
+  assert.equal((await b.textContent("#totp-state")).trim(), "attivo");
+  await b.click("button:has-text('Esci')");
+  await b.waitForURL(`${base}/ordine/login`);
+  await b.fill("#f-ordine", E.ORDER_B);
+  await b.fill("#f-password", E.ORDER_B_PW);
+  await b.click("button:has-text('Accedi')");
+  await b.getByText("Inserire il codice a 6 cifre").waitFor();
+  await b.fill("#f-password", E.ORDER_B_PW);
+  await b.fill("#f-codice", totp(secret));
+  await b.click("button:has-text('Accedi')");
+  await b.waitForURL(`${base}/ordine`);
 
   // --------------------------------------------------------------- national
   step = "the national administrator sees and resolves the anomaly";
@@ -269,9 +333,20 @@ try {
   await h.click("button:has-text('Accedi')");
   await h.waitForURL(`${base}/casella`);
 
-  step = "order A sees the holder's request on the dashboard";
+  step = "order A sees the holder's request on the dashboard and fulfils it";
   await a.goto(`${base}/ordine`);
   await a.getByText("passaggio al piano avanzata").waitFor();
+  await a.goto(detailUrl(box("marco.bruni")));
+  assert.match(await a.textContent("#downgrade"), /resta sul piano base/);
+  await a.selectOption("#f-plan", "base");
+  await a.fill("#f-addons", "9");
+  await a.click("button:has-text('Cambia il piano')");
+  assert.match(await a.textContent("#e-addons"), /Troppe estensioni/);
+  await a.selectOption("#f-plan", "avanzata");
+  await a.fill("#f-addons", "2");
+  await a.click("button:has-text('Cambia il piano')");
+  await a.getByText("Piano aggiornato: avanzata con 2 estensioni.").waitFor();
+  assert.match(await a.textContent("#downgrade"), /passa dal piano avanzata al piano base/, "the downgrade plan");
 
   // ---------------------------------------------------------- phone width
   step = "phone width: no horizontal scrolling";
