@@ -313,6 +313,18 @@ try {
   assert.equal((await h.textContent("#reference-email")).trim(), "marco.nuovo@example.test");
   await shot(h, "07-area-titolare");
 
+  step = "holder: change the password (a wrong current one is named)";
+  await h.fill("#f-current_password", "non-questa");
+  await h.fill("#f-new_password", "nuova-password-2");
+  await h.fill("#f-confirm_password", "nuova-password-2");
+  await h.click("button:has-text('Cambia la password')");
+  assert.equal((await h.textContent("#e-current_password")).trim(), "La password attuale non è corretta.");
+  await h.fill("#f-current_password", "nuova-password-1");
+  await h.fill("#f-new_password", "nuova-password-2");
+  await h.fill("#f-confirm_password", "nuova-password-2");
+  await h.click("button:has-text('Cambia la password')");
+  await h.getByText("Password cambiata.").waitFor();
+
   step = "holder: request the Avanzata plan, download the contract";
   await h.selectOption("#f-kind", { label: "Passaggio al piano avanzata" });
   await h.click("button:has-text('Invia la richiesta')");
@@ -329,7 +341,7 @@ try {
   await h.fill("#f-password", marcoPw);
   await h.click("button:has-text('Accedi')");
   await h.getByText("Credenziali non valide.").waitFor();
-  await h.fill("#f-password", "nuova-password-1");
+  await h.fill("#f-password", "nuova-password-2");
   await h.click("button:has-text('Accedi')");
   await h.waitForURL(`${base}/casella`);
 
