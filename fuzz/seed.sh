@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Seed the fuzz corpora (fuzz/corpus/<target>/, not committed) from the real
+# samples in ../shared/pec-samples/ and the repository's fixtures:
+#   classify     every sample .eml, whole and as its signed entity
+#   daticert     the Postecom daticert.xml and every daticert.xml inside the samples
+#   ldif_index   certs/index.ldif
+#   config       config/*.toml
+#   smtp_session a few well-formed dialogues (submission and inbound)
+set -euo pipefail
+cd "$(dirname "$0")"
+samples=../../shared/pec-samples
+c=corpus
+mkdir -p $c/classify $c/daticert $c/ldif_index $c/config $c/smtp_session
+cp "$samples"/pec/*.eml "$samples"/rem/*.eml $c/classify/
+cp "$samples"/pec/08-postecom-2012-daticert.xml $c/daticert/
+python3 - "$samples" "$c/daticert" <<'PY'
+import email, glob, os, sys
+samples, out = sys.argv[1], sys.argv[2]
+n = 0
+for f in sorted(glob.glob(os.path.join(samples, "*", "*.eml"))):
+    msg = email.message_from_binary_file(open(f, "rb"))
+    for part in msg.walk():
+        if part.get_filename() == "daticert.xml":
+            data = part.get_payload(decode=True)
+            if data:
+                n += 1
+                open(os.path.join(out, f"sample-{n}.xml"), "wb").write(data)
+print(f"{n} daticert.xml extracted")
+PY
+cp ../certs/index.ldif $c/ldif_index/
+cp ../config/*.toml $c/config/
+# First byte: flags (bit 0 inbound, bit 1 STARTTLS offered, bit 2 TLS on).
+# 0xff splits the rest into separate reads.
+printf '\x04EHLO client.test\r\nAUTH PLAIN AG1hcmlvQHBlYy5leGFtcGxlLnRlc3QAeHh4eA==\r\nMAIL FROM:<mario@pec.example.test> SIZE=100\r\nRCPT TO:<a@pec.example.test>\r\nDATA\r\n\xffFrom: mario@pec.example.test\r\nTo: a@pec.example.test\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n' > $c/smtp_session/submission
+printf '\x03EHLO mx.other.test\r\nSTARTTLS\r\n\xffEHLO mx.other.test\r\nMAIL FROM:<>\r\nRCPT TO:<a@pec.example.test>\r\nRCPT TO:<b@elsewhere.test>\r\nDATA\r\nX: y\r\n\r\n..dot\r\n.\r\nRSET\r\nNOOP\r\nVRFY a\r\nQUIT\r\n' > $c/smtp_session/inbound
+printf '\x00HELO x\r\nMAIL FROM:<a@b>\r\nAUTH LOGIN\r\nbWFyaW8=\r\neHh4eA==\r\nBDAT 5 LAST\r\nhello' > $c/smtp_session/odd
+for t in classify daticert ldif_index config smtp_session; do
+  echo "$t: $(ls $c/$t | wc -l) seeds"
+done
