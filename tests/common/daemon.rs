@@ -64,6 +64,8 @@ pub struct Spec<'a> {
     pub give_up_after: &'a str,
     /// Extra TOML appended to the config.
     pub extra: &'a str,
+    /// The `[limits]` section's body.
+    pub limits: &'a str,
 }
 
 impl<'a> Spec<'a> {
@@ -82,6 +84,7 @@ impl<'a> Spec<'a> {
             final_after: "23h",
             give_up_after: "24h",
             extra: "",
+            limits: "max_message_size = 20000\n",
         }
     }
 }
@@ -124,8 +127,7 @@ submission = "127.0.0.1:{sub}"
 inbound = "127.0.0.1:{inb}"
 admin = "127.0.0.1:{adm}"
 [limits]
-max_message_size = 20000
-[timers]
+{limits}[timers]
 warning_after = "{warning}"
 final_after = "{final_after}"
 [queue]
@@ -143,6 +145,7 @@ give_up_after = "{give_up}"
             final_after = spec.final_after,
             give_up = spec.give_up_after,
             extra = spec.extra,
+            limits = spec.limits,
         );
         let cfg_path = spec.dir.join(format!("pecd-{who}.toml"));
         std::fs::write(&cfg_path, cfg).unwrap();
