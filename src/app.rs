@@ -488,12 +488,12 @@ impl App {
         self.ids.next(t, &self.cfg().provider.domain)
     }
 
-    fn sign(&self, m: &crate::pec::mime::UnsignedMessage) -> Result<Vec<u8>, String> {
+    fn sign(&self, m: crate::pec::mime::UnsignedMessage) -> Result<Vec<u8>, String> {
         let t = std::time::Instant::now();
         let signed = self
             .cfg()
             .signer
-            .sign(m)
+            .sign_owned(m)
             .map_err(|e| format!("signing failed: {e}"))?;
         crate::metrics::time(crate::metrics::SIGN_SECONDS, t.elapsed());
         let (header, _) = crate::pec::mime::split_header(&signed);
@@ -690,7 +690,7 @@ impl App {
 
     /// A message from an authenticated user. The reply is sent only after
     /// everything it implies is durable.
-    pub fn submit(&self, env: &Envelope) -> Reply {
+    pub fn submit(&self, env: Envelope) -> Reply {
         match self.try_submit(env) {
             Ok(r) => r,
             Err(e) => {
@@ -700,7 +700,7 @@ impl App {
         }
     }
 
-    fn try_submit(&self, env: &Envelope) -> Result<Reply, String> {
+    fn try_submit(&self, mut env: Envelope) -> Result<Reply, String> {
         let now = self.clock.now();
         let time = LegalTime::new(now);
         let pec_id = self.new_id(time);
@@ -736,7 +736,7 @@ impl App {
                 certification,
                 reason,
             } => {
-                let notice = self.sign(&build::non_acceptance(
+                let notice = self.sign(build::non_acceptance(
                     &certification,
                     &self.new_id(time),
                     &Rejection::Formal(reason.clone()),
@@ -769,7 +769,7 @@ impl App {
                 };
                 if let Some(name) = virus {
                     self.keep_virus(&pec_id, &env.data)?;
-                    let notice = self.sign(&build::non_acceptance(
+                    let notice = self.sign(build::non_acceptance(
                         &c,
                         &self.new_id(time),
                         &Rejection::Virus(name.clone()),
@@ -789,13 +789,14 @@ impl App {
                     ));
                 }
                 let acc_id = self.new_id(time);
-                let acceptance = self.sign(&build::acceptance(&c, &acc_id))?;
+                let acceptance = self.sign(build::acceptance(&c, &acc_id))?;
                 // The trace line travels in the envelope's copied headers.
-                let mut traced = env
-                    .trace_header(&self.cfg().hostname, &pec_id, &time.rfc5322())
-                    .into_bytes();
-                traced.extend_from_slice(&env.data);
-                let envelope = self.sign(&build::transport(&c, &traced))?;
+                let trace = env.trace_header(&self.cfg().hostname, &pec_id, &time.rfc5322());
+                let unsigned = build::transport_traced(&c, trace.as_bytes(), &env.data);
+                // The original now lives in the envelope: its buffer goes
+                // before signing, so a large message is held once.
+                env.data = Vec::new();
+                let envelope = self.sign(unsigned)?;
                 self.to_mailbox(&mut b, &acceptance, &c.sender, Some(&pec_id), now)?;
                 let rcpts: Vec<String> = c.recipients.iter().map(|r| r.address.clone()).collect();
                 self.route(&mut b, &envelope, &c.sender, &rcpts, Some(&pec_id), now)?;
@@ -1014,7 +1015,7 @@ impl App {
                         }
                     })
                     .ok_or("genuine envelope but no mailReceipt for its signer")?;
-                let pic = self.sign(&build::taken_in_charge(
+                let pic = self.sign(build::taken_in_charge(
                     &c,
                     &self.new_id(time),
                     &mail_receipt,
@@ -1037,7 +1038,7 @@ impl App {
                     // provider's service mailbox.
                     self.keep_virus(&item.id, &raw)?;
                     for rcpt in rcpt_to {
-                        let notice = self.sign(&build::virus_detected(
+                        let notice = self.sign(build::virus_detected(
                             &c,
                             &self.new_id(time),
                             &mail_receipt,
@@ -1087,7 +1088,7 @@ impl App {
                     r.recipients = vec![rcpt.clone()];
                     r.detail = Some(failure.code().to_string());
                     r.append_to(&mut b);
-                    let signed = self.sign(&build::delivery_error(
+                    let signed = self.sign(build::delivery_error(
                         &c,
                         &self.new_id(time),
                         rcpt,
@@ -1120,7 +1121,7 @@ impl App {
                         Certification::from_daticert(d, self.cfg().pec_provider.clone(), time, &cc);
                     let recipient = d.consegna.clone().unwrap_or_default();
                     let why = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
-                    let notice = self.sign(&build::delivery_error_virus(
+                    let notice = self.sign(build::delivery_error_virus(
                         &c,
                         &self.new_id(time),
                         &recipient,
@@ -1198,7 +1199,7 @@ impl App {
                     .cloned()
                     .collect();
                 if !existing.is_empty() {
-                    let wrapped = self.sign(&build::anomaly(&build::AnomalyInput {
+                    let wrapped = self.sign(build::anomaly(&build::AnomalyInput {
                         provider: &self.cfg().pec_provider,
                         time,
                         envelope_from: mail_from,
@@ -1906,7 +1907,7 @@ impl App {
         r.recipients = vec![mailbox.to_string()];
         r.detail = detail;
         r.append_to(b);
-        let signed = self.sign(&notice)?;
+        let signed = self.sign(notice)?;
         self.route(
             b,
             &signed,
@@ -2098,12 +2099,7 @@ impl App {
             code,
             description: format!("destinatario rifiutato dal gestore di destinazione ({reply})"),
         };
-        let notice = self.sign(&build::delivery_error(
-            c,
-            &self.new_id(time),
-            rcpt,
-            &failure,
-        ))?;
+        let notice = self.sign(build::delivery_error(c, &self.new_id(time), rcpt, &failure))?;
         self.to_mailbox(b, &notice, &d.mittente, Some(&d.identificativo), now)?;
         close_transaction(b, &tx_key(&d.identificativo, rcpt));
         Ok(())
@@ -2207,12 +2203,7 @@ impl App {
                 msgid: st.msgid.clone(),
                 receipt_request: Default::default(),
             };
-            let notice = self.sign(&build::timeout(
-                &c,
-                &self.new_id(time),
-                &st.recipient,
-                stage,
-            ))?;
+            let notice = self.sign(build::timeout(&c, &self.new_id(time), &st.recipient, stage))?;
             self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
             let mut r = self.record(now, Event::TimeoutNotice, &c);
             r.recipients = vec![st.recipient.clone()];

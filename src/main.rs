@@ -562,6 +562,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: &std::path::Path, log_format: Option<&str>) -> Result<(), String> {
+    pecd::malloc::tune();
     let cfg = load_config(path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PECD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

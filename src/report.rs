@@ -100,12 +100,18 @@ impl Checker {
                 verdict: None,
             };
         }
-        let (v, wrapped) = match split_multipart_signed(raw) {
-            Ok(parts) => (self.verifier.verify_parts(&parts, self.when), false),
+        // The signed entity is classified where it lies (borrowed from
+        // `raw` when canonical): a large message is not copied for it.
+        let (parts, wrapped) = match split_multipart_signed(raw) {
+            Ok(parts) => (Ok(parts), false),
             Err(why) => match wrapped_signed_part(raw) {
-                Some(inner) => (self.verifier.verify(inner, self.when), true),
-                None => (Verification::not_signed(why), false),
+                Some(inner) => (split_multipart_signed(inner), true),
+                None => (Err(why), false),
             },
+        };
+        let v = match &parts {
+            Ok(p) => self.verifier.verify_parts(p, self.when),
+            Err(why) => Verification::not_signed(why.clone()),
         };
         let mut provider = None;
         let origin = match &v.status {
@@ -140,8 +146,11 @@ impl Checker {
                 }
             },
         };
-        let entity = v.content.clone().unwrap_or_else(|| raw.to_vec());
-        let verdict = classify::classify(header, &entity, &origin);
+        let entity: &[u8] = match &parts {
+            Ok(p) => &p.content,
+            Err(_) => raw,
+        };
+        let verdict = classify::classify(header, entity, &origin);
         let outcome = match verdict.class {
             Class::Pec => Outcome::Pec,
             Class::Anomaly => Outcome::Anomaly,

@@ -277,7 +277,7 @@ async fn connection(
                     stream.write_all(&out).await?;
                     out.clear();
                     let reply = tokio::task::block_in_place(|| match kind.mode {
-                        Mode::Submission => app.submit(&env),
+                        Mode::Submission => app.submit(env),
                         Mode::Inbound => app.receive(&env),
                     });
                     out.extend_from_slice(&session.message_result(reply).to_bytes());

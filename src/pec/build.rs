@@ -357,11 +357,20 @@ fn copied_fields(raw_msg: &[u8], names: &[&str]) -> (Vec<HeaderLine>, bool) {
 /// *Busta di trasporto* (RT §3.1). `original` is the message as submitted;
 /// it travels as `postacert.eml` with its Message-ID swapped (RT §2.2).
 pub fn transport(c: &Certification, original: &[u8]) -> UnsignedMessage {
+    transport_traced(c, b"", original)
+}
+
+/// [`transport`] with `trace` (the submission's `Received:` line, CRLF
+/// terminated) in front of the original's header, without copying the
+/// original to put it there: a large message is held once less.
+pub fn transport_traced(c: &Certification, trace: &[u8], original: &[u8]) -> UnsignedMessage {
     let kind = MessageKind::Transport;
-    let (mut headers, has_reply_to) = copied_fields(
-        original,
-        &["Received", "Return-Path", "To", "Cc", "Reply-To"],
-    );
+    // Only the header block is searched: copy that, never the body.
+    let mut head = trace.to_vec();
+    head.extend_from_slice(super::mime::split_header(original).0);
+    head.extend_from_slice(b"\r\n");
+    let (mut headers, has_reply_to) =
+        copied_fields(&head, &["Received", "Return-Path", "To", "Cc", "Reply-To"]);
     headers.push(raw(X_TRASPORTO, kind.x_trasporto().unwrap_or_default()));
     // RFC 6109 lists X-TipoRicevuta as set by the access point; Namirial omits
     // it when the original has none. pecd always states it (absent ⇒ completa
@@ -380,7 +389,12 @@ pub fn transport(c: &Certification, original: &[u8]) -> UnsignedMessage {
     let mut d = c.daticert(PecType::Transport);
     d.ricevuta = Some(c.receipt_request);
     let body = text::transport(&c.facts(), &c.addresses());
-    let postacert = super::original::rewrite_for_envelope(original, &c.pec_id, c.msgid.as_deref());
+    let postacert = super::original::rewrite_for_envelope_traced(
+        trace,
+        original,
+        &c.pec_id,
+        c.msgid.as_deref(),
+    );
     UnsignedMessage {
         headers,
         entity: entity(vec![

@@ -96,9 +96,21 @@ impl OriginalHeaders {
 /// Without a client Message-ID no `X-Riferimento-Message-ID` is added
 /// (RT §2.2 [?]: no rule found; this is the sensible reading).
 pub fn rewrite_for_envelope(raw: &[u8], pec_id: &str, original_msgid: Option<&str>) -> Vec<u8> {
+    rewrite_for_envelope_traced(b"", raw, pec_id, original_msgid)
+}
+
+/// [`rewrite_for_envelope`] of `trace` (header lines, CRLF) followed by
+/// `raw`, without building that concatenation first.
+pub fn rewrite_for_envelope_traced(
+    trace: &[u8],
+    raw: &[u8],
+    pec_id: &str,
+    original_msgid: Option<&str>,
+) -> Vec<u8> {
     let raw = to_crlf(raw);
     let (header, body) = split_header(&raw);
-    let mut out = Vec::with_capacity(raw.len() + 256);
+    let mut out = Vec::with_capacity(trace.len() + raw.len() + 256);
+    out.extend_from_slice(&to_crlf(trace));
     out.extend_from_slice(format!("Message-ID: <{pec_id}>\r\n").as_bytes());
     if let Some(m) = original_msgid {
         out.extend_from_slice(format!("{X_RIFERIMENTO_MESSAGE_ID}: {m}\r\n").as_bytes());

@@ -201,6 +201,13 @@ impl Signer {
         let der = self.sign_detached(&message.entity)?;
         Ok(message.assemble(&der, self.digest.micalg(), self.protocol.mime_type()))
     }
+
+    /// [`sign`](Self::sign), consuming the message: its entity's buffer
+    /// becomes the output (no second copy of a large message).
+    pub fn sign_owned(&self, message: UnsignedMessage) -> Result<Vec<u8>, SmimeError> {
+        let der = self.sign_detached(&message.entity)?;
+        Ok(message.assemble_owned(&der, self.digest.micalg(), self.protocol.mime_type()))
+    }
 }
 
 /// The Rust `openssl` crate builds CMS signatures only with the key's default

@@ -181,9 +181,6 @@ pub struct Verification {
     pub micalg: Option<String>,
     /// The instant used for certificate validity.
     pub checked_at: Option<DateTime<Utc>>,
-    /// The signed entity (CRLF-canonical), for the classifier.
-    #[serde(skip)]
-    pub content: Option<Vec<u8>>,
 }
 
 impl Verification {
@@ -199,7 +196,6 @@ impl Verification {
             protocol: None,
             micalg: None,
             checked_at: None,
-            content: None,
         }
     }
 }
@@ -370,7 +366,6 @@ impl Verifier {
         let mut v = Verification::not_signed(String::new());
         v.protocol = Some(parts.protocol.clone());
         v.micalg = parts.micalg.clone();
-        v.content = Some(parts.content.to_vec());
         v.attributes = SignedAttributes {
             digest: Some(cms_info::digest_name(&si.digest_oid)),
             signing_time: si.signing_time,
@@ -506,7 +501,6 @@ impl Verifier {
         let mut v = Verification::not_signed(String::new());
         v.protocol = Some(parts.protocol.clone());
         v.micalg = parts.micalg.clone();
-        v.content = Some(parts.content.to_vec());
         v.attributes = cms_info::read(&parts.signature);
         let p7 = match Pkcs7::from_der(&parts.signature) {
             Ok(p) => p,
