@@ -121,6 +121,26 @@ fn main() {
     )
     .unwrap();
     let t = Instant::now();
+    // When each daemon's RSS peaks (PECD_BENCH_TRACE=1): where to look.
+    let trace = std::env::var("PECD_BENCH_TRACE").is_ok();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (pa, pb, stop) = (pid(&a), pid(&b), stop.clone());
+        std::thread::spawn(move || {
+            let mut max = (0.0f64, 0.0f64);
+            while trace && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (ra, rb) = (status_mb(pa, "VmRSS:"), status_mb(pb, "VmRSS:"));
+                if ra > max.0 + 5.0 || rb > max.1 + 5.0 {
+                    max = (max.0.max(ra), max.1.max(rb));
+                    eprintln!(
+                        "t={:.3}s rss_a={ra:.0} rss_b={rb:.0}",
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
     {
         use lettre::Transport;
         mailer.send_raw(&env, msg.as_bytes()).expect("submission");
@@ -135,6 +155,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let e2e = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.join();
     let (peak_a, peak_b) = (status_mb(pid(&a), "VmHWM:"), status_mb(pid(&b), "VmHWM:"));
     a.kill();
     b.kill();

@@ -866,11 +866,11 @@ impl App {
             let id = self.new_id(time);
             // RFC 5321 §4.4: the trace line goes on top of what is stored;
             // an S/MIME signature covers the body, never the outer header.
-            let mut data = env
-                .trace_header(&self.cfg().hostname, &id, &time.rfc5322())
-                .into_bytes();
-            data.extend_from_slice(&env.data);
-            let blob = self.spool.put(&data).map_err(|e| e.to_string())?;
+            let trace = env.trace_header(&self.cfg().hostname, &id, &time.rfc5322());
+            let blob = self
+                .spool
+                .put_parts(&[trace.as_bytes(), &env.data])
+                .map_err(|e| e.to_string())?;
             let mut b = Batch::new();
             Item::new(
                 id,
@@ -1874,7 +1874,8 @@ impl App {
     ) -> Result<(), String> {
         let now = self.clock.now();
         let time = LegalTime::new(now);
-        let env = self.view_envelope(envelope, time)?;
+        let mut env = self.view_envelope(envelope, time)?;
+        let postacert = env.postacert.take();
         let c = &env.certification;
         let (notice, event, detail) = match stored {
             Ok(()) => {
@@ -1882,13 +1883,7 @@ impl App {
                 metrics::counter!(crate::metrics::CONSEGNA_EMITTED, "variant" => variant.token())
                     .increment(1);
                 (
-                    build::delivery(
-                        c,
-                        &self.new_id(time),
-                        mailbox,
-                        variant,
-                        env.postacert.as_deref(),
-                    ),
+                    build::delivery_owned(c, &self.new_id(time), mailbox, variant, postacert),
                     Event::Delivered,
                     None,
                 )

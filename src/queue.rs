@@ -255,10 +255,17 @@ impl Spool {
 
     /// Write durably; returns the blob name. Idempotent for equal content.
     pub fn put(&self, data: &[u8]) -> std::io::Result<String> {
-        let name: String = openssl::sha::sha256(data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        self.put_parts(&[data])
+    }
+
+    /// [`Spool::put`] of the concatenation of `parts`, without building it
+    /// (a trace line on top of a large message).
+    pub fn put_parts(&self, parts: &[&[u8]]) -> std::io::Result<String> {
+        let mut h = openssl::sha::Sha256::new();
+        for p in parts {
+            h.update(p);
+        }
+        let name: String = h.finish().iter().map(|b| format!("{b:02x}")).collect();
         let path = self.dir.join(&name);
         if path.exists() {
             // Refresh the age so garbage collection, which spares recent
@@ -283,7 +290,9 @@ impl Spool {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            f.write_all(data)?;
+            for p in parts {
+                f.write_all(p)?;
+            }
             f.sync_all()?;
         }
         fs::rename(&tmp, &path)?;

@@ -177,23 +177,11 @@ pub fn part(raw: &[u8], name: &str) -> Option<Vec<u8>> {
     parts(raw, &[name]).pop().flatten()
 }
 
-/// Several named parts with one MIME parse, in the order asked.
+/// Several named parts with one walk of the MIME structure, in the order
+/// asked. Nothing but those parts is decoded (a large attachment inside
+/// `postacert.eml` is never expanded).
 pub fn parts(raw: &[u8], names: &[&str]) -> Vec<Option<Vec<u8>>> {
-    let Some(msg) = MessageParser::default().parse(raw) else {
-        return vec![None; names.len()];
-    };
-    names
-        .iter()
-        .map(|name| {
-            msg.parts
-                .iter()
-                .find(|p| {
-                    p.attachment_name()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
-                })
-                .map(|p| p.contents().to_vec())
-        })
-        .collect()
+    crate::pec::mime::named_parts(raw, names)
 }
 
 impl Report {

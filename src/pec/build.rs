@@ -234,7 +234,19 @@ fn daticert_part(d: &Daticert) -> MimePart<'static> {
 
 /// `message/rfc822` permits only 7bit, 8bit or binary (RFC 2046 §5.2.1): the
 /// original travels unencoded, with the narrowest label that is true.
-fn postacert_part(original: Vec<u8>) -> MimePart<'static> {
+/// The `postacert.eml` part, its body kept apart: [`entity`] writes the
+/// small parts around it into the body's own buffer, so a large original
+/// is never copied to build an envelope or a ricevuta completa.
+struct Postacert {
+    part: MimePart<'static>,
+    body: Vec<u8>,
+}
+
+/// Stands for the postacert body while the parts are written. The other
+/// parts are ours (text and XML) and never contain NUL bytes.
+const POSTACERT_MARK: &[u8] = b"\0pecd:postacert\0";
+
+fn postacert_part(original: Vec<u8>) -> Postacert {
     let cte = if original.iter().all(|b| *b < 0x80 && *b != 0) {
         "7bit"
     } else if original.contains(&0) {
@@ -242,27 +254,47 @@ fn postacert_part(original: Vec<u8>) -> MimePart<'static> {
     } else {
         "8bit"
     };
-    MimePart::new(
+    let part = MimePart::new(
         ContentType::new("message/rfc822").attribute("name", "postacert.eml"),
-        BodyPart::Binary(original.into()),
+        BodyPart::Binary(POSTACERT_MARK.into()),
     )
     .transfer_encoding(cte)
     .header(
         "Content-Disposition",
         HeaderType::ContentType(ContentType::new("inline").attribute("filename", "postacert.eml")),
-    )
+    );
+    Postacert {
+        part,
+        body: original,
+    }
 }
 
-fn entity(parts: Vec<MimePart<'static>>) -> Vec<u8> {
-    let mut out =
+/// The multipart/mixed entity of `parts`, then `postacert` last.
+fn entity(mut parts: Vec<MimePart<'static>>, postacert: Option<Postacert>) -> Vec<u8> {
+    let body = postacert.map(|p| {
+        parts.push(p.part);
+        p.body
+    });
+    let mut small =
         Vec::with_capacity(parts.iter().map(MimePart::size).sum::<usize>() * 4 / 3 + 2048);
     // Writing into a Vec cannot fail.
     let _ = MimePart::new(
         ContentType::new("multipart/mixed"),
         BodyPart::Multipart(parts),
     )
-    .write_part(&mut out);
-    out
+    .write_part(&mut small);
+    let Some(mut body) = body else {
+        return small;
+    };
+    // The part's CTE header is set, so its body is written as it is: the
+    // mark is there once.
+    let Some(at) = memchr::memmem::find(&small, POSTACERT_MARK) else {
+        return small;
+    };
+    body.reserve_exact(small.len() - POSTACERT_MARK.len());
+    body.splice(0..0, small[..at].iter().copied());
+    body.extend_from_slice(&small[at + POSTACERT_MARK.len()..]);
+    body
 }
 
 fn enc(name: &'static str, value: impl Into<HeaderType<'static>>) -> HeaderLine {
@@ -327,13 +359,12 @@ fn notice(
     d: &Daticert,
     original: Option<Vec<u8>>,
 ) -> UnsignedMessage {
-    let mut parts = vec![text_parts(body), daticert_part(d)];
-    if let Some(o) = original {
-        parts.push(postacert_part(o));
-    }
     UnsignedMessage {
         headers: notice_headers(kind, c, message_id, to),
-        entity: entity(parts),
+        entity: entity(
+            vec![text_parts(body), daticert_part(d)],
+            original.map(postacert_part),
+        ),
     }
 }
 
@@ -397,11 +428,10 @@ pub fn transport_traced(c: &Certification, trace: &[u8], original: &[u8]) -> Uns
     );
     UnsignedMessage {
         headers,
-        entity: entity(vec![
-            text_parts(&body),
-            daticert_part(&d),
-            postacert_part(postacert),
-        ]),
+        entity: entity(
+            vec![text_parts(&body), daticert_part(&d)],
+            Some(postacert_part(postacert)),
+        ),
     }
 }
 
@@ -462,10 +492,10 @@ pub fn anomaly(a: &AnomalyInput<'_>) -> UnsignedMessage {
     let body = text::anomaly(&facts, a.recipients, a.reason);
     UnsignedMessage {
         headers,
-        entity: entity(vec![
-            text_parts(&body),
-            postacert_part(to_crlf(a.received).into_owned()),
-        ]),
+        entity: entity(
+            vec![text_parts(&body)],
+            Some(postacert_part(to_crlf(a.received).into_owned())),
+        ),
     }
 }
 
@@ -538,13 +568,34 @@ pub fn delivery(
     variant: ReceiptVariant,
     postacert: Option<&[u8]>,
 ) -> UnsignedMessage {
+    delivery_owned(
+        c,
+        message_id,
+        recipient,
+        variant,
+        postacert.map(<[u8]>::to_vec),
+    )
+}
+
+/// [`delivery`] taking the original by value: a completa carries that very
+/// buffer (a large original is not copied once more).
+pub fn delivery_owned(
+    c: &Certification,
+    message_id: &str,
+    recipient: &str,
+    variant: ReceiptVariant,
+    postacert: Option<Vec<u8>>,
+) -> UnsignedMessage {
     let mut d = c.daticert(PecType::Delivery);
     // `<ricevuta tipo>` is the type *requested*, not the variant produced (RT §3.8).
     d.ricevuta = Some(c.receipt_request);
     d.consegna = Some(recipient.to_string());
     let original = match (variant, postacert) {
-        (ReceiptVariant::Full, Some(p)) => Some(to_crlf(p).into_owned()),
-        (ReceiptVariant::Short, Some(p)) => Some(super::breve::hash_attachments(&to_crlf(p))),
+        (ReceiptVariant::Full, Some(p)) => Some(match to_crlf(&p) {
+            std::borrow::Cow::Borrowed(_) => p,
+            std::borrow::Cow::Owned(o) => o,
+        }),
+        (ReceiptVariant::Short, Some(p)) => Some(super::breve::hash_attachments(&to_crlf(&p))),
         _ => None,
     };
     // Without the original a completa/breve cannot be built: degrade to sintetica.

@@ -13,7 +13,7 @@ use super::headers::{
     X_TRASPORTO, X_VERIFICA_SICUREZZA,
 };
 use super::mime::{header_fields, header_value, split_header, unfold};
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MessageParser;
 
 /// What the cryptographic and index checks established (RT §6.3 steps 1–3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,13 +165,15 @@ fn read(top_header: &[u8], entity: &[u8]) -> Reading {
             .and_then(|a| a.rsplit_once('@'))
             .map(|(_, d)| d.to_ascii_lowercase());
     }
-    if let Some(msg) = MessageParser::default().parse(entity) {
-        for part in msg.parts.iter().skip(1) {
-            let Some(name) = part.attachment_name() else {
+    // The entity's parts are walked, not parsed: only daticert.xml is
+    // decoded, so a large original inside postacert.eml costs nothing here.
+    if super::mime::multipart_boundary(split_header(entity).0).is_some() {
+        for (header, body) in super::mime::leaf_parts(entity) {
+            let Some(name) = super::mime::part_name(header) else {
                 continue;
             };
             if name.eq_ignore_ascii_case("daticert.xml") && r.daticert.is_none() {
-                match Daticert::parse(part.contents()) {
+                match Daticert::parse(&super::mime::decoded_body(header, body)) {
                     Ok(d) => r.daticert = Some(d),
                     Err(e) => r.daticert_error = Some(e.to_string()),
                 }

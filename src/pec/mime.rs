@@ -352,3 +352,225 @@ mod tests {
         assert_eq!(latin1("è€"), vec![0xE8, b'?']);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Walking a multipart body without decoding it (large messages)
+
+/// Whether `line` is a delimiter of `boundary` (RFC 2046 §5.1.1), and if so
+/// whether it is the closing one.
+pub fn is_delimiter(line: &[u8], boundary: &[u8]) -> Option<bool> {
+    let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
+    let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
+    let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+    let closing = rest.starts_with(b"--");
+    let tail = if closing { &rest[2..] } else { rest };
+    // Transport padding (white space) may follow.
+    tail.iter()
+        .all(|b| *b == b' ' || *b == b'\t')
+        .then_some(closing)
+}
+
+/// The body parts of a multipart `body` delimited by `boundary`, borrowed,
+/// and whether the closing delimiter was found (without it the last part
+/// runs to the end, as lenient readers take it).
+pub fn multipart_bodies<'a>(body: &'a [u8], boundary: &[u8]) -> (Vec<&'a [u8]>, bool) {
+    // Delimiter lines: (line start, line end).
+    let mut delims: Vec<(usize, usize)> = Vec::new();
+    let mut closed = false;
+    let mut i = 0;
+    while i < body.len() {
+        let end = memchr::memchr(b'\n', &body[i..]).map_or(body.len(), |p| i + p + 1);
+        if let Some(closing) = is_delimiter(&body[i..end], boundary) {
+            delims.push((i, end));
+            if closing {
+                closed = true;
+                break;
+            }
+        }
+        i = end;
+    }
+    if !closed && !delims.is_empty() {
+        delims.push((body.len(), body.len()));
+    }
+    let parts = delims
+        .windows(2)
+        .map(|w| {
+            let (start, mut end) = (w[0].1, w[1].0);
+            // The line break before a delimiter belongs to the delimiter.
+            if end > start && body[end - 1] == b'\n' {
+                end -= 1;
+                if end > start && body[end - 1] == b'\r' {
+                    end -= 1;
+                }
+            }
+            &body[start..end.max(start)]
+        })
+        .collect();
+    (parts, closed)
+}
+
+/// The boundary of a multipart header block; none for other types.
+pub fn multipart_boundary(header: &[u8]) -> Option<Vec<u8>> {
+    use mail_parser::MimeHeaders;
+    let mut h = header.to_vec();
+    h.extend_from_slice(b"\r\n");
+    let msg = mail_parser::MessageParser::default().parse_headers(&h[..])?;
+    let ct = msg.content_type()?;
+    if !ct.ctype().eq_ignore_ascii_case("multipart") {
+        return None;
+    }
+    ct.attribute("boundary").map(|b| b.as_bytes().to_vec())
+}
+
+/// The leaf parts (header block, undecoded body) of an entity, walking
+/// nested multiparts but not into `message/rfc822` parts, in order, borrowed:
+/// nothing is decoded or copied, however large the message. A part that is
+/// not multipart is its own only leaf.
+pub fn leaf_parts(raw: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out = Vec::new();
+    walk(raw, 0, &mut out);
+    out
+}
+
+/// Deeper nesting than this is not followed (a bomb of nested multiparts).
+const MAX_DEPTH: usize = 16;
+
+fn walk<'a>(raw: &'a [u8], depth: usize, out: &mut Vec<(&'a [u8], &'a [u8])>) {
+    let (header, body) = split_header(raw);
+    match multipart_boundary(header) {
+        Some(b) if depth < MAX_DEPTH => {
+            for part in multipart_bodies(body, &b).0 {
+                walk(part, depth + 1, out);
+            }
+        }
+        _ => out.push((header, body)),
+    }
+}
+
+/// A part's file name: Content-Disposition `filename`, else Content-Type
+/// `name` (RFC 2183, and the older habit).
+pub fn part_name(header: &[u8]) -> Option<String> {
+    use mail_parser::MimeHeaders;
+    let mut h = header.to_vec();
+    h.extend_from_slice(b"\r\n");
+    let msg = mail_parser::MessageParser::default().parse_headers(&h[..])?;
+    msg.attachment_name().map(str::to_string)
+}
+
+/// A part's body decoded by its Content-Transfer-Encoding (base64,
+/// quoted-printable, or as it is).
+pub fn decoded_body(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let cte = header_value(header, "Content-Transfer-Encoding")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match cte.as_str() {
+        "base64" => {
+            use base64::Engine;
+            let clean: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(&clean)
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&clean))
+                .unwrap_or_default()
+        }
+        "quoted-printable" => {
+            // Rare for these parts; mail-parser's decoder, on this part only.
+            let mut m = header.to_vec();
+            m.extend_from_slice(b"\r\n\r\n");
+            m.extend_from_slice(body);
+            mail_parser::MessageParser::default()
+                .parse(&m[..])
+                .and_then(|msg| msg.parts.first().map(|p| p.contents().to_vec()))
+                .unwrap_or_default()
+        }
+        _ => body.to_vec(),
+    }
+}
+
+/// The decoded bodies of the first leaf parts named `names` (any depth,
+/// not inside attached messages), one multipart walk for all.
+pub fn named_parts(raw: &[u8], names: &[&str]) -> Vec<Option<Vec<u8>>> {
+    let leaves = leaf_parts(raw);
+    let named: Vec<(Option<String>, &[u8], &[u8])> =
+        leaves.iter().map(|(h, b)| (part_name(h), *h, *b)).collect();
+    names
+        .iter()
+        .map(|want| {
+            named
+                .iter()
+                .find(|(n, _, _)| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(want)))
+                .map(|(_, h, b)| decoded_body(h, b))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    const NESTED: &[u8] = b"Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+preamble\r\n\
+--outer\r\n\
+Content-Type: multipart/alternative; boundary=in\r\n\r\n\
+--in\r\nContent-Type: text/plain\r\n\r\nciao\r\n--in\r\nContent-Type: text/html\r\n\r\n<p>ciao</p>\r\n--in--\r\n\
+--outer\r\n\
+Content-Type: application/xml; name=\"daticert.xml\"\r\nContent-Transfer-Encoding: base64\r\n\r\nPHg+MTwveD4=\r\n\
+--outer\r\n\
+Content-Type: message/rfc822; name=\"postacert.eml\"\r\n\r\n\
+Content-Type: multipart/mixed; boundary=\"deep\"\r\n\r\n--deep\r\nContent-Type: text/plain; name=\"hidden.txt\"\r\n\r\nno\r\n--deep--\r\n\
+--outer--  \r\nepilogue\r\n";
+
+    #[test]
+    fn leaves_are_found_in_nested_multiparts_but_not_inside_attached_messages() {
+        let leaves = leaf_parts(NESTED);
+        let names: Vec<Option<String>> = leaves.iter().map(|(h, _)| part_name(h)).collect();
+        assert_eq!(
+            names,
+            vec![
+                None,
+                None,
+                Some("daticert.xml".into()),
+                Some("postacert.eml".into())
+            ]
+        );
+        assert_eq!(leaves[0].1, b"ciao");
+        let got = named_parts(NESTED, &["daticert.xml", "hidden.txt", "postacert.eml"]);
+        assert_eq!(got[0].as_deref(), Some(&b"<x>1</x>"[..]));
+        assert_eq!(got[1], None, "not inside the attached message");
+        assert!(
+            got[2]
+                .as_deref()
+                .unwrap()
+                .starts_with(b"Content-Type: multipart/mixed; boundary=\"deep\"")
+        );
+    }
+
+    #[test]
+    fn an_unclosed_multipart_runs_to_the_end_and_is_said_so() {
+        let (parts, closed) = multipart_bodies(b"--b\r\none\r\n--b\r\ntwo", b"b");
+        assert_eq!((parts, closed), (vec![&b"one"[..], &b"two"[..]], false));
+        let (parts, closed) = multipart_bodies(b"x\r\n--b\r\none\r\n--b--\r\nafter", b"b");
+        assert_eq!((parts, closed), (vec![&b"one"[..]], true));
+        assert_eq!(multipart_bodies(b"no delimiters", b"b").0.len(), 0);
+        assert_eq!(is_delimiter(b"--b-- \t\r\n", b"b"), Some(true));
+        assert_eq!(is_delimiter(b"--bx\r\n", b"b"), None);
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_not_followed() {
+        let mut m = Vec::new();
+        for i in 0..40 {
+            m.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+                    .as_bytes(),
+            );
+        }
+        m.extend_from_slice(b"Content-Type: text/plain\r\n\r\nend\r\n");
+        let leaves = leaf_parts(&m);
+        assert_eq!(leaves.len(), 1);
+    }
+}

@@ -42,18 +42,6 @@ pub struct SignedParts<'a> {
     pub micalg: Option<String>,
 }
 
-fn is_delimiter(line: &[u8], boundary: &[u8]) -> Option<bool> {
-    let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
-    let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
-    let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
-    let closing = rest.starts_with(b"--");
-    let tail = if closing { &rest[2..] } else { rest };
-    // RFC 2046 §5.1.1: transport padding (white space) may follow.
-    tail.iter()
-        .all(|b| *b == b' ' || *b == b'\t')
-        .then_some(closing)
-}
-
 /// Split a message whose top-level type is `multipart/signed`.
 pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
     let (header, body) = split_header(raw);
@@ -82,37 +70,12 @@ pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
     let protocol = ct.attribute("protocol").unwrap_or("").to_ascii_lowercase();
     let micalg = ct.attribute("micalg").map(str::to_ascii_lowercase);
 
-    // Delimiter positions: (line start, line end, closing).
-    let mut delims = Vec::new();
-    let mut i = 0;
-    while i < body.len() {
-        let end = body[i..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(body.len(), |p| i + p + 1);
-        if let Some(closing) = is_delimiter(&body[i..end], &boundary) {
-            delims.push((i, end, closing));
-            if closing {
-                break;
-            }
-        }
-        i = end;
-    }
-    if delims.len() < 3 {
+    let (parts, closed) = crate::pec::mime::multipart_bodies(body, &boundary);
+    // Two parts, closed; or (unclosed) a third delimiter after them.
+    if parts.len() < 2 || (!closed && parts.len() < 3) {
         return Err("multipart/signed needs two parts and a closing delimiter".into());
     }
-    let part = |n: usize| -> &[u8] {
-        let start = delims[n].1;
-        let mut end = delims[n + 1].0;
-        // The line break before a delimiter belongs to the delimiter.
-        if end > start && body[end - 1] == b'\n' {
-            end -= 1;
-            if end > start && body[end - 1] == b'\r' {
-                end -= 1;
-            }
-        }
-        &body[start..end]
-    };
+    let part = |n: usize| -> &[u8] { parts[n] };
     let content = part(0);
     let sig_part = part(1);
     let (sig_header, sig_body) = split_header(sig_part);
