@@ -9,18 +9,18 @@
 
 use super::session::Who;
 use super::{
-    Errors, Fields, Nav, St, Web, bar, blocking, client_ip, csrf_input, date_it, download, field,
-    human, internal, italian, locked_page, page, state_it, throttle_keys, time_it,
+    Errors, Fields, LoginOutcome, Nav, Posted, St, Web, bar, blocking, csrf_input, date_it,
+    download, field, human, internal, italian, login_flow, login_page_for, page, state_it, time_it,
 };
 use crate::accounts::{self, Account, AccountState};
 use crate::tenants::{self, TenantError};
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 struct Me {
@@ -58,9 +58,25 @@ fn me(w: &Web, h: &HeaderMap) -> Result<Me, Response> {
     }
 }
 
-fn me_post(w: &Web, h: &HeaderMap, f: &Fields) -> Result<Me, Response> {
-    w.posted(h, f)?;
-    me(w, h)
+/// A page of the holder's area: the holder's session, or the login.
+impl FromRequestParts<Arc<Web>> for Me {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, w: &Arc<Web>) -> Result<Me, Response> {
+        me(w, &parts.headers)
+    }
+}
+
+/// A form posted in the holder's area: CSRF checked, then as [`Me`].
+struct MeForm(Me, Fields);
+
+impl FromRequest<Arc<Web>> for MeForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, w: &Arc<Web>) -> Result<MeForm, Response> {
+        let p = super::Posted::from_request(req, w).await?;
+        Ok(MeForm(me(w, &p.headers)?, p.fields))
+    }
 }
 
 fn login_form(csrf: &str, user: &str, errors: &Errors) -> Markup {
@@ -76,76 +92,53 @@ fn login_form(csrf: &str, user: &str, errors: &Errors) -> Markup {
     }
 }
 
+const TITLE: &str = "Area riservata del titolare";
+
 async fn login_page(State(w): St, h: HeaderMap) -> Response {
-    let (s, new_sid) = match w.login_session(&h) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Who::Holder(_) = s.who {
-        return Redirect::to("/casella").into_response();
-    }
-    let mut r = page(
-        "Area riservata del titolare",
-        Nav::None,
-        login_form(&s.csrf, "", &Errors::default()),
-    );
-    if let Some(sid) = new_sid {
-        super::set_cookie(&mut r, &h, &sid);
-    }
-    r
+    login_page_for(
+        &w,
+        &h,
+        TITLE,
+        |who| matches!(who, Who::Holder(_)).then_some("/casella"),
+        |csrf| login_form(csrf, "", &Errors::default()),
+    )
 }
 
-async fn login(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let (sid, s) = match w.posted(&h, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let user = f.get("indirizzo").trim().to_ascii_lowercase();
-    let ip = client_ip(&peer);
-    let keys = throttle_keys("holder", &user, &ip);
-    if let Some(wait) = w.sessions.locked_out(&keys) {
-        return locked_page("Area riservata del titolare", wait);
-    }
-    let acc = blocking(|| accounts::get(&w.app.store, &user))
-        .ok()
-        .flatten();
-    let ok = blocking(|| match &acc {
-        Some(a) => accounts::check_password(&a.password_hash, f.get("password")),
-        None => false,
-    });
-    let mut errors = Errors::default();
-    match acc {
-        Some(a) if ok && usable(&a) => {
-            w.sessions.succeeded(&keys[0]);
-            let to = if a.state == AccountState::PendingActivation {
-                "/casella/primo-accesso"
-            } else {
-                "/casella"
-            };
-            return w.logged_in(&h, &sid, Who::Holder(a.address), to);
-        }
-        Some(_) if ok => errors.add(
-            "_",
-            "La casella è sospesa o cessata: rivolgersi al proprio ordine.",
-        ),
-        _ => {
-            w.sessions.failed(&keys);
-            errors.add("_", "Credenziali non valide.");
-        }
-    }
-    let mut r = page(
-        "Area riservata del titolare",
-        Nav::None,
-        login_form(&s.csrf, &user, &errors),
-    );
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    r
+async fn login(State(w): St, p: Posted) -> Response {
+    let user = p.fields.get("indirizzo").trim().to_ascii_lowercase();
+    login_flow(
+        &w,
+        &p,
+        "holder",
+        &user,
+        TITLE,
+        |_| {
+            let acc = blocking(|| accounts::get(&w.app.store, &user))
+                .ok()
+                .flatten();
+            let ok = blocking(|| {
+                acc.as_ref().is_some_and(|a| {
+                    accounts::check_password(&a.password_hash, p.fields.get("password"))
+                })
+            });
+            match acc {
+                Some(a) if ok && usable(&a) => LoginOutcome::In {
+                    to: if a.state == AccountState::PendingActivation {
+                        "/casella/primo-accesso"
+                    } else {
+                        "/casella"
+                    },
+                    who: Who::Holder(a.address),
+                },
+                Some(_) if ok => LoginOutcome::Stopped(Errors::one(
+                    "_",
+                    "La casella è sospesa o cessata: rivolgersi al proprio ordine.",
+                )),
+                _ => LoginOutcome::Refused(Errors::one("_", "Credenziali non valide.")),
+            }
+        },
+        |csrf, errors| login_form(csrf, &user, errors),
+    )
 }
 
 async fn logout(State(w): St, h: HeaderMap, body: String) -> Response {
@@ -222,11 +215,7 @@ fn contract(w: &Web, a: &Account) -> String {
     )
 }
 
-async fn overview(State(w): St, h: HeaderMap) -> Response {
-    let m = match me(&w, &h) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn overview(State(w): St, m: Me) -> Response {
     if m.acc.state == AccountState::PendingActivation {
         return Redirect::to("/casella/primo-accesso").into_response();
     }
@@ -307,12 +296,7 @@ fn overview_page(w: &Web, m: &Me, notice: Option<&str>, form: &str, errors: &Err
     )
 }
 
-async fn change_password(State(w): St, h: HeaderMap, body: String) -> Response {
-    let f = Fields::parse(&body);
-    let m = match me_post(&w, &h, &f) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn change_password(State(w): St, MeForm(m, f): MeForm) -> Response {
     let mut errors = Errors::default();
     if !blocking(|| accounts::check_password(&m.acc.password_hash, f.get("current_password"))) {
         errors.add("current_password", "La password attuale non è corretta.");
@@ -340,12 +324,7 @@ async fn change_password(State(w): St, h: HeaderMap, body: String) -> Response {
     r
 }
 
-async fn change_email(State(w): St, h: HeaderMap, body: String) -> Response {
-    let f = Fields::parse(&body);
-    let m = match me_post(&w, &h, &f) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn change_email(State(w): St, MeForm(m, f): MeForm) -> Response {
     let now = w.app.clock.now();
     match blocking(|| {
         tenants::change_reference_email(&w.app.store, &m.acc.address, f.get("reference_email"), now)
@@ -365,12 +344,7 @@ async fn change_email(State(w): St, h: HeaderMap, body: String) -> Response {
     }
 }
 
-async fn request(State(w): St, h: HeaderMap, body: String) -> Response {
-    let f = Fields::parse(&body);
-    let m = match me_post(&w, &h, &f) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn request(State(w): St, MeForm(m, f): MeForm) -> Response {
     let req = match f.get("kind").strip_prefix("plan:") {
         Some(p) => tenants::Request::Upgrade {
             plan: p.to_string(),
@@ -410,11 +384,7 @@ async fn request(State(w): St, h: HeaderMap, body: String) -> Response {
     }
 }
 
-async fn contract_download(State(w): St, h: HeaderMap) -> Response {
-    let m = match me(&w, &h) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn contract_download(State(w): St, m: Me) -> Response {
     let name = format!("contratto-{}.txt", m.acc.address.replace('@', "_at_"));
     download(
         &name,
@@ -458,23 +428,14 @@ fn checkbox(name: &str, label: &str, errors: &Errors) -> Markup {
     }
 }
 
-async fn first_access_form(State(w): St, h: HeaderMap) -> Response {
-    let m = match me(&w, &h) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn first_access_form(State(w): St, m: Me) -> Response {
     if m.acc.state != AccountState::PendingActivation {
         return Redirect::to("/casella").into_response();
     }
     first_access_page(&w, &m, &Errors::default())
 }
 
-async fn first_access(State(w): St, h: HeaderMap, body: String) -> Response {
-    let f = Fields::parse(&body);
-    let m = match me_post(&w, &h, &f) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn first_access(State(w): St, MeForm(m, f): MeForm) -> Response {
     let mut errors = Errors::default();
     if f.get("new_password") != f.get("confirm_password") {
         errors.add("confirm_password", "Le due password non coincidono.");

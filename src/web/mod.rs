@@ -165,6 +165,42 @@ fn client_ip(peer: &std::net::SocketAddr) -> String {
     peer.ip().to_string()
 }
 
+/// The client's address, from the connection (see `admin::serve`).
+fn peer_of(ext: &axum::http::Extensions) -> std::net::SocketAddr {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}
+
+/// A posted urlencoded form whose CSRF token matches the session's.
+pub struct Posted {
+    headers: HeaderMap,
+    peer: std::net::SocketAddr,
+    fields: Fields,
+    sid: String,
+    session: Session,
+}
+
+impl axum::extract::FromRequest<Arc<Web>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, w: &Arc<Web>) -> Result<Posted, Response> {
+        let headers = req.headers().clone();
+        let peer = peer_of(req.extensions());
+        let body = String::from_request(req, w)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let fields = Fields::parse(&body);
+        let (sid, session) = w.posted(&headers, &fields)?;
+        Ok(Posted {
+            headers,
+            peer,
+            fields,
+            sid,
+            session,
+        })
+    }
+}
+
 /// A urlencoded form's fields.
 pub struct Fields(HashMap<String, String>);
 
@@ -509,6 +545,80 @@ async fn js() -> Response {
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
+}
+
+/// What an area's credentials check decided.
+enum LoginOutcome {
+    /// Logged in as `who`; go to `to`.
+    In { who: Who, to: &'static str },
+    /// Wrong credentials: counted for throttling.
+    Refused(Errors),
+    /// Right credentials that cannot log in now (a missing second factor,
+    /// a suspended mailbox): not counted.
+    Stopped(Errors),
+}
+
+/// Every area's login page: the form in a (new, anonymous) session, or
+/// straight to `home` when the session is already `area`'s.
+fn login_page_for(
+    w: &Web,
+    h: &HeaderMap,
+    title: &str,
+    already: impl Fn(&Who) -> Option<&'static str>,
+    form: impl Fn(&str) -> Markup,
+) -> Response {
+    let (s, new_sid) = match w.login_session(h) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Some(home) = already(&s.who) {
+        return Redirect::to(home).into_response();
+    }
+    let mut r = page(title, Nav::None, form(&s.csrf));
+    if let Some(sid) = new_sid {
+        set_cookie(&mut r, h, &sid);
+    }
+    r
+}
+
+/// Every area's login: throttled by user and client address, the check,
+/// a fresh session on success; otherwise the form again with its errors.
+fn login_flow(
+    w: &Web,
+    p: &Posted,
+    kind: &str,
+    user: &str,
+    title: &str,
+    check: impl FnOnce(&str) -> LoginOutcome,
+    form: impl FnOnce(&str, &Errors) -> Markup,
+) -> Response {
+    let ip = client_ip(&p.peer);
+    let keys = throttle_keys(kind, user, &ip);
+    if let Some(wait) = w.sessions.locked_out(&keys) {
+        return locked_page(title, wait);
+    }
+    let errors = match check(&ip) {
+        LoginOutcome::In { who, to } => {
+            w.sessions.succeeded(&keys[0]);
+            return w.logged_in(&p.headers, &p.sid, who, to);
+        }
+        LoginOutcome::Refused(e) => {
+            w.sessions.failed(&keys);
+            e
+        }
+        LoginOutcome::Stopped(e) => e,
+    };
+    let mut r = page(title, Nav::None, form(&p.session.csrf, &errors));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r
+}
+
+impl Errors {
+    fn one(field: &str, msg: &str) -> Errors {
+        let mut e = Errors::default();
+        e.add(field, msg);
+        e
+    }
 }
 
 /// Login throttling keys: the user and the client.

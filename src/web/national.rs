@@ -7,17 +7,16 @@
 
 use super::session::Who;
 use super::{
-    Errors, Fields, Nav, St, Web, blocking, client_ip, csrf_input, field, internal, italian,
-    locked_page, page, throttle_keys, time_it,
+    Errors, Fields, LoginOutcome, Nav, Posted, St, Web, blocking, client_ip, csrf_input, field,
+    internal, italian, login_flow, login_page_for, page, time_it,
 };
 use crate::tenants;
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use maud::html;
-use std::net::SocketAddr;
+use maud::{Markup, html};
 use std::sync::Arc;
 
 fn admin(w: &Web, h: &HeaderMap) -> Result<String, Response> {
@@ -27,72 +26,60 @@ fn admin(w: &Web, h: &HeaderMap) -> Result<String, Response> {
     }
 }
 
-async fn login_page(State(w): St, h: HeaderMap) -> Response {
-    let (s, new_sid) = match w.login_session(&h) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let mut r = login_form(&s.csrf, &Errors::default());
-    if let Some(sid) = new_sid {
-        super::set_cookie(&mut r, &h, &sid);
-    }
-    r
-}
+const TITLE: &str = "Amministrazione nazionale";
 
-fn login_form(csrf: &str, errors: &Errors) -> Response {
-    page(
-        "Amministrazione nazionale",
-        Nav::None,
-        html! {
-            @if let Some(e) = errors.get("_") { p.alert role="alert" { (e) } }
-            form method="post" action="/nazionale/login" {
-                (csrf_input(csrf))
-                (field("token", "Chiave di amministrazione (admin.token)", "password", "", errors, true, false, "current-password"))
-                button type="submit" { "Accedi" }
-            }
-        },
+async fn login_page(State(w): St, h: HeaderMap) -> Response {
+    login_page_for(
+        &w,
+        &h,
+        TITLE,
+        |who| (*who == Who::National).then_some("/nazionale"),
+        |csrf| login_form(csrf, &Errors::default()),
     )
 }
 
-async fn login(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let (sid, s) = match w.posted(&h, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let ip = client_ip(&peer);
-    let keys = throttle_keys("national", "admin", &ip);
-    if let Some(wait) = w.sessions.locked_out(&keys) {
-        return locked_page("Amministrazione nazionale", wait);
+fn login_form(csrf: &str, errors: &Errors) -> Markup {
+    html! {
+        @if let Some(e) = errors.get("_") { p.alert role="alert" { (e) } }
+        form method="post" action="/nazionale/login" {
+            (csrf_input(csrf))
+            (field("token", "Chiave di amministrazione (admin.token)", "password", "", errors, true, false, "current-password"))
+            button type="submit" { "Accedi" }
+        }
     }
-    let given = f.get("token").trim();
-    let ok = given.len() == w.admin_token.len()
-        && openssl::memcmp::eq(given.as_bytes(), w.admin_token.as_bytes());
-    let now = w.app.clock.now();
-    if ok {
-        w.sessions.succeeded(&keys[0]);
-        let _ = blocking(|| {
-            tenants::log_action(
-                &w.app.store,
-                now,
-                &format!("admin (panel, {ip})"),
-                None,
-                "national panel login",
-            )
-        });
-        return w.logged_in(&h, &sid, Who::National, "/nazionale");
-    }
-    w.sessions.failed(&keys);
-    let mut e = Errors::default();
-    e.add("_", "Chiave non valida.");
-    let mut r = login_form(&s.csrf, &e);
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    r
+}
+
+async fn login(State(w): St, p: Posted) -> Response {
+    login_flow(
+        &w,
+        &p,
+        "national",
+        "admin",
+        TITLE,
+        |ip| {
+            let given = p.fields.get("token").trim();
+            let ok = given.len() == w.admin_token.len()
+                && openssl::memcmp::eq(given.as_bytes(), w.admin_token.as_bytes());
+            if !ok {
+                return LoginOutcome::Refused(Errors::one("_", "Chiave non valida."));
+            }
+            let now = w.app.clock.now();
+            let _ = blocking(|| {
+                tenants::log_action(
+                    &w.app.store,
+                    now,
+                    &format!("admin (panel, {ip})"),
+                    None,
+                    "national panel login",
+                )
+            });
+            LoginOutcome::In {
+                who: Who::National,
+                to: "/nazionale",
+            }
+        },
+        login_form,
+    )
 }
 
 async fn logout(State(w): St, h: HeaderMap, body: String) -> Response {
@@ -149,24 +136,15 @@ fn desk_page(w: &Web, csrf: &str, notice: Option<&str>, error: Option<(&str, Str
     )
 }
 
-async fn resolve(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    if let Err(r) = w.posted(&h, &f) {
-        return r;
-    }
-    let csrf = match admin(&w, &h) {
+async fn resolve(State(w): St, Path(id): Path<String>, p: Posted) -> Response {
+    let csrf = match admin(&w, &p.headers) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let actor = format!("admin (panel, {})", client_ip(&peer));
+    let actor = format!("admin (panel, {})", client_ip(&p.peer));
     let now = w.app.clock.now();
-    match blocking(|| tenants::resolve_anomaly(&w.app.store, &id, f.get("note"), &actor, now)) {
+    let note = p.fields.get("note");
+    match blocking(|| tenants::resolve_anomaly(&w.app.store, &id, note, &actor, now)) {
         Ok(_) => desk_page(&w, &csrf, Some("Segnalazione chiusa."), None),
         Err(e) => {
             let mut r = desk_page(&w, &csrf, None, Some((&id, italian(&e))));

@@ -10,14 +10,17 @@
 
 use super::session::Who;
 use super::{
-    Errors, Fields, Nav, St, Web, bar, blocking, client_ip, csrf_input, date_it, download, field,
-    human, internal, italian, italian_field, locked_page, not_found, page, state_it, throttle_keys,
-    time_it,
+    Errors, Fields, LoginOutcome, Nav, Posted, St, Web, bar, blocking, client_ip, csrf_input,
+    date_it, download, field, human, internal, italian, italian_field, login_flow, login_page_for,
+    not_found, page, state_it, time_it,
 };
 use crate::accounts::{Account, AccountState, Holder};
 use crate::tenants::{self, Cancellation, NewMember, TenantError};
 use axum::Router;
-use axum::extract::{ConnectInfo, Multipart, Path, Query, State};
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, Multipart, Path, Query, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
@@ -63,10 +66,25 @@ fn operator(w: &Web, h: &HeaderMap, peer: &SocketAddr) -> Result<Op, Response> {
     }
 }
 
-/// [`operator`] for a posted form: its CSRF token must match.
-fn operator_post(w: &Web, h: &HeaderMap, peer: &SocketAddr, f: &Fields) -> Result<Op, Response> {
-    w.posted(h, f)?;
-    operator(w, h, peer)
+/// A page of the panel: an order's session, or a redirect to the login.
+impl FromRequestParts<Arc<Web>> for Op {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, w: &Arc<Web>) -> Result<Op, Response> {
+        operator(w, &parts.headers, &super::peer_of(&parts.extensions))
+    }
+}
+
+/// A form posted to the panel: its CSRF token checked, then as [`Op`].
+struct OpForm(Op, Fields);
+
+impl FromRequest<Arc<Web>> for OpForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, w: &Arc<Web>) -> Result<OpForm, Response> {
+        let p = super::Posted::from_request(req, w).await?;
+        Ok(OpForm(operator(w, &p.headers, &p.peer)?, p.fields))
+    }
 }
 
 // --------------------------------------------------------------------------
@@ -86,93 +104,60 @@ fn login_form(csrf: &str, user: &str, errors: &Errors) -> Markup {
 }
 
 async fn login_page(State(w): St, h: HeaderMap) -> Response {
-    let (s, new_sid) = match w.login_session(&h) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Who::Order(_) = s.who {
-        return Redirect::to("/ordine").into_response();
-    }
-    let mut r = page(
-        "Accesso dell'ordine",
-        Nav::None,
-        login_form(&s.csrf, "", &Errors::default()),
-    );
-    if let Some(sid) = new_sid {
-        super::set_cookie(&mut r, &h, &sid);
-    }
-    r
+    login_page_for(
+        &w,
+        &h,
+        TITLE,
+        |who| matches!(who, Who::Order(_)).then_some("/ordine"),
+        |csrf| login_form(csrf, "", &Errors::default()),
+    )
 }
 
-async fn login(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let (sid, s) = match w.posted(&h, &f) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let user = f.get("ordine").trim().to_string();
-    let ip = client_ip(&peer);
-    let keys = throttle_keys("order", &user, &ip);
-    if let Some(wait) = w.sessions.locked_out(&keys) {
-        return locked_page("Accesso dell'ordine", wait);
-    }
+const TITLE: &str = "Accesso dell'ordine";
+
+async fn login(State(w): St, p: Posted) -> Response {
+    let user = p.fields.get("ordine").trim().to_string();
     let now = w.app.clock.now();
-    let checked = blocking(|| {
-        tenants::check_login(
-            &w.app.store,
-            &user,
-            f.get("password"),
-            Some(f.get("codice")),
-            now,
-        )
-    });
-    let mut errors = Errors::default();
-    match checked {
-        Ok(()) => {
-            w.sessions.succeeded(&keys[0]);
-            let _ = blocking(|| {
-                tenants::log_action(
+    login_flow(
+        &w,
+        &p,
+        "order",
+        &user,
+        TITLE,
+        |ip| {
+            let checked = blocking(|| {
+                tenants::check_login(
                     &w.app.store,
+                    &user,
+                    p.fields.get("password"),
+                    Some(p.fields.get("codice")),
                     now,
-                    &format!("order:{user} (panel, {ip})"),
-                    None,
-                    "panel login",
                 )
             });
-            return w.logged_in(&h, &sid, Who::Order(user), "/ordine");
-        }
-        Err(tenants::LoginFailure::CodeNeeded) => {
-            errors.add(
-                "codice",
-                "Inserire il codice a 6 cifre dell'app di autenticazione.",
-            );
-        }
-        Err(tenants::LoginFailure::Wrong) => {
-            w.sessions.failed(&keys);
-            let _ = blocking(|| {
-                tenants::log_action(
-                    &w.app.store,
-                    now,
-                    &format!("web ({ip})"),
-                    None,
-                    &format!("panel login failed for order {user:?}"),
-                )
-            });
-            errors.add("_", "Credenziali non valide.");
-        }
-    }
-    let mut r = page(
-        "Accesso dell'ordine",
-        Nav::None,
-        login_form(&s.csrf, &user, &errors),
-    );
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    r
+            let (actor, what) = match checked {
+                Ok(()) => (format!("order:{user} (panel, {ip})"), "panel login".into()),
+                Err(tenants::LoginFailure::CodeNeeded) => {
+                    return LoginOutcome::Stopped(Errors::one(
+                        "codice",
+                        "Inserire il codice a 6 cifre dell'app di autenticazione.",
+                    ));
+                }
+                Err(tenants::LoginFailure::Wrong) => (
+                    format!("web ({ip})"),
+                    format!("panel login failed for order {user:?}"),
+                ),
+            };
+            let _ = blocking(|| tenants::log_action(&w.app.store, now, &actor, None, &what));
+            match checked {
+                Ok(()) => LoginOutcome::In {
+                    who: Who::Order(user.clone()),
+                    to: "/ordine",
+                },
+                Err(_) => LoginOutcome::Refused(Errors::one("_", "Credenziali non valide.")),
+            }
+        },
+        |csrf, errors| login_form(csrf, &user, errors),
+    )
 }
 
 async fn logout(State(w): St, h: HeaderMap, body: String) -> Response {
@@ -199,15 +184,7 @@ fn usage(w: &Web, a: &Account) -> Option<Usage> {
     })
 }
 
-async fn dashboard(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn dashboard(State(w): St, op: Op) -> Response {
     let now = w.app.clock.now();
     let today = crate::clock::LegalTime::new(now).date();
     let data = blocking(|| {
@@ -349,16 +326,7 @@ fn account_list(list: &[&Account], extra: impl Fn(&Account) -> String) -> Markup
 // --------------------------------------------------------------------------
 // Mailbox list and search
 
-async fn list(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn list(State(w): St, op: Op, Query(q): Query<HashMap<String, String>>) -> Response {
     let text = q.get("q").map(|s| s.trim().to_string()).unwrap_or_default();
     let page_no: usize = q
         .get("pagina")
@@ -503,15 +471,7 @@ fn new_form(w: &Web, op: &Op, f: &Fields, errors: &Errors, suggested: Option<&st
     }
 }
 
-async fn new_page(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn new_page(State(w): St, op: Op) -> Response {
     page(
         "Nuova casella",
         op.nav(),
@@ -527,17 +487,7 @@ fn tenant(w: &Web, id: &str) -> Result<tenants::Tenant, Response> {
     }
 }
 
-async fn create(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let op = match operator_post(&w, &h, &peer, &f) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn create(State(w): St, OpForm(op, f): OpForm) -> Response {
     let t = match tenant(&w, &op.tenant) {
         Ok(t) => t,
         Err(r) => return r,
@@ -658,16 +608,7 @@ struct Outcome {
     form: &'static str,
 }
 
-async fn detail(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(address): Path<String>,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn detail(State(w): St, op: Op, Path(address): Path<String>) -> Response {
     let acc = match member(&w, &op, &address) {
         Ok(a) => a,
         Err(r) => return r,
@@ -921,18 +862,12 @@ fn event_it(e: crate::audit::Event) -> &'static str {
 /// outcome to show on the detail page).
 async fn operate(
     w: Arc<Web>,
-    peer: SocketAddr,
-    h: HeaderMap,
+    op: Op,
+    f: Fields,
     address: String,
-    body: String,
     form: &'static str,
     run: impl FnOnce(&Web, &Op, &Fields) -> Result<Markup, TenantError>,
 ) -> Response {
-    let f = Fields::parse(&body);
-    let op = match operator_post(&w, &h, &peer, &f) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
     if let Err(r) = member(&w, &op, &address) {
         return r;
     }
@@ -980,15 +915,9 @@ async fn operate(
     }
 }
 
-async fn edit(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(a): Path<String>,
-    body: String,
-) -> Response {
+async fn edit(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Response {
     let addr = a.clone();
-    operate(w, peer, h, a, body, "anagrafica", move |w, op, f| {
+    operate(w, op, f, a, "anagrafica", move |w, op, f| {
         let mut changes = serde_json::Map::new();
         for (name, _, _) in HOLDER_FIELDS {
             if !matches!(name, "nome" | "cognome" | "codice_fiscale") {
@@ -1008,15 +937,9 @@ async fn edit(
     .await
 }
 
-async fn reset(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(a): Path<String>,
-    body: String,
-) -> Response {
+async fn reset(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Response {
     let addr = a.clone();
-    operate(w, peer, h, a, body, "reset", move |w, op, f| {
+    operate(w, op, f, a, "reset", move |w, op, f| {
         let now = w.app.clock.now();
         if f.get("via") == "link" {
             let (token, acc) =
@@ -1034,15 +957,9 @@ async fn reset(
     .await
 }
 
-async fn set_plan(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(a): Path<String>,
-    body: String,
-) -> Response {
+async fn set_plan(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Response {
     let addr = a.clone();
-    operate(w, peer, h, a, body, "plan", move |w, op, f| {
+    operate(w, op, f, a, "plan", move |w, op, f| {
         let addons = f
             .get("addons")
             .trim()
@@ -1066,15 +983,9 @@ async fn set_plan(
     .await
 }
 
-async fn transfer(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(a): Path<String>,
-    body: String,
-) -> Response {
+async fn transfer(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Response {
     let addr = a.clone();
-    operate(w, peer, h, a, body, "transfer", move |w, op, f| {
+    operate(w, op, f, a, "transfer", move |w, op, f| {
         let to = f.get("to").trim();
         if to.is_empty() {
             return Err(TenantError::Invalid {
@@ -1101,15 +1012,9 @@ async fn transfer(
     .await
 }
 
-async fn cancel(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(a): Path<String>,
-    body: String,
-) -> Response {
+async fn cancel(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Response {
     let addr = a.clone();
-    operate(w, peer, h, a, body, "cancel", move |w, op, f| {
+    operate(w, op, f, a, "cancel", move |w, op, f| {
         let why = match f.get("reason") {
             "death" => Cancellation::Death,
             "request" => Cancellation::Request {
@@ -1136,15 +1041,9 @@ async fn cancel(
     .await
 }
 
-async fn unblock(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(a): Path<String>,
-    body: String,
-) -> Response {
+async fn unblock(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Response {
     let addr = a.clone();
-    operate(w, peer, h, a, body, "unblock", move |w, op, _| {
+    operate(w, op, f, a, "unblock", move |w, op, _| {
         tenants::unblock(
             &w.app.store,
             &op.tenant,
@@ -1157,15 +1056,9 @@ async fn unblock(
     .await
 }
 
-async fn report(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(a): Path<String>,
-    body: String,
-) -> Response {
+async fn report(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Response {
     let addr = a.clone();
-    operate(w, peer, h, a, body, "anomaly", move |w, op, f| {
+    operate(w, op, f, a, "anomaly", move |w, op, f| {
         let x = tenants::report_anomaly(
             &w.app.store,
             &op.tenant,
@@ -1196,15 +1089,7 @@ fn bulk_form(op: &Op) -> Markup {
     }
 }
 
-async fn bulk_page(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn bulk_page(op: Op) -> Response {
     page("Caricamento massivo", op.nav(), bulk_form(&op))
 }
 
@@ -1243,7 +1128,10 @@ async fn bulk_upload(
         }
     }
     let f = Fields(fields);
-    let op = match operator_post(&w, &h, &peer, &f) {
+    if let Err(r) = w.posted(&h, &f) {
+        return r;
+    }
+    let op = match operator(&w, &h, &peer) {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -1310,17 +1198,7 @@ async fn bulk_upload(
     )
 }
 
-async fn bulk_confirm(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let op = match operator_post(&w, &h, &peer, &f) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn bulk_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
     let Some(csv) = w.sessions.get(&op.sid).and_then(|s| s.bulk_csv) else {
         return page(
             "Caricamento massivo",
@@ -1379,15 +1257,7 @@ async fn bulk_confirm(
     )
 }
 
-async fn bulk_credentials(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn bulk_credentials(State(w): St, op: Op) -> Response {
     let Some(c) = w.sessions.get(&op.sid).and_then(|s| s.credentials) else {
         return not_found();
     };
@@ -1406,15 +1276,7 @@ async fn bulk_credentials(
 // --------------------------------------------------------------------------
 // Exports
 
-async fn exports(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn exports(op: Op) -> Response {
     page(
         "Esportazioni",
         op.nav(),
@@ -1427,15 +1289,7 @@ async fn exports(
     )
 }
 
-async fn export_feed(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn export_feed(State(w): St, op: Op) -> Response {
     let mut out = Vec::new();
     match blocking(|| tenants::export(&w.app.store, Some(&op.tenant), false, &mut out)) {
         Ok(_) => download(
@@ -1447,15 +1301,7 @@ async fn export_feed(
     }
 }
 
-async fn export_list(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn export_list(State(w): St, op: Op) -> Response {
     let members = match blocking(|| tenants::members(&w.app.store, &op.tenant, None)) {
         Ok(m) => m,
         Err(_) => return internal(),
@@ -1501,15 +1347,7 @@ async fn export_list(
 // --------------------------------------------------------------------------
 // Security: the second factor
 
-async fn security(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn security(State(w): St, op: Op) -> Response {
     security_page(&w, &op, None, &Errors::default())
 }
 
@@ -1546,17 +1384,7 @@ fn security_page(w: &Web, op: &Op, notice: Option<&str>, errors: &Errors) -> Res
     )
 }
 
-async fn totp_start(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let op = match operator_post(&w, &h, &peer, &f) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn totp_start(State(w): St, OpForm(op, _): OpForm) -> Response {
     let secret = crate::totp::new_secret();
     if secret.is_empty() {
         return internal();
@@ -1565,17 +1393,7 @@ async fn totp_start(
     security_page(&w, &op, None, &Errors::default())
 }
 
-async fn totp_confirm(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let op = match operator_post(&w, &h, &peer, &f) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn totp_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
     let Some(secret) = w.sessions.get(&op.sid).and_then(|s| s.totp_secret) else {
         return security_page(&w, &op, None, &Errors::default());
     };
@@ -1606,17 +1424,7 @@ async fn totp_confirm(
     }
 }
 
-async fn totp_disable(
-    State(w): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    body: String,
-) -> Response {
-    let f = Fields::parse(&body);
-    let op = match operator_post(&w, &h, &peer, &f) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+async fn totp_disable(State(w): St, OpForm(op, _): OpForm) -> Response {
     match blocking(|| {
         tenants::set_totp(&w.app.store, &op.tenant, None, &op.actor, w.app.clock.now())
     }) {
