@@ -465,18 +465,7 @@ pub fn decoded_body(header: &[u8], body: &[u8]) -> Vec<u8> {
         .trim()
         .to_ascii_lowercase();
     match cte.as_str() {
-        "base64" => {
-            use base64::Engine;
-            let clean: Vec<u8> = body
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(&clean)
-                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&clean))
-                .unwrap_or_default()
-        }
+        "base64" => base64_body(body).unwrap_or_default(),
         "quoted-printable" => {
             // Rare for these parts; mail-parser's decoder, on this part only.
             let mut m = header.to_vec();
@@ -489,6 +478,24 @@ pub fn decoded_body(header: &[u8], body: &[u8]) -> Vec<u8> {
         }
         _ => body.to_vec(),
     }
+}
+
+/// A base64 body (line breaks and padding as senders write them).
+pub fn base64_body(body: &[u8]) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&clean)
+        .or_else(|e| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(&clean)
+                .map_err(|_| e)
+        })
+        .map_err(|e| e.to_string())
 }
 
 /// The decoded bodies of the first leaf parts named `names` (any depth,

@@ -2,7 +2,6 @@
 
 use super::{SignedAttributes, certificate_sha1_hex, cms_info};
 use crate::pec::mime::{split_header, to_crlf};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use mail_parser::{MessageParser, MimeHeaders};
 use openssl::hash::MessageDigest;
@@ -89,13 +88,7 @@ pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
         .unwrap_or_default()
         .to_ascii_lowercase();
     let signature = if cte == "base64" || cte.is_empty() {
-        let clean: Vec<u8> = sig_body
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(&clean)
+        crate::pec::mime::base64_body(sig_body)
             .map_err(|e| format!("signature part is not valid base64: {e}"))?
     } else {
         sig_body.to_vec()

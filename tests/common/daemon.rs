@@ -330,3 +330,19 @@ impl Daemon {
         pecd::admin::call(self.admin, token, method, path, body.as_ref()).unwrap()
     }
 }
+
+/// A `/proc/<pid>/status` figure in MB (e.g. `VmHWM:`, `VmRSS:`); 0 when
+/// unreadable (the benches' memory figures).
+pub fn proc_status_mb(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(key)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
