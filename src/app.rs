@@ -992,6 +992,7 @@ impl App {
         }
         let rcpt_to = &fresh[..];
         let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
+        let mut flags = None;
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
                 // Unavailable scanner under `tempfail`: the item waits.
@@ -1061,20 +1062,13 @@ impl App {
                     }
                     return self.commit(b);
                 }
+                let mut deliverable = Vec::new();
                 for rcpt in rcpt_to {
                     let state = accounts::get(&self.store, rcpt)
                         .map_err(|e| e.to_string())?
                         .map(|a| a.state);
                     if state.is_some_and(AccountState::can_receive) {
-                        // Store first; the receipt follows the storage.
-                        self.enqueue_local(
-                            &mut b,
-                            &raw,
-                            rcpt,
-                            Some(&c.sender),
-                            Some(&c.pec_id),
-                            now,
-                        )?;
+                        deliverable.push(rcpt.as_str());
                         continue;
                     }
                     let failure = if state.is_some() {
@@ -1103,14 +1097,42 @@ impl App {
                         now,
                     )?;
                 }
+                // Store first; the receipt follows the storage. One local
+                // recipient (the common case) is delivered within this
+                // commit; several are queued, each with its own commit
+                // (their quota warnings need one account lock each).
+                match deliverable.as_slice() {
+                    [one] => flags = self.deliver_into(&mut b, item, one, Some(&c.sender), &raw)?,
+                    many => {
+                        for rcpt in many {
+                            self.enqueue_local(
+                                &mut b,
+                                &raw,
+                                rcpt,
+                                Some(&c.sender),
+                                Some(&c.pec_id),
+                                now,
+                            )?;
+                        }
+                    }
+                }
             }
             (Outcome::Pec, Some(ClaimedKind::Pec(t)), Some(d)) => {
                 // A receipt or notice for one of our users (or our service
                 // mailbox): deliver it and update the transaction. The SMTP
                 // recipient is not signed, so only existing mailboxes get it.
+                let mut existing = Vec::new();
                 for rcpt in rcpt_to {
                     if self.mailbox_exists(rcpt)? {
-                        self.to_mailbox(&mut b, &raw, rcpt, Some(&d.identificativo), now)?;
+                        existing.push(rcpt.as_str());
+                    }
+                }
+                match existing.as_slice() {
+                    [one] => flags = self.deliver_into(&mut b, item, one, None, &raw)?,
+                    many => {
+                        for rcpt in many {
+                            self.to_mailbox(&mut b, &raw, rcpt, Some(&d.identificativo), now)?;
+                        }
                     }
                 }
                 // RT §3.7: a rilevazione virus about one of our senders'
@@ -1219,7 +1241,7 @@ impl App {
                 r.append_to(&mut b);
             }
         }
-        self.commit(b)
+        self.commit_with_flags(b, flags)
     }
 
     // ----------------------------------------------------------------------
@@ -1245,6 +1267,26 @@ impl App {
         receipt_to: Option<&str>,
         data: &[u8],
     ) -> Result<(), String> {
+        let mut b = Batch::new();
+        item.remove(&mut b);
+        let flags = self.deliver_into(&mut b, item, mailbox, receipt_to, data)?;
+        self.commit_with_flags(b, flags)
+    }
+
+    /// Store `data` in `mailbox` (idempotently under `item`'s id: a retry
+    /// after a crash finds it), then, in `b`, the archive copy, the quota
+    /// warnings and — with `receipt_to` — the ricevuta di consegna or the
+    /// avviso di mancata consegna. `b`'s commit makes the delivery count:
+    /// a queued local delivery commits it alone, the reception point with
+    /// the rest of the message's processing (one commit instead of two).
+    fn deliver_into(
+        &self,
+        b: &mut Batch,
+        item: &Item,
+        mailbox: &str,
+        receipt_to: Option<&str>,
+        data: &[u8],
+    ) -> Result<Option<FlagChange>, String> {
         let stored: Result<(), DeliveryFailure> = match self.cfg().delivery.lmtp {
             Some(addr) => {
                 let out =
@@ -1292,16 +1334,12 @@ impl App {
         metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS, "target" => "local",
             "result" => if stored.is_ok() { "ok" } else { "permanent" })
         .increment(1);
-        let mut b = Batch::new();
-        item.remove(&mut b);
         let flags = match stored {
-            Ok(()) => self.after_storage(&mut b, mailbox, item, data, receipt_to.is_some())?,
+            Ok(()) => self.after_storage(b, mailbox, item, data, receipt_to.is_some())?,
             Err(_) => None,
         };
         match (receipt_to, stored) {
-            (Some(sender), stored) => {
-                self.delivery_outcome(&mut b, data, mailbox, sender, stored)?
-            }
+            (Some(sender), stored) => self.delivery_outcome(b, data, mailbox, sender, stored)?,
             (None, Err(failure)) => {
                 // A notice (accettazione, receipt, anomalia) the mailbox
                 // server refused: no PEC notice answers a notice (RT §1.2),
@@ -1314,11 +1352,11 @@ impl App {
                     failure.code(),
                     failure.description()
                 ));
-                r.append_to(&mut b);
+                r.append_to(b);
             }
             (None, Ok(())) => {}
         }
-        self.commit_with_flags(b, flags)
+        Ok(flags)
     }
 
     // ----------------------------------------------------------------------
