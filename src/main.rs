@@ -619,6 +619,13 @@ fn serve(path: &std::path::Path, log_format: Option<&str>) -> Result<(), String>
         if let Some(addr) = pecd::admin::start(app.clone(), rx.clone()).await? {
             bound.push(("admin".into(), addr));
         }
+        // Signal handlers before anyone is told we are up: a SIGHUP sent
+        // at once (a test, `systemctl reload` right after start) must
+        // reload, not kill by its default action.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| e.to_string())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
         app.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         // The inbound line comes last: scripts and tests wait for it.
         bound.sort_by_key(|(name, _)| name == "inbound");
@@ -633,8 +640,6 @@ fn serve(path: &std::path::Path, log_format: Option<&str>) -> Result<(), String>
         );
         let worker = tokio::spawn(app.clone().worker(tick, rx));
         // SIGHUP: reload the configuration; a bad file changes nothing.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| e.to_string())?;
         let reloader = app.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -648,8 +653,6 @@ fn serve(path: &std::path::Path, log_format: Option<&str>) -> Result<(), String>
                 }
             }
         });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -84,6 +84,8 @@ impl Conn {
             .await
             .map_err(|_| ClientError::Timeout)?
             .map_err(|source| ClientError::Connect { addr, source })?;
+        // Commands and the message are written whole (see server.rs).
+        let _ = tcp.set_nodelay(true);
         let mut c = Conn {
             stream: Box::new(tcp),
             buf: Vec::new(),
