@@ -182,6 +182,13 @@ fn main() {
     let e2e_s = start_all.elapsed().as_secs_f64();
     let pid = |d: &Daemon| d.child.as_ref().map_or(0, |c| c.id());
     let (rss_a, rss_b) = (rss_mb(pid(&a)), rss_mb(pid(&b)));
+    // After the run, once drained: what stays (a leak) against the peak.
+    std::thread::sleep(Duration::from_secs(3));
+    println!(
+        "after_drain_rss_a_mb={:.0} after_drain_rss_b_mb={:.0}",
+        common::daemon::proc_status_mb(pid(&a), "VmRSS:"),
+        common::daemon::proc_status_mb(pid(&b), "VmRSS:")
+    );
     a.kill();
     b.kill();
     let sign_per_s = sign_rate();
