@@ -327,6 +327,26 @@ impl Flags {
     }
 }
 
+/// What an archive copy is made from: bytes in hand (linked to their inbox
+/// copy when there is one), or a spool file (linked; read only when no link
+/// can be made), so a large sent message is not read to be archived.
+enum ArchiveSource<'a> {
+    Bytes(&'a [u8]),
+    Spool {
+        path: std::path::PathBuf,
+        len: usize,
+    },
+}
+
+impl ArchiveSource<'_> {
+    fn len(&self) -> usize {
+        match self {
+            ArchiveSource::Bytes(b) => b.len(),
+            ArchiveSource::Spool { len, .. } => *len,
+        }
+    }
+}
+
 /// Warning flags a delivery wants to change, and the notices that go with
 /// them (see `App::commit_with_flags`).
 struct FlagChange {
@@ -1335,7 +1355,13 @@ impl App {
             "result" => if stored.is_ok() { "ok" } else { "permanent" })
         .increment(1);
         let flags = match stored {
-            Ok(()) => self.after_storage(b, mailbox, item, data, receipt_to.is_some())?,
+            Ok(()) => self.after_storage(
+                b,
+                mailbox,
+                item,
+                ArchiveSource::Bytes(data),
+                receipt_to.is_some(),
+            )?,
             Err(_) => None,
         };
         match (receipt_to, stored) {
@@ -1734,13 +1760,14 @@ impl App {
     /// (no new copies) or `rotate-oldest` (the oldest copies go); either
     /// way the holder and the order are warned, once per filling.
     /// Returns whether `acc` changed (the caller stores it).
+    #[allow(clippy::too_many_arguments)]
     fn archive_copy(
         &self,
         b: &mut Batch,
         notices: &mut Batch,
         acc: &mut accounts::Account,
         id: &str,
-        data: &[u8],
+        data: &ArchiveSource<'_>,
         interrupted: bool,
     ) -> Result<bool, String> {
         let mailbox = acc.address.clone();
@@ -1786,12 +1813,23 @@ impl App {
             r.append_to(b);
         }
         if !full {
-            // The inbox copy, when there is one: linked, not written again.
-            let inbox = Maildir::open(&root)
-                .map_err(|e| e.to_string())?
-                .new_path(id, data.len());
-            md.deliver_linked(id, data, interrupted, &inbox)
-                .map_err(|e| e.to_string())?;
+            match data {
+                // The inbox copy, when there is one: linked, not written again.
+                ArchiveSource::Bytes(bytes) => {
+                    let inbox = Maildir::open(&root)
+                        .map_err(|e| e.to_string())?
+                        .new_path(id, bytes.len());
+                    md.deliver_linked(id, bytes, interrupted, &inbox)
+                }
+                // What the holder sent: linked to its spool file, read
+                // only if no link can be made.
+                ArchiveSource::Spool { path, len } => {
+                    md.deliver_linked_from(id, *len, interrupted, path, || {
+                        std::fs::read(path).map(std::borrow::Cow::Owned)
+                    })
+                }
+            }
+            .map_err(|e| e.to_string())?;
             self.note_usage(&md, &key, size);
         }
         let policy = self.cfg().lifecycle.archive_policy;
@@ -1836,7 +1874,7 @@ impl App {
         b: &mut Batch,
         mailbox: &str,
         item: &Item,
-        data: &[u8],
+        data: ArchiveSource<'_>,
         envelope: bool,
     ) -> Result<Option<FlagChange>, String> {
         if self.cfg().delivery.lmtp.is_some() {
@@ -1849,7 +1887,7 @@ impl App {
         let mut notices = Batch::new();
         let interrupted = item.attempts > 0 || item.created < self.started;
         let mut changed =
-            self.archive_copy(b, &mut notices, &mut acc, &item.id, data, interrupted)?;
+            self.archive_copy(b, &mut notices, &mut acc, &item.id, &data, interrupted)?;
         if envelope {
             changed |= self.quota_warnings(&mut notices, &mut acc)?;
         }
@@ -2347,15 +2385,15 @@ impl App {
                 tokio::task::block_in_place(|| self.process_receive(&item, mail_from, rcpt_to))
             }
             Work::Archive { mailbox } => tokio::task::block_in_place(|| {
-                let data = self
-                    .spool
-                    .get(&item.blob)
-                    .map_err(|e| format!("spool {}: {e}", item.blob))?;
+                let spooled = |e: std::io::Error| format!("spool {}: {e}", item.blob);
+                let path = self.spool.path(&item.blob).map_err(spooled)?;
+                let len = std::fs::metadata(&path).map_err(spooled)?.len() as usize;
                 let mut b = Batch::new();
                 item.remove(&mut b);
                 // The archive copy only (`envelope` false: no quota
                 // warnings for what the holder sent).
-                let flags = self.after_storage(&mut b, mailbox, &item, &data, false)?;
+                let src = ArchiveSource::Spool { path, len };
+                let flags = self.after_storage(&mut b, mailbox, &item, src, false)?;
                 self.commit_with_flags(b, flags)
             }),
             Work::Relay {

@@ -102,18 +102,35 @@ impl Maildir {
         interrupted_before: bool,
         source: &Path,
     ) -> Result<String, MaildirError> {
-        if let Some(name) = self.find(id, message.len(), interrupted_before)? {
+        self.deliver_linked_from(id, message.len(), interrupted_before, source, || {
+            Ok(std::borrow::Cow::Borrowed(message))
+        })
+    }
+
+    /// [`Maildir::deliver_linked`] of `len` bytes that are in `source` and
+    /// loaded by `load` only if the link cannot be made (another
+    /// filesystem): a large message is not read to be archived.
+    pub fn deliver_linked_from<'m>(
+        &self,
+        id: &str,
+        len: usize,
+        interrupted_before: bool,
+        source: &Path,
+        load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
+    ) -> Result<String, MaildirError> {
+        if let Some(name) = self.find(id, len, interrupted_before)? {
             return Ok(name);
         }
-        let name = file_name(id, message.len());
+        let name = file_name(id, len);
         let new = self.root.join("new").join(&name);
-        let same_size = fs::metadata(source).is_ok_and(|m| m.len() == message.len() as u64);
+        let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
         if same_size && fs::hard_link(source, &new).is_ok() {
             let dir = self.root.join("new");
             crate::fsync::sync_dir(&dir).map_err(io(&dir))?;
             return Ok(name);
         }
-        self.write_named(&name, message)?;
+        let message = load().map_err(io(source))?;
+        self.write_named(&name, &message)?;
         Ok(name)
     }
 

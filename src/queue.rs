@@ -301,10 +301,15 @@ impl Spool {
     }
 
     pub fn get(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        fs::read(self.path(name)?)
+    }
+
+    /// Where a blob lies (to link it rather than read it).
+    pub fn path(&self, name: &str) -> std::io::Result<PathBuf> {
         if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(std::io::Error::other("invalid blob name"));
         }
-        fs::read(self.dir.join(name))
+        Ok(self.dir.join(name))
     }
 
     /// Remove blobs no queue item references and older than `min_age` (a
