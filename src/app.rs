@@ -1498,6 +1498,25 @@ impl App {
         Ok(acted)
     }
 
+    /// Inbox bytes used (the usage cache, rescanned only when the folder
+    /// changed); none with LMTP delivery: the mailbox server knows.
+    fn inbox_used(&self, acc: &accounts::Account) -> Result<Option<u64>, String> {
+        if self.cfg().delivery.lmtp.is_some() {
+            return Ok(None);
+        }
+        let dir = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
+            .map_err(|e| e.to_string())?;
+        let md = Maildir::open(dir).map_err(|e| e.to_string())?;
+        self.usage(&md, &acc.address).map(Some)
+    }
+
+    /// (used, quota) of a mailbox's inbox, for lists of many mailboxes
+    /// (the archive is not measured).
+    pub fn inbox_usage(&self, acc: &accounts::Account) -> Option<(u64, u64)> {
+        let quota = self.quota(acc)?;
+        Some((self.inbox_used(acc).ok()??, quota))
+    }
+
     /// What a downgrade at expiry would do to `acc` (usage measured now).
     pub fn downgrade_plan(
         &self,
@@ -1508,15 +1527,7 @@ impl App {
             .ok_or("the mailbox's plan is not configured")?;
         let live = self.cfg();
         let after = now.downgrade_to.as_deref().and_then(|p| live.plan(p));
-        let used = match self.cfg().delivery.lmtp {
-            Some(_) => 0, // the mailbox server knows; not measured here
-            None => {
-                let dir = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
-                    .map_err(|e| e.to_string())?;
-                let md = Maildir::open(dir).map_err(|e| e.to_string())?;
-                self.usage(&md, &acc.address)?
-            }
-        };
+        let used = self.inbox_used(acc)?.unwrap_or(0);
         let archived = match self.cfg().delivery.lmtp {
             Some(_) => 0,
             None => {

@@ -167,23 +167,6 @@ async fn logout(State(w): St, h: HeaderMap, body: String) -> Response {
 // --------------------------------------------------------------------------
 // Dashboard
 
-struct Usage {
-    inbox: u64,
-    inbox_quota: u64,
-    archive: u64,
-    archive_quota: u64,
-}
-
-fn usage(w: &Web, a: &Account) -> Option<Usage> {
-    let p = w.app.downgrade_plan(a).ok()?;
-    Some(Usage {
-        inbox: p.inbox_used,
-        inbox_quota: p.inbox_quota_now,
-        archive: p.archive_used,
-        archive_quota: p.archive_quota_now,
-    })
-}
-
 async fn dashboard(State(w): St, op: Op) -> Response {
     let now = w.app.clock.now();
     let today = crate::clock::LegalTime::new(now).date();
@@ -203,7 +186,7 @@ async fn dashboard(State(w): St, op: Op) -> Response {
             .collect();
         recent.reverse();
         recent.truncate(10);
-        let usages: Vec<_> = members.iter().map(|a| usage(&w, a)).collect();
+        let usages: Vec<_> = members.iter().map(|a| w.app.inbox_usage(a)).collect();
         Ok::<_, TenantError>((members, requests, recent, usages))
     });
     let (members, requests, recent, usages) = match data {
@@ -236,8 +219,8 @@ async fn dashboard(State(w): St, op: Op) -> Response {
         .iter()
         .zip(&usages)
         .filter_map(|(a, u)| {
-            let u = u.as_ref()?;
-            let pct = (u.inbox.saturating_mul(100)).checked_div(u.inbox_quota)?;
+            let (used, quota) = (*u)?;
+            let pct = used.saturating_mul(100).checked_div(quota)?;
             (pct >= 70).then_some((a, pct))
         })
         .collect();
@@ -618,7 +601,7 @@ async fn detail(State(w): St, op: Op, Path(address): Path<String>) -> Response {
 
 fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fields>) -> Response {
     let now = w.app.clock.now();
-    let (history, usage, plan) = blocking(|| {
+    let (history, plan) = blocking(|| {
         let filter = crate::audit::Filter {
             since: Some(now - chrono::Duration::days(400)),
             ..Default::default()
@@ -636,7 +619,7 @@ fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fi
                         .is_some_and(|s| s.eq_ignore_ascii_case(&acc.address))
             })
             .collect();
-        (records, usage(w, acc), w.app.downgrade_plan(acc).ok())
+        (records, w.app.downgrade_plan(acc).ok())
     });
     use crate::audit::Event;
     let states: Vec<_> = history
@@ -712,9 +695,9 @@ fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fi
                         dt { "Piano" } dd { (p.as_ref().map(|p| p.name.clone()).unwrap_or_default()) }
                         dt { "Estensioni" } dd { (acc.addons) }
                     }
-                    @if let Some(u) = &usage {
-                        (bar("Casella", u.inbox, u.inbox_quota))
-                        (bar("Archivio", u.archive, u.archive_quota))
+                    @if let Some(u) = &plan {
+                        (bar("Casella", u.inbox_used, u.inbox_quota_now))
+                        (bar("Archivio", u.archive_used, u.archive_quota_now))
                     }
                 }
             }
