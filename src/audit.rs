@@ -219,6 +219,11 @@ impl Filter {
 pub fn search(store: &Store, filter: &Filter) -> Result<Vec<(u64, LogRecord)>, StoreError> {
     let (anchor_seq, _) = anchor(store)?;
     let mut next = anchor_seq + 1;
+    if let Some(since) = filter.since {
+        // Nothing before `since` can match (nor extend a message's ids):
+        // start there, not at the start of 30 months of log.
+        next = first_near(store, next, since)?;
+    }
     let mut out = Vec::new();
     let mut ids: HashSet<String> = filter.id.iter().map(|s| norm_id(s)).collect();
     loop {
@@ -237,6 +242,33 @@ pub fn search(store: &Store, filter: &Filter) -> Result<Vec<(u64, LogRecord)>, S
         }
     }
     Ok(out)
+}
+
+/// Records are appended in time order, give or take the moments between
+/// taking the time and committing: a seek goes this far earlier, and the
+/// filter does the rest.
+const SEEK_SLACK: chrono::Duration = chrono::Duration::hours(1);
+
+/// The first sequence number from `lo` on whose record is not older than
+/// `since` minus [`SEEK_SLACK`] (binary search over the contiguous seqs).
+fn first_near(store: &Store, lo: u64, since: DateTime<Utc>) -> Result<u64, StoreError> {
+    let target = since - SEEK_SLACK;
+    let (mut lo, mut hi) = (lo, store.log_head()?.seq + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let older = match store.log_entries(mid, 1)?.first() {
+            Some(e) => {
+                serde_json::from_slice::<LogRecord>(&e.payload).is_ok_and(|r| r.time < target)
+            }
+            None => false,
+        };
+        if older {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 /// Remove records older than `before` from the start of the log, move the
@@ -340,6 +372,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_search_since_a_date_seeks_there_and_misses_nothing() {
+        let (_d, _e, store) = store_with(28);
+        for day in [1, 2, 14, 27, 28] {
+            let since = Utc.with_ymd_and_hms(2026, 1, day, 0, 0, 0).unwrap();
+            let filter = Filter {
+                since: Some(since),
+                ..Default::default()
+            };
+            // What a full walk would keep: every record of that day on.
+            assert_eq!(
+                search(&store, &filter).unwrap().len(),
+                2 * (29 - day as usize)
+            );
+            // The seek lands within the slack before the first of them.
+            let first = first_near(&store, 1, since).unwrap();
+            assert_eq!(first, 2 * (day as u64 - 1) + 1, "day {day}");
+        }
+        let after_all = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        assert!(
+            search(
+                &store,
+                &Filter {
+                    since: Some(after_all),
+                    ..Default::default()
+                }
+            )
+            .unwrap()
+            .is_empty()
+        );
     }
 
     #[test]
