@@ -1147,7 +1147,8 @@ async fn bulk_upload(
             return r;
         }
     };
-    w.sessions.update(&op.sid, |s| s.bulk_csv = Some(csv));
+    w.sessions
+        .update(&op.sid, |s| s.bulk_csv = Some(csv.into()));
     let ok = preview.rejected.is_empty();
     page(
         "Verifica del caricamento",
@@ -1226,7 +1227,7 @@ async fn bulk_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
     let credentials = tenants::credentials_csv(&report.created);
     w.sessions.update(&op.sid, |s| {
         s.bulk_csv = None;
-        s.credentials = Some(credentials);
+        s.credentials = Some(credentials.into());
     });
     page(
         "Caricamento completato",
@@ -1253,7 +1254,11 @@ async fn bulk_credentials(State(w): St, op: Op) -> Response {
             "credentials file downloaded",
         )
     });
-    download("credenziali.csv", "text/csv; charset=utf-8", c.into_bytes())
+    download(
+        "credenziali.csv",
+        "text/csv; charset=utf-8",
+        c.as_bytes().to_vec(),
+    )
 }
 
 // --------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 //! durable. Must not touch: the store, HTTP.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Idle sessions end after this.
@@ -42,9 +42,11 @@ pub struct Session {
     created: Instant,
     seen: Instant,
     /// A bulk-load file shown in its validation report, awaiting confirm.
-    pub bulk_csv: Option<String>,
+    /// (Shared, not copied: every request clones its session, and a roll
+    /// can be megabytes.)
+    pub bulk_csv: Option<Arc<str>>,
     /// The credentials file of the last bulk load, to download.
-    pub credentials: Option<String>,
+    pub credentials: Option<Arc<str>>,
     /// A TOTP secret being enrolled (confirmed with a code first).
     pub totp_secret: Option<String>,
 }
