@@ -120,8 +120,6 @@ enum Framing {
 struct Transaction {
     mail_from: String,
     rcpt_to: Vec<String>,
-    /// The client's SIZE= declaration (RFC 1870), 0 when none.
-    declared_size: usize,
 }
 
 /// One connection's state.
@@ -535,7 +533,6 @@ impl Session {
                 self.tx = Some(Transaction {
                     mail_from: from.address.to_string(),
                     rcpt_to: Vec::new(),
-                    declared_size: from.size,
                 });
                 r(Reply::new(250, (2, 1, 0), "Sender OK"))
             }
@@ -576,15 +573,13 @@ impl Session {
                 Some(tx) if tx.rcpt_to.is_empty() => {
                     r(Reply::new(554, (5, 5, 1), "No valid recipients"))
                 }
-                Some(tx) => {
-                    // Room for the declared size at once: a growing buffer
-                    // would double (and copy) its way up, holding up to
-                    // twice a large message. Within the limit only, and a
-                    // little over for the dot-unstuffing estimate.
-                    let room = tx.declared_size.min(self.cfg.max_message_size);
+                Some(_) => {
+                    // A growing buffer costs no copies for a large message
+                    // (its pages are remapped, see malloc.rs), and unlike a
+                    // reservation from SIZE= it cannot be claimed in advance.
                     self.framing = Framing::Data {
                         receiver: DataReceiver::new(),
-                        buf: Vec::with_capacity(room + room / 64),
+                        buf: Vec::new(),
                         too_big: false,
                     };
                     r(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
