@@ -167,19 +167,17 @@ fn read(top_header: &[u8], entity: &[u8]) -> Reading {
     }
     // The entity's parts are walked, not parsed: only daticert.xml is
     // decoded, so a large original inside postacert.eml costs nothing here.
-    if super::mime::multipart_boundary(split_header(entity).0).is_some() {
-        for (header, body) in super::mime::leaf_parts(entity) {
-            let Some(name) = super::mime::part_name(header) else {
-                continue;
-            };
-            if name.eq_ignore_ascii_case("daticert.xml") && r.daticert.is_none() {
-                match Daticert::parse(&super::mime::decoded_body(header, body)) {
-                    Ok(d) => r.daticert = Some(d),
-                    Err(e) => r.daticert_error = Some(e.to_string()),
-                }
-            } else if name.eq_ignore_ascii_case("postacert.eml") {
-                r.has_postacert = true;
+    for leaf in super::mime::leaf_parts(entity).unwrap_or_default() {
+        let Some(name) = &leaf.name else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case("daticert.xml") && r.daticert.is_none() {
+            match Daticert::parse(&super::mime::decoded_body(leaf.header, leaf.body)) {
+                Ok(d) => r.daticert = Some(d),
+                Err(e) => r.daticert_error = Some(e.to_string()),
             }
+        } else if name.eq_ignore_ascii_case("postacert.eml") {
+            r.has_postacert = true;
         }
     }
     r

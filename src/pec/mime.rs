@@ -409,52 +409,59 @@ pub fn multipart_bodies<'a>(body: &'a [u8], boundary: &[u8]) -> (Vec<&'a [u8]>, 
     (parts, closed)
 }
 
-/// The boundary of a multipart header block; none for other types.
-pub fn multipart_boundary(header: &[u8]) -> Option<Vec<u8>> {
+/// One leaf part of a multipart entity: its header block and undecoded
+/// body (borrowed) and its file name, if it has one.
+pub struct Leaf<'a> {
+    pub header: &'a [u8],
+    pub body: &'a [u8],
+    /// Content-Disposition `filename`, else Content-Type `name` (RFC 2183,
+    /// and the older habit).
+    pub name: Option<String>,
+}
+
+/// What one parse of a header block tells the walk: the boundary, when the
+/// part is a multipart, and the file name.
+fn header_info(header: &[u8]) -> (Option<Vec<u8>>, Option<String>) {
     use mail_parser::MimeHeaders;
     let mut h = header.to_vec();
     h.extend_from_slice(b"\r\n");
-    let msg = mail_parser::MessageParser::default().parse_headers(&h[..])?;
-    let ct = msg.content_type()?;
-    if !ct.ctype().eq_ignore_ascii_case("multipart") {
-        return None;
-    }
-    ct.attribute("boundary").map(|b| b.as_bytes().to_vec())
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(&h[..]) else {
+        return (None, None);
+    };
+    let boundary = msg
+        .content_type()
+        .filter(|ct| ct.ctype().eq_ignore_ascii_case("multipart"))
+        .and_then(|ct| ct.attribute("boundary"))
+        .map(|b| b.as_bytes().to_vec());
+    (boundary, msg.attachment_name().map(str::to_string))
 }
 
-/// The leaf parts (header block, undecoded body) of an entity, walking
-/// nested multiparts but not into `message/rfc822` parts, in order, borrowed:
-/// nothing is decoded or copied, however large the message. A part that is
-/// not multipart is its own only leaf.
-pub fn leaf_parts(raw: &[u8]) -> Vec<(&[u8], &[u8])> {
+/// The leaf parts of a multipart entity, walking nested multiparts but not
+/// into `message/rfc822` parts, in order, borrowed: nothing is decoded or
+/// copied, however large the message. None when `raw` is not multipart.
+pub fn leaf_parts(raw: &[u8]) -> Option<Vec<Leaf<'_>>> {
     let mut out = Vec::new();
-    walk(raw, 0, &mut out);
-    out
+    walk(raw, 0, &mut out).then_some(out)
 }
 
 /// Deeper nesting than this is not followed (a bomb of nested multiparts).
 const MAX_DEPTH: usize = 16;
 
-fn walk<'a>(raw: &'a [u8], depth: usize, out: &mut Vec<(&'a [u8], &'a [u8])>) {
+/// Walk `raw` into `out`; whether it was a multipart.
+fn walk<'a>(raw: &'a [u8], depth: usize, out: &mut Vec<Leaf<'a>>) -> bool {
     let (header, body) = split_header(raw);
-    match multipart_boundary(header) {
-        Some(b) if depth < MAX_DEPTH => {
+    match header_info(header) {
+        (Some(b), _) if depth < MAX_DEPTH => {
             for part in multipart_bodies(body, &b).0 {
                 walk(part, depth + 1, out);
             }
+            true
         }
-        _ => out.push((header, body)),
+        (_, name) => {
+            out.push(Leaf { header, body, name });
+            false
+        }
     }
-}
-
-/// A part's file name: Content-Disposition `filename`, else Content-Type
-/// `name` (RFC 2183, and the older habit).
-pub fn part_name(header: &[u8]) -> Option<String> {
-    use mail_parser::MimeHeaders;
-    let mut h = header.to_vec();
-    h.extend_from_slice(b"\r\n");
-    let msg = mail_parser::MessageParser::default().parse_headers(&h[..])?;
-    msg.attachment_name().map(str::to_string)
 }
 
 /// A part's body decoded by its Content-Transfer-Encoding (base64,
@@ -501,16 +508,18 @@ pub fn base64_body(body: &[u8]) -> Result<Vec<u8>, String> {
 /// The decoded bodies of the first leaf parts named `names` (any depth,
 /// not inside attached messages), one multipart walk for all.
 pub fn named_parts(raw: &[u8], names: &[&str]) -> Vec<Option<Vec<u8>>> {
-    let leaves = leaf_parts(raw);
-    let named: Vec<(Option<String>, &[u8], &[u8])> =
-        leaves.iter().map(|(h, b)| (part_name(h), *h, *b)).collect();
+    let leaves = leaf_parts(raw).unwrap_or_default();
     names
         .iter()
         .map(|want| {
-            named
+            leaves
                 .iter()
-                .find(|(n, _, _)| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(want)))
-                .map(|(_, h, b)| decoded_body(h, b))
+                .find(|l| {
+                    l.name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(want))
+                })
+                .map(|l| decoded_body(l.header, l.body))
         })
         .collect()
 }
@@ -533,8 +542,8 @@ Content-Type: multipart/mixed; boundary=\"deep\"\r\n\r\n--deep\r\nContent-Type: 
 
     #[test]
     fn leaves_are_found_in_nested_multiparts_but_not_inside_attached_messages() {
-        let leaves = leaf_parts(NESTED);
-        let names: Vec<Option<String>> = leaves.iter().map(|(h, _)| part_name(h)).collect();
+        let leaves = leaf_parts(NESTED).unwrap();
+        let names: Vec<Option<String>> = leaves.iter().map(|l| l.name.clone()).collect();
         assert_eq!(
             names,
             vec![
@@ -544,7 +553,7 @@ Content-Type: multipart/mixed; boundary=\"deep\"\r\n\r\n--deep\r\nContent-Type: 
                 Some("postacert.eml".into())
             ]
         );
-        assert_eq!(leaves[0].1, b"ciao");
+        assert_eq!(leaves[0].body, b"ciao");
         let got = named_parts(NESTED, &["daticert.xml", "hidden.txt", "postacert.eml"]);
         assert_eq!(got[0].as_deref(), Some(&b"<x>1</x>"[..]));
         assert_eq!(got[1], None, "not inside the attached message");
@@ -577,7 +586,8 @@ Content-Type: multipart/mixed; boundary=\"deep\"\r\n\r\n--deep\r\nContent-Type: 
             );
         }
         m.extend_from_slice(b"Content-Type: text/plain\r\n\r\nend\r\n");
-        let leaves = leaf_parts(&m);
+        let leaves = leaf_parts(&m).unwrap();
         assert_eq!(leaves.len(), 1);
+        assert!(leaf_parts(b"Content-Type: text/plain\r\n\r\nnot multipart").is_none());
     }
 }
