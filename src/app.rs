@@ -1117,25 +1117,15 @@ impl App {
                         now,
                     )?;
                 }
-                // Store first; the receipt follows the storage. One local
-                // recipient (the common case) is delivered within this
-                // commit; several are queued, each with its own commit
-                // (their quota warnings need one account lock each).
-                match deliverable.as_slice() {
-                    [one] => flags = self.deliver_into(&mut b, item, one, Some(&c.sender), &raw)?,
-                    many => {
-                        for rcpt in many {
-                            self.enqueue_local(
-                                &mut b,
-                                &raw,
-                                rcpt,
-                                Some(&c.sender),
-                                Some(&c.pec_id),
-                                now,
-                            )?;
-                        }
-                    }
-                }
+                // Store first; the receipt follows the storage.
+                flags = self.deliver_now_or_queue(
+                    &mut b,
+                    item,
+                    &deliverable,
+                    Some(&c.sender),
+                    &c.pec_id,
+                    &raw,
+                )?;
             }
             (Outcome::Pec, Some(ClaimedKind::Pec(t)), Some(d)) => {
                 // A receipt or notice for one of our users (or our service
@@ -1147,14 +1137,14 @@ impl App {
                         existing.push(rcpt.as_str());
                     }
                 }
-                match existing.as_slice() {
-                    [one] => flags = self.deliver_into(&mut b, item, one, None, &raw)?,
-                    many => {
-                        for rcpt in many {
-                            self.to_mailbox(&mut b, &raw, rcpt, Some(&d.identificativo), now)?;
-                        }
-                    }
-                }
+                flags = self.deliver_now_or_queue(
+                    &mut b,
+                    item,
+                    &existing,
+                    None,
+                    &d.identificativo,
+                    &raw,
+                )?;
                 // RT §3.7: a rilevazione virus about one of our senders'
                 // messages becomes its avviso di mancata consegna per virus.
                 if t == PecType::VirusDetected && self.is_local(&d.mittente) {
@@ -1291,6 +1281,28 @@ impl App {
         item.remove(&mut b);
         let flags = self.deliver_into(&mut b, item, mailbox, receipt_to, data)?;
         self.commit_with_flags(b, flags)
+    }
+
+    /// Received `data` for local `mailboxes`: one (the common case) is
+    /// stored within `b`, the reception's own commit; several are queued,
+    /// each with its own commit (their quota warnings need one account lock
+    /// each). With `receipt_to`, the storage is followed by its receipt.
+    fn deliver_now_or_queue(
+        &self,
+        b: &mut Batch,
+        item: &Item,
+        mailboxes: &[&str],
+        receipt_to: Option<&str>,
+        pec_id: &str,
+        data: &[u8],
+    ) -> Result<Option<FlagChange>, String> {
+        if let [one] = mailboxes {
+            return self.deliver_into(b, item, one, receipt_to, data);
+        }
+        for m in mailboxes {
+            self.enqueue_local(b, data, m, receipt_to, Some(pec_id), self.clock.now())?;
+        }
+        Ok(None)
     }
 
     /// Store `data` in `mailbox` (idempotently under `item`'s id: a retry
