@@ -90,17 +90,7 @@ pub fn current(secret: &str, now: i64) -> Option<String> {
 
 /// The URI authenticator apps read (as a QR code or typed in).
 pub fn otpauth_uri(issuer: &str, account: &str, secret: &str) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
+    let enc = crate::admin::path_segment;
     format!(
         "otpauth://totp/{}:{}?secret={secret}&issuer={}&algorithm=SHA1&digits=6&period=30",
         enc(issuer),
@@ -135,6 +125,14 @@ mod tests {
         let s = new_secret();
         assert_eq!(s.len(), 32);
         assert_eq!(base32_decode(&s).map(|k| k.len()), Some(20));
+    }
+
+    #[test]
+    fn the_uri_escapes_the_label() {
+        assert_eq!(
+            otpauth_uri("pecd", "ordine a", "ABC"),
+            "otpauth://totp/pecd:ordine%20a?secret=ABC&issuer=pecd&algorithm=SHA1&digits=6&period=30"
+        );
     }
 
     #[test]
