@@ -20,23 +20,11 @@ mod common;
 
 use common::daemon::{Daemon, Spec, free_port};
 use common::root;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn rss_mb(pid: u32) -> f64 {
     common::daemon::proc_status_mb(pid, "VmHWM:")
-}
-
-fn count(dir: &Path) -> usize {
-    ["new", "cur"]
-        .iter()
-        .map(|d| {
-            std::fs::read_dir(dir.join(d))
-                .map(|r| r.count())
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 fn sign_rate() -> f64 {
@@ -175,7 +163,7 @@ fn main() {
     // accettazione + one consegna per recipient, per message, in the
     // sender's mailbox.
     let deadline = Instant::now() + Duration::from_secs(1200);
-    while count(&sender_box) < (1 + rcpts) * n {
+    while common::maildir_count(&sender_box) < (1 + rcpts) * n {
         assert!(Instant::now() < deadline, "receipts did not all arrive");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -15,24 +15,12 @@ use common::daemon::{Daemon, Spec, free_port};
 use common::root;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::daemon::proc_status_mb as status_mb;
 
 fn pid(d: &Daemon) -> u32 {
     d.child.as_ref().map_or(0, |c| c.id())
-}
-
-fn count(dir: &Path) -> usize {
-    ["new", "cur"]
-        .iter()
-        .map(|d| {
-            std::fs::read_dir(dir.join(d))
-                .map(|r| r.count())
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 const LIMITS: &str = "max_message_size = 104857600\nmax_connections = 2000\n";
@@ -138,7 +126,7 @@ fn main() {
     drop(body);
     let sender_box = a.data.join("mail/pec.provider-a.test/mario.rossi");
     let deadline = Instant::now() + Duration::from_secs(600);
-    while count(&sender_box) < 2 {
+    while common::maildir_count(&sender_box) < 2 {
         assert!(Instant::now() < deadline, "the consegna did not come back");
         std::thread::sleep(Duration::from_millis(50));
     }

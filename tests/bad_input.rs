@@ -503,14 +503,5 @@ fn malformed_dialogues_and_messages_get_replies_and_lose_nothing() {
     // Still serving, and the legal log intact.
     let codes = dialogue(inbound, &[line("EHLO after"), line("QUIT")]);
     assert_eq!(codes, vec![250, 221]);
-    let out = common::pecd()
-        .args(["log", "verify", "--config"])
-        .arg(&d.cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_log_verifies(&d.cfg);
 }

@@ -215,16 +215,7 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
     for node in [&a, &b] {
         let mut n = node.lock().unwrap();
         n.kill();
-        let out = pecd()
-            .args(["log", "verify", "--config"])
-            .arg(&n.cfg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        common::assert_log_verifies(&n.cfg);
         let tmp: Vec<_> = walk_tmp(&n.data.join("mail"));
         assert!(tmp.is_empty(), "left in tmp/: {tmp:?}");
     }

@@ -190,17 +190,8 @@ fn a_to_b_with_to_and_cc_then_breve() {
     assert!(String::from_utf8_lossy(&original).contains("atto.pdf.hash"));
     // Both logs verify, through the admin API while the daemons run…
     for d in [&a, &b] {
-        let out = pecd()
-            .args(["log", "verify", "--config"])
-            .arg(&d.cfg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("legal log intact"));
+        let out = common::assert_log_verifies(&d.cfg);
+        assert!(out.contains("legal log intact"));
     }
     let out = pecd()
         .args([
@@ -231,16 +222,7 @@ fn a_to_b_with_to_and_cc_then_breve() {
     drop(a);
     drop(b);
     let dir_a = dir.path().join("pecd-a.toml");
-    let out = pecd()
-        .args(["log", "verify", "--config"])
-        .arg(&dir_a)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_log_verifies(&dir_a);
 }
 
 #[test]

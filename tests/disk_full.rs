@@ -123,16 +123,7 @@ fn a_full_disk_gives_4xx_loses_nothing_and_service_resumes() {
             .iter()
             .all(|i| s.iter().any(|l| l.ends_with(&format!("pieno {i}"))))
     });
-    let out = common::pecd()
-        .args(["log", "verify", "--config"])
-        .arg(&d.cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_log_verifies(&d.cfg);
 }
 
 #[test]

@@ -165,3 +165,32 @@ pub fn pecd() -> Command {
 pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// `pecd log verify --config CFG` succeeds (the legal log's chain holds);
+/// what it printed.
+pub fn assert_log_verifies(cfg: &Path) -> String {
+    let out = pecd()
+        .args(["log", "verify", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "log verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Messages in a Maildir (`new` and `cur`).
+pub fn maildir_count(dir: &Path) -> usize {
+    ["new", "cur"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
