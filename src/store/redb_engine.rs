@@ -68,6 +68,22 @@ impl RedbEngine {
         Ok(self.db.read().unwrap_or_else(|x| x.into_inner()))
     }
 
+    /// Read table `t` with the database held open (a failed commit's
+    /// close waits for the reads in flight).
+    fn reading<T>(
+        &self,
+        t: Table,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let g = self.db()?;
+        let r = g
+            .as_ref()
+            .ok_or_else(|| e("database closed"))?
+            .begin_read()
+            .map_err(e)?;
+        f(&r.open_table(def(t)).map_err(e)?)
+    }
+
     fn apply_once(&self, ops: &[Op]) -> Result<(), StoreError> {
         let g = self.db()?;
         let db = g.as_ref().ok_or_else(|| e("database closed"))?;
@@ -112,14 +128,9 @@ impl Engine for RedbEngine {
     }
 
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let g = self.db()?;
-        let r = g
-            .as_ref()
-            .ok_or_else(|| e("database closed"))?
-            .begin_read()
-            .map_err(e)?;
-        let table = r.open_table(def(t)).map_err(e)?;
-        Ok(table.get(key).map_err(e)?.map(|v| v.value().to_vec()))
+        self.reading(t, |table| {
+            Ok(table.get(key).map_err(e)?.map(|v| v.value().to_vec()))
+        })
     }
 
     fn range(
@@ -129,39 +140,29 @@ impl Engine for RedbEngine {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let g = self.db()?;
-        let r = g
-            .as_ref()
-            .ok_or_else(|| e("database closed"))?
-            .begin_read()
-            .map_err(e)?;
-        let table = r.open_table(def(t)).map_err(e)?;
-        let iter = match to {
-            Some(to) => table.range(from..to).map_err(e)?,
-            None => table.range(from..).map_err(e)?,
-        };
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(e)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.reading(t, |table| {
+            let iter = match to {
+                Some(to) => table.range(from..to).map_err(e)?,
+                None => table.range(from..).map_err(e)?,
+            };
+            let mut out = Vec::new();
+            for item in iter.take(limit) {
+                let (k, v) = item.map_err(e)?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn last(&self, t: Table) -> Result<Option<Entry>, StoreError> {
-        let g = self.db()?;
-        let r = g
-            .as_ref()
-            .ok_or_else(|| e("database closed"))?
-            .begin_read()
-            .map_err(e)?;
-        let table = r.open_table(def(t)).map_err(e)?;
-        if table.is_empty().map_err(e)? {
-            return Ok(None);
-        }
-        Ok(table
-            .last()
-            .map_err(e)?
-            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+        self.reading(t, |table| {
+            if table.is_empty().map_err(e)? {
+                return Ok(None);
+            }
+            Ok(table
+                .last()
+                .map_err(e)?
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+        })
     }
 }
