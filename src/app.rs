@@ -50,9 +50,6 @@ fn lmtp_failure(reply: &str) -> DeliveryFailure {
 /// How long the reception point remembers a (Message-ID, recipient) pair.
 const SEEN_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-/// Most items one worker pass reads.
-const PASS_MAX: usize = 2_000;
-
 /// Local work (reception, delivery: CPU and fsync) in flight at once: enough
 /// for the store's group commit to have company.
 const LOCAL_CONCURRENCY: usize = 16;
@@ -2330,6 +2327,30 @@ impl App {
     // ----------------------------------------------------------------------
     // The worker
 
+    /// Move queue items stored under an older key layout to their key (and
+    /// undecodable ones to quarantine): the worker's passes read only the
+    /// current layout.
+    fn rekey_misplaced(&self) {
+        let found = tokio::task::block_in_place(|| queue::misplaced(&self.store));
+        let queue::Due {
+            rekey: wrong, bad, ..
+        } = match found {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(event = "queue_load_failed", error = %e);
+                return;
+            }
+        };
+        if !bad.is_empty() {
+            tracing::error!(event = "queue_quarantine", count = bad.len());
+            let _ = queue::quarantine(&self.store, &bad, self.clock.now());
+        }
+        if !wrong.is_empty() {
+            tracing::info!(event = "queue_rekeyed", count = wrong.len());
+            let _ = queue::rekey(&self.store, wrong);
+        }
+    }
+
     /// Start due items that are not already running, as far as free slots
     /// allow, without waiting for them; returns how many were started and
     /// how long until the next item is due. A finished item wakes the
@@ -2342,9 +2363,12 @@ impl App {
             next,
             rekey,
         } = match tokio::task::block_in_place(|| {
-            queue::load_due(&self.store, now, PASS_MAX, |id| {
-                self.lock_busy().contains(id)
-            })
+            queue::load_due(
+                &self.store,
+                now,
+                |lane| self.slots(lane).available_permits(),
+                |id| self.lock_busy().contains(id),
+            )
         }) {
             Ok(x) => x,
             Err(e) => {
@@ -2362,11 +2386,7 @@ impl App {
         }
         let mut started = 0;
         for item in items {
-            let slots = match item.work {
-                Work::Relay { .. } => &self.relay_slots,
-                _ => &self.local_slots,
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let Ok(permit) = self.slots(item.work.lane()).clone().try_acquire_owned() else {
                 continue; // full: a finishing item wakes us
             };
             if !self.lock_busy().insert(item.id.clone()) {
@@ -2390,6 +2410,13 @@ impl App {
             });
         }
         (started, next)
+    }
+
+    fn slots(&self, lane: queue::Lane) -> &Arc<tokio::sync::Semaphore> {
+        match lane {
+            queue::Lane::Relay => &self.relay_slots,
+            queue::Lane::Local => &self.local_slots,
+        }
     }
 
     fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -2498,6 +2525,7 @@ impl App {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         self.collect_spool();
+        self.rekey_misplaced();
         let mut last_gc = std::time::Instant::now();
         let mut last_gauges = std::time::Instant::now() - GAUGES_EVERY;
         let mut last_index = std::time::Instant::now();

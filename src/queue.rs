@@ -46,6 +46,39 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// Which lane (and which pool of worker slots) the work waits in.
+    pub fn lane(&self) -> Lane {
+        match self {
+            Work::Relay { .. } => Lane::Relay,
+            _ => Lane::Local,
+        }
+    }
+}
+
+/// The queue is two ordered lanes, like Postfix's separate transports: a
+/// backlog for a slow peer (relays) must not make the worker read past it
+/// to find local work, nor the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Work done on this machine: mailbox deliveries, archive copies, our
+    /// own reception point.
+    Local,
+    /// SMTP to another provider or an external domain.
+    Relay,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Local, Lane::Relay];
+
+    fn prefix(self) -> &'static [u8] {
+        match self {
+            Lane::Local => b"t/l/",
+            Lane::Relay => b"t/r/",
+        }
+    }
+}
+
 /// One queue item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
@@ -85,12 +118,12 @@ impl Item {
         }
     }
 
-    /// `t/<due time, 16 hex digits of ms since the epoch>/<id>`: the queue
-    /// is ordered by due time, so finding due work reads only due work and
-    /// a backlog waiting for a dead peer costs nothing per pass. The key
-    /// changes when the item is rescheduled (see [`Item::retry`]).
+    /// `t/<lane>/<due time, 16 hex digits of ms since the epoch>/<id>`:
+    /// each lane is ordered by due time, so finding due work reads only due
+    /// work and a backlog waiting for a dead peer costs nothing per pass.
+    /// The key changes when the item is rescheduled (see [`Item::retry`]).
     pub fn key(&self) -> Vec<u8> {
-        due_key(self.next_attempt, &self.id)
+        due_key(self.work.lane(), self.next_attempt, &self.id)
     }
 
     pub fn put(&self, batch: &mut Batch) {
@@ -144,53 +177,82 @@ pub fn referenced_blobs(store: &Store) -> Result<std::collections::HashSet<Strin
     Ok(refs)
 }
 
-const DUE_PREFIX: &[u8] = b"t/";
-
-fn due_key(at: DateTime<Utc>, id: &str) -> Vec<u8> {
+fn due_key(lane: Lane, at: DateTime<Utc>, id: &str) -> Vec<u8> {
     // Offset so that times before 1970 still sort (and never go negative).
     let ms = (at.timestamp_millis() as i128 - i64::MIN as i128) as u64;
-    format!("t/{ms:016x}/{id}").into_bytes()
+    let mut k = lane.prefix().to_vec();
+    k.extend_from_slice(format!("{ms:016x}/{id}").as_bytes());
+    k
 }
 
-fn due_time(key: &[u8]) -> Option<DateTime<Utc>> {
-    let hex = key.strip_prefix(DUE_PREFIX)?.get(..16)?;
-    let ms = u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-    DateTime::from_timestamp_millis((ms as i128 + i64::MIN as i128) as i64)
+/// The due time and the id in a key of `lane`.
+fn parse_key(lane: Lane, key: &[u8]) -> Option<(DateTime<Utc>, &str)> {
+    let rest = key.strip_prefix(lane.prefix())?;
+    let hex = std::str::from_utf8(rest.get(..16)?).ok()?;
+    let ms = u64::from_str_radix(hex, 16).ok()?;
+    let at = DateTime::from_timestamp_millis((ms as i128 + i64::MIN as i128) as i64)?;
+    let id = std::str::from_utf8(rest.get(17..)?).ok()?;
+    Some((at, id))
 }
 
-/// Due items (at most `max_due`), read in due-time order up to `now`: the
-/// walk stops at the first item not yet due, which gives the time until the
-/// next one. Undecodable entries are returned for quarantine, and items
-/// stored under another key (an older layout) for re-keying.
+/// Due items, read lane by lane in due-time order up to `now`, at most
+/// `room(lane)` from each (the worker's free slots: reading more would
+/// only be thrown away, and a pass runs each time an item finishes). The
+/// walk of a lane stops at its first item not yet due, which gives the
+/// time until the next one. Undecodable entries are returned for
+/// quarantine, and items stored under a key that is not theirs for
+/// re-keying.
 ///
 /// `skip(id)` names items to leave out unread (those already running).
 pub fn load_due(
     store: &Store,
     now: DateTime<Utc>,
-    max_due: usize,
+    room: impl Fn(Lane) -> usize,
     skip: impl Fn(&str) -> bool,
 ) -> Result<Due, StoreError> {
     let mut out = Due::default();
+    for lane in Lane::ALL {
+        let max = room(lane);
+        if max == 0 {
+            continue; // a finishing item of this lane wakes the worker
+        }
+        let mut taken = 0;
+        for entry in store.entries_with_prefix(Table::Queue, lane.prefix()) {
+            let (k, v) = entry?;
+            let parsed = parse_key(lane, &k);
+            if let Some((at, _)) = parsed.filter(|(at, _)| *at > now) {
+                let wait = (at - now).to_std().unwrap_or_default();
+                out.next = Some(out.next.map_or(wait, |n| n.min(wait)));
+                break;
+            }
+            if parsed.is_some_and(|(_, id)| skip(id)) {
+                continue;
+            }
+            if taken >= max {
+                break;
+            }
+            match serde_json::from_slice::<Item>(&v) {
+                Ok(i) if i.key() != k => out.rekey.push((k, i)),
+                Ok(i) => {
+                    taken += 1;
+                    out.items.push(i)
+                }
+                Err(_) => out.bad.push(k),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Items stored under a key that is not their own (an older layout, read
+/// once at start-up) in `rekey`, and undecodable ones in `bad`.
+pub fn misplaced(store: &Store) -> Result<Due, StoreError> {
+    let mut out = Due::default();
     for entry in store.entries(Table::Queue) {
         let (k, v) = entry?;
-        if let Some(at) = due_time(&k).filter(|at| *at > now) {
-            out.next = Some((at - now).to_std().unwrap_or_default());
-            break;
-        }
-        // `t/<16 hex>/<id>`
-        let id = k
-            .get(DUE_PREFIX.len() + 17..)
-            .and_then(|b| std::str::from_utf8(b).ok());
-        if due_time(&k).is_some() && id.is_some_and(&skip) {
-            continue;
-        }
-        if out.items.len() >= max_due {
-            out.next = Some(std::time::Duration::ZERO);
-            break;
-        }
         match serde_json::from_slice::<Item>(&v) {
             Ok(i) if i.key() != k => out.rekey.push((k, i)),
-            Ok(i) => out.items.push(i),
+            Ok(_) => {}
             Err(_) => out.bad.push(k),
         }
     }
@@ -213,7 +275,9 @@ pub struct Due {
     pub items: Vec<Item>,
     /// Keys of undecodable items (to quarantine).
     pub bad: Vec<Vec<u8>>,
-    /// Time until the earliest item not taken is due.
+    /// Time until the earliest item not yet due is due (None: nothing is
+    /// waiting, or a lane had no room and its next finishing item will
+    /// wake the worker).
     pub next: Option<std::time::Duration>,
     /// Items under a stale key: (old key, item).
     pub rekey: Vec<(Vec<u8>, Item)>,
@@ -396,17 +460,30 @@ mod tests {
         );
         let mut b = Batch::new();
         item.put(&mut b);
-        b.put(Table::Queue, b"i2".to_vec(), b"not json".to_vec());
+        // Garbage inside a lane is found by the passes, elsewhere by the
+        // start-up walk.
+        let in_lane = b"t/l/0000000000000000/i2".to_vec();
+        b.put(Table::Queue, in_lane.clone(), b"not json".to_vec());
+        b.put(Table::Queue, b"i3".to_vec(), b"not json".to_vec());
         store.commit(b).unwrap();
-        let due = load_due(&store, now, 100, |_| false).unwrap();
+        let due = load_due(&store, now, |_| 100, |_| false).unwrap();
         assert_eq!(due.items, vec![item]);
-        assert_eq!(due.bad, vec![b"i2".to_vec()]);
-        quarantine(&store, &due.bad, now).unwrap();
-        assert_eq!(load_due(&store, now, 100, |_| false).unwrap().bad.len(), 0);
+        assert_eq!(due.bad, vec![in_lane.clone()]);
+        let found = misplaced(&store).unwrap();
+        assert!(found.rekey.is_empty());
+        assert_eq!(found.bad, vec![b"i3".to_vec(), in_lane.clone()]);
+        quarantine(&store, &found.bad, now).unwrap();
         assert_eq!(
-            store.get(Table::Meta, b"quarantine/i2").unwrap().as_deref(),
+            load_due(&store, now, |_| 100, |_| false).unwrap().bad.len(),
+            0
+        );
+        let mut qk = b"quarantine/".to_vec();
+        qk.extend_from_slice(&in_lane);
+        assert_eq!(
+            store.get(Table::Meta, &qk).unwrap().as_deref(),
             Some(&b"not json"[..])
         );
+        assert!(store.get(Table::Meta, b"quarantine/i3").unwrap().is_some());
     }
 
     #[test]
@@ -442,7 +519,7 @@ mod tests {
         )
         .put(&mut b);
         store.commit(b).unwrap();
-        let due = load_due(&store, now, 100, |_| false).unwrap();
+        let due = load_due(&store, now, |_| 100, |_| false).unwrap();
         assert_eq!(due.items.len(), 1);
         assert_eq!(due.items[0].id, "z-new");
         let wait = due.next.unwrap();
@@ -482,12 +559,17 @@ mod tests {
             serde_json::to_vec(&legacy).unwrap(),
         );
         store.commit(b).unwrap();
-        let due = load_due(&store, now, 100, |id| id == "x1").unwrap();
+        let due = load_due(&store, now, |_| 100, |id| id == "x1").unwrap();
         assert_eq!(due.items, vec![items[1].clone()]);
-        assert_eq!(due.rekey.len(), 1);
-        rekey(&store, due.rekey).unwrap();
+        let found = misplaced(&store).unwrap();
+        assert!(found.bad.is_empty());
+        assert_eq!(found.rekey.len(), 1);
+        rekey(&store, found.rekey).unwrap();
         assert_eq!(
-            load_due(&store, now, 100, |_| false).unwrap().items.len(),
+            load_due(&store, now, |_| 100, |_| false)
+                .unwrap()
+                .items
+                .len(),
             3
         );
 
@@ -501,11 +583,92 @@ mod tests {
         );
         items[1].put(&mut b);
         store.commit(b).unwrap();
-        let due = load_due(&store, now, 100, |_| false).unwrap();
+        let due = load_due(&store, now, |_| 100, |_| false).unwrap();
         assert_eq!(due.items.len(), 2, "the retried item is no longer due");
         let next = due.next.unwrap().as_secs_f64();
         assert!((59.0..=60.0).contains(&next), "{next}");
         assert_eq!(store.entries(Table::Queue).count(), 3, "moved, not copied");
+    }
+
+    #[test]
+    fn each_lane_is_read_only_as_far_as_it_has_room() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), "redb").unwrap();
+        // Whole milliseconds, as the keys hold them.
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+        let mut b = Batch::new();
+        let relay = |id: String| Work::Relay {
+            mail_from: "a@b.it".into(),
+            rcpt_to: vec![id],
+            domain: "c.it".into(),
+            via: None,
+        };
+        // A relay backlog older than the local work.
+        for i in 0..300 {
+            let mut it = Item::new(
+                format!("r{i:03}"),
+                relay(format!("{i}@c.it")),
+                "ab".into(),
+                now,
+                None,
+            );
+            it.created = now - ChronoDuration::minutes(10);
+            it.next_attempt = now - ChronoDuration::minutes(10);
+            it.put(&mut b);
+        }
+        for i in 0..3 {
+            let mut it = Item::new(
+                format!("l{i}"),
+                Work::Local {
+                    mailbox: "a@b.it".into(),
+                    receipt_to: None,
+                },
+                "ab".into(),
+                now,
+                None,
+            );
+            it.next_attempt = now + ChronoDuration::seconds(i);
+            it.put(&mut b);
+        }
+        store.commit(b).unwrap();
+        let reads = std::cell::Cell::new(0);
+        let due = load_due(
+            &store,
+            now,
+            |lane| match lane {
+                Lane::Relay => 0,
+                Lane::Local => 16,
+            },
+            |_| {
+                reads.set(reads.get() + 1);
+                false
+            },
+        )
+        .unwrap();
+        let ids: Vec<&str> = due.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["l0"], "a full relay lane is not read at all");
+        assert_eq!(
+            reads.get(),
+            1,
+            "only the local lane's due item was looked at"
+        );
+        assert_eq!(due.next, Some(std::time::Duration::from_secs(1)));
+        let due = load_due(
+            &store,
+            now,
+            |lane| match lane {
+                Lane::Relay => 5,
+                Lane::Local => 0,
+            },
+            |id| id == "r000",
+        )
+        .unwrap();
+        let ids: Vec<&str> = due.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["r001", "r002", "r003", "r004", "r005"]);
+        assert_eq!(
+            due.next, None,
+            "more relays are due: their finish wakes the worker"
+        );
     }
 
     #[test]

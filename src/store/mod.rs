@@ -283,10 +283,18 @@ impl Store {
     /// Every entry of a table in key order, read in pages so a large
     /// table never sits in memory at once.
     pub fn entries(&self, t: Table) -> Entries<'_> {
+        self.entries_with_prefix(t, b"")
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order, read in
+    /// pages like [`Store::entries`].
+    pub fn entries_with_prefix(&self, t: Table, prefix: &[u8]) -> Entries<'_> {
         Entries {
             store: self,
             table: t,
-            from: Some(Vec::new()),
+            from: Some(prefix.to_vec()),
+            end: prefix_end(prefix),
+            page_size: FIRST_PAGE,
             page: Vec::new().into_iter(),
         }
     }
@@ -349,9 +357,15 @@ pub struct Entries<'a> {
     table: Table,
     /// Where the next page starts; None once the table is exhausted.
     from: Option<Vec<u8>>,
+    /// The first key past the walk (None: the end of the table).
+    end: Option<Vec<u8>>,
+    /// Pages grow from [`FIRST_PAGE`] to [`PAGE`]: a walk that stops after
+    /// a few entries (the queue's due items) reads only a few.
+    page_size: usize,
     page: std::vec::IntoIter<Entry>,
 }
 
+const FIRST_PAGE: usize = 32;
 const PAGE: usize = 1000;
 
 impl Iterator for Entries<'_> {
@@ -363,14 +377,18 @@ impl Iterator for Entries<'_> {
                 return Some(Ok(e));
             }
             let from = self.from.take()?;
-            match self.store.range(self.table, &from, None, PAGE) {
+            match self
+                .store
+                .range(self.table, &from, self.end.as_deref(), self.page_size)
+            {
                 Err(e) => return Some(Err(e)),
                 Ok(page) => {
                     if let Some((last, _)) = page.last() {
                         let mut next = last.clone();
                         next.push(0); // the smallest key after `last`
-                        self.from = (page.len() == PAGE).then_some(next);
+                        self.from = (page.len() == self.page_size).then_some(next);
                     }
+                    self.page_size = (self.page_size * 4).min(PAGE);
                     if page.is_empty() {
                         return None;
                     }
