@@ -325,10 +325,13 @@ impl Flags {
 }
 
 /// What an archive copy is made from: bytes in hand (linked to their inbox
-/// copy when there is one), or a spool file (linked; read only when no link
-/// can be made), so a large sent message is not read to be archived.
+/// copy when there is one), bytes with no file of their own (a small sent
+/// message kept in the store: written), or a spool file (linked; read only
+/// when no link can be made), so a large sent message is not read to be
+/// archived.
 enum ArchiveSource<'a> {
     Bytes(&'a [u8]),
+    Stored(&'a [u8]),
     Spool {
         path: std::path::PathBuf,
         len: usize,
@@ -338,7 +341,7 @@ enum ArchiveSource<'a> {
 impl ArchiveSource<'_> {
     fn len(&self) -> usize {
         match self {
-            ArchiveSource::Bytes(b) => b.len(),
+            ArchiveSource::Bytes(b) | ArchiveSource::Stored(b) => b.len(),
             ArchiveSource::Spool { len, .. } => *len,
         }
     }
@@ -532,7 +535,6 @@ impl App {
         pec_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
-        let blob = self.spool.put(data).map_err(|e| format!("spool: {e}"))?;
         let mut local = Vec::new();
         let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in rcpts {
@@ -545,35 +547,40 @@ impl App {
                     .push(r.clone());
             }
         }
-        let t = LegalTime::new(now);
         if !local.is_empty() {
-            Item::new(
-                self.new_id(t),
-                Work::Receive {
-                    mail_from: mail_from.into(),
-                    rcpt_to: local,
-                },
-                blob.clone(),
-                now,
-                pec_id.map(str::to_string),
-            )
-            .put(b);
+            let work = Work::Receive {
+                mail_from: mail_from.into(),
+                rcpt_to: local,
+            };
+            self.enqueue(b, data, work, now, pec_id)?;
         }
         for (domain, rcpt_to) in remote {
-            Item::new(
-                self.new_id(t),
-                Work::Relay {
-                    mail_from: mail_from.into(),
-                    rcpt_to,
-                    domain,
-                    via: None,
-                },
-                blob.clone(),
-                now,
-                pec_id.map(str::to_string),
-            )
-            .put(b);
+            let work = Work::Relay {
+                mail_from: mail_from.into(),
+                rcpt_to,
+                domain,
+                via: None,
+            };
+            self.enqueue(b, data, work, now, pec_id)?;
         }
+        Ok(())
+    }
+
+    /// A new queue item in `b` for `data` (its content in `b` too, or in
+    /// the spool when large: [`queue::stage`]).
+    fn enqueue(
+        &self,
+        b: &mut Batch,
+        data: &[u8],
+        work: Work,
+        now: DateTime<Utc>,
+        pec_id: Option<&str>,
+    ) -> Result<(), String> {
+        let id = self.new_id(LegalTime::new(now));
+        let pec_id = pec_id.map(str::to_string);
+        queue::stage(b, &self.spool, &[data], id, work, now, pec_id)
+            .map_err(|e| format!("spool: {e}"))?
+            .put(b);
         Ok(())
     }
 
@@ -599,19 +606,11 @@ impl App {
         pec_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
-        let blob = self.spool.put(data).map_err(|e| format!("spool: {e}"))?;
-        Item::new(
-            self.new_id(LegalTime::new(now)),
-            Work::Local {
-                mailbox: mailbox.to_lowercase(),
-                receipt_to: receipt_to.map(str::to_string),
-            },
-            blob,
-            now,
-            pec_id.map(str::to_string),
-        )
-        .put(b);
-        Ok(())
+        let work = Work::Local {
+            mailbox: mailbox.to_lowercase(),
+            receipt_to: receipt_to.map(str::to_string),
+        };
+        self.enqueue(b, data, work, now, pec_id)
     }
 
     /// Commit; if the batch queued new work, wake the worker (work created
@@ -819,20 +818,10 @@ impl App {
                 self.route(&mut b, &envelope, &c.sender, &rcpts, Some(&pec_id), now)?;
                 // The sender's archive keeps what it sent.
                 if self.cfg().delivery.lmtp.is_none() {
-                    let blob = self
-                        .spool
-                        .put(&envelope)
-                        .map_err(|e| format!("spool: {e}"))?;
-                    Item::new(
-                        self.new_id(time),
-                        Work::Archive {
-                            mailbox: c.sender.to_lowercase(),
-                        },
-                        blob,
-                        now,
-                        Some(pec_id.clone()),
-                    )
-                    .put(&mut b);
+                    let work = Work::Archive {
+                        mailbox: c.sender.to_lowercase(),
+                    };
+                    self.enqueue(&mut b, &envelope, work, now, Some(&pec_id))?;
                 }
                 // Timers only for certified recipients (RT §8.1 [INF]).
                 for r in c
@@ -884,22 +873,15 @@ impl App {
             // RFC 5321 §4.4: the trace line goes on top of what is stored;
             // an S/MIME signature covers the body, never the outer header.
             let trace = env.trace_header(&self.cfg().hostname, &id, &time.rfc5322());
-            let blob = self
-                .spool
-                .put_parts(&[trace.as_bytes(), &env.data])
-                .map_err(|e| e.to_string())?;
             let mut b = Batch::new();
-            Item::new(
-                id,
-                Work::Receive {
-                    mail_from: env.mail_from.clone(),
-                    rcpt_to: env.rcpt_to.clone(),
-                },
-                blob,
-                now,
-                None,
-            )
-            .put(&mut b);
+            let work = Work::Receive {
+                mail_from: env.mail_from.clone(),
+                rcpt_to: env.rcpt_to.clone(),
+            };
+            let parts = [trace.as_bytes(), &env.data[..]];
+            queue::stage(&mut b, &self.spool, &parts, id, work, now, None)
+                .map_err(|e| e.to_string())?
+                .put(&mut b);
             self.commit(b)
         })();
         match r {
@@ -947,14 +929,11 @@ impl App {
         mail_from: &str,
         rcpt_to: &[String],
     ) -> Result<(), String> {
-        let raw = self
-            .spool
-            .get(&item.blob)
-            .map_err(|e| format!("spool {}: {e}", item.blob))?;
+        let raw = item.content(&self.store, &self.spool)?;
         let now = self.clock.now();
         let time = LegalTime::new(now);
         let mut b = Batch::new();
-        item.remove(&mut b);
+        item.done(&mut b);
         let t = std::time::Instant::now();
         let report = self.cfg().checker.check(&item.id, &raw);
         crate::metrics::time(crate::metrics::VERIFY_SECONDS, t.elapsed());
@@ -1260,10 +1239,7 @@ impl App {
         mailbox: &str,
         receipt_to: Option<&str>,
     ) -> Result<(), String> {
-        let data = self
-            .spool
-            .get(&item.blob)
-            .map_err(|e| format!("spool {}: {e}", item.blob))?;
+        let data = item.content(&self.store, &self.spool)?;
         self.store_locally(item, mailbox, receipt_to, &data)
     }
 
@@ -1275,7 +1251,7 @@ impl App {
         data: &[u8],
     ) -> Result<(), String> {
         let mut b = Batch::new();
-        item.remove(&mut b);
+        item.done(&mut b);
         let flags = self.deliver_into(&mut b, item, mailbox, receipt_to, data)?;
         self.commit_with_flags(b, flags)
     }
@@ -1754,21 +1730,13 @@ impl App {
         let time = LegalTime::new(now);
         let from = self.notice_sender();
         let data = crate::notices::message(n, &from, to, time, &self.new_id(time));
-        let blob = self.spool.put(&data).map_err(|e| format!("spool: {e}"))?;
-        Item::new(
-            self.new_id(time),
-            Work::Relay {
-                mail_from: from.clone(),
-                rcpt_to: vec![to.to_string()],
-                domain: domain.to_ascii_lowercase(),
-                via: Some(via),
-            },
-            blob,
-            now,
-            None,
-        )
-        .put(b);
-        Ok(())
+        let work = Work::Relay {
+            mail_from: from.clone(),
+            rcpt_to: vec![to.to_string()],
+            domain: domain.to_ascii_lowercase(),
+            via: Some(via),
+        };
+        self.enqueue(b, &data, work, now, None)
     }
 
     // ----------------------------------------------------------------------
@@ -1841,6 +1809,7 @@ impl App {
                         .new_path(id, bytes.len());
                     md.deliver_linked(id, bytes, interrupted, &inbox)
                 }
+                ArchiveSource::Stored(bytes) => md.deliver_once(id, bytes, interrupted),
                 // What the holder sent: linked to its spool file, read
                 // only if no link can be made.
                 ArchiveSource::Spool { path, len } => {
@@ -2053,10 +2022,7 @@ impl App {
         domain: &str,
         via: Option<std::net::SocketAddr>,
     ) -> Result<(), String> {
-        let data = self
-            .spool
-            .get(&item.blob)
-            .map_err(|e| format!("spool {}: {e}", item.blob))?;
+        let data = item.content(&self.store, &self.spool)?;
         let now = self.clock.now();
         let hosts = match via {
             Some(h) => Ok(vec![h]),
@@ -2140,7 +2106,7 @@ impl App {
                     self.refused_notice(&mut b, &data, rcpt, why, now)?;
                 }
                 if o.temporary.is_empty() {
-                    item.remove(&mut b);
+                    item.done(&mut b);
                 } else {
                     let mut next = item.clone();
                     if let Work::Relay { rcpt_to, .. } = &mut next.work {
@@ -2206,7 +2172,7 @@ impl App {
             r.pec_id = item.pec_id.clone();
             r.detail = Some(format!("gave up after {give_up:?}: {error}"));
             r.append_to(b);
-            item.remove(b);
+            item.done(b);
         } else {
             item.retry(
                 b,
@@ -2435,15 +2401,21 @@ impl App {
                 tokio::task::block_in_place(|| self.process_receive(&item, mail_from, rcpt_to))
             }
             Work::Archive { mailbox } => tokio::task::block_in_place(|| {
-                let spooled = |e: std::io::Error| format!("spool {}: {e}", item.blob);
-                let path = self.spool.path(&item.blob).map_err(spooled)?;
-                let len = std::fs::metadata(&path).map_err(spooled)?.len() as usize;
                 let mut b = Batch::new();
-                item.remove(&mut b);
+                item.done(&mut b);
                 // The archive copy only (`envelope` false: no quota
                 // warnings for what the holder sent).
-                let src = ArchiveSource::Spool { path, len };
-                let flags = self.after_storage(&mut b, mailbox, &item, src, false)?;
+                let flags = if item.inline {
+                    let data = item.content(&self.store, &self.spool)?;
+                    let src = ArchiveSource::Stored(&data);
+                    self.after_storage(&mut b, mailbox, &item, src, false)?
+                } else {
+                    let spooled = |e: std::io::Error| format!("spool {}: {e}", item.blob);
+                    let path = self.spool.path(&item.blob).map_err(spooled)?;
+                    let len = std::fs::metadata(&path).map_err(spooled)?.len() as usize;
+                    let src = ArchiveSource::Spool { path, len };
+                    self.after_storage(&mut b, mailbox, &item, src, false)?
+                };
                 self.commit_with_flags(b, flags)
             }),
             Work::Relay {

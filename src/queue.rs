@@ -87,6 +87,10 @@ pub struct Item {
     pub work: Work,
     /// Spool file name (hex SHA-256 of the content).
     pub blob: String,
+    /// The content is in the store (`Blobs`, under the item's id), not in
+    /// the spool: see [`stage`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
     pub attempts: u32,
     pub created: DateTime<Utc>,
     pub next_attempt: DateTime<Utc>,
@@ -110,6 +114,7 @@ impl Item {
             id,
             work,
             blob,
+            inline: false,
             attempts: 0,
             created: now,
             next_attempt: now,
@@ -134,8 +139,30 @@ impl Item {
         );
     }
 
+    /// Take the item off the queue, keeping its content (it is put back
+    /// under a new key: [`Item::retry`]).
     pub fn remove(&self, batch: &mut Batch) {
         batch.delete(Table::Queue, self.key());
+    }
+
+    /// The item is finished: off the queue, with its inline content.
+    pub fn done(&self, batch: &mut Batch) {
+        self.remove(batch);
+        if self.inline {
+            batch.delete(Table::Blobs, self.id.as_bytes());
+        }
+    }
+
+    /// The item's content, wherever it lies.
+    pub fn content(&self, store: &Store, spool: &Spool) -> Result<Vec<u8>, String> {
+        let missing = |e: String| format!("blob {} of item {}: {e}", self.blob, self.id);
+        if self.inline {
+            return store
+                .get(Table::Blobs, self.id.as_bytes())
+                .map_err(|e| missing(e.to_string()))?
+                .ok_or_else(|| missing("not in the store".into()));
+        }
+        spool.get(&self.blob).map_err(|e| missing(e.to_string()))
     }
 
     /// Reschedule after a temporary failure: `base`, doubling, at most `max`.
@@ -165,12 +192,54 @@ impl Item {
     }
 }
 
+/// Largest content kept in the store rather than in a spool file. A small
+/// message in the store costs no file of its own: no create, fsync,
+/// rename, directory fsync and later unlink, just bytes in the commit that
+/// already carries its queue item (and it goes in the same commit as the
+/// item's removal). Large ones stay files, so the store's commits and
+/// cache never hold a 30 MB body.
+pub const INLINE_MAX: usize = 256 * 1024;
+
+/// A new item for `parts` (concatenated): its content goes into `batch`
+/// (small) or durably into the spool before the commit (large).
+pub fn stage(
+    batch: &mut Batch,
+    spool: &Spool,
+    parts: &[&[u8]],
+    id: String,
+    work: Work,
+    now: DateTime<Utc>,
+    pec_id: Option<String>,
+) -> std::io::Result<Item> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > INLINE_MAX {
+        let blob = spool.put_parts(parts)?;
+        return Ok(Item::new(id, work, blob, now, pec_id));
+    }
+    let content = parts.concat();
+    let mut item = Item::new(id, work, content_name(&[&content]), now, pec_id);
+    item.inline = true;
+    batch.put(Table::Blobs, item.id.clone().into_bytes(), content);
+    Ok(item)
+}
+
+/// Hex SHA-256 of the concatenation of `parts`.
+fn content_name(parts: &[&[u8]]) -> String {
+    let mut h = openssl::sha::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finish().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Blob names referenced by queue items (what spool garbage collection keeps).
 pub fn referenced_blobs(store: &Store) -> Result<std::collections::HashSet<String>, StoreError> {
     let mut refs = std::collections::HashSet::new();
     for entry in store.entries(Table::Queue) {
         let (_, v) = entry?;
-        if let Ok(i) = serde_json::from_slice::<Item>(&v) {
+        if let Ok(i) = serde_json::from_slice::<Item>(&v)
+            && !i.inline
+        {
             refs.insert(i.blob);
         }
     }
@@ -325,11 +394,7 @@ impl Spool {
     /// [`Spool::put`] of the concatenation of `parts`, without building it
     /// (a trace line on top of a large message).
     pub fn put_parts(&self, parts: &[&[u8]]) -> std::io::Result<String> {
-        let mut h = openssl::sha::Sha256::new();
-        for p in parts {
-            h.update(p);
-        }
-        let name: String = h.finish().iter().map(|b| format!("{b:02x}")).collect();
+        let name = content_name(parts);
         let path = self.dir.join(&name);
         if path.exists() {
             // Refresh the age so garbage collection, which spares recent
@@ -669,6 +734,81 @@ mod tests {
             due.next, None,
             "more relays are due: their finish wakes the worker"
         );
+    }
+
+    #[test]
+    fn small_content_travels_in_the_store_and_goes_with_its_item() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("db"), "redb").unwrap();
+        let spool = Spool::open(&d.path().join("spool")).unwrap();
+        let now = Utc::now();
+        let work = Work::Archive {
+            mailbox: "a@b.it".into(),
+        };
+        let small = vec![b'x'; 10_000];
+        let large = vec![b'y'; INLINE_MAX + 1];
+        let mut b = Batch::new();
+        let s = stage(
+            &mut b,
+            &spool,
+            &[b"trace\r\n", &small],
+            "s1".into(),
+            work.clone(),
+            now,
+            None,
+        )
+        .unwrap();
+        let l = stage(&mut b, &spool, &[&large], "l1".into(), work, now, None).unwrap();
+        s.put(&mut b);
+        l.put(&mut b);
+        // Only the large one became a file, before the commit.
+        let files = || {
+            std::fs::read_dir(d.path().join("spool"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+                .count()
+        };
+        assert_eq!(files(), 1);
+        store.commit(b).unwrap();
+        assert!(s.inline && !l.inline);
+        assert_eq!(
+            s.blob,
+            content_name(&[b"trace\r\n", &small]),
+            "named by content all the same"
+        );
+        let mut want = b"trace\r\n".to_vec();
+        want.extend_from_slice(&small);
+        let due = load_due(&store, now, |_| 10, |_| false).unwrap();
+        assert_eq!(due.items.len(), 2);
+        for i in &due.items {
+            let got = i.content(&store, &spool).unwrap();
+            assert_eq!(&got, if i.inline { &want } else { &large });
+        }
+        // A retry keeps the content; finishing drops it.
+        let mut again = s.clone();
+        let mut b = Batch::new();
+        again.retry(
+            &mut b,
+            now,
+            "later".into(),
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(1),
+        );
+        again.put(&mut b);
+        store.commit(b).unwrap();
+        assert_eq!(again.content(&store, &spool).unwrap(), want);
+        let mut b = Batch::new();
+        again.done(&mut b);
+        l.done(&mut b);
+        store.commit(b).unwrap();
+        assert_eq!(store.entries(Table::Blobs).count(), 0);
+        assert_eq!(store.entries(Table::Queue).count(), 0);
+        let err = again.content(&store, &spool).unwrap_err();
+        assert!(
+            err.contains("s1") && err.contains("not in the store"),
+            "{err}"
+        );
+        assert_eq!(referenced_blobs(&store).unwrap().len(), 0);
     }
 
     #[test]

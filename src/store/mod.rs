@@ -39,10 +39,13 @@ pub enum Table {
     /// `tenant/<id>`, `token/<sha256 hex>` → id, `member/<id>/<address>`,
     /// `cf/<codice fiscale>/<address>`, `tombstone/<address>` → cf.
     Tenants,
+    /// Queue items' small message bodies, by item id: written in the
+    /// item's own commit and deleted with it (see `queue::Item::done`).
+    Blobs,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Log,
         Table::Mailboxes,
@@ -50,6 +53,7 @@ impl Table {
         Table::Transactions,
         Table::Seen,
         Table::Tenants,
+        Table::Blobs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +65,7 @@ impl Table {
             Table::Transactions => "transactions",
             Table::Seen => "seen",
             Table::Tenants => "tenants",
+            Table::Blobs => "blobs",
         }
     }
 }
