@@ -155,6 +155,41 @@ pub fn normalize(address: &str) -> Result<String, AccountError> {
     }
 }
 
+/// Most argon2 computations seen running at once (for the tests).
+static ARGON2_PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `f` with an argon2 hasher, at most one per core at a time. Each
+/// computation holds argon2's default 19 MiB of memory: twenty clients
+/// authenticating at once (a pool of submission sessions opening together,
+/// or an AUTH flood) would otherwise cost 400 MB, and more computations
+/// than cores finish no sooner.
+fn with_argon2<T>(f: impl FnOnce(&Argon2<'static>) -> T) -> T {
+    use std::sync::{Condvar, Mutex, OnceLock};
+    static GATE: OnceLock<(Mutex<usize>, Condvar, usize)> = OnceLock::new();
+    let (busy, freed, max) = GATE.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        (Mutex::new(0), Condvar::new(), cores)
+    });
+    {
+        let mut n = busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= *max {
+            n = freed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        ARGON2_PEAK.fetch_max(*n, std::sync::atomic::Ordering::Relaxed);
+    }
+    // Released even if `f` panics.
+    struct Release<'a>(&'a Mutex<usize>, &'a Condvar);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            self.1.notify_one();
+        }
+    }
+    let _release = Release(busy, freed);
+    f(&Argon2::default())
+}
+
 /// argon2id hash of a password with a random salt.
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
     if password.chars().count() < 8 {
@@ -163,20 +198,17 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
     let mut salt = [0u8; 16];
     openssl::rand::rand_bytes(&mut salt).map_err(|e| AccountError::Hash(e.to_string()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Hash(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AccountError::Hash(e.to_string()))
+    with_argon2(|a| {
+        a.hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .map_err(|e| AccountError::Hash(e.to_string()))
 }
 
 /// Constant-time check of a password against a stored hash.
 pub fn check_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
+        .map(|h| with_argon2(|a| a.verify_password(password.as_bytes(), &h).is_ok()))
         .unwrap_or(false)
 }
 
@@ -346,6 +378,26 @@ pub fn put(batch: &mut Batch, acc: &Account) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argon2_runs_at_most_once_per_core() {
+        let hash = hash_password("correct horse").unwrap();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads: Vec<_> = (0..cores * 3)
+            .map(|_| {
+                let hash = hash.clone();
+                std::thread::spawn(move || check_password(&hash, "correct horse"))
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        let peak = ARGON2_PEAK.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (1..=cores).contains(&peak),
+            "peak {peak} with {cores} cores"
+        );
+    }
 
     #[test]
     fn account_lifecycle_is_logged() {
