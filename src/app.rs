@@ -142,6 +142,18 @@ fn tx_key(pec_id: &str, rcpt: &str) -> Vec<u8> {
     format!("{pec_id}\n{}", rcpt.to_lowercase()).into_bytes()
 }
 
+/// The timers' entry for transaction `tx` at `at` (table `Timers`).
+fn timer_key(at: DateTime<Utc>, tx: &[u8]) -> Vec<u8> {
+    let mut k = crate::store::time_key(at).into_bytes();
+    k.push(b'/');
+    k.extend_from_slice(tx);
+    k
+}
+
+/// Most timer entries one pass handles (each may sign a notice); the rest
+/// wait for the next tick.
+const TIMERS_PER_PASS: usize = 1_000;
+
 /// What a configuration reload replaces at once: the config and everything
 /// built from it (signing identity, trust anchors and provider index,
 /// scanner, resolver). Work in progress keeps the snapshot it took.
@@ -824,6 +836,7 @@ impl App {
                     self.enqueue(&mut b, &envelope, work, now, Some(&pec_id))?;
                 }
                 // Timers only for certified recipients (RT §8.1 [INF]).
+                let (warn, _) = self.timer_durations()?;
                 for r in c
                     .recipients
                     .iter()
@@ -844,9 +857,11 @@ impl App {
                         subject: c.subject.clone(),
                         msgid: c.msgid.clone(),
                     };
+                    let key = tx_key(&pec_id, &r.address);
+                    b.put(Table::Timers, timer_key(now + warn, &key), Vec::new());
                     b.put(
                         Table::Transactions,
-                        tx_key(&pec_id, &r.address),
+                        key,
                         serde_json::to_vec(&st).unwrap_or_default(),
                     );
                 }
@@ -1167,6 +1182,11 @@ impl App {
                     if let Some(m) = marker
                         && tracked()?
                     {
+                        // A closed transaction is forgotten by the next
+                        // timer pass, not 12 hours later.
+                        if m == MARK_CLOSED {
+                            b.put(Table::Timers, timer_key(now, &key), Vec::new());
+                        }
                         key.extend_from_slice(m);
                         b.put(Table::Transactions, key, Vec::new());
                     }
@@ -2188,46 +2208,95 @@ impl App {
     // ----------------------------------------------------------------------
     // Timers (RT §8.1)
 
+    /// RT §8.1: the first look (12 h by default) and the last (24 h).
+    fn timer_durations(&self) -> Result<(chrono::Duration, chrono::Duration), String> {
+        let t = &self.cfg().timers;
+        let d = |v: Duration| chrono::Duration::from_std(v).map_err(|e| e.to_string());
+        Ok((d(t.warning_after.0)?, d(t.final_after.0)?))
+    }
+
+    /// Give every open transaction of an older store (from before the
+    /// timers table) its entry; once, marked in `meta`.
+    fn index_timers(&self) -> Result<usize, String> {
+        const DONE: &[u8] = b"timers/indexed";
+        let err = |e: StoreError| e.to_string();
+        if self.store.get(Table::Meta, DONE).map_err(err)?.is_some() {
+            return Ok(0);
+        }
+        let (warn, fin) = self.timer_durations()?;
+        let mut b = Batch::new();
+        let mut n = 0;
+        for entry in self.store.entries(Table::Transactions) {
+            let (k, v) = entry.map_err(err)?;
+            if let Ok(st) = serde_json::from_slice::<TxState>(&v) {
+                let at = st.sent_at + if st.warned { fin } else { warn };
+                b.put(Table::Timers, timer_key(at, &k), Vec::new());
+                n += 1;
+            }
+        }
+        b.put(Table::Meta, DONE.to_vec(), Vec::new());
+        self.commit(b)?;
+        Ok(n)
+    }
+
     pub fn check_timers(&self) -> Result<usize, String> {
         let now = self.clock.now();
         let time = LegalTime::new(now);
-        let warn = chrono::Duration::from_std(self.cfg().timers.warning_after.0)
-            .map_err(|e| e.to_string())?;
-        let fin = chrono::Duration::from_std(self.cfg().timers.final_after.0)
-            .map_err(|e| e.to_string())?;
+        let (warn, fin) = self.timer_durations()?;
         let mut b = Batch::new();
         let mut n = 0;
-        // One ordered walk: a transaction's markers sort right after its key
-        // ('\n' sorts before every address character), so a marker not
-        // preceded by its key is an orphan (the transaction closed meanwhile).
-        let mut open: Vec<(Vec<u8>, TxState, bool, bool)> = Vec::new();
-        for entry in self.store.entries(Table::Transactions) {
-            let (k, v) = entry.map_err(|e| e.to_string())?;
-            let marker = [MARK_TAKEN, MARK_CLOSED]
-                .into_iter()
-                .find_map(|m| k.strip_suffix(m).map(|main| (main.to_vec(), m)));
-            match marker {
-                Some((main, m)) => match open.last_mut() {
-                    Some((key, _, taken, closed)) if *key == main => {
-                        *taken |= m == MARK_TAKEN;
-                        *closed |= m == MARK_CLOSED;
-                    }
-                    _ => {
-                        b.delete(Table::Transactions, k);
-                    }
-                },
+        // Only what is due: the timers table is ordered by due time, so a
+        // backlog of transactions waiting for their receipts costs nothing
+        // per pass.
+        let mut due: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for entry in self.store.entries(Table::Timers) {
+            let (k, _) = entry.map_err(|e| e.to_string())?;
+            match crate::store::split_time_key(&k) {
+                Some((at, _)) if at > now => break,
+                Some((_, tx)) => {
+                    let tx = tx.to_vec();
+                    due.push((k, tx));
+                }
                 None => {
-                    if let Ok(st) = serde_json::from_slice::<TxState>(&v) {
-                        open.push((k, st, false, false));
-                    }
+                    b.delete(Table::Timers, k);
                 }
             }
+            if due.len() >= TIMERS_PER_PASS {
+                break;
+            }
         }
-        for (k, mut st, taken, closed) in open {
-            if closed {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        for (timer, k) in due {
+            b.delete(Table::Timers, timer);
+            if !seen.insert(k.clone()) {
+                continue; // two entries for one transaction: one look
+            }
+            let get = |key: &[u8]| self.store.get(Table::Transactions, key);
+            let marked = |m: &[u8]| -> Result<bool, String> {
+                let mut key = k.clone();
+                key.extend_from_slice(m);
+                Ok(get(&key).map_err(|e| e.to_string())?.is_some())
+            };
+            let state = get(&k).map_err(|e| e.to_string())?;
+            let Some(mut st) = state.and_then(|v| serde_json::from_slice::<TxState>(&v).ok())
+            else {
+                // Closed meanwhile (or unreadable): only markers may be left.
                 close_transaction(&mut b, &k);
                 continue;
+            };
+            // Every entry the transaction may still have (the first look at
+            // `warn`, the last at `fin`): deleting a missing key is free.
+            let forget = |b: &mut Batch| {
+                close_transaction(b, &k);
+                for at in [st.sent_at + warn, st.sent_at + fin] {
+                    b.delete(Table::Timers, timer_key(at, &k));
+                }
+            };
+            if marked(MARK_CLOSED)? {
+                forget(&mut b);
+                continue;
             }
+            let taken = marked(MARK_TAKEN)?;
             let age = now - st.sent_at;
             let stage = if age >= fin {
                 Some(TimeoutStage::H24)
@@ -2236,7 +2305,13 @@ impl App {
             } else {
                 None
             };
-            let Some(stage) = stage else { continue };
+            let Some(stage) = stage else {
+                // Early (the durations changed) or taken in charge: look
+                // again at the next deadline.
+                let next = if age < warn { warn } else { fin };
+                b.put(Table::Timers, timer_key(st.sent_at + next, &k), Vec::new());
+                continue;
+            };
             let c = Certification {
                 provider: self.cfg().pec_provider.clone(),
                 time,
@@ -2274,13 +2349,14 @@ impl App {
             match stage {
                 TimeoutStage::H12 => {
                     st.warned = true;
+                    b.put(Table::Timers, timer_key(st.sent_at + fin, &k), Vec::new());
                     b.put(
                         Table::Transactions,
                         k,
                         serde_json::to_vec(&st).unwrap_or_default(),
                     );
                 }
-                TimeoutStage::H24 => close_transaction(&mut b, &k),
+                TimeoutStage::H24 => forget(&mut b),
             }
             n += 1;
         }
@@ -2498,6 +2574,11 @@ impl App {
     ) {
         self.collect_spool();
         self.rekey_misplaced();
+        match tokio::task::block_in_place(|| self.index_timers()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(event = "timers_indexed", transactions = n),
+            Err(e) => tracing::error!(event = "timers_index_failed", error = %e),
+        }
         let mut last_gc = std::time::Instant::now();
         let mut last_gauges = std::time::Instant::now() - GAUGES_EVERY;
         let mut last_index = std::time::Instant::now();

@@ -247,21 +247,15 @@ pub fn referenced_blobs(store: &Store) -> Result<std::collections::HashSet<Strin
 }
 
 fn due_key(lane: Lane, at: DateTime<Utc>, id: &str) -> Vec<u8> {
-    // Offset so that times before 1970 still sort (and never go negative).
-    let ms = (at.timestamp_millis() as i128 - i64::MIN as i128) as u64;
     let mut k = lane.prefix().to_vec();
-    k.extend_from_slice(format!("{ms:016x}/{id}").as_bytes());
+    k.extend_from_slice(format!("{}/{id}", crate::store::time_key(at)).as_bytes());
     k
 }
 
 /// The due time and the id in a key of `lane`.
 fn parse_key(lane: Lane, key: &[u8]) -> Option<(DateTime<Utc>, &str)> {
-    let rest = key.strip_prefix(lane.prefix())?;
-    let hex = std::str::from_utf8(rest.get(..16)?).ok()?;
-    let ms = u64::from_str_radix(hex, 16).ok()?;
-    let at = DateTime::from_timestamp_millis((ms as i128 + i64::MIN as i128) as i64)?;
-    let id = std::str::from_utf8(rest.get(17..)?).ok()?;
-    Some((at, id))
+    let (at, id) = crate::store::split_time_key(key.strip_prefix(lane.prefix())?)?;
+    Some((at, std::str::from_utf8(id).ok()?))
 }
 
 /// Due items, read lane by lane in due-time order up to `now`, at most

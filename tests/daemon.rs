@@ -490,6 +490,46 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
     assert_eq!(finals[0].1.consegna.as_deref(), Some(anna));
 }
 
+/// Once every receipt is back, nothing of the message is left in either
+/// store: no queue item, no message body, no open transaction, no timer.
+#[test]
+fn nothing_is_left_behind_once_every_receipt_is_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path(), "12h", "23h");
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA, LUCA],
+        &message(MARIO, &[GIULIA], &[LUCA], "", "Niente resta"),
+    )
+    .unwrap();
+    wait_for("accettazione + 2 consegne", 30, || {
+        a.mailbox(MARIO).len() >= 3
+    });
+    // A timer pass (at most a second apart) forgets the closed transactions.
+    std::thread::sleep(Duration::from_secs(3));
+    a.kill();
+    b.kill();
+    use pecd::store::{Store, Table};
+    for (who, d) in [("A", &a), ("B", &b)] {
+        let store = Store::open(&d.data.join("store"), "redb").unwrap();
+        for t in [
+            Table::Queue,
+            Table::Blobs,
+            Table::Transactions,
+            Table::Timers,
+        ] {
+            let left: Vec<String> = store
+                .entries(t)
+                .map(|e| String::from_utf8_lossy(&e.unwrap().0).into_owned())
+                .collect();
+            assert!(left.is_empty(), "{who}: {} still holds {left:?}", t.name());
+        }
+        store.close();
+    }
+}
+
 /// A relay retried after a crash (its 250 lost) sends the same envelope
 /// again: the recipient provider delivers it once and acknowledges it once.
 #[test]

@@ -42,10 +42,13 @@ pub enum Table {
     /// Queue items' small message bodies, by item id: written in the
     /// item's own commit and deleted with it (see `queue::Item::done`).
     Blobs,
+    /// When each open transaction next needs the timers' attention:
+    /// `<due: [time_key]>/<transaction key>` → empty (see `App::check_timers`).
+    Timers,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Log,
         Table::Mailboxes,
@@ -54,6 +57,7 @@ impl Table {
         Table::Seen,
         Table::Tenants,
         Table::Blobs,
+        Table::Timers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,8 +70,27 @@ impl Table {
             Table::Seen => "seen",
             Table::Tenants => "tenants",
             Table::Blobs => "blobs",
+            Table::Timers => "timers",
         }
     }
+}
+
+/// A time as 16 hex digits that sort like the times (milliseconds, offset
+/// so that times before 1970 still sort): the head of keys that order work
+/// by when it is due (the queue, the timers).
+pub fn time_key(at: chrono::DateTime<chrono::Utc>) -> String {
+    let ms = (at.timestamp_millis() as i128 - i64::MIN as i128) as u64;
+    format!("{ms:016x}")
+}
+
+/// The time at the head of a key made with [`time_key`], and the rest after
+/// its `/`.
+pub fn split_time_key(key: &[u8]) -> Option<(chrono::DateTime<chrono::Utc>, &[u8])> {
+    let hex = std::str::from_utf8(key.get(..16)?).ok()?;
+    let ms = u64::from_str_radix(hex, 16).ok()?;
+    let at = chrono::DateTime::from_timestamp_millis((ms as i128 + i64::MIN as i128) as i64)?;
+    let rest = key.get(16..)?.strip_prefix(b"/")?;
+    Some((at, rest))
 }
 
 /// Errors of the storage layer.
@@ -443,8 +466,9 @@ fn writer_loop(engine: &dyn Engine, rx: mpsc::Receiver<Job>, mut head: LogHead) 
         let mut ops = Vec::new();
         let mut new_head = head;
         let mut seqs = Vec::with_capacity(jobs.len());
-        for j in &jobs {
-            ops.extend(j.batch.ops.iter().cloned());
+        for j in &mut jobs {
+            // Moved, not copied: a batch may carry message bodies.
+            ops.append(&mut j.batch.ops);
             let mut mine = Vec::with_capacity(j.batch.log.len());
             for payload in &j.batch.log {
                 let seq = new_head.seq + 1;
