@@ -108,6 +108,15 @@ pub(crate) fn run(make: &dyn Fn(&Path) -> Arc<dyn Engine>) {
             .collect();
         all.sort();
         assert_eq!(all, (4..204).collect::<Vec<u64>>());
+        // The chain holds in commit order across the groups.
+        let entries = store.log_entries(1, 1000).unwrap();
+        assert_eq!(entries.len(), 203);
+        let mut prev = [0u8; 32];
+        for e in &entries {
+            assert_eq!(e.prev, prev, "entry {}", e.seq);
+            assert_eq!(e.hash, LogEntry::chain_hash(&prev, e.seq, &e.payload));
+            prev = e.hash;
+        }
         assert_eq!(
             store
                 .scan_prefix(Table::Transactions, b"t", 1000)
@@ -126,4 +135,57 @@ fn redb_passes_the_contract() {
 #[test]
 fn sled_passes_the_contract() {
     run(&|dir| Arc::new(SledEngine::open(&dir.join("c.sled")).unwrap()));
+}
+
+/// An engine that panics on a batch touching `Meta/panic`, else delegates.
+struct Panicky(Arc<dyn Engine>);
+
+impl Engine for Panicky {
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        if ops
+            .iter()
+            .any(|o| matches!(o, Op::Put(Table::Meta, k, _) if k == b"panic"))
+        {
+            panic!("engine bug");
+        }
+        self.0.apply(ops)
+    }
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(t, key)
+    }
+    fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.0.range(t, from, to, limit)
+    }
+    fn last(&self, t: Table) -> Result<Option<Entry>, StoreError> {
+        self.0.last(t)
+    }
+}
+
+#[test]
+fn a_failed_group_leaves_the_store_usable_and_close_refuses_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Engine> = Arc::new(RedbEngine::open(&dir.path().join("p.redb")).unwrap());
+    let store = Store::with_engine(Arc::new(Panicky(inner))).unwrap();
+    let mut b = Batch::new();
+    b.put(Table::Meta, b"panic".to_vec(), vec![])
+        .log(b"lost".to_vec());
+    let err = store.commit(b).unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    // The next commit leads a new group, and the failed record took no
+    // sequence number.
+    let mut b = Batch::new();
+    b.put(Table::Meta, b"fine".to_vec(), vec![1])
+        .log(b"kept".to_vec());
+    assert_eq!(store.commit(b).unwrap().log_seqs, vec![1]);
+    store.close();
+    let mut b = Batch::new();
+    b.put(Table::Meta, b"late".to_vec(), vec![]);
+    assert!(matches!(store.commit(b), Err(StoreError::Closed)));
+    assert_eq!(store.get(Table::Meta, b"fine").unwrap(), Some(vec![1]));
 }

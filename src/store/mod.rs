@@ -15,9 +15,9 @@ mod sled_engine;
 pub use redb_engine::RedbEngine;
 pub use sled_engine::SledEngine;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// The tables. Adding one is adding a variant: engines create them lazily.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,7 +98,7 @@ pub fn split_time_key(key: &[u8]) -> Option<(chrono::DateTime<chrono::Utc>, &[u8
 pub enum StoreError {
     #[error("storage engine: {0}")]
     Engine(String),
-    #[error("the store writer has stopped")]
+    #[error("the store is closed")]
     Closed,
     #[error("corrupt record in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
@@ -228,16 +228,38 @@ pub struct Committed {
     pub group_size: usize,
 }
 
-struct Job {
-    batch: Batch,
-    reply: mpsc::SyncSender<Result<Committed, String>>,
+/// Group commit without a writer thread: the first committer to find no
+/// commit under way becomes the leader, takes every batch waiting
+/// (its own included), applies them as one engine transaction and one
+/// flush, then wakes exactly the committers it served and, if batches
+/// arrived meanwhile, one of them to lead next. An uncontended commit
+/// costs no thread hand-off at all; under load, each flush still serves
+/// everyone who queued during the previous one.
+struct Group {
+    state: Mutex<GroupState>,
+    /// Signalled when a leader finishes (for [`Store::close`]).
+    idle: Condvar,
 }
 
-/// The store: an engine behind a single writer thread that groups commits.
+struct GroupState {
+    closed: bool,
+    leading: bool,
+    head: LogHead,
+    next_ticket: u64,
+    waiting: Vec<Waiting>,
+    done: HashMap<u64, Result<Committed, String>>,
+}
+
+struct Waiting {
+    ticket: u64,
+    batch: Batch,
+    thread: std::thread::Thread,
+}
+
+/// The store: an engine and its group commit.
 pub struct Store {
     engine: Arc<dyn Engine>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    group: Group,
 }
 
 /// Most batches merged into one engine transaction.
@@ -263,17 +285,26 @@ impl Store {
     /// Wrap an engine (tests, alternative engines).
     pub fn with_engine(engine: Arc<dyn Engine>) -> Result<Store, StoreError> {
         let head = read_head(&*engine)?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        let e = engine.clone();
-        let writer = std::thread::Builder::new()
-            .name("pecd-store-writer".into())
-            .spawn(move || writer_loop(&*e, rx, head))
-            .map_err(|e| StoreError::Engine(e.to_string()))?;
         Ok(Store {
             engine,
-            jobs: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
+            group: Group {
+                state: Mutex::new(GroupState {
+                    closed: false,
+                    leading: false,
+                    head,
+                    next_ticket: 0,
+                    waiting: Vec::new(),
+                    done: HashMap::new(),
+                }),
+                idle: Condvar::new(),
+            },
         })
+    }
+
+    fn lock_group(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        // A leader that panicked left the state consistent (it changes it
+        // only under the lock, between engine calls).
+        self.group.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Commit a batch; returns once it is durable. Concurrent callers are
@@ -282,16 +313,53 @@ impl Store {
         if batch.is_empty() {
             return Ok(Committed::default());
         }
-        let (reply, wait) = mpsc::sync_channel(1);
-        {
-            let guard = self.jobs.lock().map_err(|_| StoreError::Closed)?;
-            let tx = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(Job { batch, reply })
-                .map_err(|_| StoreError::Closed)?;
+        let mut st = self.lock_group();
+        if st.closed {
+            return Err(StoreError::Closed);
         }
-        wait.recv()
-            .map_err(|_| StoreError::Closed)?
-            .map_err(StoreError::Engine)
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.waiting.push(Waiting {
+            ticket,
+            batch,
+            thread: std::thread::current(),
+        });
+        loop {
+            if let Some(r) = st.done.remove(&ticket) {
+                return r.map_err(StoreError::Engine);
+            }
+            if st.leading {
+                drop(st);
+                // Woken by the leader that served us or hands over; a
+                // spurious wake-up just looks again.
+                std::thread::park();
+                st = self.lock_group();
+                continue;
+            }
+            // Lead: every batch waiting (oldest first, at most GROUP_MAX;
+            // if ours is not among them, the next turn is ours).
+            st.leading = true;
+            let take = st.waiting.len().min(GROUP_MAX);
+            let jobs: Vec<Waiting> = st.waiting.drain(..take).collect();
+            let head = st.head;
+            drop(st);
+            let (outcome, new_head) = apply_group(&*self.engine, head, jobs);
+            st = self.lock_group();
+            st.leading = false;
+            if let Some(h) = new_head {
+                st.head = h;
+            }
+            for (ticket, thread, r) in outcome {
+                st.done.insert(ticket, r);
+                if std::thread::current().id() != thread.id() {
+                    thread.unpark();
+                }
+            }
+            if let Some(next) = st.waiting.first() {
+                next.thread.unpark();
+            }
+            self.group.idle.notify_all();
+        }
     }
 
     pub fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -360,15 +428,12 @@ impl Store {
             .collect()
     }
 
-    /// Stop the writer after the pending commits.
+    /// Refuse new commits and wait for the one under way.
     pub fn close(&self) {
-        if let Ok(mut j) = self.jobs.lock() {
-            j.take();
-        }
-        if let Ok(mut w) = self.writer.lock()
-            && let Some(h) = w.take()
-        {
-            let _ = h.join();
+        let mut st = self.lock_group();
+        st.closed = true;
+        while st.leading || !st.waiting.is_empty() {
+            st = self.group.idle.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -454,58 +519,74 @@ fn read_head(engine: &dyn Engine) -> Result<LogHead, StoreError> {
     }
 }
 
-fn writer_loop(engine: &dyn Engine, rx: mpsc::Receiver<Job>, mut head: LogHead) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
+/// One group: the log records get their sequence numbers and chain
+/// hashes in batch order, everything is applied as one engine transaction.
+/// Returns each batch's result (with its waiter) and the new log head on
+/// success.
+#[allow(clippy::type_complexity)]
+fn apply_group(
+    engine: &dyn Engine,
+    head: LogHead,
+    jobs: Vec<Waiting>,
+) -> (
+    Vec<(u64, std::thread::Thread, Result<Committed, String>)>,
+    Option<LogHead>,
+) {
+    let mut ops = Vec::new();
+    let mut new_head = head;
+    let mut seqs = Vec::with_capacity(jobs.len());
+    let group_size = jobs.len();
+    let mut waiters = Vec::with_capacity(jobs.len());
+    for mut j in jobs {
+        // Moved, not copied: a batch may carry message bodies.
+        ops.append(&mut j.batch.ops);
+        let mut mine = Vec::with_capacity(j.batch.log.len());
+        for payload in &j.batch.log {
+            let seq = new_head.seq + 1;
+            let hash = LogEntry::chain_hash(&new_head.hash, seq, payload);
+            let entry = LogEntry {
+                seq,
+                prev: new_head.hash,
+                hash,
+                payload: payload.clone(),
+            };
+            ops.push(Op::Put(
+                Table::Log,
+                seq.to_be_bytes().to_vec(),
+                entry.encode(),
+            ));
+            new_head = LogHead { seq, hash };
+            mine.push(seq);
         }
-        let mut ops = Vec::new();
-        let mut new_head = head;
-        let mut seqs = Vec::with_capacity(jobs.len());
-        for j in &mut jobs {
-            // Moved, not copied: a batch may carry message bodies.
-            ops.append(&mut j.batch.ops);
-            let mut mine = Vec::with_capacity(j.batch.log.len());
-            for payload in &j.batch.log {
-                let seq = new_head.seq + 1;
-                let hash = LogEntry::chain_hash(&new_head.hash, seq, payload);
-                let entry = LogEntry {
-                    seq,
-                    prev: new_head.hash,
-                    hash,
-                    payload: payload.clone(),
-                };
-                ops.push(Op::Put(
-                    Table::Log,
-                    seq.to_be_bytes().to_vec(),
-                    entry.encode(),
-                ));
-                new_head = LogHead { seq, hash };
-                mine.push(seq);
-            }
-            seqs.push(mine);
-        }
-        let group_size = jobs.len();
-        match engine.apply(&ops) {
-            Ok(()) => {
-                head = new_head;
-                for (j, log_seqs) in jobs.into_iter().zip(seqs) {
-                    let _ = j.reply.send(Ok(Committed {
+        seqs.push(mine);
+        waiters.push((j.ticket, j.thread));
+    }
+    // A panicking engine must not leave the group without a leader for
+    // ever: it fails this group like any engine error.
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply(&ops)))
+        .unwrap_or_else(|_| Err(StoreError::Engine("the storage engine panicked".into())));
+    match applied {
+        Ok(()) => {
+            let out = waiters
+                .into_iter()
+                .zip(seqs)
+                .map(|((t, th), log_seqs)| {
+                    let c = Committed {
                         log_seqs,
                         group_size,
-                    }));
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for j in jobs {
-                    let _ = j.reply.send(Err(msg.clone()));
-                }
-            }
+                    };
+                    (t, th, Ok(c))
+                })
+                .collect();
+            (out, Some(new_head))
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let out = waiters
+                .into_iter()
+                .map(|(t, th)| (t, th, Err(msg.clone())))
+                .collect();
+            (out, None)
         }
     }
 }
