@@ -347,6 +347,15 @@ pub fn with_lock<T>(address: &str, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// [`with_lock`] of every address in `addresses` (sorted and without
+/// repeats: the caller's order is the locking order).
+pub fn with_locks<T>(addresses: &[&str], f: impl FnOnce() -> T) -> T {
+    match addresses.split_first() {
+        None => f(),
+        Some((first, rest)) => with_lock(first, || with_locks(rest, f)),
+    }
+}
+
 /// Change an account with `f` and log `what`, in one commit.
 pub fn update(
     store: &Store,

@@ -1003,7 +1003,7 @@ impl App {
         }
         let rcpt_to = &fresh[..];
         let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
-        let mut flags = None;
+        let mut flags = Vec::new();
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
                 // Unavailable scanner under `tempfail`: the item waits.
@@ -1273,13 +1273,16 @@ impl App {
         let mut b = Batch::new();
         item.done(&mut b);
         let flags = self.deliver_into(&mut b, item, mailbox, receipt_to, data)?;
-        self.commit_with_flags(b, flags)
+        self.commit_with_flags(b, flags.into_iter().collect())
     }
 
-    /// Received `data` for local `mailboxes`: one (the common case) is
-    /// stored within `b`, the reception's own commit; several are queued,
-    /// each with its own commit (their quota warnings need one account lock
-    /// each). With `receipt_to`, the storage is followed by its receipt.
+    /// Received `data` for local `mailboxes`: stored within `b`, the
+    /// reception's own commit, each followed (with `receipt_to`) by its
+    /// receipt. A temporary failure of any fails the whole item, whose
+    /// retry finds what was already stored (Maildir names come from the
+    /// item). With LMTP, several mailboxes are queued one item each
+    /// instead: a mailbox server may refuse one user for a while, and the
+    /// others must not wait for it.
     fn deliver_now_or_queue(
         &self,
         b: &mut Batch,
@@ -1288,14 +1291,18 @@ impl App {
         receipt_to: Option<&str>,
         pec_id: &str,
         data: &[u8],
-    ) -> Result<Option<FlagChange>, String> {
-        if let [one] = mailboxes {
-            return self.deliver_into(b, item, one, receipt_to, data);
+    ) -> Result<Vec<FlagChange>, String> {
+        let mut changes = Vec::new();
+        if mailboxes.len() > 1 && self.cfg().delivery.lmtp.is_some() {
+            for m in mailboxes {
+                self.enqueue_local(b, data, m, receipt_to, Some(pec_id), self.clock.now())?;
+            }
+            return Ok(changes);
         }
         for m in mailboxes {
-            self.enqueue_local(b, data, m, receipt_to, Some(pec_id), self.clock.now())?;
+            changes.extend(self.deliver_into(b, item, m, receipt_to, data)?);
         }
-        Ok(None)
+        Ok(changes)
     }
 
     /// Store `data` in `mailbox` (idempotently under `item`'s id: a retry
@@ -1912,19 +1919,25 @@ impl App {
     /// account's lock and only if no concurrent delivery changed the flags
     /// first (then its warnings went out, and these are dropped): each
     /// warning once, while deliveries to one mailbox still run in parallel.
-    fn commit_with_flags(&self, mut b: Batch, change: Option<FlagChange>) -> Result<(), String> {
-        let Some(change) = change else {
-            return self.commit(b);
-        };
-        accounts::with_lock(&change.mailbox, || {
-            let fresh = accounts::get(&self.store, &change.mailbox).map_err(|e| e.to_string())?;
-            if let Some(mut acc) = fresh
-                && Flags::of(&acc) == change.before
-            {
-                change.after.apply(&mut acc);
-                accounts::put(&mut b, &acc);
-                b.ops.extend(change.notices.ops);
-                b.log.extend(change.notices.log);
+    fn commit_with_flags(&self, mut b: Batch, changes: Vec<FlagChange>) -> Result<(), String> {
+        // Each account's lock, taken in address order: two deliveries to
+        // overlapping sets of mailboxes cannot deadlock.
+        let mut locks: Vec<String> = changes.iter().map(|c| c.mailbox.clone()).collect();
+        locks.sort_unstable();
+        locks.dedup();
+        let locks: Vec<&str> = locks.iter().map(String::as_str).collect();
+        accounts::with_locks(&locks, || {
+            for change in changes {
+                let fresh =
+                    accounts::get(&self.store, &change.mailbox).map_err(|e| e.to_string())?;
+                if let Some(mut acc) = fresh
+                    && Flags::of(&acc) == change.before
+                {
+                    change.after.apply(&mut acc);
+                    accounts::put(&mut b, &acc);
+                    b.ops.extend(change.notices.ops);
+                    b.log.extend(change.notices.log);
+                }
             }
             self.commit(b)
         })
@@ -2492,7 +2505,7 @@ impl App {
                     let src = ArchiveSource::Spool { path, len };
                     self.after_storage(&mut b, mailbox, &item, src, false)?
                 };
-                self.commit_with_flags(b, flags)
+                self.commit_with_flags(b, flags.into_iter().collect())
             }),
             Work::Relay {
                 mail_from,
