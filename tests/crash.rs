@@ -31,16 +31,33 @@ fn restart(d: &mut Daemon) {
     d.spawn();
 }
 
-/// (daticert tipo, oggetto) → count
-fn census(msgs: &[Vec<u8>]) -> HashMap<(String, String), usize> {
+/// (daticert tipo, oggetto, consegna) → count
+fn census(msgs: &[Vec<u8>]) -> HashMap<(String, String, String), usize> {
     let mut m = HashMap::new();
     for raw in msgs {
         let xml = part_named(raw, "daticert.xml").expect("daticert");
         let d = pecd::pec::daticert::Daticert::parse(&xml).unwrap();
-        *m.entry((d.tipo.token().to_string(), d.oggetto.unwrap_or_default()))
-            .or_insert(0) += 1;
+        let key = (
+            d.tipo.token().to_string(),
+            d.oggetto.unwrap_or_default(),
+            d.consegna.unwrap_or_default(),
+        );
+        *m.entry(key).or_insert(0) += 1;
     }
     m
+}
+
+const GIULIA: &str = "giulia.bianchi@pec.provider-b.test";
+const LUCA: &str = "luca.verdi@pec.provider-b.test";
+
+/// Every other message goes to two mailboxes of B (stored in both within
+/// one reception commit).
+fn recipients(i: usize) -> &'static [&'static str] {
+    if i % 2 == 1 {
+        &[GIULIA, LUCA]
+    } else {
+        &[GIULIA]
+    }
 }
 
 fn submit(port: u16, i: usize) -> bool {
@@ -62,12 +79,14 @@ fn submit(port: u16, i: usize) -> bool {
         .authentication(vec![Mechanism::Plain])
         .timeout(Some(Duration::from_secs(10)))
         .build();
+    let to = recipients(i);
     let msg = format!(
-        "From: mario.rossi@pec.provider-a.test\r\nTo: giulia.bianchi@pec.provider-b.test\r\nSubject: Burst {i}\r\nMessage-ID: <burst{i}@client>\r\n\r\nmessaggio {i}\r\n"
+        "From: mario.rossi@pec.provider-a.test\r\nTo: {}\r\nSubject: Burst {i}\r\nMessage-ID: <burst{i}@client>\r\n\r\nmessaggio {i}\r\n",
+        to.join(", ")
     );
     let env = lettre::address::Envelope::new(
         Some("mario.rossi@pec.provider-a.test".parse().unwrap()),
-        vec!["giulia.bianchi@pec.provider-b.test".parse().unwrap()],
+        to.iter().map(|r| r.parse().unwrap()).collect(),
     )
     .unwrap();
     mailer.send_raw(&env, msg.as_bytes()).is_ok()
@@ -153,9 +172,15 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
             &a.lock().unwrap(),
             "mario.rossi@pec.provider-a.test",
         ));
-        let done = acked
-            .iter()
-            .all(|i| c.contains_key(&("avvenuta-consegna".into(), format!("Burst {i}"))));
+        let done = acked.iter().all(|i| {
+            recipients(*i).iter().all(|r| {
+                c.contains_key(&(
+                    "avvenuta-consegna".into(),
+                    format!("Burst {i}"),
+                    r.to_string(),
+                ))
+            })
+        });
         if done {
             break;
         }
@@ -175,32 +200,27 @@ fn kill_9_during_a_burst_loses_and_duplicates_nothing() {
             .unwrap()
             .mailbox("posta-certificata@pec.provider-a.test"),
     );
-    let rcpt = census(
-        &b.lock()
-            .unwrap()
-            .mailbox("giulia.bianchi@pec.provider-b.test"),
-    );
+    let boxes: HashMap<&str, _> = [GIULIA, LUCA]
+        .into_iter()
+        .map(|r| (r, census(&mailbox(&b.lock().unwrap(), r))))
+        .collect();
     let mut lost = 0;
     let mut duplicated = 0;
     for i in &attempted {
         let s = format!("Burst {i}");
-        let counts = [
-            sender
-                .get(&("accettazione".into(), s.clone()))
+        let get = |m: &HashMap<(String, String, String), usize>, tipo: &str, r: &str| {
+            m.get(&(tipo.to_string(), s.clone(), r.to_string()))
                 .copied()
-                .unwrap_or(0),
-            sender
-                .get(&("avvenuta-consegna".into(), s.clone()))
-                .copied()
-                .unwrap_or(0),
-            service
-                .get(&("presa-in-carico".into(), s.clone()))
-                .copied()
-                .unwrap_or(0),
-            rcpt.get(&("posta-certificata".into(), s.clone()))
-                .copied()
-                .unwrap_or(0),
+                .unwrap_or(0)
+        };
+        let mut counts = vec![
+            get(&sender, "accettazione", ""),
+            get(&service, "presa-in-carico", ""),
         ];
+        for r in recipients(*i) {
+            counts.push(get(&sender, "avvenuta-consegna", r));
+            counts.push(get(&boxes[r], "posta-certificata", ""));
+        }
         duplicated += counts.iter().filter(|c| **c > 1).count();
         if acked.contains(i) {
             lost += counts.iter().filter(|c| **c == 0).count();
