@@ -464,6 +464,15 @@ impl Spool {
 mod tests {
     use super::*;
 
+    /// A local delivery to a@b.it, due `now`.
+    fn local_item(id: impl Into<String>, now: DateTime<Utc>) -> Item {
+        let work = Work::Local {
+            mailbox: "a@b.it".into(),
+            receipt_to: None,
+        };
+        Item::new(id.into(), work, "ab".into(), now, None)
+    }
+
     #[test]
     fn spool_is_content_addressed_and_durable() {
         let d = tempfile::tempdir().unwrap();
@@ -507,16 +516,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(d.path(), "redb").unwrap();
         let now = Utc::now();
-        let item = Item::new(
-            "i1".into(),
-            Work::Local {
-                mailbox: "a@b.it".into(),
-                receipt_to: None,
-            },
-            "ab".into(),
-            now,
-            None,
-        );
+        let item = local_item("i1", now);
         let mut b = Batch::new();
         item.put(&mut b);
         // Garbage inside a lane is found by the passes, elsewhere by the
@@ -552,31 +552,12 @@ mod tests {
         let now = Utc::now();
         let mut b = Batch::new();
         for i in 0..2500 {
-            let mut it = Item::new(
-                format!("a{i:05}"),
-                Work::Local {
-                    mailbox: "a@b.it".into(),
-                    receipt_to: None,
-                },
-                "ab".into(),
-                now,
-                None,
-            );
+            let mut it = local_item(format!("a{i:05}"), now);
             it.next_attempt = now + ChronoDuration::minutes(5);
             it.put(&mut b);
         }
         // Sorts after the backlog.
-        Item::new(
-            "z-new".into(),
-            Work::Local {
-                mailbox: "a@b.it".into(),
-                receipt_to: None,
-            },
-            "ab".into(),
-            now,
-            None,
-        )
-        .put(&mut b);
+        local_item("z-new", now).put(&mut b);
         store.commit(b).unwrap();
         let due = load_due(&store, now, |_| 100, |_| false).unwrap();
         assert_eq!(due.items.len(), 1);
@@ -596,18 +577,7 @@ mod tests {
         let mut b = Batch::new();
         let mut items: Vec<Item> = ["x1", "x2"]
             .iter()
-            .map(|id| {
-                Item::new(
-                    (*id).into(),
-                    Work::Local {
-                        mailbox: "a@b.it".into(),
-                        receipt_to: None,
-                    },
-                    "ab".into(),
-                    now,
-                    None,
-                )
-            })
+            .map(|id| local_item(*id, now))
             .collect();
         items.iter().for_each(|i| i.put(&mut b));
         // An item stored under an older key layout is found for re-keying.
@@ -676,16 +646,7 @@ mod tests {
             it.put(&mut b);
         }
         for i in 0..3 {
-            let mut it = Item::new(
-                format!("l{i}"),
-                Work::Local {
-                    mailbox: "a@b.it".into(),
-                    receipt_to: None,
-                },
-                "ab".into(),
-                now,
-                None,
-            );
+            let mut it = local_item(format!("l{i}"), now);
             it.next_attempt = now + ChronoDuration::seconds(i);
             it.put(&mut b);
         }
@@ -808,16 +769,7 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let now = Utc::now();
-        let mut i = Item::new(
-            "x".into(),
-            Work::Local {
-                mailbox: "a@b.it".into(),
-                receipt_to: None,
-            },
-            "ab".into(),
-            now,
-            None,
-        );
+        let mut i = local_item("x", now);
         let (base, max) = (
             std::time::Duration::from_secs(60),
             std::time::Duration::from_secs(1800),
