@@ -575,10 +575,7 @@ mod tests {
         let store = Store::open(d.path(), "redb").unwrap();
         let now = Utc::now();
         let mut b = Batch::new();
-        let mut items: Vec<Item> = ["x1", "x2"]
-            .iter()
-            .map(|id| local_item(*id, now))
-            .collect();
+        let mut items: Vec<Item> = ["x1", "x2"].iter().map(|id| local_item(*id, now)).collect();
         items.iter().for_each(|i| i.put(&mut b));
         // An item stored under an older key layout is found for re-keying.
         let legacy = Item::new("x3".into(), items[0].work.clone(), "ab".into(), now, None);

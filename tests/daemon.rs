@@ -530,6 +530,68 @@ fn nothing_is_left_behind_once_every_receipt_is_in() {
     }
 }
 
+/// A store written by an older version: a queue item under the old key
+/// layout (`t/<due>/<id>`, no lane) and an open transaction without a timer
+/// entry. After an upgrade the item is re-keyed and runs, and the
+/// transaction gets its timer (here already past its 12 h mark).
+#[test]
+fn an_older_store_is_upgraded_at_start_up() {
+    use pecd::store::{Batch, Store, Table};
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Daemon::start(Spec {
+        warning: "2s",
+        final_after: "1h",
+        ..Spec::new('a', dir.path(), free_port(), vec![])
+    });
+    a.kill();
+    let now = chrono::Utc::now();
+    let note =
+        b"From: x@y.it\r\nTo: mario.rossi@pec.provider-a.test\r\nSubject: Vecchio\r\n\r\ncorpo\r\n";
+    let spool = pecd::queue::Spool::open(&a.data.join("spool")).unwrap();
+    let blob = spool.put(note).unwrap();
+    let work = pecd::queue::Work::Local {
+        mailbox: MARIO.into(),
+        receipt_to: None,
+    };
+    let item = pecd::queue::Item::new("legacy1".into(), work, blob, now, None);
+    let st = pecd::app::TxState {
+        pec_id: "opec-old@pec.provider-a.test".into(),
+        recipient: GIULIA.into(),
+        sent_at: now - chrono::Duration::hours(1),
+        warned: false,
+        sender: MARIO.into(),
+        recipients: vec![(GIULIA.into(), true)],
+        reply_to: MARIO.into(),
+        subject: "Vecchia transazione".into(),
+        msgid: None,
+    };
+    {
+        let store = Store::open(&a.data.join("store"), "redb").unwrap();
+        let mut b = Batch::new();
+        let old_key = format!("t/{}/legacy1", pecd::store::time_key(now));
+        b.put(Table::Queue, old_key, serde_json::to_vec(&item).unwrap());
+        let tx = format!("{}\n{GIULIA}", st.pec_id);
+        b.put(Table::Transactions, tx, serde_json::to_vec(&st).unwrap());
+        b.delete(Table::Meta, b"timers/indexed".to_vec());
+        store.commit(b).unwrap();
+        store.close();
+    }
+    a.spawn();
+    wait_for("the re-keyed item's delivery", 20, || {
+        a.mailbox(MARIO)
+            .iter()
+            .any(|m| m.windows(7).any(|w| w == b"Vecchio"))
+    });
+    wait_for("the indexed transaction's 12 h notice", 20, || {
+        // (The plain note above is not signed: no `kinds` here.)
+        a.mailbox(MARIO).iter().any(|m| {
+            let text = String::from_utf8_lossy(m);
+            text.contains("X-Ricevuta: preavviso-errore-consegna")
+                && text.contains("Vecchia transazione")
+        })
+    });
+}
+
 /// A relay retried after a crash (its 250 lost) sends the same envelope
 /// again: the recipient provider delivers it once and acknowledges it once.
 #[test]
