@@ -1,10 +1,12 @@
-//! The durable queue: message blobs in the spool and work items in the store.
+//! The durable queue: work items in the store, in two lanes ordered by due
+//! time, and the message bodies they carry.
 //!
-//! Owns: item shapes (what must still happen to a message), the spool of
-//! message bodies (content-addressed files: tmp → fsync → rename → fsync
-//! dir, written *before* the store commit that references them), retry
-//! backoff, and quarantine of undecodable items. Must not touch: what the
-//! items mean for PEC (that is `app`) or the storage engine (via [`Store`]).
+//! Owns: item shapes (what must still happen to a message), where a body
+//! lies (up to [`INLINE_MAX`] in the store, in the item's own commit; larger
+//! in the spool: content-addressed files, tmp → fsync → rename → fsync dir,
+//! written *before* the store commit that references them), retry backoff,
+//! and quarantine of undecodable items. Must not touch: what the items mean
+//! for PEC (that is `app`) or the storage engine (via [`Store`]).
 
 use crate::store::{Batch, Store, StoreError, Table};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
