@@ -33,7 +33,7 @@ e2e() { # name, env assignments...
   if ! env "$@" cargo bench --locked --bench e2e >"$out/$name" 2>&1; then
     tail -30 "$out/$name" >&2; echo "error: e2e run '$name' failed" >&2; exit 1
   fi
-  grep -E '^(messages|e2e_msgs_per_s)=' "$out/$name" | sed "s/^/[$name] /"
+  grep -E '^(messages|cpu_ms_per_msg_a|e2e_msgs_per_s)=' "$out/$name" | sed "s/^/[$name] /"
 }
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 e2e one-recipient PECD_BENCH_N="$n" PECD_BENCH_C="$s" PECD_BENCH_R=1

@@ -27,6 +27,33 @@ fn rss_mb(pid: u32) -> f64 {
     common::daemon::proc_status_mb(pid, "VmHWM:")
 }
 
+/// CPU time (user + system) a process has used so far, in ms (`self` for
+/// this one: the load client).
+fn cpu_ms(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses, may hold spaces): state is
+    // field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    ticks * 1000.0 / hz
+}
+
 fn sign_rate() -> f64 {
     let key = openssl::pkey::PKey::private_key_from_pem(
         &std::fs::read(root().join("certs/provider-a.key")).unwrap(),
@@ -121,6 +148,9 @@ fn main() {
         .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(conc as u32))
         .build();
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let pid = |d: &Daemon| d.child.as_ref().map_or(0, |c| c.id());
+    let cpu = |pid: String| cpu_ms(&pid);
+    let cpu_before = [pid(&a).to_string(), pid(&b).to_string(), "self".into()].map(cpu);
     let start_all = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads: Vec<_> = (0..conc)
@@ -168,7 +198,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let e2e_s = start_all.elapsed().as_secs_f64();
-    let pid = |d: &Daemon| d.child.as_ref().map_or(0, |c| c.id());
+    let cpu_after = [pid(&a).to_string(), pid(&b).to_string(), "self".into()].map(cpu);
     let (rss_a, rss_b) = (rss_mb(pid(&a)), rss_mb(pid(&b)));
     // After the run, once drained: what stays (a leak) against the peak.
     std::thread::sleep(Duration::from_secs(3));
@@ -185,6 +215,16 @@ fn main() {
     let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0;
     let e2e = n as f64 / e2e_s;
     let bound = sign_per_s / (3 + rcpts) as f64;
+    // Where the machine's time went, per certified message: the two
+    // daemons, the load client, and the share that is the signatures.
+    let per_msg = |i: usize| (cpu_after[i] - cpu_before[i]) / n as f64;
+    println!(
+        "cpu_ms_per_msg_a={:.2} cpu_ms_per_msg_b={:.2} cpu_ms_per_msg_client={:.2} signing_ms_per_msg={:.2}",
+        per_msg(0),
+        per_msg(1),
+        per_msg(2),
+        (3 + rcpts) as f64 * 1000.0 / sign_per_s
+    );
     println!(
         "messages={n} senders={conc} recipients={rcpts} paced_rate={} accepted_msgs_per_s={:.1} raw_rsa2048_sign_per_s={sign_per_s:.0}",
         rate.map_or("none".to_string(), |r| format!("{r:.1}")),
