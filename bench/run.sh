@@ -30,6 +30,9 @@ trap 'rm -rf "$out"' EXIT
 field() { grep -o "$2=[0-9.]*" "$1" | tail -1 | cut -d= -f2; }
 e2e() { # name, env assignments...
   local name=$1; shift
+  # The previous run's dirty pages (its deleted data dirs) are written back
+  # now, not in the middle of this run's latency figures.
+  sync; sleep 2
   if ! env "$@" cargo bench --locked --bench e2e >"$out/$name" 2>&1; then
     tail -30 "$out/$name" >&2; echo "error: e2e run '$name' failed" >&2; exit 1
   fi
