@@ -2383,9 +2383,14 @@ impl App {
     // The worker
 
     /// Move queue items stored under an older key layout to their key (and
-    /// undecodable ones to quarantine): the worker's passes read only the
-    /// current layout.
+    /// undecodable ones to quarantine), once per store: the worker's passes
+    /// read only the current layout.
     fn rekey_misplaced(&self) {
+        // Once per store: after that every item is written under its lane.
+        const DONE: &[u8] = b"queue/lanes";
+        if matches!(self.store.get(Table::Meta, DONE), Ok(Some(_))) {
+            return;
+        }
         let found = tokio::task::block_in_place(|| queue::misplaced(&self.store));
         let queue::Due {
             rekey: wrong, bad, ..
@@ -2396,13 +2401,19 @@ impl App {
                 return;
             }
         };
+        let mut ok = true;
         if !bad.is_empty() {
             tracing::error!(event = "queue_quarantine", count = bad.len());
-            let _ = queue::quarantine(&self.store, &bad, self.clock.now());
+            ok &= queue::quarantine(&self.store, &bad, self.clock.now()).is_ok();
         }
         if !wrong.is_empty() {
             tracing::info!(event = "queue_rekeyed", count = wrong.len());
-            let _ = queue::rekey(&self.store, wrong);
+            ok &= queue::rekey(&self.store, wrong).is_ok();
+        }
+        if ok {
+            let mut b = Batch::new();
+            b.put(Table::Meta, DONE.to_vec(), Vec::new());
+            let _ = self.commit(b);
         }
     }
 

@@ -572,7 +572,9 @@ fn an_older_store_is_upgraded_at_start_up() {
         b.put(Table::Queue, old_key, serde_json::to_vec(&item).unwrap());
         let tx = format!("{}\n{GIULIA}", st.pec_id);
         b.put(Table::Transactions, tx, serde_json::to_vec(&st).unwrap());
+        // What an older version's store lacks: the marks of both upgrades.
         b.delete(Table::Meta, b"timers/indexed".to_vec());
+        b.delete(Table::Meta, b"queue/lanes".to_vec());
         store.commit(b).unwrap();
         store.close();
     }
