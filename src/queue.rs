@@ -87,7 +87,8 @@ pub struct Item {
     /// Unique and stable: also names the Maildir file (idempotent delivery).
     pub id: String,
     pub work: Work,
-    /// Spool file name (hex SHA-256 of the content).
+    /// Hex SHA-256 of the content: the spool file's name, or, for inline
+    /// content, its name in logs and errors.
     pub blob: String,
     /// The content is in the store (`Blobs`, under the item's id), not in
     /// the spool: see [`stage`].
