@@ -2228,27 +2228,19 @@ impl App {
         Ok((d(t.warning_after.0)?, d(t.final_after.0)?))
     }
 
-    /// Give every open transaction of an older store (from before the
-    /// timers table) its entry; once, marked in `meta`.
-    fn index_timers(&self) -> Result<usize, String> {
-        const DONE: &[u8] = b"timers/indexed";
-        let err = |e: StoreError| e.to_string();
-        if self.store.get(Table::Meta, DONE).map_err(err)?.is_some() {
-            return Ok(0);
-        }
+    /// In `b`: a timer entry for every open transaction of an older store
+    /// (from before the timers table). Returns how many.
+    fn index_timers(&self, b: &mut Batch) -> Result<usize, String> {
         let (warn, fin) = self.timer_durations()?;
-        let mut b = Batch::new();
         let mut n = 0;
         for entry in self.store.entries(Table::Transactions) {
-            let (k, v) = entry.map_err(err)?;
+            let (k, v) = entry.map_err(|e| e.to_string())?;
             if let Ok(st) = serde_json::from_slice::<TxState>(&v) {
                 let at = st.sent_at + if st.warned { fin } else { warn };
                 b.put(Table::Timers, timer_key(at, &k), Vec::new());
                 n += 1;
             }
         }
-        b.put(Table::Meta, DONE.to_vec(), Vec::new());
-        self.commit(b)?;
         Ok(n)
     }
 
@@ -2382,39 +2374,39 @@ impl App {
     // ----------------------------------------------------------------------
     // The worker
 
-    /// Move queue items stored under an older key layout to their key (and
-    /// undecodable ones to quarantine), once per store: the worker's passes
-    /// read only the current layout.
-    fn rekey_misplaced(&self) {
-        // Once per store: after that every item is written under its lane.
-        const DONE: &[u8] = b"queue/lanes";
-        if matches!(self.store.get(Table::Meta, DONE), Ok(Some(_))) {
-            return;
+    /// In `b`: queue items found under a stale key moved to their key, and
+    /// undecodable ones to quarantine. Returns how many were moved.
+    fn tidy_queue(&self, b: &mut Batch, found: queue::Due) -> Result<usize, String> {
+        if !found.bad.is_empty() {
+            tracing::error!(event = "queue_quarantine", count = found.bad.len());
+            queue::quarantine(b, &self.store, &found.bad, self.clock.now())
+                .map_err(|e| e.to_string())?;
         }
-        let found = tokio::task::block_in_place(|| queue::misplaced(&self.store));
-        let queue::Due {
-            rekey: wrong, bad, ..
-        } = match found {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(event = "queue_load_failed", error = %e);
-                return;
-            }
-        };
-        let mut ok = true;
-        if !bad.is_empty() {
-            tracing::error!(event = "queue_quarantine", count = bad.len());
-            ok &= queue::quarantine(&self.store, &bad, self.clock.now()).is_ok();
+        let n = found.rekey.len();
+        queue::rekey(b, found.rekey);
+        Ok(n)
+    }
+
+    /// A store upgrade, once per store: `upgrade` fills a batch, committed
+    /// with the mark (`meta`) that it ran. Returns what `upgrade` counted.
+    fn upgrade_once(
+        &self,
+        mark: &[u8],
+        upgrade: impl FnOnce(&mut Batch) -> Result<usize, String>,
+    ) -> Result<usize, String> {
+        if self
+            .store
+            .get(Table::Meta, mark)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(0);
         }
-        if !wrong.is_empty() {
-            tracing::info!(event = "queue_rekeyed", count = wrong.len());
-            ok &= queue::rekey(&self.store, wrong).is_ok();
-        }
-        if ok {
-            let mut b = Batch::new();
-            b.put(Table::Meta, DONE.to_vec(), Vec::new());
-            let _ = self.commit(b);
-        }
+        let mut b = Batch::new();
+        let n = upgrade(&mut b)?;
+        b.put(Table::Meta, mark.to_vec(), Vec::new());
+        self.commit(b)?;
+        Ok(n)
     }
 
     /// Start due items that are not already running, as far as free slots
@@ -2442,13 +2434,17 @@ impl App {
                 return (0, None);
             }
         };
-        if !bad.is_empty() {
-            tracing::error!(event = "queue_quarantine", count = bad.len());
-            let _ = queue::quarantine(&self.store, &bad, now);
-        }
-        if !rekey.is_empty() {
-            let _ = queue::rekey(&self.store, rekey);
-            self.wake.notify_one();
+        if !bad.is_empty() || !rekey.is_empty() {
+            // Re-keyed items are queue puts: the commit wakes the worker.
+            let mut b = Batch::new();
+            let found = queue::Due {
+                bad,
+                rekey,
+                ..Default::default()
+            };
+            if let Err(e) = self.tidy_queue(&mut b, found).and_then(|_| self.commit(b)) {
+                tracing::error!(event = "queue_tidy_failed", error = %e);
+            }
         }
         let mut started = 0;
         for item in items {
@@ -2597,11 +2593,27 @@ impl App {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         self.collect_spool();
-        self.rekey_misplaced();
-        match tokio::task::block_in_place(|| self.index_timers()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(event = "timers_indexed", transactions = n),
-            Err(e) => tracing::error!(event = "timers_index_failed", error = %e),
+        // Upgrades of a store written by an older version: the worker's
+        // passes read only the queue's lanes and the timers' index.
+        type Upgrade<'a> = &'a dyn Fn(&mut Batch) -> Result<usize, String>;
+        let rekey = |b: &mut Batch| {
+            let found = queue::misplaced(&self.store).map_err(|e| e.to_string())?;
+            self.tidy_queue(b, found)
+        };
+        let index = |b: &mut Batch| self.index_timers(b);
+        let upgrades: [(&str, &[u8], Upgrade<'_>); 2] = [
+            ("queue_rekeyed", b"queue/lanes", &rekey),
+            ("timers_indexed", b"timers/indexed", &index),
+        ];
+        for (event, mark, upgrade) in upgrades {
+            let done = tokio::task::block_in_place(|| self.upgrade_once(mark, upgrade));
+            match done {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(event, count = n),
+                Err(e) => {
+                    tracing::error!(event = "store_upgrade_failed", upgrade = event, error = %e)
+                }
+            }
         }
         let mut last_gc = std::time::Instant::now();
         let mut last_gauges = std::time::Instant::now() - GAUGES_EVERY;

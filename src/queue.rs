@@ -143,8 +143,9 @@ impl Item {
     }
 
     /// Take the item off the queue, keeping its content (it is put back
-    /// under a new key: [`Item::retry`]).
-    pub fn remove(&self, batch: &mut Batch) {
+    /// under a new key: [`Item::retry`]). Finished items go with
+    /// [`Item::done`], which also drops their content.
+    fn remove(&self, batch: &mut Batch) {
         batch.delete(Table::Queue, self.key());
     }
 
@@ -297,13 +298,9 @@ pub fn load_due(
             if taken >= max {
                 break;
             }
-            match serde_json::from_slice::<Item>(&v) {
-                Ok(i) if i.key() != k => out.rekey.push((k, i)),
-                Ok(i) => {
-                    taken += 1;
-                    out.items.push(i)
-                }
-                Err(_) => out.bad.push(k),
+            if let Some(i) = out.sort(k, &v) {
+                taken += 1;
+                out.items.push(i);
             }
         }
     }
@@ -316,23 +313,18 @@ pub fn misplaced(store: &Store) -> Result<Due, StoreError> {
     let mut out = Due::default();
     for entry in store.entries(Table::Queue) {
         let (k, v) = entry?;
-        match serde_json::from_slice::<Item>(&v) {
-            Ok(i) if i.key() != k => out.rekey.push((k, i)),
-            Ok(_) => {}
-            Err(_) => out.bad.push(k),
-        }
+        out.sort(k, &v);
     }
     Ok(out)
 }
 
-/// Store items found under a stale key (see [`load_due`]) under their key.
-pub fn rekey(store: &Store, items: Vec<(Vec<u8>, Item)>) -> Result<(), StoreError> {
-    let mut b = Batch::new();
+/// In `b`: items found under a stale key (see [`load_due`]) moved to their
+/// key.
+pub fn rekey(b: &mut Batch, items: Vec<(Vec<u8>, Item)>) {
     for (old, item) in items {
         b.delete(Table::Queue, old);
-        item.put(&mut b);
+        item.put(b);
     }
-    store.commit(b).map(|_| ())
 }
 
 /// What [`load_due`] found.
@@ -349,10 +341,27 @@ pub struct Due {
     pub rekey: Vec<(Vec<u8>, Item)>,
 }
 
-/// Move undecodable items out of the queue, keeping their bytes for an
-/// operator (`meta` table, `quarantine/<key>`), and log it.
-pub fn quarantine(store: &Store, keys: &[Vec<u8>], now: DateTime<Utc>) -> Result<(), StoreError> {
-    let mut b = Batch::new();
+impl Due {
+    /// One stored entry: an item under its own key (returned), one under a
+    /// stale key (to re-key) or an undecodable one (to quarantine).
+    fn sort(&mut self, key: Vec<u8>, value: &[u8]) -> Option<Item> {
+        match serde_json::from_slice::<Item>(value) {
+            Ok(i) if i.key() != key => self.rekey.push((key, i)),
+            Ok(i) => return Some(i),
+            Err(_) => self.bad.push(key),
+        }
+        None
+    }
+}
+
+/// In `b`: undecodable items moved out of the queue, their bytes kept for
+/// an operator (`meta` table, `quarantine/<key>`), and log it.
+pub fn quarantine(
+    b: &mut Batch,
+    store: &Store,
+    keys: &[Vec<u8>],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     for k in keys {
         let v = store.get(Table::Queue, k)?.unwrap_or_default();
         let mut qk = b"quarantine/".to_vec();
@@ -364,9 +373,9 @@ pub fn quarantine(store: &Store, keys: &[Vec<u8>], now: DateTime<Utc>) -> Result
             "queue item {} quarantined: undecodable",
             String::from_utf8_lossy(k)
         ));
-        r.append_to(&mut b);
+        r.append_to(b);
     }
-    store.commit(b).map(|_| ())
+    Ok(())
 }
 
 /// The spool of message bodies.
@@ -534,7 +543,9 @@ mod tests {
         let found = misplaced(&store).unwrap();
         assert!(found.rekey.is_empty());
         assert_eq!(found.bad, vec![b"i3".to_vec(), in_lane.clone()]);
-        quarantine(&store, &found.bad, now).unwrap();
+        let mut b = Batch::new();
+        quarantine(&mut b, &store, &found.bad, now).unwrap();
+        store.commit(b).unwrap();
         assert_eq!(
             load_due(&store, now, |_| 100, |_| false).unwrap().bad.len(),
             0
@@ -593,7 +604,9 @@ mod tests {
         let found = misplaced(&store).unwrap();
         assert!(found.bad.is_empty());
         assert_eq!(found.rekey.len(), 1);
-        rekey(&store, found.rekey).unwrap();
+        let mut b = Batch::new();
+        rekey(&mut b, found.rekey);
+        store.commit(b).unwrap();
         assert_eq!(
             load_due(&store, now, |_| 100, |_| false)
                 .unwrap()
