@@ -705,10 +705,23 @@ impl App {
         }
     }
 
+    /// A Maildir opened to be delivered into, made durable the configured
+    /// way (`delivery.maildir_flush`).
+    fn writable(
+        &self,
+        md: Result<Maildir, crate::maildir::MaildirError>,
+    ) -> Result<Maildir, String> {
+        let flush = match self.cfg().delivery.maildir_flush {
+            crate::config::MaildirFlush::Filesystem => crate::maildir::Flush::Filesystem,
+            crate::config::MaildirFlush::PerFile => crate::maildir::Flush::PerFile,
+        };
+        md.map(|md| md.flushing(flush)).map_err(|e| e.to_string())
+    }
+
     /// Keep an infected message for the retention of the log (30 months,
     /// DPR 68/2005 art. 12) in `data_dir/virus`.
     fn keep_virus(&self, id: &str, data: &[u8]) -> Result<(), String> {
-        let md = Maildir::open(self.cfg().data_dir.join("virus")).map_err(|e| e.to_string())?;
+        let md = self.writable(Maildir::open(self.cfg().data_dir.join("virus")))?;
         md.deliver_once(id, data, true).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -1343,7 +1356,7 @@ impl App {
             None => {
                 let dir = mailbox_path(&self.cfg().data_dir.join("mail"), mailbox)
                     .map_err(|e| e.to_string())?;
-                let md = Maildir::open(dir).map_err(|e| e.to_string())?;
+                let md = self.writable(Maildir::open(dir))?;
                 // Only an item from before this process started, or one already
                 // retried, can have been interrupted between delivery and commit.
                 let interrupted = item.attempts > 0 || item.created < self.started;
@@ -1793,7 +1806,7 @@ impl App {
         }
         let root =
             mailbox_path(&self.cfg().data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
-        let md = Maildir::open_folder(&root, ARCHIVE_FOLDER).map_err(|e| e.to_string())?;
+        let md = self.writable(Maildir::open_folder(&root, ARCHIVE_FOLDER))?;
         if md
             .find(id, data.len(), interrupted)
             .map_err(|e| e.to_string())?
@@ -2048,7 +2061,7 @@ impl App {
     }
 
     async fn process_relay(
-        &self,
+        self: &Arc<Self>,
         item: &Item,
         mail_from: &str,
         rcpt_to: &[String],
@@ -2119,6 +2132,26 @@ impl App {
         };
         metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS, "target" => "relay", "result" => result)
             .increment(1);
+        let (item, mail_from, domain) = (item.clone(), mail_from.to_string(), domain.to_string());
+        self.blocking(move |app| {
+            app.relay_done(&item, &mail_from, &domain, &data, now, outcome, last_err)
+        })
+        .await
+    }
+
+    /// The outcome of a relay attempt, recorded (log, notices for refused
+    /// recipients, the item retired or rescheduled) in one commit.
+    #[allow(clippy::too_many_arguments)]
+    fn relay_done(
+        &self,
+        item: &Item,
+        mail_from: &str,
+        domain: &str,
+        data: &[u8],
+        now: DateTime<Utc>,
+        outcome: Option<crate::smtp::client::Outcome>,
+        last_err: String,
+    ) -> Result<(), String> {
         let mut b = Batch::new();
         match outcome {
             Some(o) => {
@@ -2136,7 +2169,7 @@ impl App {
                     r.recipients = vec![rcpt.clone()];
                     r.detail = Some(format!("refused by {domain}: {why}"));
                     r.append_to(&mut b);
-                    self.refused_notice(&mut b, &data, rcpt, why, now)?;
+                    self.refused_notice(&mut b, data, rcpt, why, now)?;
                 }
                 if o.temporary.is_empty() {
                     item.done(&mut b);
@@ -2415,19 +2448,19 @@ impl App {
     /// worker, so a free slot is filled at once.
     pub async fn run_queue_once(self: &Arc<Self>) -> (usize, Option<Duration>) {
         let now = self.clock.now();
+        // Reads only, served from redb's cache: run in place.
+        let due = queue::load_due(
+            &self.store,
+            now,
+            |lane| self.slots(lane).available_permits(),
+            |id| self.lock_busy().contains(id),
+        );
         let queue::Due {
             items,
             bad,
             next,
             rekey,
-        } = match tokio::task::block_in_place(|| {
-            queue::load_due(
-                &self.store,
-                now,
-                |lane| self.slots(lane).available_permits(),
-                |id| self.lock_busy().contains(id),
-            )
-        }) {
+        } = match due {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(event = "queue_load_failed", error = %e);
@@ -2442,7 +2475,10 @@ impl App {
                 rekey,
                 ..Default::default()
             };
-            if let Err(e) = self.tidy_queue(&mut b, found).and_then(|_| self.commit(b)) {
+            let tidied = self
+                .blocking(move |app| app.tidy_queue(&mut b, found).and_then(|_| app.commit(b)))
+                .await;
+            if let Err(e) = tidied {
                 tracing::error!(event = "queue_tidy_failed", error = %e);
             }
         }
@@ -2461,8 +2497,7 @@ impl App {
                 // The pass may have read the queue before another task
                 // retired this very item (it leaves `busy` only after its
                 // commit): only an item still stored under its key runs.
-                let current =
-                    tokio::task::block_in_place(|| app.store.get(Table::Queue, &item.key()));
+                let current = app.store.get(Table::Queue, &item.key());
                 if matches!(current, Ok(Some(_))) {
                     app.process_item(item, now).await;
                 }
@@ -2485,18 +2520,50 @@ impl App {
         self.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn process_item(&self, item: Item, now: DateTime<Utc>) {
-        let r = match &item.work {
+    async fn process_item(self: &Arc<Self>, item: Item, now: DateTime<Utc>) {
+        let (item, r) = match &item.work {
+            Work::Relay {
+                mail_from,
+                rcpt_to,
+                domain,
+                via,
+            } => {
+                let (mail_from, rcpt_to, domain, via) =
+                    (mail_from.clone(), rcpt_to.clone(), domain.clone(), *via);
+                let r = self
+                    .process_relay(&item, &mail_from, &rcpt_to, &domain, via)
+                    .await;
+                (item, r)
+            }
+            _ => {
+                self.blocking(move |app| {
+                    let r = app.process_stored(&item);
+                    (item, r)
+                })
+                .await
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
+            self.blocking(move |app| {
+                let mut b = Batch::new();
+                app.reschedule(&mut b, item, now, e);
+                let _ = app.commit(b);
+            })
+            .await;
+        }
+    }
+
+    /// An item whose work is all storage (no network): a local delivery,
+    /// a received message, an archive copy.
+    fn process_stored(&self, item: &Item) -> Result<(), String> {
+        match &item.work {
             Work::Local {
                 mailbox,
                 receipt_to,
-            } => tokio::task::block_in_place(|| {
-                self.process_local(&item, mailbox, receipt_to.as_deref())
-            }),
-            Work::Receive { mail_from, rcpt_to } => {
-                tokio::task::block_in_place(|| self.process_receive(&item, mail_from, rcpt_to))
-            }
-            Work::Archive { mailbox } => tokio::task::block_in_place(|| {
+            } => self.process_local(item, mailbox, receipt_to.as_deref()),
+            Work::Receive { mail_from, rcpt_to } => self.process_receive(item, mail_from, rcpt_to),
+            Work::Archive { mailbox } => {
                 let mut b = Batch::new();
                 item.done(&mut b);
                 // The archive copy only (`envelope` false: no quota
@@ -2504,31 +2571,32 @@ impl App {
                 let flags = if item.inline {
                     let data = item.content(&self.store, &self.spool)?;
                     let src = ArchiveSource::Stored(&data);
-                    self.after_storage(&mut b, mailbox, &item, src, false)?
+                    self.after_storage(&mut b, mailbox, item, src, false)?
                 } else {
                     let spooled = |e: std::io::Error| format!("spool {}: {e}", item.blob);
                     let path = self.spool.path(&item.blob).map_err(spooled)?;
                     let len = std::fs::metadata(&path).map_err(spooled)?.len() as usize;
                     let src = ArchiveSource::Spool { path, len };
-                    self.after_storage(&mut b, mailbox, &item, src, false)?
+                    self.after_storage(&mut b, mailbox, item, src, false)?
                 };
                 self.commit_with_flags(b, flags.into_iter().collect())
-            }),
-            Work::Relay {
-                mail_from,
-                rcpt_to,
-                domain,
-                via,
-            } => {
-                self.process_relay(&item, mail_from, rcpt_to, domain, *via)
-                    .await
             }
-        };
-        if let Err(e) = r {
-            tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
-            let mut b = Batch::new();
-            self.reschedule(&mut b, item, now, e);
-            let _ = self.commit(b);
+            Work::Relay { .. } => Err("a relay is not processed from storage alone".into()),
+        }
+    }
+
+    /// Run `f` (commits, Maildir writes, signatures: work that blocks or
+    /// takes a while) on the runtime's blocking threads, so the two
+    /// asynchronous workers keep serving the network meanwhile. A panic in
+    /// `f` resumes here.
+    pub async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&App) -> R + Send + 'static,
+    ) -> R {
+        let app = self.clone();
+        match tokio::task::spawn_blocking(move || f(&app)).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 

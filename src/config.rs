@@ -513,6 +513,28 @@ pub struct DeliveryConfig {
     /// value only for test networks.
     #[serde(default = "default_mx_port")]
     pub mx_port: u16,
+    /// How a Maildir delivery is made durable (see [`MaildirFlush`]).
+    #[serde(default)]
+    pub maildir_flush: MaildirFlush,
+}
+
+/// How a Maildir delivery is made durable before it counts (and before
+/// its ricevuta di consegna goes out). Either way the data is on disk
+/// before the file gets its name in `new/`, and the name before the
+/// delivery counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaildirFlush {
+    /// One syncfs(2) of the data directory's filesystem, shared by every
+    /// delivery in flight, before the renames and one after: a few device
+    /// flushes for many messages. For a data directory on a filesystem of
+    /// its own (each flush also writes back anything else pending there);
+    /// Linux ≥ 5.8 reports writeback errors through it.
+    #[default]
+    Filesystem,
+    /// fsync of each file, then of its directory: two flushes per message,
+    /// unaffected by other writers on a shared filesystem.
+    PerFile,
 }
 
 fn default_mx_port() -> u16 {
@@ -525,6 +547,7 @@ impl Default for DeliveryConfig {
             lmtp: None,
             nameservers: Vec::new(),
             mx_port: default_mx_port(),
+            maildir_flush: MaildirFlush::default(),
         }
     }
 }

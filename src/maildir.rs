@@ -1,20 +1,54 @@
 //! Maildir delivery: the layout Dovecot reads (`tmp/`, `new/`, `cur/`).
 //!
 //! Owns: file names derived from queue item ids, the durable write sequence
-//! (write to `tmp/`, fsync the file, rename into `new/`, fsync the
-//! directory), and mailbox paths under the data directory. Must not touch:
-//! quota policy, PEC logic. A message is in the mailbox once
-//! [`Maildir::deliver_once`] returns Ok.
+//! (write to `tmp/`, make the data durable, rename into `new/`, make the
+//! name durable: see [`Flush`]), and mailbox paths under the data
+//! directory. Must not touch: quota policy, PEC logic. A message is in the
+//! mailbox once [`Maildir::deliver_once`] returns Ok.
 
+use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 /// One mailbox directory.
 #[derive(Debug, Clone)]
 pub struct Maildir {
     root: PathBuf,
+    flush: Flush,
+}
+
+/// How a delivery becomes durable. Either way a file appears under its
+/// final name in `new/` only once its data is on disk, so a name found
+/// after a crash is a whole message, and the delivery returns only once
+/// the name is on disk too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flush {
+    /// fsync of the file before its rename, then of `new/`: two device
+    /// flushes per message, whatever else the filesystem holds.
+    #[default]
+    PerFile,
+    /// syncfs(2) of the mailbox's filesystem before the rename and after
+    /// it, each shared by every delivery in flight on that filesystem
+    /// (and by the archive's links): under load, a few flushes for many
+    /// messages. Linux only; meant for a data directory on a filesystem
+    /// of its own, since each flush writes back whatever else is pending
+    /// there.
+    Filesystem,
+}
+
+/// Mailbox roots whose `tmp/`, `new/` and `cur/` (and folder marker) this
+/// process created or found: opening them again costs no system call. A
+/// root removed behind our back is forgotten at the first error that
+/// says so, and created again at the next open.
+fn known() -> std::sync::MutexGuard<'static, HashSet<PathBuf>> {
+    static KNOWN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    KNOWN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// Errors of Maildir delivery.
@@ -30,9 +64,15 @@ pub enum MaildirError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaildirError + '_ {
-    move |source| MaildirError::Io {
-        path: path.display().to_string(),
-        source,
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            // Whatever root `path` is under is no longer known to exist.
+            known().retain(|root| !path.starts_with(root));
+        }
+        MaildirError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 
@@ -57,14 +97,32 @@ pub fn mailbox_path(base: &Path, address: &str) -> Result<PathBuf, MaildirError>
 }
 
 impl Maildir {
-    /// Open (creating `tmp`, `new`, `cur` if needed).
+    /// Open (creating `tmp`, `new`, `cur` if needed), flushing each
+    /// delivery on its own ([`Flush::PerFile`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Maildir, MaildirError> {
         let root = root.into();
-        for d in ["tmp", "new", "cur"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io(&p))?;
+        if !known().contains(&root) {
+            for d in ["tmp", "new", "cur"] {
+                let p = root.join(d);
+                fs::create_dir_all(&p).map_err(io(&p))?;
+            }
+            known().insert(root.clone());
         }
-        Ok(Maildir { root })
+        Ok(Maildir {
+            root,
+            flush: Flush::PerFile,
+        })
+    }
+
+    /// The same mailbox, made durable the `flush` way.
+    pub fn flushing(self, flush: Flush) -> Maildir {
+        // Without syncfs there is no shared flush to wait for.
+        let flush = if cfg!(target_os = "linux") {
+            flush
+        } else {
+            Flush::PerFile
+        };
+        Maildir { flush, ..self }
     }
 
     pub fn root(&self) -> &Path {
@@ -125,8 +183,7 @@ impl Maildir {
         let new = self.root.join("new").join(&name);
         let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
         if same_size && fs::hard_link(source, &new).is_ok() {
-            let dir = self.root.join("new");
-            crate::fsync::sync_dir(&dir).map_err(io(&dir))?;
+            self.sync_names()?;
             return Ok(name);
         }
         let message = load().map_err(io(source))?;
@@ -171,27 +228,53 @@ impl Maildir {
         let tmp = self.root.join("tmp").join(name);
         let new = self.root.join("new").join(name);
         {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
+            let create = || {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+            };
+            let mut f = match create() {
+                // Removed since it was opened: made again, as `open` would.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    known().remove(&self.root);
+                    Maildir::open(&self.root)?;
+                    create()
+                }
+                r => r,
+            }
+            .map_err(io(&tmp))?;
             f.write_all(message).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+            match self.flush {
+                Flush::PerFile => f.sync_all().map_err(io(&tmp))?,
+                Flush::Filesystem => {
+                    crate::fsync::sync_filesystem(&tmp).map_err(io(&tmp))?;
+                }
+            }
         }
         fs::rename(&tmp, &new).map_err(io(&new))?;
+        self.sync_names()
+    }
+
+    /// Make the names just renamed or linked into `new/` durable.
+    fn sync_names(&self) -> Result<(), MaildirError> {
         let dir = self.root.join("new");
-        crate::fsync::sync_dir(&dir).map_err(io(&dir))?;
-        Ok(())
+        match self.flush {
+            Flush::PerFile => crate::fsync::sync_dir(&dir),
+            Flush::Filesystem => crate::fsync::sync_filesystem(&dir),
+        }
+        .map_err(io(&dir))
     }
 
     /// A Maildir++ folder (e.g. `.Archivio`) of the mailbox at `root`,
     /// created with its `maildirfolder` marker as Dovecot expects.
     pub fn open_folder(root: &Path, folder: &str) -> Result<Maildir, MaildirError> {
-        let md = Maildir::open(root.join(folder))?;
+        let path = root.join(folder);
+        let fresh = !known().contains(&path);
+        let md = Maildir::open(path)?;
         let marker = md.root.join("maildirfolder");
-        if !marker.exists() {
+        if fresh && !marker.exists() {
             fs::write(&marker, b"").map_err(io(&marker))?;
         }
         Ok(md)
@@ -353,6 +436,48 @@ mod tests {
         // A deletion behind our back (an IMAP client) is seen.
         fs::remove_file(&msgs[0].0).unwrap();
         assert_eq!(md.messages().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn shared_filesystem_flushes_deliver_the_same_way() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box"))
+            .unwrap()
+            .flushing(Flush::Filesystem);
+        let archive = Maildir::open_folder(md.root(), ".Archivio")
+            .unwrap()
+            .flushing(Flush::Filesystem);
+        let n = md
+            .deliver_once("m1", b"Subject: a\r\n\r\nx\r\n", false)
+            .unwrap();
+        let inbox = md.new_path("m1", 17);
+        let a = archive
+            .deliver_linked("m1", b"Subject: a\r\n\r\nx\r\n", false, &inbox)
+            .unwrap();
+        assert_eq!(a, n);
+        assert_eq!(fs::read(archive.new_path("m1", 17)).unwrap().len(), 17);
+        assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+        assert!(archive.root().join("maildirfolder").exists());
+        // Idempotent by id in this mode too.
+        assert_eq!(md.deliver_once("m1", b"other", true).unwrap(), n);
+    }
+
+    #[test]
+    fn a_mailbox_removed_behind_our_back_is_made_again() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("gone");
+        Maildir::open(&root).unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        // Opening it again costs no system call, so the first delivery
+        // finds it missing and makes it again.
+        let md = Maildir::open(&root).unwrap();
+        md.deliver_once("m1", b"x", false).unwrap();
+        assert_eq!(md.messages().unwrap().len(), 1);
+        fs::remove_dir_all(&root).unwrap();
+        // A failed read forgets it too: the next open makes it again.
+        assert!(md.usage(None).is_err());
+        let md = Maildir::open(&root).unwrap();
+        assert_eq!(md.usage(None).unwrap().bytes, 0);
     }
 
     #[test]

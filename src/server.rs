@@ -286,12 +286,15 @@ async fn connection(
                     session.tls_started();
                 }
                 Event::Authenticate { user, password } => {
-                    let ok = tokio::task::block_in_place(|| {
-                        crate::accounts::authenticate(&app.store, &user, &password)
-                    })
-                    .ok()
-                    .flatten()
-                    .map(|a| a.address);
+                    let name = user.clone();
+                    let ok = app
+                        .blocking(move |app| {
+                            crate::accounts::authenticate(&app.store, &name, &password)
+                        })
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|a| a.address);
                     if ok.is_none() {
                         tracing::warn!(event = "auth_failed", peer = %peer, user = %user);
                     }
@@ -303,10 +306,13 @@ async fn connection(
                     crate::metrics::count_replies(kind.label(), &out);
                     stream.write_all(&out).await?;
                     out.clear();
-                    let reply = tokio::task::block_in_place(|| match kind.mode {
-                        Mode::Submission => app.submit(env),
-                        Mode::Inbound => app.receive(&env),
-                    });
+                    let mode = kind.mode;
+                    let reply = app
+                        .blocking(move |app| match mode {
+                            Mode::Submission => app.submit(env),
+                            Mode::Inbound => app.receive(&env),
+                        })
+                        .await;
                     out.extend_from_slice(&session.message_result(reply).to_bytes());
                 }
             }
