@@ -705,23 +705,36 @@ impl App {
         }
     }
 
-    /// A Maildir opened to be delivered into, made durable the configured
-    /// way (`delivery.maildir_flush`).
+    /// A Maildir opened to receive `len` bytes, made durable the
+    /// configured way (`delivery.maildir_flush`). A deferred delivery must
+    /// be noted in its commit (`mailsync::note`): that copy is what makes
+    /// it durable until the next checkpoint.
     fn writable(
         &self,
         md: Result<Maildir, crate::maildir::MaildirError>,
+        len: usize,
     ) -> Result<Maildir, String> {
+        use crate::config::MaildirFlush as Configured;
+        use crate::maildir::Flush;
         let flush = match self.cfg().delivery.maildir_flush {
-            crate::config::MaildirFlush::Filesystem => crate::maildir::Flush::Filesystem,
-            crate::config::MaildirFlush::PerFile => crate::maildir::Flush::PerFile,
+            // A large message is not copied into the store.
+            Configured::Checkpoint if len <= queue::INLINE_MAX => Flush::Deferred,
+            Configured::Checkpoint | Configured::Filesystem => Flush::Filesystem,
+            Configured::PerFile => Flush::PerFile,
         };
         md.map(|md| md.flushing(flush)).map_err(|e| e.to_string())
+    }
+
+    /// Flush the deferred deliveries' files and drop their copies.
+    pub fn checkpoint_mail(&self) -> Result<usize, String> {
+        crate::mailsync::checkpoint(&self.store)
     }
 
     /// Keep an infected message for the retention of the log (30 months,
     /// DPR 68/2005 art. 12) in `data_dir/virus`.
     fn keep_virus(&self, id: &str, data: &[u8]) -> Result<(), String> {
-        let md = self.writable(Maildir::open(self.cfg().data_dir.join("virus")))?;
+        // Flushed at once (`interrupted` true): nothing records it.
+        let md = self.writable(Maildir::open(self.cfg().data_dir.join("virus")), data.len())?;
         md.deliver_once(id, data, true).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -1356,7 +1369,7 @@ impl App {
             None => {
                 let dir = mailbox_path(&self.cfg().data_dir.join("mail"), mailbox)
                     .map_err(|e| e.to_string())?;
-                let md = self.writable(Maildir::open(dir))?;
+                let md = self.writable(Maildir::open(dir), data.len())?;
                 // Only an item from before this process started, or one already
                 // retried, can have been interrupted between delivery and commit.
                 let interrupted = item.attempts > 0 || item.created < self.started;
@@ -1371,6 +1384,7 @@ impl App {
                 } else {
                     md.deliver_once(&item.id, data, interrupted)
                         .map_err(|e| e.to_string())?;
+                    crate::mailsync::note(b, &md, &item.id, data);
                     self.note_usage(&md, mailbox, data.len() as u64);
                     Ok(())
                 }
@@ -1806,7 +1820,7 @@ impl App {
         }
         let root =
             mailbox_path(&self.cfg().data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
-        let md = self.writable(Maildir::open_folder(&root, ARCHIVE_FOLDER))?;
+        let md = self.writable(Maildir::open_folder(&root, ARCHIVE_FOLDER), data.len())?;
         if md
             .find(id, data.len(), interrupted)
             .map_err(|e| e.to_string())?
@@ -1844,12 +1858,14 @@ impl App {
             match data {
                 // The inbox copy, when there is one: linked, not written again.
                 ArchiveSource::Bytes(bytes) => {
-                    let inbox = Maildir::open(&root)
-                        .map_err(|e| e.to_string())?
-                        .new_path(id, bytes.len());
-                    md.deliver_linked(id, bytes, interrupted, &inbox)
+                    let inbox = Maildir::open(&root).map_err(|e| e.to_string())?;
+                    crate::mailsync::note_link(b, &md, id, &inbox);
+                    md.deliver_linked(id, bytes, interrupted, &inbox.new_path(id, bytes.len()))
                 }
-                ArchiveSource::Stored(bytes) => md.deliver_once(id, bytes, interrupted),
+                ArchiveSource::Stored(bytes) => {
+                    crate::mailsync::note(b, &md, id, bytes);
+                    md.deliver_once(id, bytes, interrupted)
+                }
                 // What the holder sent: linked to its spool file, read
                 // only if no link can be made.
                 ArchiveSource::Spool { path, len } => {
@@ -2660,6 +2676,17 @@ impl App {
         tick: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        // Files a crash may have left unflushed are written again before
+        // any delivery runs.
+        match self
+            .blocking(|app| crate::mailsync::repair(&app.store))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(event = "maildir_repaired", files = n),
+            Err(e) => tracing::error!(event = "maildir_repair_failed", error = %e),
+        }
+        let flusher = tokio::spawn(self.clone().flusher(shutdown.clone()));
         self.collect_spool();
         // Upgrades of a store written by an older version: the worker's
         // passes read only the queue's lanes and the timers' index.
@@ -2751,7 +2778,26 @@ impl App {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
+            }
+        }
+        let _ = flusher.await;
+    }
+
+    /// The checkpoint of deferred Maildir deliveries (`mailsync`): every
+    /// `delivery.checkpoint_every`, and once more at shutdown.
+    async fn flusher(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let every = self.cfg().delivery.checkpoint_every.0;
+            let stop = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = shutdown.changed() => true,
+            };
+            if let Err(e) = self.blocking(|app| app.checkpoint_mail()).await {
+                tracing::error!(event = "maildir_checkpoint_failed", error = %e);
+            }
+            if stop {
+                return;
             }
         }
     }

@@ -31,6 +31,7 @@ pub mod fsync;
 pub mod index;
 pub mod lifecycle;
 pub mod maildir;
+pub mod mailsync;
 pub mod malloc;
 pub mod membership;
 pub mod metrics;

@@ -37,6 +37,12 @@ pub enum Flush {
     /// of its own, since each flush writes back whatever else is pending
     /// there.
     Filesystem,
+    /// No flush at delivery: the caller keeps the message in its store
+    /// until a later [`crate::fsync::sync_filesystem`] covers the file,
+    /// and after a crash writes it again with [`Maildir::rewrite`] (a name
+    /// in `new/` may then hold anything). An interrupted attempt's file is
+    /// never trusted; its redelivery is flushed at once.
+    Deferred,
 }
 
 /// Mailbox roots whose `tmp/`, `new/` and `cur/` (and folder marker) this
@@ -129,30 +135,47 @@ impl Maildir {
         &self.root
     }
 
+    /// How this mailbox is flushed.
+    pub fn flush(&self) -> Flush {
+        self.flush
+    }
+
     /// Deliver under a name derived from `id`, unless a file of that id is
     /// already there: re-running a delivery after a crash never duplicates.
     /// `interrupted_before` says whether an earlier attempt may have been
     /// cut short (then `new/` and `cur/` are scanned, since an IMAP server
     /// may have moved the file and added flags); otherwise one `stat` of
     /// `new/<name>` suffices and delivery stays O(1) in the mailbox size.
+    /// With [`Flush::Deferred`], a file an interrupted attempt left is not
+    /// trusted (it was never flushed): it is written again, durably, under
+    /// the name it has now.
     pub fn deliver_once(
         &self,
         id: &str,
         message: &[u8],
         interrupted_before: bool,
     ) -> Result<String, MaildirError> {
-        if let Some(name) = self.find(id, message.len(), interrupted_before)? {
-            return Ok(name);
+        let flush = self.flush_for(interrupted_before);
+        match self.locate(id, message.len(), interrupted_before)? {
+            Some(found) if !self.distrusts(interrupted_before) => Ok(name_of(&found)),
+            Some(found) => {
+                self.write_to(&name_of(&found), &found, message, flush)?;
+                Ok(name_of(&found))
+            }
+            None => {
+                let name = file_name(id, message.len());
+                let new = self.root.join("new").join(&name);
+                self.write_to(&name, &new, message, flush)?;
+                Ok(name)
+            }
         }
-        let name = file_name(id, message.len());
-        self.write_named(&name, message)?;
-        Ok(name)
     }
 
     /// [`Maildir::deliver_once`], as a hard link to `source` (the same
-    /// bytes already stored durably elsewhere on this filesystem, e.g. the
-    /// inbox copy of a message being archived): no data is written again,
-    /// only the name, made durable. Falls back to writing `message`.
+    /// bytes already stored elsewhere on this filesystem, e.g. the inbox
+    /// copy of a message being archived): no data is written again, only
+    /// the name, flushed as the mailbox says. Falls back to writing
+    /// `message`.
     pub fn deliver_linked(
         &self,
         id: &str,
@@ -176,18 +199,29 @@ impl Maildir {
         source: &Path,
         load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
     ) -> Result<String, MaildirError> {
-        if let Some(name) = self.find(id, len, interrupted_before)? {
-            return Ok(name);
+        let flush = self.flush_for(interrupted_before);
+        let found = self.locate(id, len, interrupted_before)?;
+        if let Some(found) = &found
+            && !self.distrusts(interrupted_before)
+        {
+            return Ok(name_of(found));
         }
-        let name = file_name(id, len);
-        let new = self.root.join("new").join(&name);
-        let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
-        if same_size && fs::hard_link(source, &new).is_ok() {
-            self.sync_names()?;
-            return Ok(name);
-        }
+        let (name, target) = match found {
+            // Untrusted: rewritten in place from the bytes.
+            Some(found) => (name_of(&found), found),
+            None => {
+                let name = file_name(id, len);
+                let new = self.root.join("new").join(&name);
+                let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
+                if same_size && fs::hard_link(source, &new).is_ok() {
+                    self.sync_names(flush)?;
+                    return Ok(name);
+                }
+                (name, new)
+            }
+        };
         let message = load().map_err(io(source))?;
-        self.write_named(&name, &message)?;
+        self.write_to(&name, &target, &message, flush)?;
         Ok(name)
     }
 
@@ -197,17 +231,49 @@ impl Maildir {
         self.root.join("new").join(file_name(id, len))
     }
 
-    /// The file an earlier delivery of `id` left, if any (see
-    /// [`Maildir::deliver_once`] for when a scan is needed).
+    /// The file an earlier delivery of `id` left, if it counts as
+    /// delivered (see [`Maildir::deliver_once`] for when a scan is needed,
+    /// and for the files [`Flush::Deferred`] does not trust).
     pub fn find(
         &self,
         id: &str,
         len: usize,
         interrupted_before: bool,
     ) -> Result<Option<String>, MaildirError> {
-        let name = file_name(id, len);
-        if self.root.join("new").join(&name).exists() {
-            return Ok(Some(name));
+        if self.distrusts(interrupted_before) {
+            return Ok(None);
+        }
+        Ok(self
+            .locate(id, len, interrupted_before)?
+            .map(|p| name_of(&p)))
+    }
+
+    /// Write `message` again over the file of `id` wherever an IMAP client
+    /// moved it (or into `new/`), flushed as this mailbox says: the repair
+    /// of a delivery whose flush a crash may have cut short.
+    pub fn rewrite(&self, id: &str, message: &[u8]) -> Result<String, MaildirError> {
+        let (name, target) = match self.locate(id, message.len(), true)? {
+            Some(found) => (name_of(&found), found),
+            None => {
+                let name = file_name(id, message.len());
+                let new = self.root.join("new").join(&name);
+                (name, new)
+            }
+        };
+        self.write_to(&name, &target, message, self.flush)?;
+        Ok(name)
+    }
+
+    /// The file of `id`, in `new/` or (after an interruption) `cur/`.
+    fn locate(
+        &self,
+        id: &str,
+        len: usize,
+        interrupted_before: bool,
+    ) -> Result<Option<PathBuf>, MaildirError> {
+        let new = self.new_path(id, len);
+        if new.exists() {
+            return Ok(Some(new));
         }
         if interrupted_before {
             let prefix = format!("{},S=", safe_id(id));
@@ -216,7 +282,7 @@ impl Maildir {
                 for e in fs::read_dir(&dir).map_err(io(&dir))? {
                     let e = e.map_err(io(&dir))?;
                     if e.file_name().to_string_lossy().starts_with(&prefix) {
-                        return Ok(Some(e.file_name().to_string_lossy().into_owned()));
+                        return Ok(Some(e.path()));
                     }
                 }
             }
@@ -224,9 +290,31 @@ impl Maildir {
         Ok(None)
     }
 
-    fn write_named(&self, name: &str, message: &[u8]) -> Result<(), MaildirError> {
+    /// Whether a file an earlier attempt left may be unflushed.
+    fn distrusts(&self, interrupted_before: bool) -> bool {
+        self.flush == Flush::Deferred && interrupted_before
+    }
+
+    /// How this delivery is flushed: a deferred mailbox flushes a repeated
+    /// attempt at once, since no record of the first one may exist.
+    fn flush_for(&self, interrupted_before: bool) -> Flush {
+        if self.distrusts(interrupted_before) {
+            Flush::Filesystem
+        } else {
+            self.flush
+        }
+    }
+
+    /// Write `message` to `tmp/<name>`, then rename it to `target` (in
+    /// `new/` or `cur/`), flushed the `flush` way.
+    fn write_to(
+        &self,
+        name: &str,
+        target: &Path,
+        message: &[u8],
+        flush: Flush,
+    ) -> Result<(), MaildirError> {
         let tmp = self.root.join("tmp").join(name);
-        let new = self.root.join("new").join(name);
         {
             let create = || {
                 OpenOptions::new()
@@ -246,23 +334,30 @@ impl Maildir {
             }
             .map_err(io(&tmp))?;
             f.write_all(message).map_err(io(&tmp))?;
-            match self.flush {
+            match flush {
                 Flush::PerFile => f.sync_all().map_err(io(&tmp))?,
                 Flush::Filesystem => {
                     crate::fsync::sync_filesystem(&tmp).map_err(io(&tmp))?;
                 }
+                Flush::Deferred => {}
             }
         }
-        fs::rename(&tmp, &new).map_err(io(&new))?;
-        self.sync_names()
+        fs::rename(&tmp, target).map_err(io(target))?;
+        match target.parent() {
+            Some(dir) if flush == Flush::PerFile && dir != self.root.join("new") => {
+                crate::fsync::sync_dir(dir).map_err(io(dir))
+            }
+            _ => self.sync_names(flush),
+        }
     }
 
     /// Make the names just renamed or linked into `new/` durable.
-    fn sync_names(&self) -> Result<(), MaildirError> {
+    fn sync_names(&self, flush: Flush) -> Result<(), MaildirError> {
         let dir = self.root.join("new");
-        match self.flush {
+        match flush {
             Flush::PerFile => crate::fsync::sync_dir(&dir),
             Flush::Filesystem => crate::fsync::sync_filesystem(&dir),
+            Flush::Deferred => Ok(()),
         }
         .map_err(io(&dir))
     }
@@ -385,6 +480,13 @@ fn safe_id(id: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The file name of a path found in the mailbox.
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `<id>,S=<size>`: unique per queue item, with the Maildir++ size.

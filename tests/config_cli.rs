@@ -35,7 +35,8 @@ fn check_config_reports_all_errors_with_key_paths() {
         .replace("max_recipients = 100", "max_recipients = 10")
         .replace("digest = \"sha256\"", "digest = \"md5\"")
         .replace("[store]", "[store]\ncolour = \"red\"")
-        .replace("../certs/", &format!("{}/", certs().display()));
+        .replace("../certs/", &format!("{}/", certs().display()))
+        + "[delivery]\ncheckpoint_every = \"0s\"\n";
     std::fs::write(&p, text).unwrap();
     let out = pecd()
         .args(["check-config", "--config"])
@@ -48,6 +49,7 @@ fn check_config_reports_all_errors_with_key_paths() {
         "limits.max_recipients",
         "provider.digest",
         "store: unknown field `colour`",
+        "delivery.checkpoint_every",
     ] {
         assert!(err.contains(key), "{key} not in: {err}");
     }

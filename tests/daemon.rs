@@ -60,10 +60,16 @@ fn message(from: &str, to: &[&str], cc: &[&str], extra: &str, subject: &str) -> 
 }
 
 fn pair(dir: &Path, warning: &str, final_after: &str) -> (Daemon, Daemon) {
+    pair_with(dir, warning, final_after, "")
+}
+
+/// [`pair`] with extra TOML for B.
+fn pair_with(dir: &Path, warning: &str, final_after: &str, extra_b: &str) -> (Daemon, Daemon) {
     let (a_in, b_in) = (free_port(), free_port());
     let spec = |who, inbound, peer: char, peer_in| Spec {
         warning,
         final_after,
+        extra: if who == 'b' { extra_b } else { "" },
         ..Spec::new(
             who,
             dir,
@@ -519,6 +525,9 @@ fn nothing_is_left_behind_once_every_receipt_is_in() {
             Table::Blobs,
             Table::Transactions,
             Table::Timers,
+            // Checkpoints run every second: the copies of delivered files
+            // are gone once flushed.
+            Table::Unflushed,
         ] {
             let left: Vec<String> = store
                 .entries(t)
@@ -528,6 +537,71 @@ fn nothing_is_left_behind_once_every_receipt_is_in() {
         }
         store.close();
     }
+}
+
+/// `delivery.maildir_flush = "checkpoint"` (the default): a delivered
+/// envelope's file is flushed by a later checkpoint, and the store keeps
+/// its copy until then. A crash before that checkpoint, after which the
+/// file holds what a power loss may leave (a name over lost data, in the
+/// inbox and in its archive link), is repaired at start-up: the envelope
+/// is whole, there once, and its consegna went out once.
+#[test]
+fn an_unflushed_delivery_is_written_again_after_a_crash() {
+    use pecd::store::{Store, Table};
+    let dir = tempfile::tempdir().unwrap();
+    let extra_b = "[delivery]\ncheckpoint_every = \"1h\"\n[[plans]]\nname = \"base\"\ninbox = \"1GB\"\narchive = \"3GB\"\non_expiry = \"suspend\"\n";
+    let (a, mut b) = pair_with(dir.path(), "12h", "23h", extra_b);
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Da riscrivere"),
+    )
+    .unwrap();
+    wait_for("accettazione + consegna", 30, || {
+        a.mailbox(MARIO).len() >= 2
+    });
+    let inbox = pecd::maildir::mailbox_path(&b.data.join("mail"), GIULIA).unwrap();
+    let files = |sub: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(inbox.join(sub))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    let delivered = files("new");
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(files(".Archivio/new").len(), 1, "the archive copy");
+    let envelope = std::fs::read(&delivered[0]).unwrap();
+    b.kill();
+    {
+        let store = Store::open(&b.data.join("store"), "redb").unwrap();
+        let unflushed = store.entries_with_prefix(Table::Unflushed, b"k").count();
+        assert_eq!(
+            unflushed, 2,
+            "inbox file and archive link await their flush"
+        );
+        store.close();
+    }
+    // The archive copy is a link to the same file: both lose the data.
+    std::fs::write(&delivered[0], vec![0u8; envelope.len()]).unwrap();
+    assert_ne!(std::fs::read(&files(".Archivio/new")[0]).unwrap(), envelope);
+    b.spawn();
+    wait_for("the envelope written again", 30, || {
+        std::fs::read(&delivered[0]).is_ok_and(|d| d == envelope)
+    });
+    wait_for("its archive copy written again", 30, || {
+        files(".Archivio/new")
+            .first()
+            .is_some_and(|p| std::fs::read(p).is_ok_and(|d| d == envelope))
+    });
+    assert_eq!(b.mailbox(GIULIA).len(), 1, "there once");
+    // No second presa in carico or consegna for it.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.mailbox(MARIO).len(), 2);
+    b.kill();
+    let store = Store::open(&b.data.join("store"), "redb").unwrap();
+    assert_eq!(store.entries(Table::Unflushed).count(), 0);
+    store.close();
 }
 
 /// A store written by an older version: a queue item under the old key

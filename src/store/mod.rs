@@ -45,10 +45,13 @@ pub enum Table {
     /// When each open transaction next needs the timers' attention:
     /// `<due: [time_key]>/<transaction key>` → empty (see `App::check_timers`).
     Timers,
+    /// Maildir deliveries not yet flushed to disk, with what it takes to
+    /// write them again after a crash (see `mailsync`).
+    Unflushed,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Log,
         Table::Mailboxes,
@@ -58,6 +61,7 @@ impl Table {
         Table::Tenants,
         Table::Blobs,
         Table::Timers,
+        Table::Unflushed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Table {
             Table::Tenants => "tenants",
             Table::Blobs => "blobs",
             Table::Timers => "timers",
+            Table::Unflushed => "unflushed",
         }
     }
 }
