@@ -4,10 +4,11 @@
 //! A delivery into a [`Flush::Deferred`] mailbox writes and renames its
 //! file without waiting for the disk, and its commit carries a record
 //! here with the message itself: from that commit on, the message is
-//! durable in the store even if the file is not yet. A checkpoint about
-//! once a second flushes each filesystem that holds such files (one
-//! syncfs) and then drops their records; after a crash, start-up writes
-//! every recorded file again, durably, before anything else runs.
+//! durable in the store even if the file is not yet. A checkpoint every
+//! `delivery.checkpoint_every` (100ms) flushes each filesystem that holds
+//! such files (one syncfs) and then drops their records; after a crash,
+//! start-up writes every recorded file again, durably, before anything
+//! else runs.
 //!
 //! Owns: table `unflushed`: `k<mailbox root>\0<id>` → `D` (the message
 //! is at `d<mailbox root>\0<id>`, apart so that a checkpoint reads only

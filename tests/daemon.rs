@@ -525,7 +525,7 @@ fn nothing_is_left_behind_once_every_receipt_is_in() {
             Table::Blobs,
             Table::Transactions,
             Table::Timers,
-            // Checkpoints run every second: the copies of delivered files
+            // Checkpoints run every 100ms: the copies of delivered files
             // are gone once flushed.
             Table::Unflushed,
         ] {
