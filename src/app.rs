@@ -596,6 +596,71 @@ impl App {
         Ok(())
     }
 
+    /// `data` for a local mailbox (`Work::Local` without a receipt) or its
+    /// archive (`Work::Archive`), stored at once within `b` when that waits
+    /// for no disk flush (Maildir delivery, `maildir_flush = "checkpoint"`,
+    /// a small message): no queue item, no second commit. Otherwise — or
+    /// if storing fails — queued as before; an item queued after a failed
+    /// attempt counts as tried, so its retry trusts nothing the attempt
+    /// left behind. `pending` holds the flag changes already in `b`: an
+    /// archive copy for a mailbox whose flags are changing is queued, so
+    /// each change is judged against the state it came from.
+    fn store_now_or_enqueue(
+        &self,
+        b: &mut Batch,
+        data: &[u8],
+        work: Work,
+        now: DateTime<Utc>,
+        pec_id: Option<&str>,
+        pending: &mut Vec<FlagChange>,
+    ) -> Result<(), String> {
+        let id = self.new_id(LegalTime::new(now));
+        let live = self.cfg();
+        let at_once = live.delivery.lmtp.is_none()
+            && live.delivery.maildir_flush == crate::config::MaildirFlush::Checkpoint
+            && data.len() <= queue::INLINE_MAX;
+        let mut tried = false;
+        if at_once {
+            let item = Item::new(
+                id.clone(),
+                work.clone(),
+                String::new(),
+                now,
+                pec_id.map(str::to_string),
+            );
+            let stored = match &work {
+                Work::Local {
+                    mailbox,
+                    receipt_to: None,
+                } => Some(self.deliver_into(b, &item, mailbox, None, data)),
+                Work::Archive { mailbox } if !pending.iter().any(|c| c.mailbox == *mailbox) => {
+                    let source = ArchiveSource::Stored(data);
+                    Some(self.after_storage(b, mailbox, &item, source, false))
+                }
+                _ => None,
+            };
+            match stored {
+                Some(Ok(flags)) => {
+                    pending.extend(flags);
+                    return Ok(());
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(event = "store_now_failed", item = %id, error = %e);
+                    tried = true;
+                }
+                None => {}
+            }
+        }
+        let pec_id = pec_id.map(str::to_string);
+        let mut item = queue::stage(b, &self.spool, &[data], id, work, now, pec_id)
+            .map_err(|e| format!("spool: {e}"))?;
+        if tried {
+            item.attempts = 1;
+        }
+        item.put(b);
+        Ok(())
+    }
+
     /// Queue `data` for a local mailbox.
     fn to_mailbox(
         &self,
@@ -851,7 +916,19 @@ impl App {
                 // before signing, so a large message is held once.
                 env.data = Vec::new();
                 let envelope = self.sign(unsigned)?;
-                self.to_mailbox(&mut b, &acceptance, &c.sender, Some(&pec_id), now)?;
+                let mut flags = Vec::new();
+                let work = Work::Local {
+                    mailbox: c.sender.to_lowercase(),
+                    receipt_to: None,
+                };
+                self.store_now_or_enqueue(
+                    &mut b,
+                    &acceptance,
+                    work,
+                    now,
+                    Some(&pec_id),
+                    &mut flags,
+                )?;
                 let rcpts: Vec<String> = c.recipients.iter().map(|r| r.address.clone()).collect();
                 self.route(&mut b, &envelope, &c.sender, &rcpts, Some(&pec_id), now)?;
                 // The sender's archive keeps what it sent.
@@ -859,7 +936,14 @@ impl App {
                     let work = Work::Archive {
                         mailbox: c.sender.to_lowercase(),
                     };
-                    self.enqueue(&mut b, &envelope, work, now, Some(&pec_id))?;
+                    self.store_now_or_enqueue(
+                        &mut b,
+                        &envelope,
+                        work,
+                        now,
+                        Some(&pec_id),
+                        &mut flags,
+                    )?;
                 }
                 // Timers only for certified recipients (RT §8.1 [INF]).
                 let (warn, _) = self.timer_durations()?;
@@ -894,7 +978,7 @@ impl App {
                 let mut r = self.record(now, Event::Acceptance, &c);
                 r.related = vec![acc_id];
                 r.append_to(&mut b);
-                self.commit(b)?;
+                self.commit_with_flags(b, flags)?;
                 tracing::info!(event = "accepted", pec_id = %pec_id, from = %c.sender, rcpts = rcpts.len());
                 Ok(Reply::ok(format!(
                     "Messaggio accettato, identificativo {pec_id}"

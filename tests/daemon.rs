@@ -60,16 +60,16 @@ fn message(from: &str, to: &[&str], cc: &[&str], extra: &str, subject: &str) -> 
 }
 
 fn pair(dir: &Path, warning: &str, final_after: &str) -> (Daemon, Daemon) {
-    pair_with(dir, warning, final_after, "")
+    pair_with(dir, warning, final_after, ["", ""])
 }
 
-/// [`pair`] with extra TOML for B.
-fn pair_with(dir: &Path, warning: &str, final_after: &str, extra_b: &str) -> (Daemon, Daemon) {
+/// [`pair`] with extra TOML for A and for B.
+fn pair_with(dir: &Path, warning: &str, final_after: &str, extra: [&str; 2]) -> (Daemon, Daemon) {
     let (a_in, b_in) = (free_port(), free_port());
     let spec = |who, inbound, peer: char, peer_in| Spec {
         warning,
         final_after,
-        extra: if who == 'b' { extra_b } else { "" },
+        extra: if who == 'a' { extra[0] } else { extra[1] },
         ..Spec::new(
             who,
             dir,
@@ -550,7 +550,7 @@ fn an_unflushed_delivery_is_written_again_after_a_crash() {
     use pecd::store::{Store, Table};
     let dir = tempfile::tempdir().unwrap();
     let extra_b = "[delivery]\ncheckpoint_every = \"1h\"\n[[plans]]\nname = \"base\"\ninbox = \"1GB\"\narchive = \"3GB\"\non_expiry = \"suspend\"\n";
-    let (a, mut b) = pair_with(dir.path(), "12h", "23h", extra_b);
+    let (a, mut b) = pair_with(dir.path(), "12h", "23h", ["", extra_b]);
     a.submit(
         MARIO,
         "password-mario",
@@ -602,6 +602,58 @@ fn an_unflushed_delivery_is_written_again_after_a_crash() {
     let store = Store::open(&b.data.join("store"), "redb").unwrap();
     assert_eq!(store.entries(Table::Unflushed).count(), 0);
     store.close();
+}
+
+/// The accettazione and the sender's archive copy are stored within the
+/// submission's own commit. When that fails (here the archive folder
+/// cannot be made), they are queued instead; the retry, once the cause is
+/// gone, leaves the accettazione there once, not twice.
+#[test]
+fn a_failed_immediate_delivery_is_queued_and_not_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan =
+        "[[plans]]\nname = \"base\"\ninbox = \"1GB\"\narchive = \"3GB\"\non_expiry = \"suspend\"\n";
+    let (a, _b) = pair_with(dir.path(), "12h", "23h", [plan, ""]);
+    let mario = pecd::maildir::mailbox_path(&a.data.join("mail"), MARIO).unwrap();
+    std::fs::create_dir_all(&mario).unwrap();
+    std::fs::write(mario.join(".Archivio"), b"in the way").unwrap();
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Archivio occupato"),
+    )
+    .unwrap();
+    wait_for("accettazione + consegna", 30, || {
+        a.mailbox(MARIO).len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::remove_file(mario.join(".Archivio")).unwrap();
+    let archived = || std::fs::read_dir(mario.join(".Archivio/new")).map_or(0, |rd| rd.count());
+    // The accettazione, the envelope sent, the consegna.
+    wait_for("the archive copies", 30, || archived() >= 3);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(archived(), 3);
+    let inbox = a.mailbox(MARIO);
+    assert_eq!(inbox.len(), 2, "accettazione and consegna, once each");
+    let subjects: Vec<String> = inbox
+        .iter()
+        .map(|m| {
+            let t = String::from_utf8_lossy(m);
+            t.lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        subjects.iter().any(|s| s.contains("ACCETTAZIONE")),
+        "{subjects:?}"
+    );
+    // It was the queue that stored them, after the failed attempt.
+    let log = std::fs::read_to_string(a.cfg.with_extension("stderr")).unwrap();
+    assert!(log.contains("store_now_failed"), "{log}");
 }
 
 /// A store written by an older version: a queue item under the old key
