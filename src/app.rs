@@ -597,14 +597,13 @@ impl App {
     }
 
     /// `data` for a local mailbox (`Work::Local` without a receipt) or its
-    /// archive (`Work::Archive`), stored at once within `b` when that waits
-    /// for no disk flush (Maildir delivery, `maildir_flush = "checkpoint"`,
-    /// a small message): no queue item, no second commit. Otherwise — or
-    /// if storing fails — queued as before; an item queued after a failed
-    /// attempt counts as tried, so its retry trusts nothing the attempt
-    /// left behind. `pending` holds the flag changes already in `b`: an
-    /// archive copy for a mailbox whose flags are changing is queued, so
-    /// each change is judged against the state it came from.
+    /// archive (`Work::Archive`), stored within `b` when that waits for no
+    /// disk flush ([`App::stores_at_once`]; the file is written once `b`
+    /// commits): no queue item, no second commit. Otherwise — or if that
+    /// fails, leaving nothing in `b` — queued as before.
+    /// `pending` holds the flag changes already in `b`: an archive copy for
+    /// a mailbox whose flags are changing is queued, so each change is
+    /// judged against the state it came from.
     fn store_now_or_enqueue(
         &self,
         b: &mut Batch,
@@ -615,12 +614,8 @@ impl App {
         pending: &mut Vec<FlagChange>,
     ) -> Result<(), String> {
         let id = self.new_id(LegalTime::new(now));
-        let live = self.cfg();
-        let at_once = live.delivery.lmtp.is_none()
-            && live.delivery.maildir_flush == crate::config::MaildirFlush::Checkpoint
-            && data.len() <= queue::INLINE_MAX;
-        let mut tried = false;
-        if at_once {
+        let (ops, log) = (b.ops.len(), b.log.len());
+        if self.stores_at_once(data.len()) {
             let item = Item::new(
                 id.clone(),
                 work.clone(),
@@ -646,19 +641,29 @@ impl App {
                 }
                 Some(Err(e)) => {
                     tracing::warn!(event = "store_now_failed", item = %id, error = %e);
-                    tried = true;
+                    // Nothing of the attempt stays in `b`.
+                    b.ops.truncate(ops);
+                    b.log.truncate(log);
                 }
                 None => {}
             }
         }
         let pec_id = pec_id.map(str::to_string);
-        let mut item = queue::stage(b, &self.spool, &[data], id, work, now, pec_id)
-            .map_err(|e| format!("spool: {e}"))?;
-        if tried {
-            item.attempts = 1;
-        }
-        item.put(b);
+        queue::stage(b, &self.spool, &[data], id, work, now, pec_id)
+            .map_err(|e| format!("spool: {e}"))?
+            .put(b);
         Ok(())
+    }
+
+    /// Whether `len` bytes can be stored (and their notices made) within
+    /// the commit that acknowledges them: Maildir delivery that waits for
+    /// no flush (`maildir_flush = "checkpoint"`) and a message small
+    /// enough to be kept in the store until the checkpoint.
+    fn stores_at_once(&self, len: usize) -> bool {
+        let live = self.cfg();
+        live.delivery.lmtp.is_none()
+            && live.delivery.maildir_flush == crate::config::MaildirFlush::Checkpoint
+            && len <= queue::INLINE_MAX
     }
 
     /// Queue `data` for a local mailbox.
@@ -702,12 +707,18 @@ impl App {
             .iter()
             .filter_map(|p| serde_json::from_slice(p).ok())
             .collect();
+        // Deferred Maildir deliveries are written once their records are
+        // committed: a mailbox never shows what its commit did not keep.
+        let files = crate::mailsync::pending(&b);
         let t = std::time::Instant::now();
         self.store.commit(b).map(|_| ()).map_err(|e| {
             metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
             e.to_string()
         })?;
         crate::metrics::time(crate::metrics::STORE_COMMIT_SECONDS, t.elapsed());
+        if let Some(files) = files {
+            crate::mailsync::written_after(files);
+        }
         // Every committed legal-log record, mirrored into the operational
         // log with the stable fields (never a body or a password).
         for r in records {
@@ -771,9 +782,9 @@ impl App {
     }
 
     /// A Maildir opened to receive `len` bytes, made durable the
-    /// configured way (`delivery.maildir_flush`). A deferred delivery must
-    /// be noted in its commit (`mailsync::note`): that copy is what makes
-    /// it durable until the next checkpoint.
+    /// configured way (`delivery.maildir_flush`). Into a deferred one, a
+    /// delivery is a note in its commit (`mailsync::note`), written by
+    /// [`App::commit`] once committed.
     fn writable(
         &self,
         md: Result<Maildir, crate::maildir::MaildirError>,
@@ -793,6 +804,12 @@ impl App {
     /// Flush the deferred deliveries' files and drop their copies.
     pub fn checkpoint_mail(&self) -> Result<usize, String> {
         crate::mailsync::checkpoint(&self.store)
+    }
+
+    /// At start-up, before anything is received or delivered: write again
+    /// the deferred deliveries a crash may have left unflushed.
+    pub fn repair_mail(&self) -> Result<usize, String> {
+        crate::mailsync::repair(&self.store)
     }
 
     /// Keep an infected message for the retention of the log (30 months,
@@ -1004,6 +1021,17 @@ impl App {
                 rcpt_to: env.rcpt_to.clone(),
             };
             let parts = [trace.as_bytes(), &env.data[..]];
+            if self.stores_at_once(trace.len() + env.data.len()) {
+                // Processed as it arrives, in one commit, when no step waits
+                // for the disk (its deliveries are written after that
+                // commit). A failure commits nothing: the queue takes over.
+                let raw = parts.concat();
+                let item = Item::stored_in_memory(id.clone(), work.clone(), &raw, now);
+                match self.process_received(&item, &raw, &env.mail_from, &env.rcpt_to) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tracing::warn!(event = "receive_now_failed", item = %id, error = %e),
+                }
+            }
             queue::stage(&mut b, &self.spool, &parts, id, work, now, None)
                 .map_err(|e| e.to_string())?
                 .put(&mut b);
@@ -1055,12 +1083,24 @@ impl App {
         rcpt_to: &[String],
     ) -> Result<(), String> {
         let raw = item.content(&self.store, &self.spool)?;
+        self.process_received(item, &raw, mail_from, rcpt_to)
+    }
+
+    /// [`App::process_receive`] of `raw`, the item's content (an item
+    /// processed as it arrives was never queued: its removal is a no-op).
+    fn process_received(
+        &self,
+        item: &Item,
+        raw: &[u8],
+        mail_from: &str,
+        rcpt_to: &[String],
+    ) -> Result<(), String> {
         let now = self.clock.now();
         let time = LegalTime::new(now);
         let mut b = Batch::new();
         item.done(&mut b);
         let t = std::time::Instant::now();
-        let report = self.cfg().checker.check(&item.id, &raw);
+        let report = self.cfg().checker.check(&item.id, raw);
         crate::metrics::time(crate::metrics::VERIFY_SECONDS, t.elapsed());
         let received = match (
             report.outcome,
@@ -1078,7 +1118,7 @@ impl App {
         // plain mail carrying a future Message-ID cannot suppress the real
         // one; the Message-ID's case is kept (its left part is case-sensitive).
         let message_id =
-            crate::pec::mime::header_value(crate::pec::mime::split_header(&raw).0, "Message-ID")
+            crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
                 .unwrap_or_else(|| item.blob.clone());
         let _in_flight = match self.claim_in_flight(&message_id) {
             Some(guard) => guard,
@@ -1117,8 +1157,8 @@ impl App {
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
                 // Unavailable scanner under `tempfail`: the item waits.
-                let virus = self.virus_check(&raw)?;
-                let cc = OriginalHeaders::parse(&raw).cc;
+                let virus = self.virus_check(raw)?;
+                let cc = OriginalHeaders::parse(raw).cc;
                 let c = Certification::from_daticert(d, self.cfg().pec_provider.clone(), time, &cc);
                 // Presa in carico to the sending provider's service mailbox.
                 let sig = report.signature.as_ref();
@@ -1158,7 +1198,7 @@ impl App {
                     // RT §3.6: not delivered, kept, and one avviso di
                     // rilevazione virus per recipient to the sending
                     // provider's service mailbox.
-                    self.keep_virus(&item.id, &raw)?;
+                    self.keep_virus(&item.id, raw)?;
                     for rcpt in rcpt_to {
                         let notice = self.sign(build::virus_detected(
                             &c,
@@ -1225,7 +1265,7 @@ impl App {
                     &deliverable,
                     Some(&c.sender),
                     &c.pec_id,
-                    &raw,
+                    raw,
                 )?;
             }
             (Outcome::Pec, Some(ClaimedKind::Pec(t)), Some(d)) => {
@@ -1244,12 +1284,12 @@ impl App {
                     &existing,
                     None,
                     &d.identificativo,
-                    &raw,
+                    raw,
                 )?;
                 // RT §3.7: a rilevazione virus about one of our senders'
                 // messages becomes its avviso di mancata consegna per virus.
                 if t == PecType::VirusDetected && self.is_local(&d.mittente) {
-                    let cc = OriginalHeaders::parse(&raw).cc;
+                    let cc = OriginalHeaders::parse(raw).cc;
                     let c =
                         Certification::from_daticert(d, self.cfg().pec_provider.clone(), time, &cc);
                     let recipient = d.consegna.clone().unwrap_or_default();
@@ -1320,7 +1360,7 @@ impl App {
             (Outcome::Pec, Some(ClaimedKind::AnomalyEnvelope), _) => {
                 for rcpt in rcpt_to {
                     if self.mailbox_exists(rcpt)? {
-                        self.to_mailbox(&mut b, &raw, rcpt, None, now)?;
+                        self.to_mailbox(&mut b, raw, rcpt, None, now)?;
                     }
                 }
             }
@@ -1342,7 +1382,7 @@ impl App {
                         time,
                         envelope_from: mail_from,
                         recipients: &existing,
-                        received: &raw,
+                        received: raw,
                         reason: &reason,
                         fallback_message_id: &self.new_id(time),
                     }))?;
@@ -1466,9 +1506,13 @@ impl App {
                 } else if receipt_to.is_some() && !self.fits(&md, mailbox, data.len())? {
                     Err(DeliveryFailure::MailboxFull)
                 } else {
-                    md.deliver_once(&item.id, data, interrupted)
-                        .map_err(|e| e.to_string())?;
-                    crate::mailsync::note(b, &md, &item.id, data);
+                    if md.flush() == crate::maildir::Flush::Deferred {
+                        // Written once `b` commits.
+                        crate::mailsync::note(b, &md, &item.id, data);
+                    } else {
+                        md.deliver_once(&item.id, data, interrupted)
+                            .map_err(|e| e.to_string())?;
+                    }
                     self.note_usage(&md, mailbox, data.len() as u64);
                     Ok(())
                 }
@@ -1939,17 +1983,24 @@ impl App {
             r.append_to(b);
         }
         if !full {
+            let deferred = md.flush() == crate::maildir::Flush::Deferred;
             match data {
                 // The inbox copy, when there is one: linked, not written again.
                 ArchiveSource::Bytes(bytes) => {
                     let inbox = Maildir::open(&root).map_err(|e| e.to_string())?;
-                    crate::mailsync::note_link(b, &md, id, &inbox);
-                    md.deliver_linked(id, bytes, interrupted, &inbox.new_path(id, bytes.len()))
+                    if deferred {
+                        crate::mailsync::note_link(b, &md, id, bytes.len(), &inbox);
+                        Ok(String::new())
+                    } else {
+                        let source = inbox.new_path(id, bytes.len());
+                        md.deliver_linked(id, bytes, interrupted, &source)
+                    }
                 }
-                ArchiveSource::Stored(bytes) => {
+                ArchiveSource::Stored(bytes) if deferred => {
                     crate::mailsync::note(b, &md, id, bytes);
-                    md.deliver_once(id, bytes, interrupted)
+                    Ok(String::new())
                 }
+                ArchiveSource::Stored(bytes) => md.deliver_once(id, bytes, interrupted),
                 // What the holder sent: linked to its spool file, read
                 // only if no link can be made.
                 ArchiveSource::Spool { path, len } => {
@@ -2760,16 +2811,6 @@ impl App {
         tick: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        // Files a crash may have left unflushed are written again before
-        // any delivery runs.
-        match self
-            .blocking(|app| crate::mailsync::repair(&app.store))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(event = "maildir_repaired", files = n),
-            Err(e) => tracing::error!(event = "maildir_repair_failed", error = %e),
-        }
         let flusher = tokio::spawn(self.clone().flusher(shutdown.clone()));
         self.collect_spool();
         // Upgrades of a store written by an older version: the worker's

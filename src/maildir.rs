@@ -20,10 +20,10 @@ pub struct Maildir {
     flush: Flush,
 }
 
-/// How a delivery becomes durable. Either way a file appears under its
-/// final name in `new/` only once its data is on disk, so a name found
-/// after a crash is a whole message, and the delivery returns only once
-/// the name is on disk too.
+/// How a delivery becomes durable. With the first two a file appears
+/// under its final name in `new/` only once its data is on disk, so a name
+/// found after a crash is a whole message, and the delivery returns only
+/// once the name is on disk too; the third leaves that to its caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Flush {
     /// fsync of the file before its rename, then of `new/`: two device
@@ -37,11 +37,11 @@ pub enum Flush {
     /// of its own, since each flush writes back whatever else is pending
     /// there.
     Filesystem,
-    /// No flush at delivery: the caller keeps the message in its store
-    /// until a later [`crate::fsync::sync_filesystem`] covers the file,
-    /// and after a crash writes it again with [`Maildir::rewrite`] (a name
-    /// in `new/` may then hold anything). An interrupted attempt's file is
-    /// never trusted; its redelivery is flushed at once.
+    /// No flush at delivery: for a caller that has already committed a
+    /// copy of the message elsewhere, keeps it until a later
+    /// [`crate::fsync::sync_filesystem`] covers the file, and after a crash
+    /// writes it again with [`Maildir::rewrite`] (a name in `new/` may then
+    /// hold anything). See `mailsync`.
     Deferred,
 }
 
@@ -146,29 +146,19 @@ impl Maildir {
     /// cut short (then `new/` and `cur/` are scanned, since an IMAP server
     /// may have moved the file and added flags); otherwise one `stat` of
     /// `new/<name>` suffices and delivery stays O(1) in the mailbox size.
-    /// With [`Flush::Deferred`], a file an interrupted attempt left is not
-    /// trusted (it was never flushed): it is written again, durably, under
-    /// the name it has now.
     pub fn deliver_once(
         &self,
         id: &str,
         message: &[u8],
         interrupted_before: bool,
     ) -> Result<String, MaildirError> {
-        let flush = self.flush_for(interrupted_before);
-        match self.locate(id, message.len(), interrupted_before)? {
-            Some(found) if !self.distrusts(interrupted_before) => Ok(name_of(&found)),
-            Some(found) => {
-                self.write_to(&name_of(&found), &found, message, flush)?;
-                Ok(name_of(&found))
-            }
-            None => {
-                let name = file_name(id, message.len());
-                let new = self.root.join("new").join(&name);
-                self.write_to(&name, &new, message, flush)?;
-                Ok(name)
-            }
+        if let Some(found) = self.locate(id, message.len(), interrupted_before)? {
+            return Ok(name_of(&found));
         }
+        let name = file_name(id, message.len());
+        let new = self.root.join("new").join(&name);
+        self.write_to(&name, &new, message, self.flush)?;
+        Ok(name)
     }
 
     /// [`Maildir::deliver_once`], as a hard link to `source` (the same
@@ -199,29 +189,18 @@ impl Maildir {
         source: &Path,
         load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
     ) -> Result<String, MaildirError> {
-        let flush = self.flush_for(interrupted_before);
-        let found = self.locate(id, len, interrupted_before)?;
-        if let Some(found) = &found
-            && !self.distrusts(interrupted_before)
-        {
-            return Ok(name_of(found));
+        if let Some(found) = self.locate(id, len, interrupted_before)? {
+            return Ok(name_of(&found));
         }
-        let (name, target) = match found {
-            // Untrusted: rewritten in place from the bytes.
-            Some(found) => (name_of(&found), found),
-            None => {
-                let name = file_name(id, len);
-                let new = self.root.join("new").join(&name);
-                let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
-                if same_size && fs::hard_link(source, &new).is_ok() {
-                    self.sync_names(flush)?;
-                    return Ok(name);
-                }
-                (name, new)
-            }
-        };
+        let name = file_name(id, len);
+        let new = self.root.join("new").join(&name);
+        let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
+        if same_size && fs::hard_link(source, &new).is_ok() {
+            self.sync_names(self.flush)?;
+            return Ok(name);
+        }
         let message = load().map_err(io(source))?;
-        self.write_to(&name, &target, &message, flush)?;
+        self.write_to(&name, &new, &message, self.flush)?;
         Ok(name)
     }
 
@@ -231,18 +210,14 @@ impl Maildir {
         self.root.join("new").join(file_name(id, len))
     }
 
-    /// The file an earlier delivery of `id` left, if it counts as
-    /// delivered (see [`Maildir::deliver_once`] for when a scan is needed,
-    /// and for the files [`Flush::Deferred`] does not trust).
+    /// The file an earlier delivery of `id` left, if any (see
+    /// [`Maildir::deliver_once`] for when a scan is needed).
     pub fn find(
         &self,
         id: &str,
         len: usize,
         interrupted_before: bool,
     ) -> Result<Option<String>, MaildirError> {
-        if self.distrusts(interrupted_before) {
-            return Ok(None);
-        }
         Ok(self
             .locate(id, len, interrupted_before)?
             .map(|p| name_of(&p)))
@@ -288,21 +263,6 @@ impl Maildir {
             }
         }
         Ok(None)
-    }
-
-    /// Whether a file an earlier attempt left may be unflushed.
-    fn distrusts(&self, interrupted_before: bool) -> bool {
-        self.flush == Flush::Deferred && interrupted_before
-    }
-
-    /// How this delivery is flushed: a deferred mailbox flushes a repeated
-    /// attempt at once, since no record of the first one may exist.
-    fn flush_for(&self, interrupted_before: bool) -> Flush {
-        if self.distrusts(interrupted_before) {
-            Flush::Filesystem
-        } else {
-            self.flush
-        }
     }
 
     /// Write `message` to `tmp/<name>`, then rename it to `target` (in

@@ -612,6 +612,13 @@ fn serve(path: &std::path::Path, log_format: Option<&str>) -> Result<(), String>
                 }
             }
         }
+        // Deliveries a crash may have left unflushed are written again
+        // before anything is received.
+        match app.repair_mail() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(event = "maildir_repaired", files = n),
+            Err(e) => return Err(format!("repairing the mailboxes: {e}")),
+        }
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut bound = pecd::server::start(app.clone(), rx.clone())
             .await

@@ -227,6 +227,17 @@ pub fn stage(
     Ok(item)
 }
 
+impl Item {
+    /// An item for `content` that is processed at once and never queued:
+    /// what [`stage`] would have made of it, without storing anything
+    /// (its [`Item::done`] removes nothing that exists).
+    pub fn stored_in_memory(id: String, work: Work, content: &[u8], now: DateTime<Utc>) -> Item {
+        let mut item = Item::new(id, work, content_name(&[content]), now, None);
+        item.inline = true;
+        item
+    }
+}
+
 /// Hex SHA-256 of the concatenation of `parts`.
 fn content_name(parts: &[&[u8]]) -> String {
     let mut h = openssl::sha::Sha256::new();
