@@ -613,9 +613,9 @@ impl App {
         pec_id: Option<&str>,
         pending: &mut Vec<FlagChange>,
     ) -> Result<(), String> {
-        let id = self.new_id(LegalTime::new(now));
         let (ops, log) = (b.ops.len(), b.log.len());
         if self.stores_at_once(data.len()) {
+            let id = self.new_id(LegalTime::new(now));
             let item = Item::new(
                 id.clone(),
                 work.clone(),
@@ -648,11 +648,7 @@ impl App {
                 None => {}
             }
         }
-        let pec_id = pec_id.map(str::to_string);
-        queue::stage(b, &self.spool, &[data], id, work, now, pec_id)
-            .map_err(|e| format!("spool: {e}"))?
-            .put(b);
-        Ok(())
+        self.enqueue(b, data, work, now, pec_id)
     }
 
     /// Whether `len` bytes can be stored (and their notices made) within
@@ -815,8 +811,12 @@ impl App {
     /// Keep an infected message for the retention of the log (30 months,
     /// DPR 68/2005 art. 12) in `data_dir/virus`.
     fn keep_virus(&self, id: &str, data: &[u8]) -> Result<(), String> {
-        // Flushed at once (`interrupted` true): nothing records it.
         let md = self.writable(Maildir::open(self.cfg().data_dir.join("virus")), data.len())?;
+        // Flushed before it counts: no record keeps a copy of it.
+        let md = match md.flush() {
+            crate::maildir::Flush::Deferred => md.flushing(crate::maildir::Flush::Filesystem),
+            _ => md,
+        };
         md.deliver_once(id, data, true).map_err(|e| e.to_string())?;
         Ok(())
     }

@@ -974,13 +974,19 @@ fn validate_parts(
             ));
         }
     }
-    if let Some(d) = delivery
-        && (d.checkpoint_every.0.is_zero() || d.checkpoint_every.0 > Duration::from_secs(3600))
-    {
-        e.push(err(
-            "delivery.checkpoint_every",
-            "must be longer than zero and at most 1h",
-        ));
+    if let Some(d) = delivery {
+        if d.checkpoint_every.0.is_zero() || d.checkpoint_every.0 > Duration::from_secs(3600) {
+            e.push(err(
+                "delivery.checkpoint_every",
+                "must be longer than zero and at most 1h",
+            ));
+        }
+        if cfg!(not(target_os = "linux")) && d.maildir_flush != MaildirFlush::PerFile {
+            e.push(err(
+                "delivery.maildir_flush",
+                "needs syncfs(2), Linux only: use \"per-file\"",
+            ));
+        }
     }
     if let Some(t) = timers
         && t.final_after.0 <= t.warning_after.0

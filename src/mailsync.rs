@@ -225,8 +225,20 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
 }
 
 /// Write the recorded files that are not where their delivery put them
-/// (nor moved on by an IMAP client): files before links.
+/// (nor moved on by an IMAP client).
 fn restore_missing(store: &Store, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+    write_again(store, records, true).map(|_| ())
+}
+
+/// Write the files of `records` again from their messages, files before
+/// the links to them; with `only_missing`, only those not found. Returns
+/// how many were written.
+fn write_again(
+    store: &Store,
+    records: &[(Vec<u8>, Vec<u8>)],
+    only_missing: bool,
+) -> Result<usize, String> {
+    let mut written = 0;
     for pass in [b'D', b'L'] {
         for (k, v) in records {
             let f = &k[1..];
@@ -234,8 +246,8 @@ fn restore_missing(store: &Store, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), 
                 continue;
             };
             let (md, id) = mailbox(f)?;
-            if md.new_path(&id, len).exists()
-                || md
+            if only_missing
+                && md
                     .find(&id, len, true)
                     .map_err(|e| e.to_string())?
                     .is_some()
@@ -243,16 +255,18 @@ fn restore_missing(store: &Store, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), 
                 continue;
             }
             let from = if kind == b'D' { f } else { source };
-            let Some(data) = store
+            let data = store
                 .get(Table::Unflushed, &prefixed(b'd', from))
-                .map_err(|e| e.to_string())?
-            else {
+                .map_err(|e| e.to_string())?;
+            let Some(data) = data else {
+                tracing::warn!(event = "unflushed_message_missing", file = ?String::from_utf8_lossy(f));
                 continue;
             };
             md.rewrite(&id, &data).map_err(|e| e.to_string())?;
+            written += 1;
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// One syncfs per filesystem among `roots` (a root gone since has no file
@@ -278,27 +292,11 @@ fn flush_filesystems(roots: &HashSet<PathBuf>) -> Result<(), String> {
 /// hold anything), flush, and drop the records. Returns how many files
 /// were written.
 pub fn repair(store: &Store) -> Result<usize, String> {
-    let mut written = 0;
-    for pass in [b'D', b'L'] {
-        for entry in store.entries_with_prefix(Table::Unflushed, b"k") {
-            let (k, v) = entry.map_err(|e| e.to_string())?;
-            let Some((kind, _, source)) = parse(&v).filter(|r| r.0 == pass) else {
-                continue;
-            };
-            let f = &k[1..];
-            let from = if kind == b'D' { f } else { source };
-            let data = store
-                .get(Table::Unflushed, &prefixed(b'd', from))
-                .map_err(|e| e.to_string())?;
-            let Some(data) = data else {
-                tracing::warn!(event = "unflushed_message_missing", file = ?String::from_utf8_lossy(f));
-                continue;
-            };
-            let (md, id) = mailbox(f)?;
-            md.rewrite(&id, &data).map_err(|e| e.to_string())?;
-            written += 1;
-        }
-    }
+    let records: Vec<(Vec<u8>, Vec<u8>)> = store
+        .entries_with_prefix(Table::Unflushed, b"k")
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let written = write_again(store, &records, false)?;
     checkpoint(store)?;
     Ok(written)
 }
