@@ -254,7 +254,16 @@ impl Maildir {
             let prefix = format!("{},S=", safe_id(id));
             for d in ["new", "cur"] {
                 let dir = self.root.join(d);
-                for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                let entries = match fs::read_dir(&dir) {
+                    // Removed behind our back: no file there, and the
+                    // delivery that follows makes the folder again.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        known().remove(&self.root);
+                        continue;
+                    }
+                    r => r.map_err(io(&dir))?,
+                };
+                for e in entries {
                     let e = e.map_err(io(&dir))?;
                     if e.file_name().to_string_lossy().starts_with(&prefix) {
                         return Ok(Some(e.path()));

@@ -204,7 +204,9 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
         if records.is_empty() {
             return Ok(total);
         }
-        restore_missing(store, &records)?;
+        // A file that cannot be written now keeps its record (and the
+        // message it needs) for the next checkpoint; the others go.
+        let kept = write_again(store, &records, true)?.1;
         let roots: HashSet<PathBuf> = records
             .iter()
             .filter_map(|(k, _)| split(&k[1..]))
@@ -212,61 +214,81 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
             .collect();
         flush_filesystems(&roots)?;
         let mut b = Batch::new();
+        let mut dropped = 0;
         for (k, _) in &records {
-            b.delete(Table::Unflushed, k.clone());
-            b.delete(Table::Unflushed, prefixed(b'd', &k[1..]));
+            if !kept.records.contains(&k[1..]) {
+                b.delete(Table::Unflushed, k.clone());
+                dropped += 1;
+            }
+            if !kept.messages.contains(&k[1..]) {
+                b.delete(Table::Unflushed, prefixed(b'd', &k[1..]));
+            }
         }
         store.commit(b).map_err(|e| e.to_string())?;
-        total += records.len();
-        if records.len() < PER_CHECKPOINT {
+        total += dropped;
+        if records.len() < PER_CHECKPOINT || dropped < records.len() {
             return Ok(total);
         }
     }
 }
 
-/// Write the recorded files that are not where their delivery put them
-/// (nor moved on by an IMAP client).
-fn restore_missing(store: &Store, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
-    write_again(store, records, true).map(|_| ())
+/// Records [`write_again`] could not write: they stay, with the messages
+/// they need.
+#[derive(Default)]
+struct Kept {
+    records: HashSet<Vec<u8>>,
+    messages: HashSet<Vec<u8>>,
 }
 
 /// Write the files of `records` again from their messages, files before
-/// the links to them; with `only_missing`, only those not found. Returns
-/// how many were written.
+/// the links to them; with `only_missing`, only those not found where
+/// their delivery put them (nor moved on by an IMAP client). Returns how
+/// many were written, and what could not be.
 fn write_again(
     store: &Store,
     records: &[(Vec<u8>, Vec<u8>)],
     only_missing: bool,
-) -> Result<usize, String> {
+) -> Result<(usize, Kept), String> {
     let mut written = 0;
+    let mut kept = Kept::default();
     for pass in [b'D', b'L'] {
         for (k, v) in records {
             let f = &k[1..];
             let Some((kind, len, source)) = parse(v).filter(|r| r.0 == pass) else {
                 continue;
             };
-            let (md, id) = mailbox(f)?;
-            if only_missing
-                && md
-                    .find(&id, len, true)
-                    .map_err(|e| e.to_string())?
-                    .is_some()
-            {
-                continue;
-            }
             let from = if kind == b'D' { f } else { source };
-            let data = store
-                .get(Table::Unflushed, &prefixed(b'd', from))
-                .map_err(|e| e.to_string())?;
-            let Some(data) = data else {
-                tracing::warn!(event = "unflushed_message_missing", file = ?String::from_utf8_lossy(f));
-                continue;
-            };
-            md.rewrite(&id, &data).map_err(|e| e.to_string())?;
-            written += 1;
+            let done = mailbox(f).and_then(|(md, id)| {
+                if only_missing
+                    && md
+                        .find(&id, len, true)
+                        .map_err(|e| e.to_string())?
+                        .is_some()
+                {
+                    return Ok(false);
+                }
+                let data = store
+                    .get(Table::Unflushed, &prefixed(b'd', from))
+                    .map_err(|e| e.to_string())?;
+                let Some(data) = data else {
+                    tracing::warn!(event = "unflushed_message_missing", file = ?String::from_utf8_lossy(f));
+                    return Ok(false);
+                };
+                md.rewrite(&id, &data).map_err(|e| e.to_string())?;
+                Ok(true)
+            });
+            match done {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(event = "maildir_write_failed", file = ?String::from_utf8_lossy(f), error = %e);
+                    kept.records.insert(f.to_vec());
+                    kept.messages.insert(from.to_vec());
+                }
+            }
         }
     }
-    Ok(written)
+    Ok((written, kept))
 }
 
 /// One syncfs per filesystem among `roots` (a root gone since has no file
@@ -296,7 +318,13 @@ pub fn repair(store: &Store) -> Result<usize, String> {
         .entries_with_prefix(Table::Unflushed, b"k")
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let written = write_again(store, &records, false)?;
+    let (written, kept) = write_again(store, &records, false)?;
+    if !kept.records.is_empty() {
+        return Err(format!(
+            "{} recorded files could not be written again (see the log)",
+            kept.records.len()
+        ));
+    }
     checkpoint(store)?;
     Ok(written)
 }
@@ -364,6 +392,32 @@ mod tests {
         assert_eq!(std::fs::read(archive.new_path("m2", 5)).unwrap(), b"hello");
         assert!(!md.new_path("m2", 5).exists());
         assert_eq!(md.messages().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_keeps_its_record_and_holds_up_no_other() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let (md, _archive, mut b) = noted(d.path(), &["ok"]);
+        let blocked = Maildir::open(d.path().join("blocked"))
+            .unwrap()
+            .flushing(Flush::Deferred);
+        note(&mut b, &blocked, "stuck", b"hello");
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        drop(files); // its writer never ran
+        std::fs::remove_dir_all(blocked.root()).unwrap();
+        std::fs::write(blocked.root(), b"a file where the mailbox was").unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 2, "the inbox file and its link");
+        assert_eq!(std::fs::read(md.new_path("ok", 5)).unwrap(), b"hello");
+        assert_eq!(s.entries(Table::Unflushed).count(), 2, "record and message");
+        std::fs::remove_file(blocked.root()).unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 1);
+        assert_eq!(
+            std::fs::read(blocked.new_path("stuck", 5)).unwrap(),
+            b"hello"
+        );
+        assert_eq!(s.entries(Table::Unflushed).count(), 0);
     }
 
     #[test]
