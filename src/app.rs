@@ -656,9 +656,14 @@ impl App {
     /// no flush (`maildir_flush = "checkpoint"`) and a message small
     /// enough to be kept in the store until the checkpoint.
     fn stores_at_once(&self, len: usize) -> bool {
-        let live = self.cfg();
-        live.delivery.lmtp.is_none()
-            && live.delivery.maildir_flush == crate::config::MaildirFlush::Checkpoint
+        self.cfg().delivery.lmtp.is_none() && self.defers(len)
+    }
+
+    /// Whether a Maildir delivery of `len` bytes is deferred: recorded in
+    /// its commit and flushed by a later checkpoint (`mailsync`). A large
+    /// message is not copied into the store.
+    fn defers(&self, len: usize) -> bool {
+        self.cfg().delivery.maildir_flush == crate::config::MaildirFlush::Checkpoint
             && len <= queue::INLINE_MAX
     }
 
@@ -777,20 +782,30 @@ impl App {
         }
     }
 
-    /// A Maildir opened to receive `len` bytes, made durable the
-    /// configured way (`delivery.maildir_flush`). Into a deferred one, a
-    /// delivery is a note in its commit (`mailsync::note`), written by
-    /// [`App::commit`] once committed.
+    /// A Maildir opened to receive `len` bytes through `mailsync::deliver`
+    /// (deferred per [`App::defers`], else as [`App::durable`]).
     fn writable(
         &self,
         md: Result<Maildir, crate::maildir::MaildirError>,
         len: usize,
     ) -> Result<Maildir, String> {
+        if self.defers(len) {
+            md.map(|md| md.flushing(crate::maildir::Flush::Deferred))
+                .map_err(|e| e.to_string())
+        } else {
+            self.durable(md)
+        }
+    }
+
+    /// A Maildir whose deliveries are on disk when they return, flushed
+    /// the configured way (`delivery.maildir_flush`).
+    fn durable(
+        &self,
+        md: Result<Maildir, crate::maildir::MaildirError>,
+    ) -> Result<Maildir, String> {
         use crate::config::MaildirFlush as Configured;
         use crate::maildir::Flush;
         let flush = match self.cfg().delivery.maildir_flush {
-            // A large message is not copied into the store.
-            Configured::Checkpoint if len <= queue::INLINE_MAX => Flush::Deferred,
             Configured::Checkpoint | Configured::Filesystem => Flush::Filesystem,
             Configured::PerFile => Flush::PerFile,
         };
@@ -811,12 +826,8 @@ impl App {
     /// Keep an infected message for the retention of the log (30 months,
     /// DPR 68/2005 art. 12) in `data_dir/virus`.
     fn keep_virus(&self, id: &str, data: &[u8]) -> Result<(), String> {
-        let md = self.writable(Maildir::open(self.cfg().data_dir.join("virus")), data.len())?;
-        // Flushed before it counts: no record keeps a copy of it.
-        let md = match md.flush() {
-            crate::maildir::Flush::Deferred => md.flushing(crate::maildir::Flush::Filesystem),
-            _ => md,
-        };
+        // On disk before it counts: no record keeps a copy of it.
+        let md = self.durable(Maildir::open(self.cfg().data_dir.join("virus")))?;
         md.deliver_once(id, data, true).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -1506,13 +1517,8 @@ impl App {
                 } else if receipt_to.is_some() && !self.fits(&md, mailbox, data.len())? {
                     Err(DeliveryFailure::MailboxFull)
                 } else {
-                    if md.flush() == crate::maildir::Flush::Deferred {
-                        // Written once `b` commits.
-                        crate::mailsync::note(b, &md, &item.id, data);
-                    } else {
-                        md.deliver_once(&item.id, data, interrupted)
-                            .map_err(|e| e.to_string())?;
-                    }
+                    crate::mailsync::deliver(b, &md, &item.id, data, interrupted)
+                        .map_err(|e| e.to_string())?;
                     self.note_usage(&md, mailbox, data.len() as u64);
                     Ok(())
                 }
@@ -1948,7 +1954,12 @@ impl App {
         }
         let root =
             mailbox_path(&self.cfg().data_dir.join("mail"), mailbox).map_err(|e| e.to_string())?;
-        let md = self.writable(Maildir::open_folder(&root, ARCHIVE_FOLDER), data.len())?;
+        let folder = Maildir::open_folder(&root, ARCHIVE_FOLDER);
+        let md = match data {
+            // Linked to a spool file, which no record keeps a copy of.
+            ArchiveSource::Spool { .. } => self.durable(folder)?,
+            _ => self.writable(folder, data.len())?,
+        };
         if md
             .find(id, data.len(), interrupted)
             .map_err(|e| e.to_string())?
@@ -1983,31 +1994,22 @@ impl App {
             r.append_to(b);
         }
         if !full {
-            let deferred = md.flush() == crate::maildir::Flush::Deferred;
             match data {
                 // The inbox copy, when there is one: linked, not written again.
                 ArchiveSource::Bytes(bytes) => {
                     let inbox = Maildir::open(&root).map_err(|e| e.to_string())?;
-                    if deferred {
-                        crate::mailsync::note_link(b, &md, id, bytes.len(), &inbox);
-                        Ok(String::new())
-                    } else {
-                        let source = inbox.new_path(id, bytes.len());
-                        md.deliver_linked(id, bytes, interrupted, &source)
-                    }
+                    crate::mailsync::deliver_linked(b, &md, id, bytes, interrupted, &inbox)
                 }
-                ArchiveSource::Stored(bytes) if deferred => {
-                    crate::mailsync::note(b, &md, id, bytes);
-                    Ok(String::new())
+                ArchiveSource::Stored(bytes) => {
+                    crate::mailsync::deliver(b, &md, id, bytes, interrupted)
                 }
-                ArchiveSource::Stored(bytes) => md.deliver_once(id, bytes, interrupted),
                 // What the holder sent: linked to its spool file, read
                 // only if no link can be made.
-                ArchiveSource::Spool { path, len } => {
-                    md.deliver_linked_from(id, *len, interrupted, path, || {
+                ArchiveSource::Spool { path, len } => md
+                    .deliver_linked_from(id, *len, interrupted, path, || {
                         std::fs::read(path).map(std::borrow::Cow::Owned)
                     })
-                }
+                    .map(|_| ()),
             }
             .map_err(|e| e.to_string())?;
             self.note_usage(&md, &key, size);

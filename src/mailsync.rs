@@ -20,7 +20,7 @@
 //! writes after a commit; the checkpoint; the repair.
 //! Must not touch: PEC semantics, the queue, quotas.
 
-use crate::maildir::{Flush, Maildir};
+use crate::maildir::{Flush, Maildir, MaildirError};
 use crate::store::{Batch, Op, Store, Table};
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
@@ -74,6 +74,42 @@ fn parse(v: &[u8]) -> Option<(u8, usize, &[u8])> {
     let (len, source) = rest.split_at_checked(8)?;
     let len = u64::from_be_bytes(len.try_into().ok()?) as usize;
     Some((*kind, len, source))
+}
+
+/// Deliver `data` under `id` into `md`: a [`Flush::Deferred`] mailbox
+/// gets it when `b` commits ([`note`]), any other at once.
+pub fn deliver(
+    b: &mut Batch,
+    md: &Maildir,
+    id: &str,
+    data: &[u8],
+    interrupted_before: bool,
+) -> Result<(), MaildirError> {
+    if md.flush() == Flush::Deferred {
+        note(b, md, id, data);
+    } else {
+        md.deliver_once(id, data, interrupted_before)?;
+    }
+    Ok(())
+}
+
+/// [`deliver`] as a link to `inbox`'s copy of `id`, delivered in the same
+/// batch (a deferred link follows its file once `b` commits).
+pub fn deliver_linked(
+    b: &mut Batch,
+    md: &Maildir,
+    id: &str,
+    data: &[u8],
+    interrupted_before: bool,
+    inbox: &Maildir,
+) -> Result<(), MaildirError> {
+    if md.flush() == Flush::Deferred {
+        note_link(b, md, id, data.len(), inbox);
+    } else {
+        let source = inbox.new_path(id, data.len());
+        md.deliver_linked(id, data, interrupted_before, &source)?;
+    }
+    Ok(())
 }
 
 /// Deliver `data` under `id` into `md` (a [`Flush::Deferred`] mailbox)
@@ -150,12 +186,12 @@ pub fn pending(b: &Batch) -> Option<Pending> {
 /// writes what is missing.
 pub fn written_after(p: Pending) {
     for (f, data) in &p.files {
-        if let Err(e) = deliver(f, data) {
+        if let Err(e) = write_file(f, data) {
             tracing::warn!(event = "maildir_write_deferred", error = %e);
         }
     }
     for (f, len, source) in &p.links {
-        if let Err(e) = link(f, *len, source) {
+        if let Err(e) = write_link(f, *len, source) {
             tracing::warn!(event = "maildir_write_deferred", error = %e);
         }
     }
@@ -167,14 +203,14 @@ fn mailbox(f: &[u8]) -> Result<(Maildir, String), String> {
     Ok((md.flushing(Flush::Deferred), id))
 }
 
-fn deliver(f: &[u8], data: &[u8]) -> Result<(), String> {
+fn write_file(f: &[u8], data: &[u8]) -> Result<(), String> {
     let (md, id) = mailbox(f)?;
     md.deliver_once(&id, data, false)
         .map_err(|e| e.to_string())?;
     Ok(())
 }
 
-fn link(f: &[u8], len: usize, source: &[u8]) -> Result<(), String> {
+fn write_link(f: &[u8], len: usize, source: &[u8]) -> Result<(), String> {
     let (md, id) = mailbox(f)?;
     let (src, _) = mailbox(source)?;
     md.deliver_linked_from(&id, len, false, &src.new_path(&id, len), || {
