@@ -157,7 +157,7 @@ impl Maildir {
         }
         let name = file_name(id, message.len());
         let new = self.root.join("new").join(&name);
-        self.write_to(&name, &new, message, self.flush)?;
+        self.write_to(&name, &new, message)?;
         Ok(name)
     }
 
@@ -196,11 +196,11 @@ impl Maildir {
         let new = self.root.join("new").join(&name);
         let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
         if same_size && fs::hard_link(source, &new).is_ok() {
-            self.sync_names(self.flush)?;
+            self.sync_names(&new)?;
             return Ok(name);
         }
         let message = load().map_err(io(source))?;
-        self.write_to(&name, &new, &message, self.flush)?;
+        self.write_to(&name, &new, &message)?;
         Ok(name)
     }
 
@@ -235,7 +235,7 @@ impl Maildir {
                 (name, new)
             }
         };
-        self.write_to(&name, &target, message, self.flush)?;
+        self.write_to(&name, &target, message)?;
         Ok(name)
     }
 
@@ -275,14 +275,8 @@ impl Maildir {
     }
 
     /// Write `message` to `tmp/<name>`, then rename it to `target` (in
-    /// `new/` or `cur/`), flushed the `flush` way.
-    fn write_to(
-        &self,
-        name: &str,
-        target: &Path,
-        message: &[u8],
-        flush: Flush,
-    ) -> Result<(), MaildirError> {
+    /// `new/` or `cur/`), flushed as this mailbox says.
+    fn write_to(&self, name: &str, target: &Path, message: &[u8]) -> Result<(), MaildirError> {
         let tmp = self.root.join("tmp").join(name);
         {
             let create = || {
@@ -303,7 +297,7 @@ impl Maildir {
             }
             .map_err(io(&tmp))?;
             f.write_all(message).map_err(io(&tmp))?;
-            match flush {
+            match self.flush {
                 Flush::PerFile => f.sync_all().map_err(io(&tmp))?,
                 Flush::Filesystem => {
                     crate::fsync::sync_filesystem(&tmp).map_err(io(&tmp))?;
@@ -312,23 +306,18 @@ impl Maildir {
             }
         }
         fs::rename(&tmp, target).map_err(io(target))?;
-        match target.parent() {
-            Some(dir) if flush == Flush::PerFile && dir != self.root.join("new") => {
-                crate::fsync::sync_dir(dir).map_err(io(dir))
-            }
-            _ => self.sync_names(flush),
-        }
+        self.sync_names(target)
     }
 
-    /// Make the names just renamed or linked into `new/` durable.
-    fn sync_names(&self, flush: Flush) -> Result<(), MaildirError> {
-        let dir = self.root.join("new");
-        match flush {
-            Flush::PerFile => crate::fsync::sync_dir(&dir),
-            Flush::Filesystem => crate::fsync::sync_filesystem(&dir),
+    /// Make the name just renamed or linked to `path` durable.
+    fn sync_names(&self, path: &Path) -> Result<(), MaildirError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        match self.flush {
+            Flush::PerFile => crate::fsync::sync_dir(dir),
+            Flush::Filesystem => crate::fsync::sync_filesystem(dir),
             Flush::Deferred => Ok(()),
         }
-        .map_err(io(&dir))
+        .map_err(io(dir))
     }
 
     /// A Maildir++ folder (e.g. `.Archivio`) of the mailbox at `root`,
