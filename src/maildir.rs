@@ -144,20 +144,21 @@ impl Maildir {
     /// already there: re-running a delivery after a crash never duplicates.
     /// `interrupted_before` says whether an earlier attempt may have been
     /// cut short (then `new/` and `cur/` are scanned, since an IMAP server
-    /// may have moved the file and added flags); otherwise one `stat` of
-    /// `new/<name>` suffices and delivery stays O(1) in the mailbox size.
+    /// may have moved the file and added flags); otherwise the rename into
+    /// `new/` refuses to replace a file of that name, and delivery stays
+    /// O(1) in the mailbox size.
     pub fn deliver_once(
         &self,
         id: &str,
         message: &[u8],
         interrupted_before: bool,
     ) -> Result<String, MaildirError> {
-        if let Some(found) = self.locate(id, message.len(), interrupted_before)? {
+        if interrupted_before && let Some(found) = self.locate(id, message.len(), true)? {
             return Ok(name_of(&found));
         }
         let name = file_name(id, message.len());
         let new = self.root.join("new").join(&name);
-        self.write_to(&name, &new, message)?;
+        self.write_to(&name, &new, message, Place::Keep)?;
         Ok(name)
     }
 
@@ -189,18 +190,25 @@ impl Maildir {
         source: &Path,
         load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
     ) -> Result<String, MaildirError> {
-        if let Some(found) = self.locate(id, len, interrupted_before)? {
+        if interrupted_before && let Some(found) = self.locate(id, len, true)? {
             return Ok(name_of(&found));
         }
         let name = file_name(id, len);
         let new = self.root.join("new").join(&name);
         let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
-        if same_size && fs::hard_link(source, &new).is_ok() {
-            self.sync_names(&new)?;
-            return Ok(name);
+        if same_size {
+            match fs::hard_link(source, &new) {
+                Ok(()) => {
+                    self.sync_names(&new)?;
+                    return Ok(name);
+                }
+                // Delivered before: the file of this id stands.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(name),
+                Err(_) => {} // e.g. another filesystem: written instead
+            }
         }
         let message = load().map_err(io(source))?;
-        self.write_to(&name, &new, &message)?;
+        self.write_to(&name, &new, &message, Place::Keep)?;
         Ok(name)
     }
 
@@ -235,7 +243,7 @@ impl Maildir {
                 (name, new)
             }
         };
-        self.write_to(&name, &target, message)?;
+        self.write_to(&name, &target, message, Place::Replace)?;
         Ok(name)
     }
 
@@ -275,8 +283,16 @@ impl Maildir {
     }
 
     /// Write `message` to `tmp/<name>`, then rename it to `target` (in
-    /// `new/` or `cur/`), flushed as this mailbox says.
-    fn write_to(&self, name: &str, target: &Path, message: &[u8]) -> Result<(), MaildirError> {
+    /// `new/` or `cur/`), flushed as this mailbox says. With
+    /// [`Place::Keep`], a file already at `target` (the same id, delivered
+    /// before) stays and the new copy is dropped.
+    fn write_to(
+        &self,
+        name: &str,
+        target: &Path,
+        message: &[u8],
+        place: Place,
+    ) -> Result<(), MaildirError> {
         let tmp = self.root.join("tmp").join(name);
         {
             let create = || {
@@ -305,7 +321,15 @@ impl Maildir {
                 Flush::Deferred => {}
             }
         }
-        fs::rename(&tmp, target).map_err(io(target))?;
+        match place {
+            Place::Replace => fs::rename(&tmp, target).map_err(io(target))?,
+            Place::Keep => {
+                if !rename_unless_there(&tmp, target).map_err(io(target))? {
+                    let _ = fs::remove_file(&tmp);
+                    return Ok(());
+                }
+            }
+        }
         self.sync_names(target)
     }
 
@@ -428,6 +452,37 @@ impl Maildir {
     }
 }
 
+/// What [`Maildir::write_to`] does with a file already at the target.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Replace it (a repair writes the same bytes again).
+    Replace,
+    /// Keep it (a delivery of an id that is already there).
+    Keep,
+}
+
+/// Rename `from` to `to` unless `to` exists; whether it was renamed. On
+/// Linux one `renameat2(RENAME_NOREPLACE)`: no separate lookup of a name
+/// that, in a large `new/`, is a directory search of its own.
+fn rename_unless_there(from: &Path, to: &Path) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::EXIST) => return Ok(false),
+            // A filesystem without the flag: the portable way below.
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if to.exists() {
+        return Ok(false);
+    }
+    fs::rename(from, to)?;
+    Ok(true)
+}
+
 fn safe_id(id: &str) -> String {
     id.chars()
         .map(|c| {
@@ -520,6 +575,42 @@ mod tests {
         assert!(archive.root().join("maildirfolder").exists());
         // Idempotent by id in this mode too.
         assert_eq!(md.deliver_once("m1", b"other", true).unwrap(), n);
+    }
+
+    #[test]
+    fn a_second_delivery_of_an_id_keeps_the_first_file_and_leaves_no_tmp() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box")).unwrap();
+        let n = md.deliver_once("m1", b"first", false).unwrap();
+        // Same id and size, other bytes: the file delivered first stands.
+        assert_eq!(md.deliver_once("m1", b"other", false).unwrap(), n);
+        assert_eq!(fs::read(md.new_path("m1", 5)).unwrap(), b"first");
+        assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+        // The same for a linked copy whose name is already taken.
+        let src = d.path().join("src");
+        fs::write(&src, b"third").unwrap();
+        let l = md.deliver_linked("m1", b"third", false, &src).unwrap();
+        assert_eq!(l, n);
+        assert_eq!(fs::read(md.new_path("m1", 5)).unwrap(), b"first");
+        assert_eq!(md.messages().unwrap().len(), 1);
+        // A repair writes over it.
+        md.rewrite("m1", b"fixed").unwrap();
+        assert_eq!(fs::read(md.new_path("m1", 5)).unwrap(), b"fixed");
+        assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rename_unless_there_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        assert!(!rename_unless_there(&a, &b).unwrap());
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        assert!(a.exists());
+        assert!(rename_unless_there(&a, &c).unwrap());
+        assert!(!a.exists());
+        assert_eq!(fs::read(&c).unwrap(), b"a");
     }
 
     #[test]
