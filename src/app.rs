@@ -61,8 +61,24 @@ const RELAY_CONCURRENCY: usize = 32;
 /// The Maildir++ folder of the archive copies.
 const ARCHIVE_FOLDER: &str = ".Archivio";
 
-/// How long a mailbox's usage is trusted without looking at the folder.
+/// How long a mailbox's usage is trusted without looking at the folder, at
+/// least; a large folder is looked at less often (see [`App::usage`]).
 const USAGE_RECHECK: Duration = Duration::from_secs(1);
+
+/// A folder's rescan is trusted for this many times as long as it took: a
+/// busy mailbox of tens of thousands of messages spends about 1 % of a
+/// core rescanning, however often it is delivered to.
+const USAGE_RESCAN_FACTOR: u32 = 100;
+
+/// Longest a usage figure is trusted: messages an IMAP client deleted
+/// count against the quota for at most this long.
+const USAGE_TRUST_MAX: Duration = Duration::from_secs(60);
+
+/// How long a usage figure whose look at the folder took `took` is trusted.
+fn usage_trusted_for(took: Duration) -> Duration {
+    took.saturating_mul(USAGE_RESCAN_FACTOR)
+        .clamp(USAGE_RECHECK, USAGE_TRUST_MAX)
+}
 
 /// How often the queue and certificate gauges are refreshed.
 const GAUGES_EVERY: Duration = Duration::from_secs(10);
@@ -263,7 +279,8 @@ pub struct App {
     pub ready: std::sync::atomic::AtomicBool,
     /// The file the configuration came from (reloads read it again).
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
-    /// Mailbox usage by address, with the Maildir stamp it was taken at.
+    /// Mailbox usage by address (with the Maildir stamp it was taken at),
+    /// and until when it is trusted without looking at the folder.
     usage: std::sync::Mutex<HashMap<String, (crate::maildir::Usage, std::time::Instant)>>,
 }
 
@@ -1777,18 +1794,22 @@ impl App {
 
     /// A mailbox's usage: pecd's own deliveries are added as they happen;
     /// the folder is looked at again (and rescanned if it changed, e.g. an
-    /// IMAP client deleted messages) at most every [`USAGE_RECHECK`], so a
-    /// busy mailbox is not rescanned on every delivery.
+    /// IMAP client deleted messages) at most every [`USAGE_RECHECK`], or
+    /// [`USAGE_RESCAN_FACTOR`] times the last rescan's duration if longer,
+    /// so a busy mailbox is not rescanned on every delivery and a large one
+    /// does not cost a rescan every second.
     fn usage(&self, md: &Maildir, mailbox: &str) -> Result<u64, String> {
         let known = self.lock_usage().get(mailbox).copied();
-        if let Some((u, checked)) = known
-            && checked.elapsed() < USAGE_RECHECK
+        if let Some((u, until)) = known
+            && std::time::Instant::now() < until
         {
             return Ok(u.bytes);
         }
+        let started = std::time::Instant::now();
         let u = md.usage(known.map(|k| k.0)).map_err(|e| e.to_string())?;
+        let trusted = usage_trusted_for(started.elapsed());
         self.lock_usage()
-            .insert(mailbox.to_string(), (u, std::time::Instant::now()));
+            .insert(mailbox.to_string(), (u, started + trusted));
         Ok(u.bytes)
     }
 
@@ -1818,9 +1839,9 @@ impl App {
 
     fn note_usage(&self, md: &Maildir, mailbox: &str, added: u64) {
         let mut cache = self.lock_usage();
-        if let Some((u, checked)) = cache.get(mailbox).copied() {
+        if let Some((u, until)) = cache.get(mailbox).copied() {
             match md.usage_after_delivery(u, added) {
-                Ok(u) => cache.insert(mailbox.to_string(), (u, checked)),
+                Ok(u) => cache.insert(mailbox.to_string(), (u, until)),
                 Err(_) => cache.remove(mailbox),
             };
         }
@@ -2927,5 +2948,22 @@ impl App {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_rescan_is_trusted_for_longer() {
+        // A small folder: looked at again after the minimum.
+        assert_eq!(usage_trusted_for(Duration::from_micros(200)), USAGE_RECHECK);
+        // A large one (50 ms to rescan): 1 % of a core at most.
+        assert_eq!(
+            usage_trusted_for(Duration::from_millis(50)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(usage_trusted_for(Duration::MAX), USAGE_TRUST_MAX);
     }
 }
