@@ -157,9 +157,13 @@ pub fn part_named(message: &[u8], name: &str) -> Option<Vec<u8>> {
     pecd::report::part(message, name)
 }
 
-/// The `pecd` binary built by cargo for this test run.
+/// The `pecd` binary built by cargo for this test run, or the one named by
+/// `PECD_BENCH_BIN` (a benchmark comparing two builds side by side).
 pub fn pecd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pecd"))
+    match std::env::var_os("PECD_BENCH_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_pecd")),
+    }
 }
 
 pub fn read(p: &Path) -> Vec<u8> {
