@@ -720,11 +720,15 @@ impl App {
             .ops
             .iter()
             .any(|op| matches!(op, crate::store::Op::Put(Table::Queue, _, _)));
-        let records: Vec<LogRecord> = b
-            .log
-            .iter()
-            .filter_map(|p| serde_json::from_slice(p).ok())
-            .collect();
+        // Read back only for the operational log, so only if it is on.
+        let records: Vec<LogRecord> = if tracing::enabled!(tracing::Level::INFO) {
+            b.log
+                .iter()
+                .filter_map(|p| serde_json::from_slice(p).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Deferred Maildir deliveries are written once their records are
         // committed: a mailbox never shows what its commit did not keep.
         let files = crate::mailsync::pending(&b);
@@ -1525,10 +1529,14 @@ impl App {
                 // Only an item from before this process started, or one already
                 // retried, can have been interrupted between delivery and commit.
                 let interrupted = item.attempts > 0 || item.created < self.started;
-                if md
-                    .find(&item.id, data.len(), interrupted)
-                    .map_err(|e| e.to_string())?
-                    .is_some()
+                // A first attempt in this process cannot have left a file,
+                // and its rename into `new/` would keep one anyway: no
+                // lookup on the common path.
+                if interrupted
+                    && md
+                        .find(&item.id, data.len())
+                        .map_err(|e| e.to_string())?
+                        .is_some()
                 {
                     Ok(()) // stored before a crash: counted already
                 } else if receipt_to.is_some() && !self.fits(&md, mailbox, data.len())? {
@@ -1981,10 +1989,12 @@ impl App {
             ArchiveSource::Spool { .. } => self.durable(folder)?,
             _ => self.writable(folder, data.len())?,
         };
-        if md
-            .find(id, data.len(), interrupted)
-            .map_err(|e| e.to_string())?
-            .is_some()
+        // As in `deliver_into`: only an interrupted delivery looks first.
+        if interrupted
+            && md
+                .find(id, data.len())
+                .map_err(|e| e.to_string())?
+                .is_some()
         {
             return Ok(false);
         }

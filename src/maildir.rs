@@ -218,17 +218,12 @@ impl Maildir {
         self.root.join("new").join(file_name(id, len))
     }
 
-    /// The file an earlier delivery of `id` left, if any (see
-    /// [`Maildir::deliver_once`] for when a scan is needed).
-    pub fn find(
-        &self,
-        id: &str,
-        len: usize,
-        interrupted_before: bool,
-    ) -> Result<Option<String>, MaildirError> {
-        Ok(self
-            .locate(id, len, interrupted_before)?
-            .map(|p| name_of(&p)))
+    /// The file an earlier, possibly interrupted delivery of `id` left, if
+    /// any, in `new/` or `cur/` (a scan when not under its first name):
+    /// only worth asking after an interruption (see
+    /// [`Maildir::deliver_once`]).
+    pub fn find(&self, id: &str, len: usize) -> Result<Option<String>, MaildirError> {
+        Ok(self.locate(id, len, true)?.map(|p| name_of(&p)))
     }
 
     /// Write `message` again over the file of `id` wherever an IMAP client

@@ -297,7 +297,7 @@ fn write_again(
             let done = mailbox(f).and_then(|(md, id)| {
                 if only_missing
                     && md
-                        .find(&id, len, true)
+                        .find(&id, len)
                         .map_err(|e| e.to_string())?
                         .is_some()
                 {
