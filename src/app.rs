@@ -1529,18 +1529,24 @@ impl App {
                 // Only an item from before this process started, or one already
                 // retried, can have been interrupted between delivery and commit.
                 let interrupted = item.attempts > 0 || item.created < self.started;
-                // A first attempt in this process cannot have left a file,
-                // and its rename into `new/` would keep one anyway: no
-                // lookup on the common path.
-                if interrupted
-                    && md
-                        .find(&item.id, data.len())
-                        .map_err(|e| e.to_string())?
-                        .is_some()
-                {
+                // Whether an earlier try left the file. Not asked on the
+                // common path (a first attempt, whose rename into `new/`
+                // keeps a file of that name anyway); asked after an
+                // interruption, and before refusing for quota: a try whose
+                // failure could not be recorded (a full disk) looks like a
+                // first one, and what it stored must not be refused.
+                let left_before = || -> Result<bool, String> {
+                    let found = md.find(&item.id, data.len());
+                    Ok(found.map_err(|e| e.to_string())?.is_some())
+                };
+                if interrupted && left_before()? {
                     Ok(()) // stored before a crash: counted already
                 } else if receipt_to.is_some() && !self.fits(&md, mailbox, data.len())? {
-                    Err(DeliveryFailure::MailboxFull)
+                    if left_before()? {
+                        Ok(())
+                    } else {
+                        Err(DeliveryFailure::MailboxFull)
+                    }
                 } else {
                     crate::mailsync::deliver(b, &md, &item.id, data, interrupted)
                         .map_err(|e| e.to_string())?;
@@ -1989,8 +1995,14 @@ impl App {
             ArchiveSource::Spool { .. } => self.durable(folder)?,
             _ => self.writable(folder, data.len())?,
         };
-        // As in `deliver_into`: only an interrupted delivery looks first.
-        if interrupted
+        let key = format!("{mailbox}#archive");
+        let size = data.len() as u64;
+        let mut used = self.usage(&md, &key)?;
+        let mut full = used + size > quota;
+        // As in `deliver_into`: whether an earlier try left this copy is
+        // asked after an interruption, and before a full archive rotates
+        // or warns; not on the common path.
+        if (interrupted || full)
             && md
                 .find(id, data.len())
                 .map_err(|e| e.to_string())?
@@ -1998,10 +2010,6 @@ impl App {
         {
             return Ok(false);
         }
-        let key = format!("{mailbox}#archive");
-        let size = data.len() as u64;
-        let mut used = self.usage(&md, &key)?;
-        let mut full = used + size > quota;
         let mut rotated = 0;
         if full && self.cfg().lifecycle.archive_policy == crate::config::ArchivePolicy::RotateOldest
         {
