@@ -57,6 +57,9 @@ pub fn acceptor(tls: &crate::config::TlsConfig) -> Result<Arc<SslAcceptor>, Serv
         .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?;
     b.check_private_key()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
+    // OpenSSL otherwise reads each record with two reads (its header, then
+    // its body): with read-ahead it takes what the socket has at once.
+    b.set_read_ahead(true);
     Ok(Arc::new(b.build()))
 }
 
