@@ -153,7 +153,7 @@ impl Maildir {
         message: &[u8],
         interrupted_before: bool,
     ) -> Result<String, MaildirError> {
-        if interrupted_before && let Some(found) = self.locate(id, message.len(), true)? {
+        if interrupted_before && let Some(found) = self.locate(id, message.len())? {
             return Ok(name_of(&found));
         }
         let name = file_name(id, message.len());
@@ -190,7 +190,7 @@ impl Maildir {
         source: &Path,
         load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
     ) -> Result<String, MaildirError> {
-        if interrupted_before && let Some(found) = self.locate(id, len, true)? {
+        if interrupted_before && let Some(found) = self.locate(id, len)? {
             return Ok(name_of(&found));
         }
         let name = file_name(id, len);
@@ -223,14 +223,14 @@ impl Maildir {
     /// only worth asking after an interruption (see
     /// [`Maildir::deliver_once`]).
     pub fn find(&self, id: &str, len: usize) -> Result<Option<String>, MaildirError> {
-        Ok(self.locate(id, len, true)?.map(|p| name_of(&p)))
+        Ok(self.locate(id, len)?.map(|p| name_of(&p)))
     }
 
     /// Write `message` again over the file of `id` wherever an IMAP client
     /// moved it (or into `new/`), flushed as this mailbox says: the repair
     /// of a delivery whose flush a crash may have cut short.
     pub fn rewrite(&self, id: &str, message: &[u8]) -> Result<String, MaildirError> {
-        let (name, target) = match self.locate(id, message.len(), true)? {
+        let (name, target) = match self.locate(id, message.len())? {
             Some(found) => (name_of(&found), found),
             None => {
                 let name = file_name(id, message.len());
@@ -242,35 +242,29 @@ impl Maildir {
         Ok(name)
     }
 
-    /// The file of `id`, in `new/` or (after an interruption) `cur/`.
-    fn locate(
-        &self,
-        id: &str,
-        len: usize,
-        interrupted_before: bool,
-    ) -> Result<Option<PathBuf>, MaildirError> {
+    /// The file of `id`: under its first name in `new/`, or anywhere in
+    /// `new/` or `cur/` (an IMAP server may have moved it and added flags).
+    fn locate(&self, id: &str, len: usize) -> Result<Option<PathBuf>, MaildirError> {
         let new = self.new_path(id, len);
         if new.exists() {
             return Ok(Some(new));
         }
-        if interrupted_before {
-            let prefix = format!("{},S=", safe_id(id));
-            for d in ["new", "cur"] {
-                let dir = self.root.join(d);
-                let entries = match fs::read_dir(&dir) {
-                    // Removed behind our back: no file there, and the
-                    // delivery that follows makes the folder again.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        known().remove(&self.root);
-                        continue;
-                    }
-                    r => r.map_err(io(&dir))?,
-                };
-                for e in entries {
-                    let e = e.map_err(io(&dir))?;
-                    if e.file_name().to_string_lossy().starts_with(&prefix) {
-                        return Ok(Some(e.path()));
-                    }
+        let prefix = format!("{},S=", safe_id(id));
+        for d in ["new", "cur"] {
+            let dir = self.root.join(d);
+            let entries = match fs::read_dir(&dir) {
+                // Removed behind our back: no file there, and the
+                // delivery that follows makes the folder again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    known().remove(&self.root);
+                    continue;
+                }
+                r => r.map_err(io(&dir))?,
+            };
+            for e in entries {
+                let e = e.map_err(io(&dir))?;
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    return Ok(Some(e.path()));
                 }
             }
         }
