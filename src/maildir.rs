@@ -218,9 +218,9 @@ impl Maildir {
         self.root.join("new").join(file_name(id, len))
     }
 
-    /// The file an earlier, possibly interrupted delivery of `id` left, if
-    /// any, in `new/` or `cur/` (a scan when not under its first name):
-    /// only worth asking after an interruption (see
+    /// The file an earlier delivery of `id` left, if any, in `new/` or
+    /// `cur/` (a scan when not under its first name): worth asking only
+    /// when an earlier try may have stored it (see
     /// [`Maildir::deliver_once`]).
     pub fn find(&self, id: &str, len: usize) -> Result<Option<String>, MaildirError> {
         Ok(self.locate(id, len)?.map(|p| name_of(&p)))
