@@ -2,8 +2,9 @@
 //!
 //! Owns: file names derived from queue item ids, the durable write sequence
 //! (write to `tmp/`, make the data durable, rename into `new/`, make the
-//! name durable: see [`Flush`]), and mailbox paths under the data
-//! directory. Must not touch: quota policy, PEC logic. A message is in the
+//! name durable: see [`Flush`]), the clean-up of `tmp/` (a failed write
+//! removes its part; files older than 36 h go at a mailbox's first open),
+//! and mailbox paths under the data directory. Must not touch: quota policy, PEC logic. A message is in the
 //! mailbox once [`Maildir::deliver_once`] returns Ok.
 
 use std::collections::HashSet;
@@ -112,6 +113,7 @@ impl Maildir {
                 let p = root.join(d);
                 fs::create_dir_all(&p).map_err(io(&p))?;
             }
+            sweep_tmp(&root.join("tmp"));
             known().insert(root.clone());
         }
         Ok(Maildir {
@@ -301,25 +303,34 @@ impl Maildir {
                 r => r,
             }
             .map_err(io(&tmp))?;
-            f.write_all(message).map_err(io(&tmp))?;
-            match self.flush {
-                Flush::PerFile => f.sync_all().map_err(io(&tmp))?,
-                Flush::Filesystem => {
-                    crate::fsync::sync_filesystem(&tmp).map_err(io(&tmp))?;
-                }
-                Flush::Deferred => {}
+            let written = f.write_all(message).and_then(|()| match self.flush {
+                Flush::PerFile => f.sync_all(),
+                Flush::Filesystem => crate::fsync::sync_filesystem(&tmp),
+                Flush::Deferred => Ok(()),
+            });
+            if let Err(e) = written {
+                // A part written to a full disk would hold its blocks until
+                // this item is tried again; freeing them now is what lets
+                // the other deliveries go on.
+                let _ = fs::remove_file(&tmp);
+                return Err(io(&tmp)(e));
             }
         }
-        match place {
-            Place::Replace => fs::rename(&tmp, target).map_err(io(target))?,
-            Place::Keep => {
-                if !rename_unless_there(&tmp, target).map_err(io(target))? {
-                    let _ = fs::remove_file(&tmp);
-                    return Ok(());
-                }
+        let renamed = match place {
+            Place::Replace => fs::rename(&tmp, target).map(|()| true),
+            Place::Keep => rename_unless_there(&tmp, target),
+        };
+        match renamed {
+            Ok(true) => self.sync_names(target),
+            Ok(false) => {
+                let _ = fs::remove_file(&tmp);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(io(target)(e))
             }
         }
-        self.sync_names(target)
     }
 
     /// Make the name just renamed or linked to `path` durable.
@@ -438,6 +449,34 @@ impl Maildir {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+/// Files in `tmp/` older than this are left over from a delivery that
+/// will not finish (a crash between write and rename whose item was then
+/// given up, or another program's): the age Dovecot uses (maildir(5)
+/// says 36 hours too). A delivery in progress is seconds old, and a redone
+/// one rewrites its own name.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+
+/// Remove stale files from a mailbox's `tmp/`, once per mailbox and
+/// process (at its first open), so space lost to interrupted deliveries
+/// comes back. Best effort: a failure here must not stop a delivery.
+fn sweep_tmp(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TMP);
+        if stale && fs::remove_file(e.path()).is_ok() {
+            tracing::info!(file = %e.path().display(), "removed a stale Maildir tmp file");
+        }
     }
 }
 
@@ -586,6 +625,47 @@ mod tests {
         md.rewrite("m1", b"fixed").unwrap();
         assert_eq!(fs::read(md.new_path("m1", 5)).unwrap(), b"fixed");
         assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// A write that fails (here: the disk is full) takes its part-written
+    /// file in `tmp/` with it, so the space comes back at once.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_write_leaves_nothing_in_tmp() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box")).unwrap();
+        let msg = b"Subject: a\r\n\r\nx\r\n";
+        let tmp = md.root().join("tmp").join(file_name("m1", msg.len()));
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let err = md.deliver_once("m1", msg, false).unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+        assert!(md.messages().unwrap().is_empty());
+        // And the next try delivers.
+        md.deliver_once("m1", msg, true).unwrap();
+        assert_eq!(md.messages().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_first_open_sweeps_stale_tmp_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("box");
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        let old = root.join("tmp").join("orphan,S=5");
+        let young = root.join("tmp").join("in-progress,S=5");
+        fs::write(&old, b"12345").unwrap();
+        fs::write(&young, b"12345").unwrap();
+        let aged = SystemTime::now() - STALE_TMP - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(aged)
+            .unwrap();
+        let md = Maildir::open(&root).unwrap();
+        assert!(!old.exists(), "a tmp file older than 36 h goes");
+        assert!(young.exists(), "a delivery in progress stays");
+        assert!(md.root().join("new").is_dir());
     }
 
     #[test]
