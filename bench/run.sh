@@ -27,13 +27,20 @@ while [ $# -gt 0 ]; do
 done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# Each e2e run leaves its data dirs here; they go only at exit. On ext4
+# without a journal (this VM's root), every file creation skips, one by one,
+# the inodes freed in the last 1-6 minutes, so deleting one run's ~30,000
+# files made the next runs pay for it: measured side by side, half-rate
+# runs 2 and 3 after a deletion gave p99 95-129 ms and 4.5-4.7 ms of CPU per
+# message at A, against 20-51 ms and 4.0-4.1 ms with the data kept.
+mkdir "$out/data"
 field() { grep -o "$2=[0-9.]*" "$1" | tail -1 | cut -d= -f2; }
 e2e() { # name, env assignments...
   local name=$1; shift
-  # The previous run's dirty pages (its deleted data dirs) are written back
-  # now, not in the middle of this run's latency figures.
+  # The previous run's dirty pages are written back now, not in the middle
+  # of this run's latency figures.
   sync; sleep 2
-  if ! env "$@" cargo bench --locked --bench e2e >"$out/$name" 2>&1; then
+  if ! env "$@" PECD_BENCH_KEEP_IN="$out/data" cargo bench --locked --bench e2e >"$out/$name" 2>&1; then
     tail -30 "$out/$name" >&2; echo "error: e2e run '$name' failed" >&2; exit 1
   fi
   grep -E '^(messages|cpu_ms_per_msg_a|e2e_msgs_per_s)=' "$out/$name" | sed "s/^/[$name] /"

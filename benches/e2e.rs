@@ -11,7 +11,8 @@
 //! message (1; with R they are R mailboxes at B, and the bound is the sign
 //! rate ÷ (3 + R): accettazione, busta, presa in carico, R consegne),
 //! PECD_BENCH_RATE a paced open-loop rate in msgs/s (unset: as fast as the
-//! senders go). `bench/run.sh` runs it with the settings. Last line:
+//! senders go), PECD_BENCH_KEEP_IN a directory to leave the data in
+//! (deleted by the caller later). `bench/run.sh` runs it with the settings. Last line:
 //! `e2e_msgs_per_s=… signing_bound_msgs_per_s=… ratio_signing=… p50_ms=… p95_ms=… p99_ms=… rss_a_mb=… rss_b_mb=…`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,7 @@ mod common;
 
 use common::daemon::{Daemon, Spec, free_port};
 use common::root;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,7 +94,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|r: &f64| *r > 0.0);
-    let dir = tempfile::tempdir().unwrap();
+    // PECD_BENCH_KEEP_IN: leave the data under that directory instead of
+    // deleting it at the end (bench/run.sh deletes it after its last run:
+    // on ext4 without a journal, inodes freed in the last minutes are
+    // skipped, one by one, by every file creation, so a run made right after
+    // a deletion of thousands of files would pay for its predecessor's).
+    let keep_in = std::env::var_os("PECD_BENCH_KEEP_IN").map(PathBuf::from);
+    let dir = match &keep_in {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     // The test harness's daemons (tests/common/daemon.rs: fast retries, sha1).
     let (a_in, b_in) = (free_port(), free_port());
     let mut a = Daemon::start(Spec::new(
@@ -237,4 +248,7 @@ fn main() {
         pct(0.95),
         pct(0.99)
     );
+    if keep_in.is_some() {
+        let _ = dir.keep();
+    }
 }
