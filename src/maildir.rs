@@ -4,8 +4,9 @@
 //! (write to `tmp/`, make the data durable, rename into `new/`, make the
 //! name durable: see [`Flush`]), the clean-up of `tmp/` (a failed write
 //! removes its part; files older than 36 h go at a mailbox's first open),
-//! and mailbox paths under the data directory. Must not touch: quota policy, PEC logic. A message is in the
-//! mailbox once [`Maildir::deliver_once`] returns Ok.
+//! and mailbox paths under the data directory. Must not touch: quota
+//! policy, PEC logic. A message is in the mailbox once
+//! [`Maildir::deliver_once`] returns Ok.
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
@@ -638,7 +639,11 @@ mod tests {
         let tmp = md.root().join("tmp").join(file_name("m1", msg.len()));
         std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
         let err = md.deliver_once("m1", msg, false).unwrap_err();
-        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(
+            matches!(&err, MaildirError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull),
+            "{err}"
+        );
         assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
         assert!(md.messages().unwrap().is_empty());
         // And the next try delivers.
