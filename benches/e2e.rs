@@ -12,7 +12,8 @@
 //! rate ÷ (3 + R): accettazione, busta, presa in carico, R consegne),
 //! PECD_BENCH_RATE a paced open-loop rate in msgs/s (unset: as fast as the
 //! senders go), PECD_BENCH_KEEP_IN a directory to leave the data in
-//! (deleted by the caller later). `bench/run.sh` runs it with the settings. Last line:
+//! (deleted by the caller later). `bench/run.sh` runs it with the issue's
+//! settings. Last line:
 //! `e2e_msgs_per_s=… signing_bound_msgs_per_s=… ratio_signing=… p50_ms=… p95_ms=… p99_ms=… rss_a_mb=… rss_b_mb=…`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
