@@ -1529,24 +1529,23 @@ impl App {
                 // Only an item from before this process started, or one already
                 // retried, can have been interrupted between delivery and commit.
                 let interrupted = item.attempts > 0 || item.created < self.started;
-                // Whether an earlier try left the file. Not asked on the
-                // common path (a first attempt, whose rename into `new/`
-                // keeps a file of that name anyway); asked after an
-                // interruption, and before refusing for quota: a try whose
-                // failure could not be recorded (a full disk) looks like a
-                // first one, and what it stored must not be refused.
-                let left_before = || -> Result<bool, String> {
-                    let found = md.find(&item.id, data.len());
-                    Ok(found.map_err(|e| e.to_string())?.is_some())
-                };
-                if interrupted && left_before()? {
-                    Ok(()) // stored before a crash: counted already
-                } else if receipt_to.is_some() && !self.fits(&md, mailbox, data.len())? {
-                    if left_before()? {
-                        Ok(())
-                    } else {
-                        Err(DeliveryFailure::MailboxFull)
-                    }
+                let full = receipt_to.is_some() && !self.fits(&md, mailbox, data.len())?;
+                // Whether an earlier try left the file (then it is counted
+                // already). Not asked on the common path (a first attempt,
+                // whose rename into `new/` keeps a file of that name
+                // anyway); asked after an interruption, and before refusing
+                // for quota: a try whose failure could not be recorded (a
+                // full disk) looks like a first one, and what it stored must
+                // not be refused. The same rule as `archive_copy`.
+                if (interrupted || full)
+                    && md
+                        .find(&item.id, data.len())
+                        .map_err(|e| e.to_string())?
+                        .is_some()
+                {
+                    Ok(())
+                } else if full {
+                    Err(DeliveryFailure::MailboxFull)
                 } else {
                     crate::mailsync::deliver(b, &md, &item.id, data, interrupted)
                         .map_err(|e| e.to_string())?;

@@ -286,7 +286,8 @@ impl Maildir {
         place: Place,
     ) -> Result<(), MaildirError> {
         let tmp = self.root.join("tmp").join(name);
-        {
+        // Whether the file reached `target` (false: one was there already).
+        let placed = (|| {
             let create = || {
                 OpenOptions::new()
                     .write(true)
@@ -304,32 +305,27 @@ impl Maildir {
                 r => r,
             }
             .map_err(io(&tmp))?;
-            let written = f.write_all(message).and_then(|()| match self.flush {
-                Flush::PerFile => f.sync_all(),
-                Flush::Filesystem => crate::fsync::sync_filesystem(&tmp),
-                Flush::Deferred => Ok(()),
-            });
-            if let Err(e) = written {
-                // A part written to a full disk would hold its blocks until
-                // this item is tried again; freeing them now is what lets
-                // the other deliveries go on.
-                let _ = fs::remove_file(&tmp);
-                return Err(io(&tmp)(e));
+            f.write_all(message)
+                .and_then(|()| match self.flush {
+                    Flush::PerFile => f.sync_all(),
+                    Flush::Filesystem => crate::fsync::sync_filesystem(&tmp),
+                    Flush::Deferred => Ok(()),
+                })
+                .map_err(io(&tmp))?;
+            match place {
+                Place::Replace => fs::rename(&tmp, target).map(|()| true),
+                Place::Keep => rename_unless_there(&tmp, target),
             }
-        }
-        let renamed = match place {
-            Place::Replace => fs::rename(&tmp, target).map(|()| true),
-            Place::Keep => rename_unless_there(&tmp, target),
-        };
-        match renamed {
+            .map_err(io(target))
+        })();
+        match placed {
             Ok(true) => self.sync_names(target),
-            Ok(false) => {
+            other => {
+                // Nothing left behind in `tmp/`: a copy not needed, or a
+                // part written to a full disk, which would hold its blocks
+                // until this item is tried again.
                 let _ = fs::remove_file(&tmp);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(io(target)(e))
+                other.map(|_| ())
             }
         }
     }
