@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 #[derive(Default)]
@@ -19,8 +20,71 @@ struct State {
     /// Every ticket up to this one is covered by a finished flush.
     done: u64,
     running: bool,
-    /// The last flush's error, for the callers it covered.
-    error: Option<(u64, String)>,
+    /// Failed flushes whose callers have not all looked yet. Kept per
+    /// flush, not as "the last error": a caller that wakes after a later
+    /// flush succeeded must still get its own flush's error.
+    failures: Vec<Failure>,
+}
+
+/// A failed flush: tickets `from..=upto`, `unseen` of whose callers have
+/// not collected the error yet.
+struct Failure {
+    from: u64,
+    upto: u64,
+    unseen: u64,
+    error: String,
+}
+
+impl State {
+    /// A caller's ticket.
+    fn request(&mut self) -> u64 {
+        self.requested += 1;
+        self.requested
+    }
+
+    /// A flush covering every ticket handed out so far begins; returns
+    /// the last ticket it covers.
+    fn begin(&mut self) -> u64 {
+        self.running = true;
+        self.requested
+    }
+
+    /// The flush begun at `upto` has ended with `r`.
+    fn end(&mut self, upto: u64, r: std::io::Result<()>) {
+        let from = self.done + 1;
+        self.running = false;
+        self.done = upto;
+        if let Err(e) = r {
+            self.failures.push(Failure {
+                from,
+                upto,
+                unseen: upto + 1 - from,
+                error: e.to_string(),
+            });
+        }
+    }
+
+    /// The outcome for `ticket`, once a finished flush covers it (each
+    /// ticket asks once).
+    fn outcome(&mut self, ticket: u64) -> Option<std::io::Result<()>> {
+        if self.done < ticket {
+            return None;
+        }
+        let Some(i) = self
+            .failures
+            .iter()
+            .position(|f| (f.from..=f.upto).contains(&ticket))
+        else {
+            return Some(Ok(()));
+        };
+        let f = &mut self.failures[i];
+        f.unseen -= 1;
+        let e = std::io::Error::other(f.error.clone());
+        if f.unseen == 0 {
+            self.failures.swap_remove(i);
+        }
+        Some(Err(e))
+    }
 }
 
 #[derive(Default)]
@@ -78,28 +142,50 @@ fn syncfs(_f: &std::fs::File) -> std::io::Result<()> {
     Err(std::io::Error::other("syncfs is only available on Linux"))
 }
 
+/// Failed filesystem flushes so far, in this process. Linux reports a
+/// writeback error to the first syncfs after it only: a caller that keeps
+/// copies until a flush succeeds (`mailsync`) compares this count to know
+/// that one of the flushes it did not make failed meanwhile.
+static FILESYSTEM_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+pub fn filesystem_failures() -> u64 {
+    FILESYSTEM_FAILURES.load(Ordering::SeqCst)
+}
+
+/// A failed filesystem flush, as tests of its callers need one.
+#[cfg(test)]
+pub(crate) fn count_filesystem_failure() {
+    FILESYSTEM_FAILURES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Directory flushes asked for `dir` so far.
+#[cfg(test)]
+pub(crate) fn dir_flushes(dir: &Path) -> u64 {
+    group(Key::Dir(dir.to_path_buf()))
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .requested
+}
+
 fn shared(key: Key, flush: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
+    let counts = matches!(key, Key::Filesystem(_));
     let g = group(key);
     let mut s = g.state.lock().unwrap_or_else(|e| e.into_inner());
-    s.requested += 1;
-    let ticket = s.requested;
+    let ticket = s.request();
     loop {
-        if s.done >= ticket {
-            return match &s.error {
-                Some((upto, e)) if *upto >= ticket => Err(std::io::Error::other(e.clone())),
-                _ => Ok(()),
-            };
+        if let Some(r) = s.outcome(ticket) {
+            return r;
         }
         if !s.running {
-            // Lead a flush covering every ticket handed out so far.
-            s.running = true;
-            let upto = s.requested;
+            let upto = s.begin();
             drop(s);
             let r = flush();
+            if counts && r.is_err() {
+                FILESYSTEM_FAILURES.fetch_add(1, Ordering::SeqCst);
+            }
             s = g.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.running = false;
-            s.done = upto;
-            s.error = r.err().map(|e| (upto, e.to_string()));
+            s.end(upto, r);
             g.cv.notify_all();
             continue;
         }
@@ -129,6 +215,27 @@ mod tests {
         let g = group(Key::Dir(d.path().to_path_buf()));
         let s = g.state.lock().unwrap();
         assert_eq!((s.requested, s.done, s.running), (16, 16, false));
+    }
+
+    #[test]
+    fn each_caller_gets_its_own_flush_outcome_however_late_it_looks() {
+        let mut s = State::default();
+        let (t1, t2) = (s.request(), s.request());
+        let upto = s.begin();
+        s.end(upto, Err(std::io::Error::other("EIO")));
+        // Before caller 2 looks, a later flush succeeds.
+        let t3 = s.request();
+        let upto = s.begin();
+        s.end(upto, Ok(()));
+        assert!(s.outcome(t3).unwrap().is_ok());
+        assert!(
+            s.outcome(t2).unwrap().is_err(),
+            "the late caller's flush failed"
+        );
+        assert!(s.outcome(t1).unwrap().is_err());
+        assert!(s.failures.is_empty(), "dropped once all its callers looked");
+        let t4 = s.request();
+        assert!(s.outcome(t4).is_none(), "no flush covers it yet");
     }
 
     #[test]

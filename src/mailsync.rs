@@ -8,10 +8,12 @@
 //! waiting for the disk. Nothing is in a mailbox that its commit did not
 //! make durable, and from that commit on the message is durable in the
 //! store even if its file is not yet. A checkpoint every
-//! `delivery.checkpoint_every` (100ms) makes sure each recorded file is
-//! there, flushes each filesystem holding them (one syncfs) and drops the
-//! records; at start-up, before anything is received, every recorded file
-//! is written again (after a power loss a name may hold anything).
+//! `delivery.checkpoint_every` (100ms) writes the files whose writer
+//! failed (and, after a failed filesystem flush, every file written before
+//! it), flushes each filesystem holding them (one syncfs) and drops the
+//! records; a file seen written and gone since was deleted by the holder
+//! and stays so. At start-up, before anything is received, every recorded
+//! file is written again (after a power loss a name may hold anything).
 //!
 //! Owns: table `unflushed`: `k<mailbox root>\0<id>` → `D<len>` (the
 //! message is at `d<mailbox root>\0<id>`, apart so that a checkpoint reads
@@ -22,11 +24,11 @@
 
 use crate::maildir::{Flush, Maildir, MaildirError};
 use crate::store::{Batch, Op, Store, Table};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 /// Records dropped per checkpoint commit.
 const PER_CHECKPOINT: usize = 2000;
@@ -35,6 +37,18 @@ const PER_CHECKPOINT: usize = 2000;
 /// are written, and (exclusive) by a checkpoint while it lists records:
 /// a listed record's file has been written, or its writer failed.
 static WRITING: RwLock<()> = RwLock::new(());
+
+/// Records whose file [`written_after`] wrote, until a checkpoint drops
+/// them, with [`crate::fsync::filesystem_failures`] as it was before the
+/// write. A checkpoint does not look for these files again unless a
+/// filesystem flush failed since: gone from the mailbox means deleted (or
+/// moved to another folder) by the holder's IMAP client, and writing it
+/// again would bring back what was deleted or deliver a message twice.
+static WRITTEN: Mutex<Option<HashMap<Vec<u8>, u64>>> = Mutex::new(None);
+
+fn written() -> std::sync::MutexGuard<'static, Option<HashMap<Vec<u8>, u64>>> {
+    WRITTEN.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A file's name in this table: `<mailbox root>\0<id>`.
 fn file(root: &Path, id: &str) -> Vec<u8> {
@@ -185,16 +199,25 @@ pub fn pending(b: &Batch) -> Option<Pending> {
 /// then the links to them. A failure is logged; the next checkpoint
 /// writes what is missing.
 pub fn written_after(p: Pending) {
+    let failures = crate::fsync::filesystem_failures();
+    let mut done = Vec::with_capacity(p.files.len() + p.links.len());
     for (f, data) in &p.files {
-        if let Err(e) = write_file(f, data) {
-            tracing::warn!(event = "maildir_write_deferred", error = %e);
+        match write_file(f, data) {
+            Ok(()) => done.push(f.clone()),
+            Err(e) => tracing::warn!(event = "maildir_write_deferred", error = %e),
         }
     }
     for (f, len, source) in &p.links {
-        if let Err(e) = write_link(f, *len, source) {
-            tracing::warn!(event = "maildir_write_deferred", error = %e);
+        match write_link(f, *len, source) {
+            Ok(()) => done.push(f.clone()),
+            Err(e) => tracing::warn!(event = "maildir_write_deferred", error = %e),
         }
     }
+    // Before the guard in `p` goes: a checkpoint that lists these records
+    // knows they were written.
+    written()
+        .get_or_insert_default()
+        .extend(done.into_iter().map(|f| (f, failures)));
 }
 
 fn mailbox(f: &[u8]) -> Result<(Maildir, String), String> {
@@ -222,9 +245,9 @@ fn write_link(f: &[u8], len: usize, source: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Make sure every recorded file is in place (a writer may have failed),
-/// flush every filesystem holding one, then drop those records. Returns
-/// how many were dropped.
+/// Make sure every recorded file is in place (a writer may have failed,
+/// a writeback may have failed), flush every filesystem holding one, then
+/// drop those records. Returns how many were dropped.
 pub fn checkpoint(store: &Store) -> Result<usize, String> {
     let mut total = 0;
     loop {
@@ -240,27 +263,62 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
         if records.is_empty() {
             return Ok(total);
         }
+        // Linux reports a writeback error to the first syncfs after it
+        // only, which may have been another caller's: a file written
+        // before any failed filesystem flush is written again (its pages
+        // may never have reached the disk), even if it is there.
+        let failures = crate::fsync::filesystem_failures();
+        let rewrite = Rewrite {
+            clean: written().as_ref().map_or_else(HashSet::new, |w| {
+                records
+                    .iter()
+                    .map(|(k, _)| &k[1..])
+                    .filter(|f| w.get(*f) == Some(&failures))
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            }),
+            only_missing: failures == 0,
+        };
         // A file that cannot be written now keeps its record (and the
         // message it needs) for the next checkpoint; the others go.
-        let kept = write_again(store, &records, true)?.1;
+        let kept = write_again(store, &records, &rewrite)?.1;
         let roots: HashSet<PathBuf> = records
             .iter()
             .filter_map(|(k, _)| split(&k[1..]))
             .map(|r| r.0)
             .collect();
         flush_filesystems(&roots)?;
+        if crate::fsync::filesystem_failures() != failures {
+            // Perhaps the one covering these files: the next checkpoint
+            // writes them again.
+            return Err("a filesystem flush failed during the checkpoint".into());
+        }
         let mut b = Batch::new();
-        let mut dropped = 0;
-        for (k, _) in &records {
-            if !kept.records.contains(&k[1..]) {
+        let mut dropped = Vec::new();
+        for (k, v) in &records {
+            let f = &k[1..];
+            if !kept.records.contains(f) {
                 b.delete(Table::Unflushed, k.clone());
-                dropped += 1;
+                dropped.push(f.to_vec());
             }
-            if !kept.messages.contains(&k[1..]) {
-                b.delete(Table::Unflushed, prefixed(b'd', &k[1..]));
+            // A file's own message, or the one a dropped link was made
+            // from (its file's record may have gone in an earlier pass).
+            let message = match parse(v) {
+                Some((b'L', _, source)) if !kept.records.contains(f) => source,
+                Some((b'L', _, _)) => continue,
+                _ => f,
+            };
+            if !kept.messages.contains(message) {
+                b.delete(Table::Unflushed, prefixed(b'd', message));
             }
         }
         store.commit(b).map_err(|e| e.to_string())?;
+        if let Some(w) = written().as_mut() {
+            for f in &dropped {
+                w.remove(f);
+            }
+        }
+        let dropped = dropped.len();
         total += dropped;
         if records.len() < PER_CHECKPOINT || dropped < records.len() {
             return Ok(total);
@@ -276,14 +334,22 @@ struct Kept {
     messages: HashSet<Vec<u8>>,
 }
 
+/// Which recorded files [`write_again`] writes (wherever an IMAP client
+/// moved them): every one but `clean` (seen written, no failed flush
+/// since); with `only_missing`, only those not found.
+#[derive(Default)]
+struct Rewrite {
+    clean: HashSet<Vec<u8>>,
+    only_missing: bool,
+}
+
 /// Write the files of `records` again from their messages, files before
-/// the links to them; with `only_missing`, only those not found where
-/// their delivery put them (nor moved on by an IMAP client). Returns how
-/// many were written, and what could not be.
+/// the links to them, as `rewrite` says. Returns how many were written,
+/// and what could not be.
 fn write_again(
     store: &Store,
     records: &[(Vec<u8>, Vec<u8>)],
-    only_missing: bool,
+    rewrite: &Rewrite,
 ) -> Result<(usize, Kept), String> {
     let mut written = 0;
     let mut kept = Kept::default();
@@ -295,17 +361,28 @@ fn write_again(
             };
             let from = if kind == b'D' { f } else { source };
             let done = mailbox(f).and_then(|(md, id)| {
-                if only_missing
-                    && md
-                        .find(&id, len)
-                        .map_err(|e| e.to_string())?
-                        .is_some()
+                if rewrite.clean.contains(f)
+                    || rewrite.only_missing
+                        && md
+                            .find(&id, len)
+                            .map_err(|e| e.to_string())?
+                            .is_some()
                 {
                     return Ok(false);
                 }
-                let data = store
+                let stored = store
                     .get(Table::Unflushed, &prefixed(b'd', from))
                     .map_err(|e| e.to_string())?;
+                // A link whose file's record (and message) an earlier pass
+                // dropped: made from that file, wherever it now is.
+                let data = match stored {
+                    Some(d) => Some(d),
+                    None if kind == b'L' => {
+                        let (src, _) = mailbox(source)?;
+                        src.read(&id, len).map_err(|e| e.to_string())?
+                    }
+                    None => None,
+                };
                 let Some(data) = data else {
                     tracing::warn!(event = "unflushed_message_missing", file = ?String::from_utf8_lossy(f));
                     return Ok(false);
@@ -354,7 +431,7 @@ pub fn repair(store: &Store) -> Result<usize, String> {
         .entries_with_prefix(Table::Unflushed, b"k")
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let (written, kept) = write_again(store, &records, false)?;
+    let (written, kept) = write_again(store, &records, &Rewrite::default())?;
     if !kept.records.is_empty() {
         return Err(format!(
             "{} recorded files could not be written again (see the log)",
@@ -454,6 +531,83 @@ mod tests {
             b"hello"
         );
         assert_eq!(s.entries(Table::Unflushed).count(), 0);
+    }
+
+    /// One test, as it changes what every later checkpoint of this
+    /// process does (a failed filesystem flush is counted process-wide).
+    #[test]
+    fn a_checkpoint_writes_again_only_what_it_must() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        // Written after the commit, then deleted by the holder (or moved
+        // to another folder) before the checkpoint: it stays deleted.
+        let (md, archive, b) = noted(d.path(), &["gone"]);
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        written_after(files);
+        std::fs::remove_file(md.new_path("gone", 5)).unwrap();
+        std::fs::remove_file(archive.new_path("gone", 5)).unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 2);
+        assert!(md.messages().unwrap().is_empty());
+        assert!(archive.messages().unwrap().is_empty());
+        assert_eq!(s.entries(Table::Unflushed).count(), 0);
+        // Written, then a filesystem flush failed (perhaps another
+        // caller's syncfs, which alone hears of a writeback error): the
+        // file is there but its pages may never reach the disk, so it is
+        // written again.
+        let (md, archive, b) = noted(d.path(), &["lost"]);
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        written_after(files);
+        std::fs::write(md.new_path("lost", 5), b"\0\0\0\0\0").unwrap();
+        crate::fsync::count_filesystem_failure();
+        assert_eq!(checkpoint(&s).unwrap(), 2);
+        assert_eq!(std::fs::read(md.new_path("lost", 5)).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read(archive.new_path("lost", 5)).unwrap(),
+            b"hello"
+        );
+        assert_eq!(s.entries(Table::Unflushed).count(), 0);
+    }
+
+    #[test]
+    fn a_link_whose_file_went_in_an_earlier_pass_is_made_from_that_file() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let (md, archive, b) = noted(d.path(), &["m1"]);
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        drop(files); // its writer never ran
+        // An earlier pass (records beyond one batch) found the inbox file
+        // and dropped its record and message; the link was never made.
+        md.deliver_once("m1", b"hello", false).unwrap();
+        let f = file(md.root(), "m1");
+        let mut gone = Batch::new();
+        gone.delete(Table::Unflushed, prefixed(b'k', &f));
+        gone.delete(Table::Unflushed, prefixed(b'd', &f));
+        s.commit(gone).unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 1);
+        assert_eq!(std::fs::read(archive.new_path("m1", 5)).unwrap(), b"hello");
+        assert_eq!(s.entries(Table::Unflushed).count(), 0);
+    }
+
+    #[test]
+    fn a_message_kept_for_a_failed_link_goes_with_the_link() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let (md, archive, b) = noted(d.path(), &["m1"]);
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        drop(files); // its writer never ran
+        md.deliver_once("m1", b"hello", false).unwrap();
+        std::fs::remove_dir_all(archive.root()).unwrap();
+        std::fs::write(archive.root(), b"a file where the folder was").unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 1, "the inbox file's record");
+        assert_eq!(s.entries(Table::Unflushed).count(), 2, "link and message");
+        std::fs::remove_file(archive.root()).unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 1);
+        assert_eq!(std::fs::read(archive.new_path("m1", 5)).unwrap(), b"hello");
+        assert_eq!(s.entries(Table::Unflushed).count(), 0, "no message left");
     }
 
     #[test]
