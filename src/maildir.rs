@@ -157,6 +157,7 @@ impl Maildir {
         interrupted_before: bool,
     ) -> Result<String, MaildirError> {
         if interrupted_before && let Some(found) = self.locate(id, message.len())? {
+            self.sync_found(&found)?;
             return Ok(name_of(&found));
         }
         let name = file_name(id, message.len());
@@ -194,6 +195,7 @@ impl Maildir {
         load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
     ) -> Result<String, MaildirError> {
         if interrupted_before && let Some(found) = self.locate(id, len)? {
+            self.sync_found(&found)?;
             return Ok(name_of(&found));
         }
         let name = file_name(id, len);
@@ -206,7 +208,10 @@ impl Maildir {
                     return Ok(name);
                 }
                 // Delivered before: the file of this id stands.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(name),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    self.sync_found(&new)?;
+                    return Ok(name);
+                }
                 Err(_) => {} // e.g. another filesystem: written instead
             }
         }
@@ -227,6 +232,14 @@ impl Maildir {
     /// [`Maildir::deliver_once`]).
     pub fn find(&self, id: &str, len: usize) -> Result<Option<String>, MaildirError> {
         Ok(self.locate(id, len)?.map(|p| name_of(&p)))
+    }
+
+    /// The content of the file of `id`, wherever [`Maildir::find`] finds
+    /// it.
+    pub fn read(&self, id: &str, len: usize) -> Result<Option<Vec<u8>>, MaildirError> {
+        self.locate(id, len)?
+            .map(|p| fs::read(&p).map_err(io(&p)))
+            .transpose()
     }
 
     /// Write `message` again over the file of `id` wherever an IMAP client
@@ -325,8 +338,25 @@ impl Maildir {
                 // part written to a full disk, which would hold its blocks
                 // until this item is tried again.
                 let _ = fs::remove_file(&tmp);
-                other.map(|_| ())
+                other?;
+                // The copy an earlier try left: a crash may have cut
+                // short its flush, and its presence counts as delivered.
+                self.sync_found(target)
             }
+        }
+    }
+
+    /// Make a file that an earlier try left at `path` durable, as this
+    /// mailbox flushes: the try that wrote it may have been killed before
+    /// its flush, and finding it is taken as delivered (a receipt follows).
+    fn sync_found(&self, path: &Path) -> Result<(), MaildirError> {
+        match self.flush {
+            Flush::PerFile => fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io(path))
+                .and_then(|()| self.sync_names(path)),
+            Flush::Filesystem => self.sync_names(path),
+            Flush::Deferred => Ok(()),
         }
     }
 
@@ -667,6 +697,32 @@ mod tests {
         assert!(!old.exists(), "a tmp file older than 36 h goes");
         assert!(young.exists(), "a delivery in progress stays");
         assert!(md.root().join("new").is_dir());
+    }
+
+    #[test]
+    fn a_file_an_earlier_try_left_is_flushed_before_it_counts() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box")).unwrap();
+        let archive = Maildir::open_folder(md.root(), ".Archivio").unwrap();
+        let new = md.root().join("new");
+        md.deliver_once("m1", b"x", false).unwrap();
+        let flushes = crate::fsync::dir_flushes(&new);
+        // A try killed after its rename, before its flush: the next one
+        // finds the file, by a scan or by the rename that refuses it.
+        md.deliver_once("m1", b"x", true).unwrap();
+        assert_eq!(crate::fsync::dir_flushes(&new), flushes + 1);
+        md.deliver_once("m1", b"x", false).unwrap();
+        assert_eq!(crate::fsync::dir_flushes(&new), flushes + 2);
+        // The same for a link found there.
+        let source = md.new_path("m1", 1);
+        archive.deliver_linked("m1", b"x", false, &source).unwrap();
+        let anew = archive.root().join("new");
+        let flushes = crate::fsync::dir_flushes(&anew);
+        archive.deliver_linked("m1", b"x", false, &source).unwrap();
+        archive.deliver_linked("m1", b"x", true, &source).unwrap();
+        assert_eq!(crate::fsync::dir_flushes(&anew), flushes + 2);
+        assert_eq!(md.messages().unwrap().len(), 1);
+        assert_eq!(archive.messages().unwrap().len(), 1);
     }
 
     #[test]
