@@ -395,6 +395,13 @@ pub struct Spool {
     dir: PathBuf,
 }
 
+/// Taken by [`Spool::put_parts`] to reuse an existing blob and by
+/// [`Spool::collect_garbage`] to judge and remove one.
+fn spool_gc_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Spool {
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
         fs::create_dir_all(dir.join("tmp"))?;
@@ -413,14 +420,23 @@ impl Spool {
     pub fn put_parts(&self, parts: &[&[u8]]) -> std::io::Result<String> {
         let name = content_name(parts);
         let path = self.dir.join(&name);
-        if path.exists() {
-            // Refresh the age so garbage collection, which spares recent
-            // blobs, cannot take it between this call and the commit.
-            File::options()
-                .write(true)
-                .open(&path)?
-                .set_modified(std::time::SystemTime::now())?;
-            return Ok(name);
+        {
+            // With the collector's lock: it cannot be judged old and
+            // removed between this look and the refresh.
+            let _gc = spool_gc_lock();
+            if path.exists() {
+                // Refresh the age so garbage collection, which spares
+                // recent blobs, cannot take it between this call and the
+                // commit.
+                File::options()
+                    .write(true)
+                    .open(&path)?
+                    .set_modified(std::time::SystemTime::now())?;
+                // Its writer flushed the data before the rename, but may
+                // have been killed before the directory's flush.
+                crate::fsync::sync_dir(&self.dir)?;
+                return Ok(name);
+            }
         }
         // A temporary name of its own: concurrent writers of equal content
         // must not share (and truncate) one file.
@@ -469,12 +485,20 @@ impl Spool {
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let old = e
-                .metadata()?
-                .modified()?
-                .elapsed()
-                .is_ok_and(|age| age >= min_age);
-            if e.file_type()?.is_file() && old && !referenced.contains(&name) {
+            if !e.file_type()?.is_file() || referenced.contains(&name) {
+                continue;
+            }
+            // Judged and removed under the lock that `put_parts` takes to
+            // reuse a blob: a blob being reused is refreshed first, so
+            // never removed under a new item's feet.
+            let _gc = spool_gc_lock();
+            let modified = match fs::metadata(e.path()) {
+                Ok(m) => m.modified()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let old = modified.elapsed().is_ok_and(|age| age >= min_age);
+            if old {
                 fs::remove_file(e.path())?;
                 n += 1;
             }
@@ -516,6 +540,33 @@ mod tests {
             1
         );
         assert!(s.get(&b).is_err());
+    }
+
+    #[test]
+    fn a_blob_reused_while_it_is_collected_is_never_left_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Spool::open(d.path()).unwrap());
+        let name = s.put(b"reused").unwrap();
+        let path = s.path(&name).unwrap();
+        let none = std::collections::HashSet::new();
+        let an_hour = std::time::Duration::from_secs(3600);
+        for _ in 0..3000 {
+            // Unreferenced and old: the collector's to take, unless a new
+            // item reuses it first.
+            let long_ago = std::time::SystemTime::now() - 2 * an_hour;
+            if let Ok(f) = File::options().write(true).open(&path) {
+                f.set_modified(long_ago).unwrap();
+            }
+            let gc = {
+                let (s, none) = (s.clone(), none.clone());
+                std::thread::spawn(move || s.collect_garbage(&none, an_hour).unwrap())
+            };
+            assert_eq!(s.put(b"reused").unwrap(), name);
+            gc.join().unwrap();
+            // The item that reused it is committed next: its blob must be
+            // there.
+            assert_eq!(s.get(&name).unwrap(), b"reused");
+        }
     }
 
     #[test]
