@@ -6,6 +6,14 @@
 //! same key share one flush (the same idea as the store's group commit):
 //! a caller returns only after a flush that *started after* its call, so
 //! what it wrote is covered.
+//!
+//! Linux reports a writeback error to syncfs callers through the file
+//! handle the call is made on: one opened before the error, or the first
+//! opened after it that asks. A handle opened for each flush would miss
+//! an error another process's `sync` had already heard of, so each
+//! filesystem keeps the handle of its first flush, and every flush failure
+//! is counted per filesystem for callers that keep copies until a flush
+//! succeeds (`mailsync`).
 //! Must not touch: file contents (callers write their own files).
 
 use std::collections::HashMap;
@@ -91,6 +99,10 @@ impl State {
 struct Group {
     state: Mutex<State>,
     cv: Condvar,
+    /// A filesystem's handle for syncfs, kept from its first flush on.
+    handle: OnceLock<std::fs::File>,
+    /// A filesystem's failed flushes so far.
+    failed: AtomicU64,
 }
 
 /// What a group flushes: one directory, or one filesystem (by device).
@@ -111,7 +123,7 @@ fn group(key: Key) -> Arc<Group> {
 
 /// Make the entries renamed into `dir` before this call durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    shared(Key::Dir(dir.to_path_buf()), || {
+    shared(&group(Key::Dir(dir.to_path_buf())), || {
         std::fs::File::open(dir).and_then(|d| d.sync_all())
     })
 }
@@ -122,12 +134,28 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// callers on the same device whatever path they name. Linux reports
 /// writeback errors through syncfs since 5.8.
 pub fn sync_filesystem(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(path)?.dev();
-    shared(Key::Filesystem(dev), || {
-        let f = std::fs::File::open(path)?;
-        syncfs(&f)
+    let g = group(Key::Filesystem(device(path)?));
+    shared(&g, || {
+        let f = match g.handle.get() {
+            Some(f) => f,
+            None => {
+                let opened = std::fs::File::open(path)?;
+                g.handle.get_or_init(|| opened)
+            }
+        };
+        let r = syncfs(f);
+        if r.is_err() {
+            g.failed.fetch_add(1, Ordering::SeqCst);
+            FAILED_ANYWHERE.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     })
+}
+
+/// The device (filesystem) that holds `path`.
+pub fn device(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.dev())
 }
 
 #[cfg(target_os = "linux")]
@@ -142,20 +170,41 @@ fn syncfs(_f: &std::fs::File) -> std::io::Result<()> {
     Err(std::io::Error::other("syncfs is only available on Linux"))
 }
 
-/// Failed filesystem flushes so far, in this process. Linux reports a
-/// writeback error to the first syncfs after it only: a caller that keeps
-/// copies until a flush succeeds (`mailsync`) compares this count to know
-/// that one of the flushes it did not make failed meanwhile.
-static FILESYSTEM_FAILURES: AtomicU64 = AtomicU64::new(0);
-
-pub fn filesystem_failures() -> u64 {
-    FILESYSTEM_FAILURES.load(Ordering::SeqCst)
+/// Failed flushes of filesystem `dev` so far, in this process: a caller
+/// that keeps copies until a flush succeeds compares it before and after
+/// to know that a flush it did not make failed meanwhile (a writeback
+/// error is reported to one flush only).
+pub fn filesystem_failures_on(dev: u64) -> u64 {
+    group(Key::Filesystem(dev)).failed.load(Ordering::SeqCst) + failures_for_test()
 }
 
-/// A failed filesystem flush, as tests of its callers need one.
+/// Failed filesystem flushes so far on any filesystem, in this process.
+pub fn filesystem_failures() -> u64 {
+    FAILED_ANYWHERE.load(Ordering::SeqCst) + failures_for_test()
+}
+
+static FAILED_ANYWHERE: AtomicU64 = AtomicU64::new(0);
+
 #[cfg(test)]
-pub(crate) fn count_filesystem_failure() {
-    FILESYSTEM_FAILURES.fetch_add(1, Ordering::SeqCst);
+thread_local! {
+    static TEST_FAILURES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A failed filesystem flush as the calling thread alone sees it: tests
+/// of the callers running in parallel do not see each other's.
+#[cfg(test)]
+pub(crate) fn count_filesystem_failure_for_test() {
+    TEST_FAILURES.with(|n| n.set(n.get() + 1));
+}
+
+#[cfg(test)]
+fn failures_for_test() -> u64 {
+    TEST_FAILURES.with(std::cell::Cell::get)
+}
+
+#[cfg(not(test))]
+fn failures_for_test() -> u64 {
+    0
 }
 
 /// Directory flushes asked for `dir` so far.
@@ -168,9 +217,7 @@ pub(crate) fn dir_flushes(dir: &Path) -> u64 {
         .requested
 }
 
-fn shared(key: Key, flush: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
-    let counts = matches!(key, Key::Filesystem(_));
-    let g = group(key);
+fn shared(g: &Group, flush: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
     let mut s = g.state.lock().unwrap_or_else(|e| e.into_inner());
     let ticket = s.request();
     loop {
@@ -181,9 +228,6 @@ fn shared(key: Key, flush: impl Fn() -> std::io::Result<()>) -> std::io::Result<
             let upto = s.begin();
             drop(s);
             let r = flush();
-            if counts && r.is_err() {
-                FILESYSTEM_FAILURES.fetch_add(1, Ordering::SeqCst);
-            }
             s = g.state.lock().unwrap_or_else(|e| e.into_inner());
             s.end(upto, r);
             g.cv.notify_all();

@@ -9,11 +9,13 @@
 //! make durable, and from that commit on the message is durable in the
 //! store even if its file is not yet. A checkpoint every
 //! `delivery.checkpoint_every` (100ms) writes the files whose writer
-//! failed (and, after a failed filesystem flush, every file written before
-//! it), flushes each filesystem holding them (one syncfs) and drops the
-//! records; a file seen written and gone since was deleted by the holder
-//! and stays so. At start-up, before anything is received, every recorded
-//! file is written again (after a power loss a name may hold anything).
+//! failed, flushes each filesystem holding them (one syncfs) and drops the
+//! records. A file seen written and gone since was deleted or moved by the
+//! holder and is not written back, unless a filesystem flush failed after
+//! it was written: then its pages may never reach the disk, and every
+//! file written before that failure is written again, wherever it is.
+//! At start-up, before anything is received, every recorded file is
+//! written again (after a power loss a name may hold anything).
 //!
 //! Owns: table `unflushed`: `k<mailbox root>\0<id>` → `D<len>` (the
 //! message is at `d<mailbox root>\0<id>`, apart so that a checkpoint reads
@@ -26,7 +28,6 @@ use crate::maildir::{Flush, Maildir, MaildirError};
 use crate::store::{Batch, Op, Store, Table};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
@@ -263,11 +264,21 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
         if records.is_empty() {
             return Ok(total);
         }
-        // Linux reports a writeback error to the first syncfs after it
-        // only, which may have been another caller's: a file written
-        // before any failed filesystem flush is written again (its pages
-        // may never have reached the disk), even if it is there.
+        // A writeback error is reported to one syncfs only, perhaps
+        // another caller's: a file written before any failed filesystem
+        // flush is written again (its pages may never have reached the
+        // disk), even if it is there.
         let failures = crate::fsync::filesystem_failures();
+        let roots: HashSet<PathBuf> = records
+            .iter()
+            .filter_map(|(k, _)| split(&k[1..]))
+            .map(|r| r.0)
+            .collect();
+        let devices = devices(&roots)?;
+        let before: Vec<u64> = devices
+            .keys()
+            .map(|d| crate::fsync::filesystem_failures_on(*d))
+            .collect();
         let rewrite = Rewrite {
             clean: written().as_ref().map_or_else(HashSet::new, |w| {
                 records
@@ -282,15 +293,15 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
         // A file that cannot be written now keeps its record (and the
         // message it needs) for the next checkpoint; the others go.
         let kept = write_again(store, &records, &rewrite)?.1;
-        let roots: HashSet<PathBuf> = records
-            .iter()
-            .filter_map(|(k, _)| split(&k[1..]))
-            .map(|r| r.0)
-            .collect();
-        flush_filesystems(&roots)?;
-        if crate::fsync::filesystem_failures() != failures {
-            // Perhaps the one covering these files: the next checkpoint
-            // writes them again.
+        for path in devices.values() {
+            crate::fsync::sync_filesystem(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let after = devices
+            .keys()
+            .map(|d| crate::fsync::filesystem_failures_on(*d));
+        if !after.eq(before) {
+            // Another caller's flush of these files' filesystem failed
+            // meanwhile: the next checkpoint writes them again.
             return Err("a filesystem flush failed during the checkpoint".into());
         }
         let mut b = Batch::new();
@@ -404,22 +415,24 @@ fn write_again(
     Ok((written, kept))
 }
 
-/// One syncfs per filesystem among `roots` (a root gone since has no file
-/// left to flush).
-fn flush_filesystems(roots: &HashSet<PathBuf>) -> Result<(), String> {
-    let mut devices = HashSet::new();
+/// The filesystems holding `roots`, each with a path on it to flush it
+/// by: the root, or for a root not there (yet: a checkpoint may make it
+/// again) its nearest existing parent.
+fn devices(roots: &HashSet<PathBuf>) -> Result<std::collections::BTreeMap<u64, &Path>, String> {
+    let mut devices = std::collections::BTreeMap::new();
     for root in roots {
-        match std::fs::metadata(root) {
-            Ok(m) if devices.insert(m.dev()) => {
-                crate::fsync::sync_filesystem(root)
-                    .map_err(|e| format!("{}: {e}", root.display()))?;
+        for path in root.ancestors() {
+            match crate::fsync::device(path) {
+                Ok(dev) => {
+                    devices.entry(dev).or_insert(path);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", path.display())),
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", root.display())),
         }
     }
-    Ok(())
+    Ok(devices)
 }
 
 /// At start-up, before anything is received: write every recorded file
@@ -560,7 +573,7 @@ mod tests {
         s.commit(b).unwrap();
         written_after(files);
         std::fs::write(md.new_path("lost", 5), b"\0\0\0\0\0").unwrap();
-        crate::fsync::count_filesystem_failure();
+        crate::fsync::count_filesystem_failure_for_test();
         assert_eq!(checkpoint(&s).unwrap(), 2);
         assert_eq!(std::fs::read(md.new_path("lost", 5)).unwrap(), b"hello");
         assert_eq!(

@@ -420,11 +420,12 @@ impl Spool {
     pub fn put_parts(&self, parts: &[&[u8]]) -> std::io::Result<String> {
         let name = content_name(parts);
         let path = self.dir.join(&name);
-        {
-            // With the collector's lock: it cannot be judged old and
-            // removed between this look and the refresh.
+        // With the collector's lock: it cannot be judged old and removed
+        // between this look and the refresh.
+        let reused = {
             let _gc = spool_gc_lock();
-            if path.exists() {
+            let reused = path.exists();
+            if reused {
                 // Refresh the age so garbage collection, which spares
                 // recent blobs, cannot take it between this call and the
                 // commit.
@@ -432,11 +433,14 @@ impl Spool {
                     .write(true)
                     .open(&path)?
                     .set_modified(std::time::SystemTime::now())?;
-                // Its writer flushed the data before the rename, but may
-                // have been killed before the directory's flush.
-                crate::fsync::sync_dir(&self.dir)?;
-                return Ok(name);
             }
+            reused
+        };
+        if reused {
+            // Its writer flushed the data before the rename, but may have
+            // been killed before the directory's flush.
+            crate::fsync::sync_dir(&self.dir)?;
+            return Ok(name);
         }
         // A temporary name of its own: concurrent writers of equal content
         // must not share (and truncate) one file.
