@@ -149,7 +149,11 @@ impl Maildir {
     /// cut short (then `new/` and `cur/` are scanned, since an IMAP server
     /// may have moved the file and added flags); otherwise the rename into
     /// `new/` refuses to replace a file of that name, and delivery stays
-    /// O(1) in the mailbox size.
+    /// O(1) in the mailbox size. In a mailbox flushed at delivery, a file
+    /// found is replaced where it is by a flushed copy: the try that wrote
+    /// it may have been killed before its flush, or its flush failed (and a
+    /// writeback error is reported once), yet finding it counts as
+    /// delivered and a receipt follows.
     pub fn deliver_once(
         &self,
         id: &str,
@@ -157,8 +161,11 @@ impl Maildir {
         interrupted_before: bool,
     ) -> Result<String, MaildirError> {
         if interrupted_before && let Some(found) = self.locate(id, message.len())? {
-            self.sync_found(&found)?;
-            return Ok(name_of(&found));
+            let name = name_of(&found);
+            if self.flush != Flush::Deferred {
+                self.write_to(&name, &found, message, Place::Replace)?;
+            }
+            return Ok(name);
         }
         let name = file_name(id, message.len());
         let new = self.root.join("new").join(&name);
@@ -195,21 +202,26 @@ impl Maildir {
         load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
     ) -> Result<String, MaildirError> {
         if interrupted_before && let Some(found) = self.locate(id, len)? {
-            self.sync_found(&found)?;
+            // As in `deliver_once`: in a flushed mailbox, made again.
+            if self.flush != Flush::Deferred {
+                self.replace_linked(&found, source, len, load)?;
+            }
             return Ok(name_of(&found));
         }
         let name = file_name(id, len);
         let new = self.root.join("new").join(&name);
-        let same_size = fs::metadata(source).is_ok_and(|m| m.len() == len as u64);
-        if same_size {
+        if same_size(source, len) {
             match fs::hard_link(source, &new) {
                 Ok(()) => {
                     self.sync_names(&new)?;
                     return Ok(name);
                 }
-                // Delivered before: the file of this id stands.
+                // Delivered before: the file of this id stands (made
+                // again in a flushed mailbox, as above).
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    self.sync_found(&new)?;
+                    if self.flush != Flush::Deferred {
+                        self.replace_linked(&new, source, len, load)?;
+                    }
                     return Ok(name);
                 }
                 Err(_) => {} // e.g. another filesystem: written instead
@@ -218,6 +230,31 @@ impl Maildir {
         let message = load().map_err(io(source))?;
         self.write_to(&name, &new, &message, Place::Keep)?;
         Ok(name)
+    }
+
+    /// Put `source` at `target` in place of the file an earlier try left
+    /// there: as a link, or written from `load` if no link can be made;
+    /// flushed as this mailbox says.
+    fn replace_linked<'m>(
+        &self,
+        target: &Path,
+        source: &Path,
+        len: usize,
+        load: impl FnOnce() -> std::io::Result<std::borrow::Cow<'m, [u8]>>,
+    ) -> Result<(), MaildirError> {
+        let name = name_of(target);
+        let tmp = self.root.join("tmp").join(&name);
+        if same_size(source, len) && fs::hard_link(source, &tmp).is_ok() {
+            return match fs::rename(&tmp, target) {
+                Ok(()) => self.sync_names(target),
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    Err(io(target)(e))
+                }
+            };
+        }
+        let message = load().map_err(io(source))?;
+        self.write_to(&name, target, &message, Place::Replace)
     }
 
     /// Where [`Maildir::deliver_once`] puts `id` (before any IMAP client
@@ -326,8 +363,10 @@ impl Maildir {
                 })
                 .map_err(io(&tmp))?;
             match place {
-                Place::Replace => fs::rename(&tmp, target).map(|()| true),
-                Place::Keep => rename_unless_there(&tmp, target),
+                Place::Keep if self.flush == Flush::Deferred => rename_unless_there(&tmp, target),
+                // A flushed mailbox: the copy an earlier try left there may
+                // have missed its flush; this one has had it.
+                Place::Keep | Place::Replace => fs::rename(&tmp, target).map(|()| true),
             }
             .map_err(io(target))
         })();
@@ -338,25 +377,8 @@ impl Maildir {
                 // part written to a full disk, which would hold its blocks
                 // until this item is tried again.
                 let _ = fs::remove_file(&tmp);
-                other?;
-                // The copy an earlier try left: a crash may have cut
-                // short its flush, and its presence counts as delivered.
-                self.sync_found(target)
+                other.map(|_| ())
             }
-        }
-    }
-
-    /// Make a file that an earlier try left at `path` durable, as this
-    /// mailbox flushes: the try that wrote it may have been killed before
-    /// its flush, and finding it is taken as delivered (a receipt follows).
-    fn sync_found(&self, path: &Path) -> Result<(), MaildirError> {
-        match self.flush {
-            Flush::PerFile => fs::File::open(path)
-                .and_then(|f| f.sync_all())
-                .map_err(io(path))
-                .and_then(|()| self.sync_names(path)),
-            Flush::Filesystem => self.sync_names(path),
-            Flush::Deferred => Ok(()),
         }
     }
 
@@ -519,6 +541,11 @@ enum Place {
 /// Rename `from` to `to` unless `to` exists; whether it was renamed. On
 /// Linux one `renameat2(RENAME_NOREPLACE)`: no separate lookup of a name
 /// that, in a large `new/`, is a directory search of its own.
+/// Whether `source` holds `len` bytes (a file that can be linked in).
+fn same_size(source: &Path, len: usize) -> bool {
+    fs::metadata(source).is_ok_and(|m| m.len() == len as u64)
+}
+
 fn rename_unless_there(from: &Path, to: &Path) -> std::io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
@@ -633,11 +660,14 @@ mod tests {
     }
 
     #[test]
-    fn a_second_delivery_of_an_id_keeps_the_first_file_and_leaves_no_tmp() {
+    fn a_second_delivery_of_an_id_keeps_one_file_and_leaves_no_tmp() {
         let d = tempfile::tempdir().unwrap();
-        let md = Maildir::open(d.path().join("box")).unwrap();
+        let md = Maildir::open(d.path().join("box"))
+            .unwrap()
+            .flushing(Flush::Deferred);
         let n = md.deliver_once("m1", b"first", false).unwrap();
-        // Same id and size, other bytes: the file delivered first stands.
+        // Same id and size, other bytes: in a mailbox whose flushes the
+        // checkpoint makes, the file delivered first stands.
         assert_eq!(md.deliver_once("m1", b"other", false).unwrap(), n);
         assert_eq!(fs::read(md.new_path("m1", 5)).unwrap(), b"first");
         assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
@@ -647,6 +677,12 @@ mod tests {
         let l = md.deliver_linked("m1", b"third", false, &src).unwrap();
         assert_eq!(l, n);
         assert_eq!(fs::read(md.new_path("m1", 5)).unwrap(), b"first");
+        assert_eq!(md.messages().unwrap().len(), 1);
+        // Flushed at delivery, the new copy takes the name (see
+        // `a_file_an_earlier_try_left_is_made_again_in_a_flushed_mailbox`).
+        let md = md.flushing(Flush::PerFile);
+        assert_eq!(md.deliver_once("m1", b"other", false).unwrap(), n);
+        assert_eq!(fs::read(md.new_path("m1", 5)).unwrap(), b"other");
         assert_eq!(md.messages().unwrap().len(), 1);
         // A repair writes over it.
         md.rewrite("m1", b"fixed").unwrap();
@@ -700,29 +736,49 @@ mod tests {
     }
 
     #[test]
-    fn a_file_an_earlier_try_left_is_flushed_before_it_counts() {
+    fn a_file_an_earlier_try_left_is_made_again_in_a_flushed_mailbox() {
+        use std::os::unix::fs::MetadataExt;
         let d = tempfile::tempdir().unwrap();
         let md = Maildir::open(d.path().join("box")).unwrap();
         let archive = Maildir::open_folder(md.root(), ".Archivio").unwrap();
         let new = md.root().join("new");
-        md.deliver_once("m1", b"x", false).unwrap();
-        let flushes = crate::fsync::dir_flushes(&new);
-        // A try killed after its rename, before its flush: the next one
-        // finds the file, by a scan or by the rename that refuses it.
-        md.deliver_once("m1", b"x", true).unwrap();
-        assert_eq!(crate::fsync::dir_flushes(&new), flushes + 1);
-        md.deliver_once("m1", b"x", false).unwrap();
-        assert_eq!(crate::fsync::dir_flushes(&new), flushes + 2);
-        // The same for a link found there.
-        let source = md.new_path("m1", 1);
-        archive.deliver_linked("m1", b"x", false, &source).unwrap();
-        let anew = archive.root().join("new");
-        let flushes = crate::fsync::dir_flushes(&anew);
-        archive.deliver_linked("m1", b"x", false, &source).unwrap();
-        archive.deliver_linked("m1", b"x", true, &source).unwrap();
-        assert_eq!(crate::fsync::dir_flushes(&anew), flushes + 2);
-        assert_eq!(md.messages().unwrap().len(), 1);
+        md.deliver_once("m1", b"hello", false).unwrap();
+        // What a try killed before its flush (or whose flush failed) may
+        // leave: the name, over pages that never reached the disk. The
+        // next try finds it, by a scan or by the rename that refuses it,
+        // and puts a flushed copy there; an IMAP client's move is kept.
+        let seen = md.root().join("cur").join("m1,S=5:2,S");
+        fs::rename(md.new_path("m1", 5), &seen).unwrap();
+        fs::write(&seen, b"\0\0\0\0\0").unwrap();
+        let flushes = crate::fsync::dir_flushes(&md.root().join("cur"));
+        md.deliver_once("m1", b"hello", true).unwrap();
+        assert_eq!(fs::read(&seen).unwrap(), b"hello");
+        assert_eq!(
+            crate::fsync::dir_flushes(&md.root().join("cur")),
+            flushes + 1
+        );
+        md.deliver_once("m2", b"hello", false).unwrap();
+        fs::write(md.new_path("m2", 5), b"\0\0\0\0\0").unwrap();
+        md.deliver_once("m2", b"hello", false).unwrap();
+        assert_eq!(fs::read(md.new_path("m2", 5)).unwrap(), b"hello");
+        assert_eq!(md.messages().unwrap().len(), 2);
+        assert_eq!(fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
+        // The same for a link: the name is linked to the source again.
+        let source = md.new_path("m2", 5);
+        let copy = archive.new_path("m2", 5);
+        for interrupted in [false, true] {
+            // A file of its own (not the link, which is the source).
+            let _ = fs::remove_file(&copy);
+            fs::write(&copy, b"\0\0\0\0\0").unwrap();
+            archive
+                .deliver_linked("m2", b"hello", interrupted, &source)
+                .unwrap();
+            assert_eq!(fs::read(&copy).unwrap(), b"hello");
+            let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+            assert_eq!(ino(&copy), ino(&source));
+        }
         assert_eq!(archive.messages().unwrap().len(), 1);
+        assert!(crate::fsync::dir_flushes(&new) > 0);
     }
 
     #[test]
