@@ -583,17 +583,24 @@ mod tests {
         assert_eq!(s.entries(Table::Unflushed).count(), 0);
     }
 
+    /// "m1" and its archive link recorded, the inbox file there, the link
+    /// never made (its writer never ran, as if it had failed).
+    fn link_not_made(dir: &Path) -> (Store, Maildir, Maildir) {
+        let s = store(dir);
+        let (md, archive, b) = noted(dir, &["m1"]);
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        drop(files);
+        md.deliver_once("m1", b"hello", false).unwrap();
+        (s, md, archive)
+    }
+
     #[test]
     fn a_link_whose_file_went_in_an_earlier_pass_is_made_from_that_file() {
         let d = tempfile::tempdir().unwrap();
-        let s = store(d.path());
-        let (md, archive, b) = noted(d.path(), &["m1"]);
-        let files = pending(&b).unwrap();
-        s.commit(b).unwrap();
-        drop(files); // its writer never ran
+        let (s, md, archive) = link_not_made(d.path());
         // An earlier pass (records beyond one batch) found the inbox file
-        // and dropped its record and message; the link was never made.
-        md.deliver_once("m1", b"hello", false).unwrap();
+        // and dropped its record and message.
         let f = file(md.root(), "m1");
         let mut gone = Batch::new();
         gone.delete(Table::Unflushed, prefixed(b'k', &f));
@@ -607,12 +614,7 @@ mod tests {
     #[test]
     fn a_message_kept_for_a_failed_link_goes_with_the_link() {
         let d = tempfile::tempdir().unwrap();
-        let s = store(d.path());
-        let (md, archive, b) = noted(d.path(), &["m1"]);
-        let files = pending(&b).unwrap();
-        s.commit(b).unwrap();
-        drop(files); // its writer never ran
-        md.deliver_once("m1", b"hello", false).unwrap();
+        let (s, _md, archive) = link_not_made(d.path());
         std::fs::remove_dir_all(archive.root()).unwrap();
         std::fs::write(archive.root(), b"a file where the folder was").unwrap();
         assert_eq!(checkpoint(&s).unwrap(), 1, "the inbox file's record");
