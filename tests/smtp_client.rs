@@ -279,3 +279,138 @@ fn a_pooled_session_never_resends_after_a_lost_final_reply() {
     assert!(err.is_ambiguous(), "{err}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+/// A peer greeting with `greeting`, offering PIPELINING, answering RCPT
+/// with [`later_or_mixed`] and DATA with `data_reply` (not 354).
+fn refusing(greeting: &'static str, data_reply: &'static str) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        s.write_all(greeting.as_bytes()).unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let up = line.to_ascii_uppercase();
+            let reply = if up.starts_with("EHLO") {
+                "250-peer\r\n250 PIPELINING\r\n"
+            } else if up.starts_with("RCPT") {
+                later_or_mixed(&line[line.find('<').unwrap() + 1..line.find('>').unwrap()])
+            } else if up.starts_with("DATA") {
+                data_reply
+            } else if up.starts_with("QUIT") {
+                let _ = s.write_all(b"221 bye\r\n");
+                return;
+            } else {
+                "250 2.0.0 ok\r\n"
+            };
+            s.write_all(reply.as_bytes()).unwrap();
+            line.clear();
+        }
+    });
+    addr
+}
+
+fn later_or_mixed(a: &str) -> &'static str {
+    if a.starts_with("later") {
+        "451 4.3.0 busy\r\n"
+    } else {
+        mixed(a)
+    }
+}
+
+#[test]
+fn a_refused_data_settles_only_the_recipients_it_would_have_carried() {
+    let addr = refusing("220 peer\r\n", "554 5.7.1 policy\r\n");
+    let rcpts: Vec<String> = ["yes@x.test", "later@x.test", "no@x.test"]
+        .map(String::from)
+        .into();
+    let o = rt()
+        .block_on(deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &rcpts,
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert!(o.delivered.is_empty());
+    // The 4xx at RCPT stays a 4xx: tried again, not refused for good.
+    assert_eq!(o.temporary.len(), 1);
+    assert!(o.temporary[0].1.starts_with("451 4.3.0"), "{o:?}");
+    let why = |r: &str| o.permanent.iter().find(|p| p.0 == r).unwrap().1.clone();
+    assert!(why("no@x.test").starts_with("550 5.1.1"), "{o:?}");
+    assert!(why("yes@x.test").starts_with("554 5.7.1"), "{o:?}");
+}
+
+#[test]
+fn a_server_that_will_not_talk_is_another_hosts_turn_not_a_refusal() {
+    let addr = refusing("554 5.7.1 go away\r\n", "354 go\r\n");
+    let err = rt()
+        .block_on(deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["yes@x.test".into()],
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(5),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Unwilling { code: 554, .. }),
+        "{err}"
+    );
+    assert!(err.is_temporary() && !err.is_ambiguous());
+}
+
+#[test]
+fn a_large_message_to_a_slow_peer_is_not_cut_off_by_the_command_timeout() {
+    // More than the socket buffers can absorb, read at about 25 MB/s:
+    // the whole write takes over a second, each 64 KB block a few ms.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        s.write_all(b"220 peer\r\n").unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let up = line.to_ascii_uppercase();
+            if up.starts_with("DATA") {
+                s.write_all(b"354 go\r\n").unwrap();
+                let (mut tail, mut buf) = (Vec::new(), vec![0u8; 1 << 20]);
+                while !tail.ends_with(b"\r\n.\r\n") {
+                    std::thread::sleep(Duration::from_millis(40));
+                    let n = std::io::Read::read(&mut r, &mut buf).unwrap();
+                    assert!(n > 0, "the client gave up");
+                    tail.extend_from_slice(&buf[..n]);
+                    let keep = tail.len().saturating_sub(5);
+                    tail.drain(..keep);
+                }
+                s.write_all(b"250 2.0.0 queued\r\n").unwrap();
+            } else if up.starts_with("QUIT") {
+                let _ = s.write_all(b"221 bye\r\n");
+                return;
+            } else {
+                s.write_all(b"250 ok\r\n").unwrap();
+            }
+            line.clear();
+        }
+    });
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    body.extend(
+        std::iter::repeat_n(b"0123456789abcdef0123456789abcdef\r\n".iter(), 1_000_000).flatten(),
+    );
+    let o = rt()
+        .block_on(deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["yes@x.test".into()],
+            &body,
+            Duration::from_millis(300),
+        ))
+        .unwrap();
+    assert_eq!(o.delivered, vec!["yes@x.test"]);
+}

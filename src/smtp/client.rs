@@ -47,10 +47,33 @@ pub enum ClientError {
     /// The server refused the whole transaction with this reply.
     #[error("refused: {code} {text}")]
     Refused { code: u16, text: String },
+    /// The server would not open a session (its greeting, EHLO or STARTTLS
+    /// reply): a fault of that host, not an answer about the message, so
+    /// another MX host is tried and this one again later (as Postfix's
+    /// `smtp_skip_5xx_greeting`).
+    #[error("session refused by the server: {code} {text}")]
+    Unwilling { code: u16, text: String },
     /// The message was sent but its final reply never came: the server may
     /// have accepted it. Sending it elsewhere now could deliver it twice.
     #[error("outcome unknown after the data was sent: {0}")]
     AfterData(String),
+}
+
+impl Outcome {
+    /// `recipients` share `reply`: delivered (250), to try again (4xx) or
+    /// refused (5xx).
+    fn settle(&mut self, recipients: Vec<String>, reply: &Response<String>) {
+        let text = reply_text(reply);
+        match reply.code {
+            250 => self.delivered.extend(recipients),
+            400..=499 => self
+                .temporary
+                .extend(recipients.into_iter().map(|r| (r, text.clone()))),
+            _ => self
+                .permanent
+                .extend(recipients.into_iter().map(|r| (r, text.clone()))),
+        }
+    }
 }
 
 impl ClientError {
@@ -67,6 +90,11 @@ impl ClientError {
 
 /// RFC 5321 §4.5.3.2.6: wait up to 10 minutes for the reply to the final dot.
 const FINAL_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// RFC 5321 §4.5.3.2.5: each block of message data may take 3 minutes to
+/// send; a large message to a slow peer takes as many as it needs.
+const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+const DATA_BLOCK: usize = 64 * 1024;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -91,7 +119,7 @@ impl Conn {
             buf: Vec::new(),
             timeout,
         };
-        expect(&c.reply().await?, 220)?;
+        unwilling(expect(&c.reply().await?, 220))?;
         Ok(c)
     }
 
@@ -130,10 +158,29 @@ impl Conn {
         Ok(())
     }
 
+    /// Message data, block by block, each within its own time.
+    async fn send_data(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        let per_block = self.timeout.max(DATA_BLOCK_TIMEOUT);
+        for block in data.chunks(DATA_BLOCK) {
+            tokio::time::timeout(per_block, self.stream.write_all(block))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+        }
+        Ok(())
+    }
+
     async fn command(&mut self, line: &str) -> Result<Response<String>, ClientError> {
         self.send(format!("{line}\r\n").as_bytes()).await?;
         self.reply().await
     }
+}
+
+/// A refusal before any mail transaction: the session's, not the message's.
+fn unwilling(r: Result<(), ClientError>) -> Result<(), ClientError> {
+    r.map_err(|e| match e {
+        ClientError::Refused { code, text } => ClientError::Unwilling { code, text },
+        e => e,
+    })
 }
 
 fn expect(r: &Response<String>, ok: u16) -> Result<(), ClientError> {
@@ -219,7 +266,7 @@ impl Session {
     async fn open(addr: SocketAddr, helo: &str, timeout: Duration) -> Result<Session, ClientError> {
         let mut c = Conn::open(addr, timeout).await?;
         let mut ehlo = c.command(&format!("EHLO {helo}")).await?;
-        expect(&ehlo, 250)?;
+        unwilling(expect(&ehlo, 250))?;
         let has = |r: &Response<String>, cap: &str| {
             r.message.lines().any(|l| {
                 l.split_whitespace()
@@ -228,7 +275,7 @@ impl Session {
             })
         };
         if has(&ehlo, "STARTTLS") {
-            expect(&c.command("STARTTLS").await?, 220)?;
+            unwilling(expect(&c.command("STARTTLS").await?, 220))?;
             let ssl = openssl::ssl::Ssl::new(tls_context()?)
                 .map_err(|e| ClientError::Tls(e.to_string()))?;
             let mut tls = tokio_openssl::SslStream::new(ssl, c.stream)
@@ -243,7 +290,7 @@ impl Session {
                 timeout,
             };
             ehlo = c.command(&format!("EHLO {helo}")).await?;
-            expect(&ehlo, 250)?;
+            unwilling(expect(&ehlo, 250))?;
         }
         Ok(Session {
             eight_bit: has(&ehlo, "8BITMIME"),
@@ -329,14 +376,11 @@ impl Session {
             None => c.command("DATA").await?,
         };
         if go.code != 354 {
+            // DATA refused: its reply is the outcome of the recipients it
+            // would have carried; the others keep their own RCPT reply.
             let reusable = c.command("RSET").await.is_ok_and(|r| r.code == 250);
-            if accepted.is_empty() {
-                return Ok((out, reusable));
-            }
-            return Err(ClientError::Refused {
-                code: go.code,
-                text: reply_text(&go),
-            });
+            out.settle(accepted, &go);
+            return Ok((out, reusable));
         }
         if accepted.is_empty() {
             // Pipelined DATA opened although nothing was accepted (a
@@ -345,23 +389,14 @@ impl Session {
             let _ = c.reply().await;
             return Ok((out, false));
         }
-        c.send(&dot_stuff(data)).await?;
+        c.send_data(&dot_stuff(data)).await?;
         c.timeout = FINAL_REPLY_TIMEOUT;
         let done = c
             .reply()
             .await
             .map_err(|e| ClientError::AfterData(e.to_string()))?;
         c.timeout = timeout;
-        let text = reply_text(&done);
-        match done.code {
-            250 => out.delivered = accepted,
-            400..=499 => out
-                .temporary
-                .extend(accepted.into_iter().map(|r| (r, text.clone()))),
-            _ => out
-                .permanent
-                .extend(accepted.into_iter().map(|r| (r, text.clone()))),
-        }
+        out.settle(accepted, &done);
         Ok((out, true))
     }
 }
@@ -492,18 +527,13 @@ pub async fn deliver_lmtp(
         }
     }
     expect(&c.command("DATA").await?, 354)?;
-    c.send(&dot_stuff(data)).await?;
+    c.send_data(&dot_stuff(data)).await?;
     c.timeout = FINAL_REPLY_TIMEOUT;
     let done = c
         .reply()
         .await
         .map_err(|e| ClientError::AfterData(e.to_string()))?;
-    let text = reply_text(&done);
-    match done.code {
-        250 => out.delivered.push(rcpt.to_string()),
-        400..=499 => out.temporary.push((rcpt.to_string(), text)),
-        _ => out.permanent.push((rcpt.to_string(), text)),
-    }
+    out.settle(vec![rcpt.to_string()], &done);
     let _ = c.command("QUIT").await;
     Ok(out)
 }
