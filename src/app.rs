@@ -154,6 +154,16 @@ fn close_transaction(b: &mut Batch, key: &[u8]) {
     }
 }
 
+/// Mark transaction `key` closed; the next timer pass forgets it. A marker,
+/// not a deletion: a timer pass signing a notice for it meanwhile writes
+/// its state back, which would bring a deleted transaction back to life.
+fn mark_closed(b: &mut Batch, key: &[u8], now: DateTime<Utc>) {
+    b.put(Table::Timers, timer_key(now, key), Vec::new());
+    let mut k = key.to_vec();
+    k.extend_from_slice(MARK_CLOSED);
+    b.put(Table::Transactions, k, Vec::new());
+}
+
 fn tx_key(pec_id: &str, rcpt: &str) -> Vec<u8> {
     format!("{pec_id}\n{}", rcpt.to_lowercase()).into_bytes()
 }
@@ -1367,10 +1377,11 @@ impl App {
                         // A closed transaction is forgotten by the next
                         // timer pass, not 12 hours later.
                         if m == MARK_CLOSED {
-                            b.put(Table::Timers, timer_key(now, &key), Vec::new());
+                            mark_closed(&mut b, &key, now);
+                        } else {
+                            key.extend_from_slice(m);
+                            b.put(Table::Transactions, key, Vec::new());
                         }
-                        key.extend_from_slice(m);
-                        b.put(Table::Transactions, key, Vec::new());
                     }
                 }
                 let mut r = LogRecord::new(
@@ -2290,14 +2301,19 @@ impl App {
                         Err(e) => {
                             last_err = e.to_string();
                             if e.is_ambiguous() {
-                                // The peer may hold it already: retry later
-                                // (its dedup absorbs a repeat), never fan out
-                                // to the next host now.
+                                // The peer may hold it already: retry later,
+                                // never fan out to the next host now. A pecd
+                                // peer absorbs the repeat of a verified PEC
+                                // message (by Message-ID and recipient);
+                                // others may deliver it twice, as any MTA
+                                // after a lost final reply (RFC 5321 §6.1).
                                 break;
                             }
                             if !e.is_temporary() {
-                                // A 5xx to the whole transaction: every
-                                // recipient is refused for good.
+                                // A 5xx to MAIL FROM: every recipient is
+                                // refused for good. (A host that will not
+                                // open a session is a temporary fault of
+                                // that host: the next one is tried.)
                                 permanent = true;
                                 break;
                             }
@@ -2415,7 +2431,7 @@ impl App {
         };
         let notice = self.sign(build::delivery_error(c, &self.new_id(time), rcpt, &failure))?;
         self.to_mailbox(b, &notice, &d.mittente, Some(&d.identificativo), now)?;
-        close_transaction(b, &tx_key(&d.identificativo, rcpt));
+        mark_closed(b, &tx_key(&d.identificativo, rcpt), now);
         Ok(())
     }
 
@@ -2736,12 +2752,21 @@ impl App {
         };
         if let Err(e) = r {
             tracing::warn!(event = "queue_item_failed", item = %item.id, error = %e);
-            self.blocking(move |app| {
-                let mut b = Batch::new();
-                app.reschedule(&mut b, item, now, e);
-                let _ = app.commit(b);
-            })
-            .await;
+            let stored = self
+                .blocking(move |app| {
+                    let mut b = Batch::new();
+                    app.reschedule(&mut b, item, now, e);
+                    app.commit(b)
+                })
+                .await;
+            if let Err(e) = stored {
+                // Still due under its old key: without a pause the next
+                // pass would run it at once, again and again (a relay
+                // re-sent in a loop while the store refuses commits). The
+                // item stays busy meanwhile.
+                tracing::error!(event = "queue_reschedule_failed", error = %e);
+                tokio::time::sleep(self.cfg().queue.retry_initial.0).await;
+            }
         }
     }
 
