@@ -2438,24 +2438,75 @@ impl App {
     fn reschedule(&self, b: &mut Batch, mut item: Item, now: DateTime<Utc>, error: String) {
         let give_up = self.cfg().queue.give_up_after.0;
         if item.expired(now, give_up) {
-            // RT §2.2.2: give up after 24 h. Certified recipients: the 24 h
-            // timer notice tells the sender. External recipients have no PEC
-            // notice (RT §8.6); the give-up is on the record.
-            let mut r = LogRecord::new(now, Event::DeliveryError);
-            r.pec_id = item.pec_id.clone();
-            r.detail = Some(format!("gave up after {give_up:?}: {error}"));
-            r.append_to(b);
-            item.done(b);
-        } else {
-            item.retry(
-                b,
-                now,
-                error,
-                self.cfg().queue.retry_initial.0,
-                self.cfg().queue.retry_max.0,
-            );
-            item.put(b);
+            let kept = match &item.work {
+                // Given up by the rules; what it carried is the sender's.
+                Work::Relay { .. } => Ok(None),
+                // Work on a message acknowledged with a 250, or due in a
+                // mailbox: never dropped, kept for an operator.
+                _ => self.keep_given_up(b, &item),
+            };
+            match kept {
+                Ok(kept) => {
+                    // RT §2.2.2: give up after 24 h. Certified recipients:
+                    // the 24 h timer notice tells the sender. External
+                    // recipients have no PEC notice (RT §8.6); the give-up
+                    // is on the record.
+                    let mut r = LogRecord::new(now, Event::DeliveryError);
+                    r.pec_id = item.pec_id.clone();
+                    let mut detail = format!("gave up after {give_up:?}: {error}");
+                    if let Some(path) = kept {
+                        detail.push_str(&format!("; the message is kept in {}", path.display()));
+                    }
+                    r.detail = Some(detail);
+                    r.append_to(b);
+                    item.done(b);
+                    return;
+                }
+                // Not kept: not given up either (tried again later).
+                Err(e) => tracing::error!(event = "queue_keep_failed", item = %item.id, error = %e),
+            }
         }
+        item.retry(
+            b,
+            now,
+            error,
+            self.cfg().queue.retry_initial.0,
+            self.cfg().queue.retry_max.0,
+        );
+        item.put(b);
+    }
+
+    // ----------------------------------------------------------------------
+    // Quarantine
+
+    /// A message whose processing was given up, as a file in the
+    /// `data_dir/quarantine` Maildir (flushed before it counts), with its
+    /// queue item beside it in the store (`meta`, `quarantine/<id>`):
+    /// where it was going and why it failed. A message whose content is
+    /// gone already has nothing to keep (None).
+    fn keep_given_up(
+        &self,
+        b: &mut Batch,
+        item: &Item,
+    ) -> Result<Option<std::path::PathBuf>, String> {
+        let data = match item.content(&self.store, &self.spool) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
+                return Ok(None);
+            }
+        };
+        let md = self.durable(Maildir::open(self.cfg().data_dir.join("quarantine")))?;
+        let name = md
+            .deliver_once(&item.id, &data, true)
+            .map_err(|e| e.to_string())?;
+        b.put(
+            Table::Meta,
+            format!("quarantine/{}", item.id).into_bytes(),
+            serde_json::to_vec(item).map_err(|e| e.to_string())?,
+        );
+        tracing::error!(event = "queue_item_kept", item = %item.id, file = %name);
+        Ok(Some(md.root().join("new").join(name)))
     }
 
     // ----------------------------------------------------------------------

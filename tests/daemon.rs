@@ -1113,6 +1113,60 @@ fn a_relay_failing_past_give_up_after_is_given_up_on_the_record() {
     assert_eq!(kinds(&a.mailbox(MARIO)).len(), 1);
 }
 
+/// An acknowledged message whose processing keeps failing is not dropped
+/// when the queue gives up on it: it is kept for an operator, and the log
+/// says where.
+#[test]
+fn an_acknowledged_message_given_up_is_kept_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![("pec.provider-b.test", b_in)],
+    ));
+    let b = Daemon::start(Spec {
+        give_up_after: "2s",
+        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
+    });
+    // Luca's mailbox cannot be made: every delivery to it fails.
+    let root = pecd::maildir::mailbox_path(&b.data.join("mail"), LUCA).unwrap();
+    std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+    std::fs::write(&root, b"not a mailbox").unwrap();
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[LUCA],
+        &message(MARIO, &[LUCA], &[], "", "Bloccato"),
+    )
+    .unwrap();
+    let kept = b.data.join("quarantine").join("new");
+    wait_for("the message kept", 30, || {
+        std::fs::read_dir(&kept).is_ok_and(|d| d.count() == 1)
+    });
+    let file = std::fs::read_dir(&kept)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let body = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+    assert!(body.contains("POSTA CERTIFICATA: Bloccato"), "{body}");
+    let out = pecd()
+        .args(["log", "search", "--since", "2000-01-01T00:00:00Z", "--config"])
+        .arg(&b.cfg)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("gave up after 2s") && l.contains("the message is kept in")),
+        "{log}"
+    );
+}
+
 /// A DNS server on 127.0.0.1 (UDP) with one MX zone: `domain` → MX 10
 /// `mx.<domain>` → A 127.0.0.1; everything else is NXDOMAIN. Counts the MX
 /// queries it answers.
