@@ -2574,8 +2574,18 @@ impl App {
                 Ok(get(&key).map_err(|e| e.to_string())?.is_some())
             };
             let state = get(&k).map_err(|e| e.to_string())?;
-            let Some(mut st) = state.and_then(|v| serde_json::from_slice::<TxState>(&v).ok())
-            else {
+            let decoded = state.as_deref().map(serde_json::from_slice::<TxState>);
+            let Some(Ok(mut st)) = decoded else {
+                if let Some(Err(e)) = decoded {
+                    // Its notices cannot be built: said, not silently lost.
+                    tracing::error!(event = "transaction_unreadable", key = %String::from_utf8_lossy(&k), error = %e);
+                    let mut r = LogRecord::new(now, Event::Anomaly);
+                    r.detail = Some(format!(
+                        "timer of an unreadable transaction dropped: {}",
+                        String::from_utf8_lossy(&k)
+                    ));
+                    r.append_to(&mut b);
+                }
                 // Closed meanwhile (or unreadable): only markers may be left.
                 close_transaction(&mut b, &k);
                 continue;
