@@ -2279,8 +2279,14 @@ impl App {
         let mut last_err = String::new();
         let mut outcome = None;
         let mut permanent = false;
+        // Whether every host tried would not even open a session with a
+        // 5xx (a blocklist, RFC 7504 "no service"): then the refusal is
+        // final, as Postfix with `smtp_skip_5xx_greeting = no`, and the
+        // sender hears of it now, not 24 h later.
+        let mut all_unwilling = false;
         match hosts {
             Ok(hosts) => {
+                all_unwilling = !hosts.is_empty();
                 for h in hosts {
                     match self
                         .relays
@@ -2299,7 +2305,13 @@ impl App {
                             break;
                         }
                         Err(e) => {
-                            last_err = e.to_string();
+                            // A refusal's own reply (its enhanced code goes
+                            // into the notice), else what went wrong.
+                            last_err = e.reply().map_or_else(|| e.to_string(), str::to_string);
+                            all_unwilling &= matches!(
+                                e,
+                                crate::smtp::client::ClientError::Unwilling { code, .. } if code >= 500
+                            );
                             if e.is_ambiguous() {
                                 // The peer may hold it already: retry later,
                                 // never fan out to the next host now. A pecd
@@ -2322,6 +2334,9 @@ impl App {
                 }
             }
             Err(e) => last_err = e,
+        }
+        if all_unwilling && outcome.is_none() {
+            permanent = true;
         }
         if permanent {
             outcome = Some(crate::smtp::client::Outcome {
@@ -2482,31 +2497,49 @@ impl App {
     /// A message whose processing was given up, as a file in the
     /// `data_dir/quarantine` Maildir (flushed before it counts), with its
     /// queue item beside it in the store (`meta`, `quarantine/<id>`):
-    /// where it was going and why it failed. A message whose content is
-    /// gone already has nothing to keep (None).
+    /// where it was going and why it failed. Returns the Maildir and the
+    /// file's name in it; None for a message whose content is gone
+    /// already (nothing to keep).
     fn keep_given_up(
         &self,
         b: &mut Batch,
         item: &Item,
     ) -> Result<Option<std::path::PathBuf>, String> {
-        let data = match item.content(&self.store, &self.spool) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
-                return Ok(None);
-            }
-        };
         let md = self.durable(Maildir::open(self.cfg().data_dir.join("quarantine")))?;
-        let name = md
-            .deliver_once(&item.id, &data, true)
-            .map_err(|e| e.to_string())?;
+        let missing = |e: &dyn std::fmt::Display| {
+            tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
+        };
+        let name = if item.inline {
+            let data = match item.content(&self.store, &self.spool) {
+                Ok(d) => d,
+                Err(e) => {
+                    missing(&e);
+                    return Ok(None);
+                }
+            };
+            md.deliver_once(&item.id, &data, true)
+        } else {
+            // A spool file: linked, not read (it may be large).
+            let path = self.spool.path(&item.blob).map_err(|e| e.to_string())?;
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len() as usize,
+                Err(e) => {
+                    missing(&e);
+                    return Ok(None);
+                }
+            };
+            md.deliver_linked_from(&item.id, len, true, &path, || {
+                std::fs::read(&path).map(std::borrow::Cow::Owned)
+            })
+        }
+        .map_err(|e| e.to_string())?;
         b.put(
             Table::Meta,
             format!("quarantine/{}", item.id).into_bytes(),
             serde_json::to_vec(item).map_err(|e| e.to_string())?,
         );
         tracing::error!(event = "queue_item_kept", item = %item.id, file = %name);
-        Ok(Some(md.root().join("new").join(name)))
+        Ok(Some(md.root().join(name)))
     }
 
     // ----------------------------------------------------------------------

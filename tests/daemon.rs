@@ -859,6 +859,48 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
     assert!(text.starts_with("5.7.1 - Provider A S.p.A. - "), "{text}");
 }
 
+/// A host that will not open a session (a 5xx greeting, as a blocklist
+/// answers) is a final refusal once every host of the domain said so: the
+/// sender hears of it at once, not 24 h later.
+#[test]
+fn a_domain_whose_hosts_will_not_talk_gets_a_mancata_consegna_at_once() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocked = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { return };
+            let _ = s.write_all(b"554 5.7.1 Client host blocked\r\n");
+            let mut sink = String::new();
+            let _ = BufReader::new(s).read_line(&mut sink);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        free_port(),
+        vec![("blocked.test", blocked)],
+    ));
+    let rcpt = "someone@blocked.test";
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[rcpt],
+        &message(MARIO, &[rcpt], &[], "", "Bloccato"),
+    )
+    .unwrap();
+    wait_for("mancata consegna", 20, || a.mailbox(MARIO).len() >= 2);
+    let got = kinds(&a.mailbox(MARIO));
+    let err = got
+        .iter()
+        .find(|g| g.0 == "errore-consegna")
+        .expect("errore-consegna");
+    assert_eq!(err.1.consegna.as_deref(), Some(rcpt));
+    let text = err.1.errore_esteso.as_deref().unwrap();
+    assert!(text.starts_with("5.7.1 - "), "{text}");
+}
+
 /// A tiny LMTP peer (RFC 2033): accepts the envelope for GIULIA, refuses
 /// LUCA's copy after DATA with 552 5.2.2 (mailbox full), records what it got.
 /// What the LMTP peer stored: (recipient, message).
@@ -1154,17 +1196,18 @@ fn an_acknowledged_message_given_up_is_kept_not_dropped() {
         .path();
     let body = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
     assert!(body.contains("POSTA CERTIFICATA: Bloccato"), "{body}");
-    let out = pecd()
-        .args(["log", "search", "--since", "2000-01-01T00:00:00Z", "--config"])
-        .arg(&b.cfg)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        log.lines()
-            .any(|l| l.contains("gave up after 2s") && l.contains("the message is kept in")),
-        "{log}"
-    );
+    // The record commits just after the file is kept.
+    wait_for("the give-up record", 20, || {
+        let out = pecd()
+            .args(["log", "search", "--since", "2000-01-01T00:00:00Z"])
+            .arg("--config")
+            .arg(&b.cfg)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.contains("gave up after 2s") && l.contains("the message is kept in"))
+    });
 }
 
 /// A DNS server on 127.0.0.1 (UDP) with one MX zone: `domain` → MX 10

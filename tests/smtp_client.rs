@@ -414,3 +414,20 @@ fn a_large_message_to_a_slow_peer_is_not_cut_off_by_the_command_timeout() {
         .unwrap();
     assert_eq!(o.delivered, vec!["yes@x.test"]);
 }
+
+#[test]
+fn a_reply_to_data_that_is_neither_go_on_nor_a_refusal_settles_nothing() {
+    let addr = refusing("220 peer\r\n", "250 2.0.0 out of step\r\n");
+    let err = rt()
+        .block_on(deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["yes@x.test".into()],
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(5),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Protocol(_)), "{err}");
+    assert!(err.is_temporary());
+}

@@ -44,14 +44,15 @@ pub enum ClientError {
     Tls(String),
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The server refused the whole transaction with this reply.
-    #[error("refused: {code} {text}")]
+    /// The server refused the whole transaction with this reply (`text`
+    /// is the reply as [`Outcome`] records one: `554 5.7.1 why`).
+    #[error("refused: {text}")]
     Refused { code: u16, text: String },
     /// The server would not open a session (its greeting, EHLO or STARTTLS
     /// reply): a fault of that host, not an answer about the message, so
     /// another MX host is tried and this one again later (as Postfix's
     /// `smtp_skip_5xx_greeting`).
-    #[error("session refused by the server: {code} {text}")]
+    #[error("session refused by the server: {text}")]
     Unwilling { code: u16, text: String },
     /// The message was sent but its final reply never came: the server may
     /// have accepted it. Sending it elsewhere now could deliver it twice.
@@ -77,6 +78,14 @@ impl Outcome {
 }
 
 impl ClientError {
+    /// The server's reply, for a refusal (`554 5.7.1 why`).
+    pub fn reply(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { text, .. } | ClientError::Unwilling { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
     /// Whether retrying may help.
     pub fn is_temporary(&self) -> bool {
         !matches!(self, ClientError::Refused { code, .. } if *code >= 500)
@@ -189,7 +198,7 @@ fn expect(r: &Response<String>, ok: u16) -> Result<(), ClientError> {
     } else {
         Err(ClientError::Refused {
             code: r.code,
-            text: r.message.replace(['\r', '\n'], " "),
+            text: reply_text(r),
         })
     }
 }
@@ -376,9 +385,17 @@ impl Session {
             None => c.command("DATA").await?,
         };
         if go.code != 354 {
+            let reusable = c.command("RSET").await.is_ok_and(|r| r.code == 250);
+            if !(400..600).contains(&go.code) {
+                // Neither "go on" nor a refusal (a peer out of step):
+                // nothing was sent, nothing is settled.
+                return Err(ClientError::Protocol(format!(
+                    "unexpected reply to DATA: {}",
+                    reply_text(&go)
+                )));
+            }
             // DATA refused: its reply is the outcome of the recipients it
             // would have carried; the others keep their own RCPT reply.
-            let reusable = c.command("RSET").await.is_ok_and(|r| r.code == 250);
             out.settle(accepted, &go);
             return Ok((out, reusable));
         }
