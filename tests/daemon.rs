@@ -839,13 +839,19 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
         b_in,
         vec![("pec.provider-a.test", a_in)],
     ));
-    let stray = "qualcuno@altro.provider-b.test";
+    let text = mancata_consegna(&a, "qualcuno@altro.provider-b.test");
+    assert!(text.starts_with("5.7.1 - Provider A S.p.A. - "), "{text}");
+}
+
+/// Mario sends to `rcpt`: the `errore-esteso` of the avviso di mancata
+/// consegna he receives next to his accettazione.
+fn mancata_consegna(a: &Daemon, rcpt: &str) -> String {
     a.submit(
         MARIO,
         "password-mario",
         MARIO,
-        &[stray],
-        &message(MARIO, &[stray], &[], "", "Rifiutato"),
+        &[rcpt],
+        &message(MARIO, &[rcpt], &[], "", "Rifiutato"),
     )
     .unwrap();
     wait_for("mancata consegna", 20, || a.mailbox(MARIO).len() >= 2);
@@ -854,9 +860,8 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
         .iter()
         .find(|g| g.0 == "errore-consegna")
         .expect("errore-consegna");
-    assert_eq!(err.1.consegna.as_deref(), Some(stray));
-    let text = err.1.errore_esteso.as_deref().unwrap();
-    assert!(text.starts_with("5.7.1 - Provider A S.p.A. - "), "{text}");
+    assert_eq!(err.1.consegna.as_deref(), Some(rcpt));
+    err.1.errore_esteso.clone().unwrap()
 }
 
 /// A host that will not open a session (a 5xx greeting, as a blocklist
@@ -881,23 +886,7 @@ fn a_domain_whose_hosts_will_not_talk_gets_a_mancata_consegna_at_once() {
         free_port(),
         vec![("blocked.test", blocked)],
     ));
-    let rcpt = "someone@blocked.test";
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[rcpt],
-        &message(MARIO, &[rcpt], &[], "", "Bloccato"),
-    )
-    .unwrap();
-    wait_for("mancata consegna", 20, || a.mailbox(MARIO).len() >= 2);
-    let got = kinds(&a.mailbox(MARIO));
-    let err = got
-        .iter()
-        .find(|g| g.0 == "errore-consegna")
-        .expect("errore-consegna");
-    assert_eq!(err.1.consegna.as_deref(), Some(rcpt));
-    let text = err.1.errore_esteso.as_deref().unwrap();
+    let text = mancata_consegna(&a, "someone@blocked.test");
     assert!(text.starts_with("5.7.1 - "), "{text}");
 }
 

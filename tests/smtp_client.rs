@@ -280,6 +280,22 @@ fn a_pooled_session_never_resends_after_a_lost_final_reply() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
+/// One message from a@b.test to `rcpts` through `addr` (5 s timeout).
+fn send_to(
+    addr: std::net::SocketAddr,
+    rcpts: &[&str],
+) -> Result<pecd::smtp::client::Outcome, ClientError> {
+    let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
+    rt().block_on(deliver(
+        addr,
+        "me",
+        "a@b.test",
+        &rcpts,
+        b"S: x\r\n\r\nb\r\n",
+        Duration::from_secs(5),
+    ))
+}
+
 /// A peer greeting with `greeting`, offering PIPELINING, answering RCPT
 /// with [`later_or_mixed`] and DATA with `data_reply` (not 354).
 fn refusing(greeting: &'static str, data_reply: &'static str) -> std::net::SocketAddr {
@@ -322,19 +338,7 @@ fn later_or_mixed(a: &str) -> &'static str {
 #[test]
 fn a_refused_data_settles_only_the_recipients_it_would_have_carried() {
     let addr = refusing("220 peer\r\n", "554 5.7.1 policy\r\n");
-    let rcpts: Vec<String> = ["yes@x.test", "later@x.test", "no@x.test"]
-        .map(String::from)
-        .into();
-    let o = rt()
-        .block_on(deliver(
-            addr,
-            "me",
-            "a@b.test",
-            &rcpts,
-            b"S: x\r\n\r\nb\r\n",
-            Duration::from_secs(5),
-        ))
-        .unwrap();
+    let o = send_to(addr, &["yes@x.test", "later@x.test", "no@x.test"]).unwrap();
     assert!(o.delivered.is_empty());
     // The 4xx at RCPT stays a 4xx: tried again, not refused for good.
     assert_eq!(o.temporary.len(), 1);
@@ -347,16 +351,7 @@ fn a_refused_data_settles_only_the_recipients_it_would_have_carried() {
 #[test]
 fn a_server_that_will_not_talk_is_another_hosts_turn_not_a_refusal() {
     let addr = refusing("554 5.7.1 go away\r\n", "354 go\r\n");
-    let err = rt()
-        .block_on(deliver(
-            addr,
-            "me",
-            "a@b.test",
-            &["yes@x.test".into()],
-            b"S: x\r\n\r\nb\r\n",
-            Duration::from_secs(5),
-        ))
-        .unwrap_err();
+    let err = send_to(addr, &["yes@x.test"]).unwrap_err();
     assert!(
         matches!(err, ClientError::Unwilling { code: 554, .. }),
         "{err}"
@@ -418,16 +413,7 @@ fn a_large_message_to_a_slow_peer_is_not_cut_off_by_the_command_timeout() {
 #[test]
 fn a_reply_to_data_that_is_neither_go_on_nor_a_refusal_settles_nothing() {
     let addr = refusing("220 peer\r\n", "250 2.0.0 out of step\r\n");
-    let err = rt()
-        .block_on(deliver(
-            addr,
-            "me",
-            "a@b.test",
-            &["yes@x.test".into()],
-            b"S: x\r\n\r\nb\r\n",
-            Duration::from_secs(5),
-        ))
-        .unwrap_err();
+    let err = send_to(addr, &["yes@x.test"]).unwrap_err();
     assert!(matches!(err, ClientError::Protocol(_)), "{err}");
     assert!(err.is_temporary());
 }
