@@ -2469,8 +2469,8 @@ impl App {
                     let mut r = LogRecord::new(now, Event::DeliveryError);
                     r.pec_id = item.pec_id.clone();
                     let mut detail = format!("gave up after {give_up:?}: {error}");
-                    if let Some(path) = kept {
-                        detail.push_str(&format!("; the message is kept in {}", path.display()));
+                    if let Some(place) = kept {
+                        detail.push_str(&format!("; the message is kept in {place}"));
                     }
                     r.detail = Some(detail);
                     r.append_to(b);
@@ -2497,14 +2497,10 @@ impl App {
     /// A message whose processing was given up, as a file in the
     /// `data_dir/quarantine` Maildir (flushed before it counts), with its
     /// queue item beside it in the store (`meta`, `quarantine/<id>`):
-    /// where it was going and why it failed. Returns the Maildir and the
-    /// file's name in it; None for a message whose content is gone
-    /// already (nothing to keep).
-    fn keep_given_up(
-        &self,
-        b: &mut Batch,
-        item: &Item,
-    ) -> Result<Option<std::path::PathBuf>, String> {
+    /// where it was going and why it failed. Returns where it is (the
+    /// Maildir and the file's name); None for a message whose content is
+    /// gone already (nothing to keep).
+    fn keep_given_up(&self, b: &mut Batch, item: &Item) -> Result<Option<String>, String> {
         let md = self.durable(Maildir::open(self.cfg().data_dir.join("quarantine")))?;
         let missing = |e: &dyn std::fmt::Display| {
             tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
@@ -2539,7 +2535,7 @@ impl App {
             serde_json::to_vec(item).map_err(|e| e.to_string())?,
         );
         tracing::error!(event = "queue_item_kept", item = %item.id, file = %name);
-        Ok(Some(md.root().join(name)))
+        Ok(Some(format!("{} as {name}", md.root().display())))
     }
 
     // ----------------------------------------------------------------------

@@ -327,7 +327,8 @@ impl Maildir {
     /// Write `message` to `tmp/<name>`, then rename it to `target` (in
     /// `new/` or `cur/`), flushed as this mailbox says. With
     /// [`Place::Keep`], a file already at `target` (the same id, delivered
-    /// before) stays and the new copy is dropped.
+    /// before) stays and the new copy is dropped, unless this mailbox is
+    /// flushed at delivery (see [`Place::Keep`]).
     fn write_to(
         &self,
         name: &str,
@@ -534,18 +535,20 @@ fn sweep_tmp(tmp: &Path) {
 enum Place {
     /// Replace it (a repair writes the same bytes again).
     Replace,
-    /// Keep it (a delivery of an id that is already there).
+    /// Keep it (a delivery of an id that is already there), in a mailbox
+    /// flushed by the checkpoint; one flushed at delivery replaces it with
+    /// the copy just flushed.
     Keep,
 }
 
-/// Rename `from` to `to` unless `to` exists; whether it was renamed. On
-/// Linux one `renameat2(RENAME_NOREPLACE)`: no separate lookup of a name
-/// that, in a large `new/`, is a directory search of its own.
 /// Whether `source` holds `len` bytes (a file that can be linked in).
 fn same_size(source: &Path, len: usize) -> bool {
     fs::metadata(source).is_ok_and(|m| m.len() == len as u64)
 }
 
+/// Rename `from` to `to` unless `to` exists; whether it was renamed. On
+/// Linux one `renameat2(RENAME_NOREPLACE)`: no separate lookup of a name
+/// that, in a large `new/`, is a directory search of its own.
 fn rename_unless_there(from: &Path, to: &Path) -> std::io::Result<bool> {
     #[cfg(target_os = "linux")]
     {

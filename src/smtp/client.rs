@@ -386,6 +386,10 @@ impl Session {
         };
         if go.code != 354 {
             let reusable = c.command("RSET").await.is_ok_and(|r| r.code == 250);
+            if accepted.is_empty() {
+                // Nothing to carry: each recipient has its RCPT reply.
+                return Ok((out, reusable));
+            }
             if !(400..600).contains(&go.code) {
                 // Neither "go on" nor a refusal (a peer out of step):
                 // nothing was sent, nothing is settled.
