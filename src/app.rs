@@ -386,6 +386,28 @@ impl ArchiveSource<'_> {
     }
 }
 
+/// A queue item's content, where it lies: in the store (read) or in a
+/// spool file (only its place and size, so that it can be linked).
+enum ItemContent {
+    Stored(Vec<u8>),
+    Spool {
+        path: std::path::PathBuf,
+        len: usize,
+    },
+}
+
+impl ItemContent {
+    fn source(&self) -> ArchiveSource<'_> {
+        match self {
+            ItemContent::Stored(d) => ArchiveSource::Stored(d),
+            ItemContent::Spool { path, len } => ArchiveSource::Spool {
+                path: path.clone(),
+                len: *len,
+            },
+        }
+    }
+}
+
 /// Warning flags a delivery wants to change, and the notices that go with
 /// them (see `App::commit_with_flags`).
 struct FlagChange {
@@ -2501,32 +2523,22 @@ impl App {
     /// Maildir and the file's name); None for a message whose content is
     /// gone already (nothing to keep).
     fn keep_given_up(&self, b: &mut Batch, item: &Item) -> Result<Option<String>, String> {
-        let md = self.durable(Maildir::open(self.cfg().data_dir.join("quarantine")))?;
-        let missing = |e: &dyn std::fmt::Display| {
-            tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
+        let content = match self.item_content(item) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
+                return Ok(None);
+            }
         };
-        let name = if item.inline {
-            let data = match item.content(&self.store, &self.spool) {
-                Ok(d) => d,
-                Err(e) => {
-                    missing(&e);
-                    return Ok(None);
-                }
-            };
-            md.deliver_once(&item.id, &data, true)
-        } else {
-            // A spool file: linked, not read (it may be large).
-            let path = self.spool.path(&item.blob).map_err(|e| e.to_string())?;
-            let len = match std::fs::metadata(&path) {
-                Ok(m) => m.len() as usize,
-                Err(e) => {
-                    missing(&e);
-                    return Ok(None);
-                }
-            };
-            md.deliver_linked_from(&item.id, len, true, &path, || {
-                std::fs::read(&path).map(std::borrow::Cow::Owned)
-            })
+        let md = self.durable(Maildir::open(self.cfg().data_dir.join("quarantine")))?;
+        let name = match &content {
+            ItemContent::Stored(data) => md.deliver_once(&item.id, data, true),
+            // Linked, not read (it may be large).
+            ItemContent::Spool { path, len } => {
+                md.deliver_linked_from(&item.id, *len, true, path, || {
+                    std::fs::read(path).map(std::borrow::Cow::Owned)
+                })
+            }
         }
         .map_err(|e| e.to_string())?;
         b.put(
@@ -2874,21 +2886,25 @@ impl App {
                 item.done(&mut b);
                 // The archive copy only (`envelope` false: no quota
                 // warnings for what the holder sent).
-                let flags = if item.inline {
-                    let data = item.content(&self.store, &self.spool)?;
-                    let src = ArchiveSource::Stored(&data);
-                    self.after_storage(&mut b, mailbox, item, src, false)?
-                } else {
-                    let spooled = |e: std::io::Error| format!("spool {}: {e}", item.blob);
-                    let path = self.spool.path(&item.blob).map_err(spooled)?;
-                    let len = std::fs::metadata(&path).map_err(spooled)?.len() as usize;
-                    let src = ArchiveSource::Spool { path, len };
-                    self.after_storage(&mut b, mailbox, item, src, false)?
-                };
+                let content = self.item_content(item)?;
+                let flags = self.after_storage(&mut b, mailbox, item, content.source(), false)?;
                 self.commit_with_flags(b, flags.into_iter().collect())
             }
             Work::Relay { .. } => Err("a relay is not processed from storage alone".into()),
         }
+    }
+
+    /// Where `item`'s content lies: a spool file is not read.
+    fn item_content(&self, item: &Item) -> Result<ItemContent, String> {
+        if item.inline {
+            return item
+                .content(&self.store, &self.spool)
+                .map(ItemContent::Stored);
+        }
+        let spooled = |e: std::io::Error| format!("spool {}: {e}", item.blob);
+        let path = self.spool.path(&item.blob).map_err(spooled)?;
+        let len = std::fs::metadata(&path).map_err(spooled)?.len() as usize;
+        Ok(ItemContent::Spool { path, len })
     }
 
     /// Run `f` (commits, Maildir writes, signatures: work that blocks or

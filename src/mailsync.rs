@@ -29,7 +29,7 @@ use crate::store::{Batch, Op, Store, Table};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{LazyLock, Mutex, RwLock, RwLockReadGuard};
 
 /// Records dropped per checkpoint commit.
 const PER_CHECKPOINT: usize = 2000;
@@ -45,9 +45,9 @@ static WRITING: RwLock<()> = RwLock::new(());
 /// filesystem flush failed since: gone from the mailbox means deleted (or
 /// moved to another folder) by the holder's IMAP client, and writing it
 /// again would bring back what was deleted or deliver a message twice.
-static WRITTEN: Mutex<Option<HashMap<Vec<u8>, u64>>> = Mutex::new(None);
+static WRITTEN: LazyLock<Mutex<HashMap<Vec<u8>, u64>>> = LazyLock::new(Default::default);
 
-fn written() -> std::sync::MutexGuard<'static, Option<HashMap<Vec<u8>, u64>>> {
+fn written() -> std::sync::MutexGuard<'static, HashMap<Vec<u8>, u64>> {
     WRITTEN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -216,9 +216,7 @@ pub fn written_after(p: Pending) {
     }
     // Before the guard in `p` goes: a checkpoint that lists these records
     // knows they were written.
-    written()
-        .get_or_insert_default()
-        .extend(done.into_iter().map(|f| (f, failures)));
+    written().extend(done.into_iter().map(|f| (f, failures)));
 }
 
 fn mailbox(f: &[u8]) -> Result<(Maildir, String), String> {
@@ -280,14 +278,15 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
             .map(|d| crate::fsync::filesystem_failures_on(*d))
             .collect();
         let rewrite = Rewrite {
-            clean: written().as_ref().map_or_else(HashSet::new, |w| {
+            clean: {
+                let w = written();
                 records
                     .iter()
                     .map(|(k, _)| &k[1..])
                     .filter(|f| w.get(*f) == Some(&failures))
                     .map(<[u8]>::to_vec)
                     .collect()
-            }),
+            },
             only_missing: failures == 0,
         };
         // A file that cannot be written now keeps its record (and the
@@ -324,7 +323,8 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
             }
         }
         store.commit(b).map_err(|e| e.to_string())?;
-        if let Some(w) = written().as_mut() {
+        {
+            let mut w = written();
             for f in &dropped {
                 w.remove(f);
             }
@@ -546,8 +546,6 @@ mod tests {
         assert_eq!(s.entries(Table::Unflushed).count(), 0);
     }
 
-    /// One test, as it changes what every later checkpoint of this
-    /// process does (a failed filesystem flush is counted process-wide).
     #[test]
     fn a_checkpoint_writes_again_only_what_it_must() {
         let d = tempfile::tempdir().unwrap();
