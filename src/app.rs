@@ -2413,7 +2413,9 @@ impl App {
                     r.recipients = vec![rcpt.clone()];
                     r.detail = Some(format!("refused by {domain}: {why}"));
                     r.append_to(&mut b);
-                    self.refused_notice(&mut b, data, rcpt, why, now)?;
+                }
+                if !o.permanent.is_empty() {
+                    self.undeliverable(&mut b, data, &o.permanent, None, now)?;
                 }
                 if o.temporary.is_empty() {
                     item.done(&mut b);
@@ -2430,16 +2432,22 @@ impl App {
         self.commit(b)
     }
 
-    /// A recipient permanently refused at the SMTP level by another provider:
-    /// no PEC notice will ever come from it, so the sender's provider tells
-    /// its user now, with the peer's reply in NOTA 12 form, and closes that
-    /// recipient's timers. Only for our own envelopes of local senders.
-    fn refused_notice(
+    /// Recipients of our own envelope (a local sender's) that its relay
+    /// will never reach: refused for good (`gave_up_after` None) or given
+    /// up on. Certified recipients refused at the SMTP level get the sender
+    /// an avviso di mancata consegna now (no PEC notice will ever come from
+    /// their provider), given up ones the 24 h timer notice; recipients
+    /// outside PEC get no PEC notice at all (RT §8.6), so the sender gets
+    /// what any mail system sends, a non-delivery report, and it reaches a
+    /// PEC mailbox as every provider's bounce does: in a busta di anomalia
+    /// (RT §1 [OBS]: "ANOMALIA MESSAGGIO: Undelivered Mail Returned to
+    /// Sender").
+    fn undeliverable(
         &self,
         b: &mut Batch,
         data: &[u8],
-        rcpt: &str,
-        reply: &str,
+        failed: &[(String, String)],
+        gave_up_after: Option<std::time::Duration>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
         let (header, _) = crate::pec::mime::split_header(data);
@@ -2449,13 +2457,81 @@ impl App {
         let Some(env) = is_envelope
             .then(|| self.view_envelope(data, time).ok())
             .flatten()
+            .filter(|env| self.is_local(&env.daticert.mittente))
         else {
             return Ok(());
         };
-        let (d, c) = (&env.daticert, &env.certification);
-        if !self.is_local(&d.mittente) {
+        let mut outside = Vec::new();
+        for (rcpt, why) in failed {
+            let class = env
+                .certification
+                .recipients
+                .iter()
+                .find(|r| r.address.eq_ignore_ascii_case(rcpt))
+                .map(|r| r.class);
+            if class == Some(RecipientClass::External) {
+                outside.push(crate::notices::Undelivered {
+                    recipient: rcpt.clone(),
+                    why: why.clone(),
+                });
+            } else if gave_up_after.is_none() {
+                self.refused_notice(b, &env, rcpt, why, now)?;
+            }
+        }
+        if outside.is_empty() {
             return Ok(());
         }
+        let (d, c) = (&env.daticert, &env.certification);
+        let hostname = &self.cfg().hostname;
+        let report = crate::notices::non_delivery_report(&crate::notices::NonDelivery {
+            hostname,
+            to: &d.mittente,
+            time,
+            message_id: &self.new_id(time),
+            subject: &c.subject,
+            returned_header: header,
+            recipients: &outside,
+            gave_up_after,
+        });
+        let wrapped = self.sign(build::anomaly(&build::AnomalyInput {
+            provider: &self.cfg().pec_provider,
+            time,
+            envelope_from: "",
+            recipients: std::slice::from_ref(&d.mittente),
+            received: &report,
+            reason: "avviso di mancato recapito a destinatari di posta ordinaria (non PEC)",
+            fallback_message_id: &self.new_id(time),
+        }))?;
+        self.to_mailbox(b, &wrapped, &d.mittente, Some(&d.identificativo), now)?;
+        let mut r = LogRecord::new(now, Event::Anomaly);
+        r.pec_id = Some(d.identificativo.clone());
+        r.sender = Some(format!("MAILER-DAEMON@{hostname}"));
+        r.recipients = vec![d.mittente.clone()];
+        r.detail = Some(format!(
+            "non-delivery report for {}",
+            outside
+                .iter()
+                .map(|u| u.recipient.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        r.append_to(b);
+        Ok(())
+    }
+
+    /// A certified recipient permanently refused at the SMTP level by
+    /// another provider: the sender's provider tells its user now, with the
+    /// peer's reply in NOTA 12 form, and closes that recipient's timers.
+    fn refused_notice(
+        &self,
+        b: &mut Batch,
+        env: &EnvelopeView,
+        rcpt: &str,
+        reply: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let time = LegalTime::new(now);
+        let (d, c) = (&env.daticert, &env.certification);
         // A 5xx reply's own enhanced code, else the generic 5.0.0.
         let code = crate::smtp::client::enhanced_code(reply)
             .filter(|c| c.starts_with('5'))
@@ -2476,8 +2552,9 @@ impl App {
         let give_up = self.cfg().queue.give_up_after.0;
         if item.expired(now, give_up) {
             let kept = match &item.work {
-                // Given up by the rules; what it carried is the sender's.
-                Work::Relay { .. } => Ok(None),
+                // Given up by the rules; what it carried is the sender's,
+                // who hears of it.
+                Work::Relay { rcpt_to, .. } => self.relay_given_up(b, &item, rcpt_to, &error, now),
                 // Work on a message acknowledged with a 250, or due in a
                 // mailbox: never dropped, kept for an operator.
                 _ => self.keep_given_up(b, &item),
@@ -2511,6 +2588,32 @@ impl App {
             self.cfg().queue.retry_max.0,
         );
         item.put(b);
+    }
+
+    /// A relay given up at `give_up_after`: what [`App::undeliverable`]
+    /// tells the sender. A message whose content is gone tells nothing.
+    fn relay_given_up(
+        &self,
+        b: &mut Batch,
+        item: &Item,
+        rcpt_to: &[String],
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, String> {
+        let data = match item.content(&self.store, &self.spool) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
+                return Ok(None);
+            }
+        };
+        let failed: Vec<(String, String)> = rcpt_to
+            .iter()
+            .map(|r| (r.clone(), error.to_string()))
+            .collect();
+        let give_up = self.cfg().queue.give_up_after.0;
+        self.undeliverable(b, &data, &failed, Some(give_up), now)?;
+        Ok(None)
     }
 
     // ----------------------------------------------------------------------

@@ -120,6 +120,152 @@ pub fn reset_link(address: &str, url: &str, hours: i64) -> Notice {
     }
 }
 
+/// One recipient a relay could not reach, for a [`non_delivery_report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub recipient: String,
+    /// The last answer or error: an SMTP reply (`550 5.1.1 text`) or what
+    /// went wrong before one (`connection refused`).
+    pub why: String,
+}
+
+impl Undelivered {
+    /// RFC 3464 `Status`: the reply's enhanced code, else the class of its
+    /// basic code, else 4.4.7 (delivery time expired) for a give-up that
+    /// never had a reply.
+    fn status(&self) -> String {
+        if let Some(code) = crate::smtp::client::enhanced_code(&self.why) {
+            return code.to_string();
+        }
+        match self.smtp_code() {
+            Some(c) => format!("{}.0.0", &c[..1]),
+            None => "4.4.7".into(),
+        }
+    }
+
+    /// The basic reply code when `why` is an SMTP reply.
+    fn smtp_code(&self) -> Option<&str> {
+        let code = self.why.get(..3)?;
+        let is_reply = code.bytes().all(|b| b.is_ascii_digit())
+            && matches!(code.as_bytes()[0], b'4' | b'5')
+            && self.why.as_bytes().get(3).is_none_or(|b| *b == b' ');
+        is_reply.then_some(code)
+    }
+}
+
+/// `24 ore`, `90 minuti`, `2 secondi`: the largest whole unit.
+fn duration_it(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (n, one, many) = if s >= 3600 && s.is_multiple_of(3600) {
+        (s / 3600, "ora", "ore")
+    } else if s >= 60 && s.is_multiple_of(60) {
+        (s / 60, "minuto", "minuti")
+    } else {
+        (s, "secondo", "secondi")
+    };
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What a non-delivery report tells.
+#[derive(Debug, Clone)]
+pub struct NonDelivery<'a> {
+    /// This provider's host name (`Reporting-MTA`, the report's sender).
+    pub hostname: &'a str,
+    /// Who sent the undelivered message.
+    pub to: &'a str,
+    pub time: LegalTime,
+    pub message_id: &'a str,
+    /// The undelivered message's subject, as its holder wrote it.
+    pub subject: &'a str,
+    /// The undelivered message's header, returned to its sender.
+    pub returned_header: &'a [u8],
+    pub recipients: &'a [Undelivered],
+    /// Given up after trying this long; None: refused for good.
+    pub gave_up_after: Option<std::time::Duration>,
+}
+
+/// A non-delivery report (RFC 3464: `multipart/report`, a text, the
+/// `message/delivery-status`, the returned header) for recipients outside
+/// PEC: they get no avviso di mancata consegna (RT §8.6), yet the holder
+/// must learn that the message did not reach them, as any mail system
+/// would tell.
+pub fn non_delivery_report(r: &NonDelivery<'_>) -> Vec<u8> {
+    use mail_builder::headers::content_type::ContentType;
+    use mail_builder::mime::{BodyPart, MimePart};
+    let list: String = r
+        .recipients
+        .iter()
+        .map(|u| format!("  <{}>: {}\n", u.recipient, u.why))
+        .collect();
+    let cause = match r.gave_up_after {
+        Some(after) => format!(
+            "non è stato possibile recapitarlo entro {} dall'invio: il sistema di posta \
+             dei destinatari non lo ha accettato.",
+            duration_it(after)
+        ),
+        None => "il sistema di posta dei destinatari lo ha rifiutato.".into(),
+    };
+    let text = format!(
+        "Gentile titolare,\n\nil messaggio \"{}\" non è stato recapitato ai destinatari \
+         che seguono, indirizzi di posta ordinaria (non PEC): {cause}\n\n{list}\n\
+         Per i destinatari di posta ordinaria il gestore non emette ricevute PEC: questo \
+         avviso non ha valore legale. In allegato l'intestazione del messaggio non \
+         recapitato.\n\nIl gestore del servizio PEC ({})\n\n\
+         This is the mail system at {}: your message could not be delivered to the \
+         recipients above.\n",
+        r.subject, r.hostname, r.hostname
+    );
+    let mut status = format!("Reporting-MTA: dns; {}\r\n", r.hostname);
+    for u in r.recipients {
+        status.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+            u.recipient,
+            u.status()
+        ));
+        let why = u.why.replace(['\r', '\n'], " ");
+        match u.smtp_code() {
+            Some(_) => status.push_str(&format!("Diagnostic-Code: smtp; {why}\r\n")),
+            None => status.push_str(&format!("Diagnostic-Code: X-pecd; {why}\r\n")),
+        }
+    }
+    // Both are ours or a header, 7bit unless a name or reply is not ASCII.
+    let raw_part = |ct: &'static str, body: Vec<u8>| {
+        let cte = if body.is_ascii() { "7bit" } else { "8bit" };
+        MimePart::new(ContentType::new(ct), BodyPart::Binary(body.into())).transfer_encoding(cte)
+    };
+    let report = MimePart::new(
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+        BodyPart::Multipart(vec![
+            MimePart::new(
+                ContentType::new("text/plain").attribute("charset", "utf-8"),
+                BodyPart::Text(text.into()),
+            ),
+            raw_part("message/delivery-status", status.into_bytes()),
+            raw_part(
+                "text/rfc822-headers",
+                crate::pec::mime::to_crlf(r.returned_header).into_owned(),
+            ),
+        ]),
+    );
+    MessageBuilder::new()
+        .from((
+            "Mail Delivery System".to_string(),
+            format!("MAILER-DAEMON@{}", r.hostname),
+        ))
+        .to(r.to)
+        // The subject every mail system uses, which holders recognise.
+        .subject("Undelivered Mail Returned to Sender")
+        .date(r.time.utc().timestamp())
+        .message_id(r.message_id)
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
+        .body(report)
+        .write_to_vec()
+        .unwrap_or_default()
+}
+
 /// The notice as a message from `from` to `to`.
 pub fn message(n: &Notice, from: &str, to: &str, time: LegalTime, message_id: &str) -> Vec<u8> {
     MessageBuilder::new()
@@ -140,6 +286,109 @@ pub fn message(n: &Notice, from: &str, to: &str, time: LegalTime, message_id: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use mail_parser::MimeHeaders;
+
+    fn report(recipients: &[Undelivered], gave_up_after: Option<std::time::Duration>) -> Vec<u8> {
+        non_delivery_report(&NonDelivery {
+            hostname: "mx.provider-a.test",
+            to: "mario@pec.a.test",
+            time: LegalTime::new(chrono::Utc::now()),
+            message_id: "nd1@a.test",
+            subject: "Atto di citazione",
+            returned_header:
+                b"Subject: POSTA CERTIFICATA: Atto di citazione\nX-Trasporto: posta-certificata\n",
+            recipients,
+            gave_up_after,
+        })
+    }
+
+    fn undelivered(recipient: &str, why: &str) -> Undelivered {
+        Undelivered {
+            recipient: recipient.into(),
+            why: why.into(),
+        }
+    }
+
+    /// RFC 3464: a multipart/report whose delivery-status part has one
+    /// group per recipient, with the Status a client can act on.
+    #[test]
+    fn a_non_delivery_report_is_an_rfc3464_report() {
+        let m = report(
+            &[
+                undelivered("a@x.test", "550 5.1.1 No such user"),
+                undelivered("b@x.test", "554 Client host blocked"),
+            ],
+            None,
+        );
+        let parsed = mail_parser::MessageParser::default().parse(&m).unwrap();
+        assert_eq!(
+            parsed.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
+        let ct = parsed.content_type().unwrap();
+        assert_eq!(ct.ctype(), "multipart");
+        assert_eq!(ct.subtype(), Some("report"));
+        assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+        let text = String::from_utf8_lossy(&m);
+        assert!(text.contains("Auto-Submitted: auto-replied"), "{text}");
+        assert!(text.contains("MAILER-DAEMON@mx.provider-a.test"), "{text}");
+        assert!(
+            text.contains("Reporting-MTA: dns; mx.provider-a.test\r\n"),
+            "{text}"
+        );
+        for group in [
+            "Final-Recipient: rfc822; a@x.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+             Diagnostic-Code: smtp; 550 5.1.1 No such user\r\n",
+            "Final-Recipient: rfc822; b@x.test\r\nAction: failed\r\nStatus: 5.0.0\r\n\
+             Diagnostic-Code: smtp; 554 Client host blocked\r\n",
+        ] {
+            assert!(text.contains(group), "{group} in {text}");
+        }
+        // The returned header, line ends made CRLF.
+        assert!(
+            text.contains("Content-Type: text/rfc822-headers\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Subject: POSTA CERTIFICATA: Atto di citazione\r\n"));
+        // The holder's text names the message, the recipients and why.
+        let body = parsed.body_text(0).unwrap();
+        assert!(body.contains("\"Atto di citazione\""), "{body}");
+        assert!(
+            body.contains("<a@x.test>: 550 5.1.1 No such user"),
+            "{body}"
+        );
+        assert!(body.contains("rifiutato"), "{body}");
+    }
+
+    #[test]
+    fn a_give_up_without_a_reply_says_how_long_and_what_went_wrong() {
+        let m = report(
+            &[undelivered(
+                "a@x.test",
+                "connect to 127.0.0.1:25: connection refused",
+            )],
+            Some(std::time::Duration::from_secs(24 * 3600)),
+        );
+        let text = String::from_utf8_lossy(&m);
+        assert!(text.contains("Status: 4.4.7\r\n"), "{text}");
+        assert!(
+            text.contains(
+                "Diagnostic-Code: X-pecd; connect to 127.0.0.1:25: connection refused\r\n"
+            ),
+            "{text}"
+        );
+        let parsed = mail_parser::MessageParser::default().parse(&m).unwrap();
+        assert!(parsed.body_text(0).unwrap().contains("entro 24 ore"));
+        // A temporary reply keeps its own code.
+        let m = report(
+            &[undelivered("a@x.test", "451 4.3.0 try later")],
+            Some(std::time::Duration::from_secs(90)),
+        );
+        let text = String::from_utf8_lossy(&m);
+        assert!(text.contains("Status: 4.3.0\r\n"), "{text}");
+        assert!(text.contains("entro 90 secondi"), "{text}");
+    }
 
     #[test]
     fn quota_warning_reads_well() {

@@ -818,10 +818,11 @@ fn mailbox_cli_talks_to_the_running_daemon() {
     assert_eq!(v["error"], "unauthorized");
 }
 
-/// A recipient refused by the other provider at the SMTP level gets the
-/// sender an avviso di mancata consegna at once, with the peer's code.
+/// A recipient outside PEC refused at the SMTP level gets no PEC notice
+/// (RT §8.6): the sender gets a non-delivery report, at once, in a busta
+/// di anomalia, as every provider's bounce arrives.
 #[test]
-fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
+fn an_ordinary_recipient_refused_by_its_server_gets_the_sender_a_bounce() {
     let dir = tempfile::tempdir().unwrap();
     let (a_in, b_in) = (free_port(), free_port());
     let a = Daemon::start(Spec::new(
@@ -839,8 +840,59 @@ fn recipient_refused_by_the_peer_gets_an_immediate_mancata_consegna() {
         b_in,
         vec![("pec.provider-a.test", a_in)],
     ));
-    let text = mancata_consegna(&a, "qualcuno@altro.provider-b.test");
-    assert!(text.starts_with("5.7.1 - Provider A S.p.A. - "), "{text}");
+    let rcpt = "qualcuno@altro.provider-b.test";
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[rcpt],
+        &message(MARIO, &[rcpt], &[], "", "Rifiutato"),
+    )
+    .unwrap();
+    let report = bounce(&a);
+    assert!(
+        report.contains(&format!(
+            "Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.7.1\r\n"
+        )),
+        "{report}"
+    );
+    assert!(report.contains("Diagnostic-Code: smtp; 5"), "{report}");
+    // The returned header is the envelope's.
+    assert!(
+        report.contains("Subject: POSTA CERTIFICATA: Rifiutato"),
+        "{report}"
+    );
+}
+
+/// Waits for Mario's accettazione and one more message, which must be a
+/// busta di anomalia signed by A: the non-delivery report it wraps.
+fn bounce(a: &Daemon) -> String {
+    wait_for("the bounce", 20, || a.mailbox(MARIO).len() >= 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = a.mailbox(MARIO);
+    assert_eq!(got.len(), 2, "an accettazione and a bounce, nothing else");
+    let c = checker();
+    let kinds: Vec<_> = got
+        .iter()
+        .map(|m| c.check("m", m).kind.unwrap_or_default())
+        .collect();
+    assert!(kinds.contains(&"accettazione".to_string()), "{kinds:?}");
+    let anomaly = got
+        .iter()
+        .find(|m| c.check("m", m).kind.as_deref() == Some("busta-anomalia"))
+        .expect("a busta di anomalia");
+    openssl_verify(anomaly).unwrap();
+    assert!(
+        String::from_utf8_lossy(anomaly)
+            .contains("Subject: ANOMALIA MESSAGGIO: Undelivered Mail Returned to Sender"),
+    );
+    let report = part_named(anomaly, "postacert.eml").expect("the report inside");
+    let report = String::from_utf8(report).unwrap();
+    assert!(
+        report.contains("report-type=\"delivery-status\""),
+        "{report}"
+    );
+    report
 }
 
 /// Mario sends to `rcpt`: the `errore-esteso` of the avviso di mancata
@@ -884,9 +936,9 @@ fn a_domain_whose_hosts_will_not_talk_gets_a_mancata_consegna_at_once() {
         'a',
         dir.path(),
         free_port(),
-        vec![("blocked.test", blocked)],
+        vec![("pec.provider-b.test", blocked)],
     ));
-    let text = mancata_consegna(&a, "someone@blocked.test");
+    let text = mancata_consegna(&a, GIULIA);
     assert!(text.starts_with("5.7.1 - "), "{text}");
 }
 
@@ -1139,9 +1191,21 @@ fn a_relay_failing_past_give_up_after_is_given_up_on_the_record() {
     let before = events().len();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(events().len(), before);
-    // The sender has the accettazione and no PEC notice for an external
-    // recipient (RT §8.6).
-    assert_eq!(kinds(&a.mailbox(MARIO)).len(), 1);
+    // No PEC notice for a recipient outside PEC (RT §8.6): a bounce.
+    let report = bounce(&a);
+    assert!(
+        report.contains(&format!(
+            "Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 4.4.7\r\n\
+             Diagnostic-Code: X-pecd; "
+        )),
+        "{report}"
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(report.as_bytes())
+        .unwrap();
+    let text = parsed.body_text(0).unwrap();
+    assert!(text.contains("entro 2 secondi"), "{text}");
+    assert!(text.contains(&format!("<{rcpt}>: connect")), "{text}");
 }
 
 /// An acknowledged message whose processing keeps failing is not dropped
