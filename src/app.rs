@@ -111,6 +111,52 @@ struct EnvelopeView {
     postacert: Option<Vec<u8>>,
 }
 
+/// Releases an operator's claim on a queue item (see [`App::claim_item`]).
+struct ItemClaim<'a> {
+    app: &'a App,
+    id: String,
+}
+
+impl Drop for ItemClaim<'_> {
+    fn drop(&mut self) {
+        self.app.lock_busy().remove(&self.id);
+    }
+}
+
+/// The queue as an operator sees it.
+#[derive(Debug, Serialize)]
+pub struct QueueView {
+    /// Local work first, then relays, each in due order.
+    pub items: Vec<Item>,
+    pub quarantined: Vec<QuarantineView>,
+}
+
+/// One quarantined entry.
+#[derive(Debug, Serialize)]
+pub struct QuarantineView {
+    /// What names it for `pecd queue release`.
+    pub name: String,
+    /// A given-up item (None: an undecodable entry, see `error`).
+    pub item: Option<Item>,
+    pub error: Option<String>,
+    /// Where its message is kept.
+    pub file: Option<String>,
+}
+
+/// Why an operator's queue action was not done; each maps to one admin
+/// API status.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueActionError {
+    #[error("no such item: {0}")]
+    NotFound(String),
+    #[error("item {0} is being processed right now; try again in a moment")]
+    Busy(String),
+    #[error("{0} cannot be released: {1}")]
+    NotReleasable(String, String),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Releases a claimed Message-ID when processing ends, however it ends.
 struct InFlight<'a> {
     app: &'a App,
@@ -2651,6 +2697,122 @@ impl App {
         );
         tracing::error!(event = "queue_item_kept", item = %item.id, file = %name);
         Ok(Some(format!("{} as {name}", md.root().display())))
+    }
+
+    /// Held while an operator's action changes item `id`: the worker
+    /// skips busy items, and only runs an item still stored under the key
+    /// it read, so an item moved meanwhile never runs twice.
+    fn claim_item(&self, id: &str) -> Option<ItemClaim<'_>> {
+        self.lock_busy().insert(id.to_string()).then(|| ItemClaim {
+            app: self,
+            id: id.to_string(),
+        })
+    }
+
+    /// What waits in the queue and what was set aside (`pecd queue list`).
+    pub fn queue_view(&self) -> Result<QueueView, QueueActionError> {
+        let failed = |e: StoreError| QueueActionError::Failed(e.to_string());
+        let items = queue::list(&self.store).map_err(failed)?;
+        let md = Maildir::open(self.cfg().data_dir.join("quarantine"))
+            .map_err(|e| QueueActionError::Failed(e.to_string()))?;
+        let quarantined = queue::quarantined(&self.store)
+            .map_err(failed)?
+            .into_iter()
+            .map(|q| {
+                let (item, error) = match q.item {
+                    Ok(i) => (Some(i), None),
+                    Err(e) => (None, Some(e)),
+                };
+                let file = item
+                    .as_ref()
+                    .and_then(|i| md.path_of(&i.id).ok().flatten())
+                    .map(|p| p.display().to_string());
+                QuarantineView {
+                    name: q.name,
+                    item,
+                    error,
+                    file,
+                }
+            })
+            .collect();
+        Ok(QueueView { items, quarantined })
+    }
+
+    /// An operator's retry: queued item `id` due now (the peer is back,
+    /// the mailbox fixed). Its give-up clock keeps running from its
+    /// creation.
+    pub fn retry_queued(&self, id: &str) -> Result<Item, QueueActionError> {
+        let claim = self
+            .claim_item(id)
+            .ok_or_else(|| QueueActionError::Busy(id.to_string()))?;
+        let mut item = queue::find(&self.store, id)
+            .map_err(|e| QueueActionError::Failed(e.to_string()))?
+            .ok_or_else(|| QueueActionError::NotFound(id.to_string()))?;
+        let mut b = Batch::new();
+        queue::due_now(&mut b, &mut item, self.clock.now());
+        self.commit(b).map_err(QueueActionError::Failed)?;
+        drop(claim);
+        self.wake.notify_one();
+        tracing::info!(event = "queue_retry", item = %id);
+        Ok(item)
+    }
+
+    /// An operator's release of a given-up item kept in quarantine (see
+    /// [`App::keep_given_up`]): queued again with its message, as new (its
+    /// attempts and give-up clock start again), under its own id so a
+    /// delivery it made before is found, not repeated. The quarantine
+    /// file goes only after that commit.
+    pub fn release_quarantined(&self, name: &str) -> Result<Item, QueueActionError> {
+        let claim = self
+            .claim_item(name)
+            .ok_or_else(|| QueueActionError::Busy(name.to_string()))?;
+        let failed = |e: String| QueueActionError::Failed(e);
+        let mut key = queue::QUARANTINE_PREFIX.to_vec();
+        key.extend_from_slice(name.as_bytes());
+        let kept = self
+            .store
+            .get(Table::Meta, &key)
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| QueueActionError::NotFound(name.to_string()))?;
+        let old: Item = serde_json::from_slice(&kept).map_err(|_| {
+            QueueActionError::NotReleasable(
+                name.to_string(),
+                "an undecodable queue entry, kept only to be looked at".into(),
+            )
+        })?;
+        let md = Maildir::open(self.cfg().data_dir.join("quarantine"))
+            .map_err(|e| failed(e.to_string()))?;
+        let path = md
+            .path_of(&old.id)
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| {
+                QueueActionError::NotReleasable(
+                    name.to_string(),
+                    format!("its message is no longer in {}", md.root().display()),
+                )
+            })?;
+        let data = std::fs::read(&path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        let mut b = Batch::new();
+        let item = queue::stage(
+            &mut b,
+            &self.spool,
+            &[&data],
+            old.id.clone(),
+            old.work.clone(),
+            self.clock.now(),
+            old.pec_id.clone(),
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        item.put(&mut b);
+        b.delete(Table::Meta, key);
+        self.commit(b).map_err(failed)?;
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(event = "quarantine_file_left", file = %path.display(), error = %e);
+        }
+        drop(claim);
+        self.wake.notify_one();
+        tracing::info!(event = "quarantine_released", item = %old.id);
+        Ok(item)
     }
 
     // ----------------------------------------------------------------------

@@ -279,6 +279,13 @@ impl Maildir {
             .transpose()
     }
 
+    /// The path of the file of `id`, in `new/` or `cur/`, whatever its
+    /// size.
+    pub fn path_of(&self, id: &str) -> Result<Option<PathBuf>, MaildirError> {
+        // No file has that size: `locate` looks for the id's prefix.
+        self.locate(id, usize::MAX)
+    }
+
     /// Write `message` again over the file of `id` wherever an IMAP client
     /// moved it (or into `new/`), flushed as this mailbox says: the repair
     /// of a delivery whose flush a crash may have cut short.

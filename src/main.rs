@@ -75,6 +75,12 @@ enum Command {
         #[command(subcommand)]
         action: CfAction,
     },
+    /// The queue: what waits (and why), retry an item now, release one
+    /// that was given up and kept in quarantine.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
     /// The legal log: verify its hash chain or search it.
     Log {
         #[command(subcommand)]
@@ -245,6 +251,33 @@ enum LogAction {
     },
 }
 
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Queued items (local work, then relays, in due order) and what is
+    /// kept in quarantine.
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a queued item due now (its give-up clock keeps running).
+    Retry {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The item's id, as `pecd queue list` shows it.
+        id: String,
+    },
+    /// Queue again, as new, an item given up and kept in quarantine.
+    Release {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The quarantined entry's name, as `pecd queue list` shows it.
+        name: String,
+    },
+}
+
 fn load_config(path: &std::path::Path) -> Result<pecd::config::Config, String> {
     pecd::config::Config::load(path).map_err(|errs| {
         errs.iter()
@@ -256,8 +289,9 @@ fn load_config(path: &std::path::Path) -> Result<pecd::config::Config, String> {
 
 /// Where the CLI does its work: the store itself, or — while the daemon
 /// holds it — the daemon's admin API.
-enum Target {
-    Store(pecd::store::Store),
+enum Target<S = pecd::store::Store> {
+    /// The store (or the provider opened on it: `pecd queue`).
+    Store(S),
     Admin {
         addr: std::net::SocketAddr,
         token: String,
@@ -268,18 +302,25 @@ fn target(path: &std::path::Path) -> Result<Target, String> {
     let cfg = load_config(path)?;
     match pecd::store::Store::open(&cfg.data_dir.join("store"), &cfg.store.engine) {
         Ok(s) => Ok(Target::Store(s)),
-        Err(e) => {
-            let token = std::fs::read_to_string(cfg.data_dir.join("admin.token")).ok();
-            match (cfg.listen.admin, token) {
-                (Some(addr), Some(token)) => Ok(Target::Admin {
-                    addr,
-                    token: token.trim().to_string(),
-                }),
-                _ => Err(format!(
-                    "{e} (the embedded store allows one process at a time; configure listen.admin to manage a running daemon)"
-                )),
-            }
-        }
+        Err(e) => running_daemon(&cfg, e),
+    }
+}
+
+/// The admin API of the daemon that holds the store (`e`: why the CLI
+/// could not open it).
+fn running_daemon<T>(
+    cfg: &pecd::config::Config,
+    e: impl std::fmt::Display,
+) -> Result<Target<T>, String> {
+    let token = std::fs::read_to_string(cfg.data_dir.join("admin.token")).ok();
+    match (cfg.listen.admin, token) {
+        (Some(addr), Some(token)) => Ok(Target::Admin {
+            addr,
+            token: token.trim().to_string(),
+        }),
+        _ => Err(format!(
+            "{e} (the embedded store allows one process at a time; configure listen.admin to manage a running daemon)"
+        )),
     }
 }
 
@@ -535,6 +576,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{}: not valid: {e}", code.trim());
+                ExitCode::from(1)
+            }
+        },
+        Command::Queue { action } => match queue_command(action) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("pecd queue: {msg}");
                 ExitCode::from(1)
             }
         },
@@ -849,6 +897,146 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn queue_command(action: QueueAction) -> Result<ExitCode, String> {
+    let config = match &action {
+        QueueAction::List { config, .. }
+        | QueueAction::Retry { config, .. }
+        | QueueAction::Release { config, .. } => config.clone(),
+    };
+    let cfg = load_config(&config)?;
+    // Opened as the daemon opens it: a release writes the spool and reads
+    // the quarantine Maildir.
+    let target = match pecd::app::App::open(cfg.clone()) {
+        Ok(app) => Target::Store(app),
+        Err(e) => running_daemon(&cfg, e)?,
+    };
+    let local = |r: Result<pecd::queue::Item, pecd::app::QueueActionError>| {
+        r.map_err(|e| e.to_string())
+            .and_then(|i| serde_json::to_value(i).map_err(|e| e.to_string()))
+    };
+    match action {
+        QueueAction::List { json, .. } => {
+            let v = match &target {
+                Target::Store(app) => app
+                    .queue_view()
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))?,
+                Target::Admin { addr, token } => admin(*addr, token, "GET", "/queue", None)?,
+            };
+            print!("{}", queue_listing(&v, json));
+        }
+        QueueAction::Retry { id, .. } => {
+            let item = match &target {
+                Target::Store(app) => local(app.retry_queued(&id))?,
+                Target::Admin { addr, token } => {
+                    let path = format!("/queue/{}/retry", pecd::admin::path_segment(&id));
+                    admin(*addr, token, "POST", &path, None)?
+                }
+            };
+            println!("{}: due now ({})", id, work_summary(&item["work"]));
+        }
+        QueueAction::Release { name, .. } => {
+            let item = match &target {
+                Target::Store(app) => local(app.release_quarantined(&name))?,
+                Target::Admin { addr, token } => {
+                    let path = format!("/quarantine/{}/release", pecd::admin::path_segment(&name));
+                    admin(*addr, token, "POST", &path, None)?
+                }
+            };
+            println!("{name}: queued again ({})", work_summary(&item["work"]));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What an item must still do, in a few words.
+fn work_summary(w: &serde_json::Value) -> String {
+    let s = |k: &str| w[k].as_str().unwrap_or("?").to_string();
+    let list = |k: &str| {
+        w[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    match w["kind"].as_str() {
+        Some("relay") => format!("relay to {}: {}", s("domain"), list("rcpt_to")),
+        Some("local") => match w["receipt_to"].as_str() {
+            Some(r) => format!("deliver to {}, then a receipt to {r}", s("mailbox")),
+            None => format!("deliver to {}", s("mailbox")),
+        },
+        Some("archive") => format!("archive copy for {}", s("mailbox")),
+        Some("receive") => format!("receive from <{}> for {}", s("mail_from"), list("rcpt_to")),
+        _ => w.to_string(),
+    }
+}
+
+/// `pecd queue list`: a table, or JSON lines (`queued` / `quarantined`).
+fn queue_listing(v: &serde_json::Value, json: bool) -> String {
+    let empty = Vec::new();
+    let items = v["items"].as_array().unwrap_or(&empty);
+    let kept = v["quarantined"].as_array().unwrap_or(&empty);
+    let mut out = String::new();
+    if json {
+        for i in items {
+            out.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"state": "queued", "item": i})
+            ));
+        }
+        for q in kept {
+            let mut q = q.clone();
+            q["state"] = "quarantined".into();
+            out.push_str(&format!("{q}\n"));
+        }
+        return out;
+    }
+    out.push_str(&format!("{} queued\n", items.len()));
+    for i in items {
+        out.push_str(&format!(
+            "{}  due {}  tries {}  {}{}\n",
+            i["id"].as_str().unwrap_or("?"),
+            i["next_attempt"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.to_utc().format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "?".into()),
+            i["attempts"],
+            work_summary(&i["work"]),
+            i["last_error"]
+                .as_str()
+                .map(|e| format!("  (last error: {e})"))
+                .unwrap_or_default(),
+        ));
+    }
+    out.push_str(&format!("{} quarantined\n", kept.len()));
+    for q in kept {
+        let what = match q["item"].is_object() {
+            true => format!(
+                "{}{}",
+                work_summary(&q["item"]["work"]),
+                q["item"]["last_error"]
+                    .as_str()
+                    .map(|e| format!("  (last error: {e})"))
+                    .unwrap_or_default()
+            ),
+            false => q["error"].as_str().unwrap_or("?").to_string(),
+        };
+        let file = q["file"]
+            .as_str()
+            .map(|f| format!("  kept in {f}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}  {what}{file}\n",
+            q["name"].as_str().unwrap_or("?")
+        ));
+    }
+    out
 }
 
 fn log_command(action: LogAction) -> Result<ExitCode, String> {

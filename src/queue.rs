@@ -365,6 +365,67 @@ impl Due {
     }
 }
 
+/// Every queued item, lane by lane (local work, then relays), each lane in
+/// due order: what an operator sees with `pecd queue list`. Undecodable
+/// entries are left out (the worker quarantines them).
+pub fn list(store: &Store) -> Result<Vec<Item>, StoreError> {
+    let mut out = Vec::new();
+    for lane in Lane::ALL {
+        for entry in store.entries_with_prefix(Table::Queue, lane.prefix()) {
+            let (_, v) = entry?;
+            if let Ok(i) = serde_json::from_slice::<Item>(&v) {
+                out.push(i);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The queued item `id`, wherever it waits.
+pub fn find(store: &Store, id: &str) -> Result<Option<Item>, StoreError> {
+    Ok(list(store)?.into_iter().find(|i| i.id == id))
+}
+
+/// In `b`: `item` due at `now` (an operator's retry: the peer is back),
+/// its attempts and age kept, so `give_up_after` still counts from its
+/// creation.
+pub fn due_now(b: &mut Batch, item: &mut Item, now: DateTime<Utc>) {
+    item.remove(b);
+    item.next_attempt = now;
+    item.put(b);
+}
+
+/// `meta` keys of quarantined entries start with this.
+pub const QUARANTINE_PREFIX: &[u8] = b"quarantine/";
+
+/// A quarantined entry, as kept in `meta`: a given-up item (its message is
+/// a file in the quarantine Maildir) or an undecodable one (its bytes).
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// The key after `quarantine/`: a given-up item's id, or the queue key
+    /// an undecodable entry was found under.
+    pub name: String,
+    pub item: Result<Item, String>,
+}
+
+/// Every quarantined entry.
+pub fn quarantined(store: &Store) -> Result<Vec<Quarantined>, StoreError> {
+    let mut out = Vec::new();
+    for entry in store.entries_with_prefix(Table::Meta, QUARANTINE_PREFIX) {
+        let (k, v) = entry?;
+        out.push(Quarantined {
+            name: String::from_utf8_lossy(&k[QUARANTINE_PREFIX.len()..]).into_owned(),
+            item: serde_json::from_slice::<Item>(&v).map_err(|e| {
+                format!(
+                    "undecodable ({e}): {}",
+                    String::from_utf8_lossy(&v[..v.len().min(200)])
+                )
+            }),
+        });
+    }
+    Ok(out)
+}
+
 /// In `b`: undecodable items moved out of the queue, their bytes kept for
 /// an operator (`meta` table, `quarantine/<key>`), and log it.
 pub fn quarantine(
@@ -375,7 +436,7 @@ pub fn quarantine(
 ) -> Result<(), StoreError> {
     for k in keys {
         let v = store.get(Table::Queue, k)?.unwrap_or_default();
-        let mut qk = b"quarantine/".to_vec();
+        let mut qk = QUARANTINE_PREFIX.to_vec();
         qk.extend_from_slice(k);
         b.put(Table::Meta, qk, v);
         b.delete(Table::Queue, k.clone());

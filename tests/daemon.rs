@@ -1261,6 +1261,122 @@ fn an_acknowledged_message_given_up_is_kept_not_dropped() {
             .lines()
             .any(|l| l.contains("gave up after 2s") && l.contains("the message is kept in"))
     });
+    // The operator sees it, mends the mailbox and releases it: it is
+    // delivered and the sender gets its consegna.
+    let listing = queue_cli(&b, &["list"]).unwrap();
+    assert!(listing.contains("0 queued\n1 quarantined\n"), "{listing}");
+    assert!(
+        listing.contains(&format!("kept in {}", file.display())),
+        "{listing}"
+    );
+    let name = listing
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    std::fs::remove_file(&root).unwrap();
+    let released = queue_cli(&b, &["release", name]).unwrap();
+    assert!(released.contains("queued again"), "{released}");
+    wait_for("the delivery", 30, || b.mailbox(LUCA).len() == 1);
+    wait_for("the consegna", 30, || {
+        kinds(&a.mailbox(MARIO))
+            .iter()
+            .any(|k| k.0 == "avvenuta-consegna")
+    });
+    assert!(!file.exists(), "the quarantine file goes with the release");
+    let listing = queue_cli(&b, &["list"]).unwrap();
+    assert!(listing.contains("0 quarantined"), "{listing}");
+    // Released once: a second release finds nothing.
+    let again = queue_cli(&b, &["release", name]).unwrap_err();
+    assert!(again.contains("no such item"), "{again}");
+}
+
+/// `pecd queue ARGS --config` of `d` (through its admin API while it
+/// runs): stdout, or stderr when it fails.
+fn queue_cli(d: &Daemon, args: &[&str]) -> Result<String, String> {
+    let out = pecd()
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(&d.cfg)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// A relay waiting an hour for its next try goes now when the operator
+/// says so (the peer is back).
+#[test]
+fn an_operator_retries_a_waiting_relay_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec {
+        retry_initial: "1h",
+        ..Spec::new('a', dir.path(), a_in, vec![("pec.provider-b.test", b_in)])
+    });
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Riprova"),
+    )
+    .unwrap();
+    // B is down: the relay failed once and waits an hour.
+    let mut id = String::new();
+    wait_for("the failed relay", 20, || {
+        let listing = queue_cli(&a, &["list", "--json"]).unwrap();
+        let waiting = listing
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| {
+                v["state"] == "queued"
+                    && v["item"]["work"]["kind"] == "relay"
+                    && v["item"]["attempts"] == 1
+            });
+        if let Some(v) = waiting {
+            id = v["item"]["id"].as_str().unwrap().to_string();
+        }
+        !id.is_empty()
+    });
+    let listing = queue_cli(&a, &["list"]).unwrap();
+    assert!(
+        listing.contains(&format!("{id}  due ")) && listing.contains("tries 1  relay to pec.provider-b.test: giulia.bianchi@pec.provider-b.test  (last error: "),
+        "{listing}"
+    );
+    let missing = queue_cli(&a, &["retry", "no-such-item@x"]).unwrap_err();
+    assert!(
+        missing.contains("no such item: no-such-item@x"),
+        "{missing}"
+    );
+    // Through the admin API: tried again at once (B still down).
+    let retried = queue_cli(&a, &["retry", &id]).unwrap();
+    assert!(retried.contains("due now"), "{retried}");
+    wait_for("the second try", 20, || {
+        queue_cli(&a, &["list"]).unwrap().contains("tries 2  relay")
+    });
+    // With the daemon stopped, in the store itself; B is back.
+    let mut a = a;
+    a.kill();
+    let listing = queue_cli(&a, &["list"]).unwrap();
+    assert!(listing.contains(&format!("{id}  due ")), "{listing}");
+    let retried = queue_cli(&a, &["retry", &id]).unwrap();
+    assert!(retried.contains("due now"), "{retried}");
+    let b = Daemon::start(Spec::new(
+        'b',
+        dir.path(),
+        b_in,
+        vec![("pec.provider-a.test", a_in)],
+    ));
+    a.spawn();
+    wait_for("the delivery at B", 20, || b.mailbox(GIULIA).len() == 1);
 }
 
 /// A DNS server on 127.0.0.1 (UDP) with one MX zone: `domain` → MX 10

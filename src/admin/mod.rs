@@ -220,6 +220,54 @@ async fn index_refresh(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
     }
 }
 
+fn queue_error(e: crate::app::QueueActionError) -> Response {
+    use crate::app::QueueActionError as E;
+    let status = match &e {
+        E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        E::Busy(_) => (StatusCode::CONFLICT, "busy"),
+        E::NotReleasable(..) => (StatusCode::UNPROCESSABLE_ENTITY, "not_releasable"),
+        E::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    error(status.0, status.1, e.to_string())
+}
+
+/// The queue and the quarantine (`pecd queue list`).
+async fn queue_list(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&ctx, &h) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| ctx.app.queue_view()) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => queue_error(e),
+    }
+}
+
+/// A queued item due now (`pecd queue retry`).
+async fn queue_retry(State(ctx): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(r) = unauthorized(&ctx, &h) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| ctx.app.retry_queued(&id)) {
+        Ok(item) => Json(item).into_response(),
+        Err(e) => queue_error(e),
+    }
+}
+
+/// A given-up item back in the queue (`pecd queue release`).
+async fn quarantine_release(
+    State(ctx): State<Ctx>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(r) = unauthorized(&ctx, &h) {
+        return r;
+    }
+    match tokio::task::block_in_place(|| ctx.app.release_quarantined(&name)) {
+        Ok(item) => Json(item).into_response(),
+        Err(e) => queue_error(e),
+    }
+}
+
 #[derive(Deserialize)]
 struct StatsQuery {
     period: String,
@@ -361,6 +409,12 @@ pub async fn serve(
         .route("/mailboxes/{address}/password", put(passwd))
         .route("/log/verify", get(log_verify))
         .route("/log/search", get(log_search))
+        .route("/queue", get(queue_list))
+        .route("/queue/{id}/retry", axum::routing::post(queue_retry))
+        .route(
+            "/quarantine/{name}/release",
+            axum::routing::post(quarantine_release),
+        )
         .merge(ordini::routes())
         .merge(holder::routes())
         .with_state(ctx)

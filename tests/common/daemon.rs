@@ -62,6 +62,8 @@ pub struct Spec<'a> {
     pub warning: &'a str,
     pub final_after: &'a str,
     pub give_up_after: &'a str,
+    /// `queue.retry_initial`: the first wait after a failure.
+    pub retry_initial: &'a str,
     /// Extra TOML appended to the config.
     pub extra: &'a str,
     /// The `[limits]` section's body.
@@ -83,6 +85,7 @@ impl<'a> Spec<'a> {
             warning: "12h",
             final_after: "23h",
             give_up_after: "24h",
+            retry_initial: "200ms",
             extra: "",
             limits: "max_message_size = 20000\n",
         }
@@ -131,8 +134,8 @@ admin = "127.0.0.1:{adm}"
 warning_after = "{warning}"
 final_after = "{final_after}"
 [queue]
-retry_initial = "200ms"
-retry_max = "1s"
+retry_initial = "{retry_initial}"
+retry_max = "{retry_max}"
 give_up_after = "{give_up}"
 {routes}{boxes}{extra}"#,
             data = data.display(),
@@ -144,6 +147,13 @@ give_up_after = "{give_up}"
             warning = spec.warning,
             final_after = spec.final_after,
             give_up = spec.give_up_after,
+            retry_initial = spec.retry_initial,
+            // 1s, or no doubling from a longer first wait.
+            retry_max = if spec.retry_initial == "200ms" {
+                "1s"
+            } else {
+                spec.retry_initial
+            },
             extra = spec.extra,
             limits = spec.limits,
         );
