@@ -2461,7 +2461,7 @@ impl App {
                     r.append_to(&mut b);
                 }
                 if !o.permanent.is_empty() {
-                    self.undeliverable(&mut b, data, &o.permanent, None, now)?;
+                    self.undeliverable(&mut b, data, &o.permanent, None, now);
                 }
                 if o.temporary.is_empty() {
                     item.done(&mut b);
@@ -2488,7 +2488,29 @@ impl App {
     /// PEC mailbox as every provider's bounce does: in a busta di anomalia
     /// (RT §1 [OBS]: "ANOMALIA MESSAGGIO: Undelivered Mail Returned to
     /// Sender").
+    ///
+    /// A notice that cannot be made (the signer fails) is logged, and the
+    /// relay's outcome is recorded all the same: undoing it would send the
+    /// message again to the recipients that took it, and a relay past its
+    /// give-up time must end (RT §2.2.2).
     fn undeliverable(
+        &self,
+        b: &mut Batch,
+        data: &[u8],
+        failed: &[(String, String)],
+        gave_up_after: Option<std::time::Duration>,
+        now: DateTime<Utc>,
+    ) {
+        if let Err(e) = self.try_undeliverable(b, data, failed, gave_up_after, now) {
+            tracing::error!(event = "undeliverable_notice_failed", error = %e);
+            let mut r = LogRecord::new(now, Event::DeliveryError);
+            r.recipients = failed.iter().map(|f| f.0.clone()).collect();
+            r.detail = Some(format!("the sender could not be told: {e}"));
+            r.append_to(b);
+        }
+    }
+
+    fn try_undeliverable(
         &self,
         b: &mut Batch,
         data: &[u8],
@@ -2600,7 +2622,10 @@ impl App {
             let kept = match &item.work {
                 // Given up by the rules; what it carried is the sender's,
                 // who hears of it.
-                Work::Relay { rcpt_to, .. } => self.relay_given_up(b, &item, rcpt_to, &error, now),
+                Work::Relay { rcpt_to, .. } => {
+                    self.relay_given_up(b, &item, rcpt_to, &error, now);
+                    Ok(None)
+                }
                 // Work on a message acknowledged with a 250, or due in a
                 // mailbox: never dropped, kept for an operator.
                 _ => self.keep_given_up(b, &item),
@@ -2645,12 +2670,12 @@ impl App {
         rcpt_to: &[String],
         error: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>, String> {
+    ) {
         let data = match item.content(&self.store, &self.spool) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
-                return Ok(None);
+                return;
             }
         };
         let failed: Vec<(String, String)> = rcpt_to
@@ -2658,8 +2683,7 @@ impl App {
             .map(|r| (r.clone(), error.to_string()))
             .collect();
         let give_up = self.cfg().queue.give_up_after.0;
-        self.undeliverable(b, &data, &failed, Some(give_up), now)?;
-        Ok(None)
+        self.undeliverable(b, &data, &failed, Some(give_up), now);
     }
 
     // ----------------------------------------------------------------------
@@ -2712,10 +2736,14 @@ impl App {
     /// What waits in the queue and what was set aside (`pecd queue list`).
     pub fn queue_view(&self) -> Result<QueueView, QueueActionError> {
         let failed = |e: StoreError| QueueActionError::Failed(e.to_string());
-        let items = queue::list(&self.store).map_err(failed)?;
+        let items = queue::list(&self.store)
+            .map_err(failed)?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
         let md = Maildir::open(self.cfg().data_dir.join("quarantine"))
             .map_err(|e| QueueActionError::Failed(e.to_string()))?;
-        let quarantined = queue::quarantined(&self.store)
+        let mut quarantined: Vec<QuarantineView> = queue::quarantined(&self.store)
             .map_err(failed)?
             .into_iter()
             .map(|q| {
@@ -2735,6 +2763,30 @@ impl App {
                 }
             })
             .collect();
+        // A release commits before it removes the file: a crash between
+        // leaves a file no entry names. Shown, so it is not kept unseen.
+        let ids: Vec<&str> = quarantined
+            .iter()
+            .filter_map(|q| q.item.as_ref().map(|i| i.id.as_str()))
+            .collect();
+        let stray = md
+            .files_not_of(&ids)
+            .map_err(|e| QueueActionError::Failed(e.to_string()))?;
+        quarantined.extend(stray.into_iter().map(|p| {
+            QuarantineView {
+            name: p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            item: None,
+            error: Some(
+                "a kept message no entry names (released, then a crash before its file went?): \
+                 look at it, then remove it"
+                    .into(),
+            ),
+            file: Some(p.display().to_string()),
+        }
+        }));
         Ok(QueueView { items, quarantined })
     }
 
@@ -2745,11 +2797,18 @@ impl App {
         let claim = self
             .claim_item(id)
             .ok_or_else(|| QueueActionError::Busy(id.to_string()))?;
-        let mut item = queue::find(&self.store, id)
-            .map_err(|e| QueueActionError::Failed(e.to_string()))?
-            .ok_or_else(|| QueueActionError::NotFound(id.to_string()))?;
+        let failed = |e: StoreError| QueueActionError::Failed(e.to_string());
+        let Some((key, mut item)) = queue::find(&self.store, id).map_err(failed)? else {
+            let mut kept = queue::QUARANTINE_PREFIX.to_vec();
+            kept.extend_from_slice(id.as_bytes());
+            let hint = match self.store.get(Table::Meta, &kept).map_err(failed)? {
+                Some(_) => " (it is in quarantine: `pecd queue release` queues it again)",
+                None => "",
+            };
+            return Err(QueueActionError::NotFound(format!("{id}{hint}")));
+        };
         let mut b = Batch::new();
-        queue::due_now(&mut b, &mut item, self.clock.now());
+        queue::due_now(&mut b, key, &mut item, self.clock.now());
         self.commit(b).map_err(QueueActionError::Failed)?;
         drop(claim);
         self.wake.notify_one();

@@ -279,6 +279,24 @@ impl Maildir {
             .transpose()
     }
 
+    /// Every message file (in `new/` and `cur/`) whose item id is not
+    /// one of `ids`.
+    pub fn files_not_of(&self, ids: &[&str]) -> Result<Vec<PathBuf>, MaildirError> {
+        let prefixes: Vec<String> = ids.iter().map(|id| format!("{},S=", safe_id(id))).collect();
+        let mut out = Vec::new();
+        for d in ["new", "cur"] {
+            let dir = self.root.join(d);
+            for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                let e = e.map_err(io(&dir))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !prefixes.iter().any(|p| name.starts_with(p)) {
+                    out.push(e.path());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The path of the file of `id`, in `new/` or `cur/`, whatever its
     /// size.
     pub fn path_of(&self, id: &str) -> Result<Option<PathBuf>, MaildirError> {

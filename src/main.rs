@@ -910,7 +910,9 @@ fn queue_command(action: QueueAction) -> Result<ExitCode, String> {
     // the quarantine Maildir.
     let target = match pecd::app::App::open(cfg.clone()) {
         Ok(app) => Target::Store(app),
-        Err(e) => running_daemon(&cfg, e)?,
+        // Held by the daemon (or unreadable: the API says which).
+        Err(pecd::app::StartError::Store(e)) => running_daemon(&cfg, e)?,
+        Err(e) => return Err(e.to_string()),
     };
     let local = |r: Result<pecd::queue::Item, pecd::app::QueueActionError>| {
         r.map_err(|e| e.to_string())

@@ -134,10 +134,14 @@ impl Undelivered {
     /// basic code, else 4.4.7 (delivery time expired) for a give-up that
     /// never had a reply.
     fn status(&self) -> String {
-        if let Some(code) = crate::smtp::client::enhanced_code(&self.why) {
+        let basic = self.smtp_code();
+        // RFC 3463 §2: the enhanced code's class is the reply's.
+        if let Some(code) = crate::smtp::client::enhanced_code(&self.why)
+            && basic.is_none_or(|b| b[..1] == code[..1])
+        {
             return code.to_string();
         }
-        match self.smtp_code() {
+        match basic {
             Some(c) => format!("{}.0.0", &c[..1]),
             None => "4.4.7".into(),
         }
@@ -151,6 +155,59 @@ impl Undelivered {
             && self.why.as_bytes().get(3).is_none_or(|b| *b == b' ');
         is_reply.then_some(code)
     }
+}
+
+/// An address for a delivery-status field: `rfc822; a@b`, or RFC 6533's
+/// `utf-8;` form with each character outside printable ASCII (and `+`,
+/// `=`, `\\`) as `\\x{HEX}`.
+fn address_field(a: &str) -> String {
+    if a.bytes().all(|b| b.is_ascii_graphic()) {
+        return format!("rfc822; {a}");
+    }
+    let mut out = String::from("utf-8; ");
+    for c in a.chars() {
+        if c.is_ascii_graphic() && !matches!(c, '+' | '=' | '\\') {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:X}}}", c as u32));
+        }
+    }
+    out
+}
+
+/// `text` on one line of printable ASCII, single-spaced (a peer's reply
+/// may hold anything).
+fn ascii(text: &str) -> String {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A header-style field folded at spaces to lines of at most 78
+/// characters where it can be (RFC 5322 §2.2.3), ending in CRLF.
+fn folded(field: &str) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for (i, word) in field.split(' ').enumerate() {
+        if i > 0 {
+            if line + 1 + word.len() > 78 {
+                out.push_str("\r\n ");
+                line = 1;
+            } else {
+                out.push(' ');
+                line += 1;
+            }
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out.push_str("\r\n");
+    out
 }
 
 /// `24 ore`, `90 minuti`, `2 secondi`: the largest whole unit.
@@ -215,20 +272,25 @@ pub fn non_delivery_report(r: &NonDelivery<'_>) -> Vec<u8> {
          recipients above.\n",
         r.subject, r.hostname, r.hostname
     );
+    // 7bit, as RFC 3464 §2.1 wants it.
     let mut status = format!("Reporting-MTA: dns; {}\r\n", r.hostname);
     for u in r.recipients {
         status.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
-            u.recipient,
+            "\r\nFinal-Recipient: {}\r\nAction: failed\r\nStatus: {}\r\n",
+            address_field(&u.recipient),
             u.status()
         ));
-        let why = u.why.replace(['\r', '\n'], " ");
-        match u.smtp_code() {
-            Some(_) => status.push_str(&format!("Diagnostic-Code: smtp; {why}\r\n")),
-            None => status.push_str(&format!("Diagnostic-Code: X-pecd; {why}\r\n")),
-        }
+        let kind = if u.smtp_code().is_some() {
+            "smtp"
+        } else {
+            "X-pecd"
+        };
+        status.push_str(&folded(&format!(
+            "Diagnostic-Code: {kind}; {}",
+            ascii(&u.why)
+        )));
     }
-    // Both are ours or a header, 7bit unless a name or reply is not ASCII.
+    // The returned header is 8bit when its fields are.
     let raw_part = |ct: &'static str, body: Vec<u8>| {
         let cte = if body.is_ascii() { "7bit" } else { "8bit" };
         MimePart::new(ContentType::new(ct), BodyPart::Binary(body.into())).transfer_encoding(cte)
@@ -359,6 +421,53 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("rifiutato"), "{body}");
+    }
+
+    /// The delivery-status part is 7bit whatever the peer said, its long
+    /// lines folded, its Status of the reply's own class.
+    #[test]
+    fn the_delivery_status_stays_7bit_and_consistent() {
+        let long = format!("550 4.1.1 {}", "parola ".repeat(40));
+        let m = report(
+            &[
+                undelivered("josé@x.test", &long),
+                undelivered(
+                    "b@x.test",
+                    "550 5.1.1 utente sconosciuto: è così\r\nseconda riga",
+                ),
+            ],
+            None,
+        );
+        let text = String::from_utf8_lossy(&m);
+        let status = text
+            .split("Content-Type: message/delivery-status\r\n")
+            .nth(1)
+            .unwrap()
+            .split("\r\n--")
+            .next()
+            .unwrap();
+        assert!(
+            status.starts_with("Content-Transfer-Encoding: 7bit\r\n"),
+            "{status}"
+        );
+        assert!(status.is_ascii(), "{status}");
+        assert!(status.lines().all(|l| l.len() <= 78), "{status}");
+        assert!(
+            status.contains("Final-Recipient: utf-8; jos\\x{E9}@x.test\r\n"),
+            "{status}"
+        );
+        // 550 with a 4.x.x enhanced code: the reply's class wins.
+        assert!(
+            status.contains("Status: 5.0.0\r\nDiagnostic-Code: smtp; 550 4.1.1 parola"),
+            "{status}"
+        );
+        assert!(status.contains("\r\n parola"), "folded: {status}");
+        assert!(
+            status.contains(
+                "Diagnostic-Code: smtp; 550 5.1.1 utente sconosciuto: ? cos? seconda riga\r\n"
+            ),
+            "{status}"
+        );
     }
 
     #[test]

@@ -365,32 +365,32 @@ impl Due {
     }
 }
 
-/// Every queued item, lane by lane (local work, then relays), each lane in
-/// due order: what an operator sees with `pecd queue list`. Undecodable
-/// entries are left out (the worker quarantines them).
-pub fn list(store: &Store) -> Result<Vec<Item>, StoreError> {
+/// Every queued item with its key, lane by lane (local work, then
+/// relays), each lane in due order: what an operator sees with `pecd queue
+/// list`. Undecodable entries are left out (the worker quarantines them).
+pub fn list(store: &Store) -> Result<Vec<(Vec<u8>, Item)>, StoreError> {
     let mut out = Vec::new();
     for lane in Lane::ALL {
         for entry in store.entries_with_prefix(Table::Queue, lane.prefix()) {
-            let (_, v) = entry?;
+            let (k, v) = entry?;
             if let Ok(i) = serde_json::from_slice::<Item>(&v) {
-                out.push(i);
+                out.push((k, i));
             }
         }
     }
     Ok(out)
 }
 
-/// The queued item `id`, wherever it waits.
-pub fn find(store: &Store, id: &str) -> Result<Option<Item>, StoreError> {
-    Ok(list(store)?.into_iter().find(|i| i.id == id))
+/// The queued item `id` and the key it is stored under.
+pub fn find(store: &Store, id: &str) -> Result<Option<(Vec<u8>, Item)>, StoreError> {
+    Ok(list(store)?.into_iter().find(|(_, i)| i.id == id))
 }
 
-/// In `b`: `item` due at `now` (an operator's retry: the peer is back),
-/// its attempts and age kept, so `give_up_after` still counts from its
-/// creation.
-pub fn due_now(b: &mut Batch, item: &mut Item, now: DateTime<Utc>) {
-    item.remove(b);
+/// In `b`: `item`, found under `key`, due at `now` (an operator's retry:
+/// the peer is back), its attempts and age kept, so `give_up_after` still
+/// counts from its creation.
+pub fn due_now(b: &mut Batch, key: Vec<u8>, item: &mut Item, now: DateTime<Utc>) {
+    b.delete(Table::Queue, key);
     item.next_attempt = now;
     item.put(b);
 }

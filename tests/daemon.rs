@@ -877,10 +877,19 @@ fn bounce(a: &Daemon) -> String {
         .map(|m| c.check("m", m).kind.unwrap_or_default())
         .collect();
     assert!(kinds.contains(&"accettazione".to_string()), "{kinds:?}");
-    let anomaly = got
+    bounce_in(&got)
+}
+
+/// The non-delivery report inside the one busta di anomalia of `msgs`,
+/// which must be signed (by A) and titled as every bounce is.
+fn bounce_in(msgs: &[Vec<u8>]) -> String {
+    let c = checker();
+    let anomalies: Vec<_> = msgs
         .iter()
-        .find(|m| c.check("m", m).kind.as_deref() == Some("busta-anomalia"))
-        .expect("a busta di anomalia");
+        .filter(|m| c.check("m", m).kind.as_deref() == Some("busta-anomalia"))
+        .collect();
+    assert_eq!(anomalies.len(), 1, "one busta di anomalia");
+    let anomaly = anomalies[0];
     openssl_verify(anomaly).unwrap();
     assert!(
         String::from_utf8_lossy(anomaly)
@@ -893,27 +902,6 @@ fn bounce(a: &Daemon) -> String {
         "{report}"
     );
     report
-}
-
-/// Mario sends to `rcpt`: the `errore-esteso` of the avviso di mancata
-/// consegna he receives next to his accettazione.
-fn mancata_consegna(a: &Daemon, rcpt: &str) -> String {
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[rcpt],
-        &message(MARIO, &[rcpt], &[], "", "Rifiutato"),
-    )
-    .unwrap();
-    wait_for("mancata consegna", 20, || a.mailbox(MARIO).len() >= 2);
-    let got = kinds(&a.mailbox(MARIO));
-    let err = got
-        .iter()
-        .find(|g| g.0 == "errore-consegna")
-        .expect("errore-consegna");
-    assert_eq!(err.1.consegna.as_deref(), Some(rcpt));
-    err.1.errore_esteso.clone().unwrap()
 }
 
 /// A host that will not open a session (a 5xx greeting, as a blocklist
@@ -936,10 +924,45 @@ fn a_domain_whose_hosts_will_not_talk_gets_a_mancata_consegna_at_once() {
         'a',
         dir.path(),
         free_port(),
-        vec![("pec.provider-b.test", blocked)],
+        vec![("pec.provider-b.test", blocked), ("blocked.test", blocked)],
     ));
-    let text = mancata_consegna(&a, GIULIA);
+    // A certified recipient and one outside PEC.
+    let other = "someone@blocked.test";
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA, other],
+        &message(MARIO, &[GIULIA, other], &[], "", "Bloccato"),
+    )
+    .unwrap();
+    wait_for("the notices", 20, || a.mailbox(MARIO).len() >= 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = a.mailbox(MARIO);
+    assert_eq!(got.len(), 3, "accettazione, avviso, bounce");
+    // Certified: an avviso di mancata consegna with the reply's code.
+    let c = checker();
+    let avvisi: Vec<_> = got
+        .iter()
+        .filter(|m| c.check("m", m).kind.as_deref() == Some("errore-consegna"))
+        .map(|m| kinds(std::slice::from_ref(m)).remove(0).1)
+        .collect();
+    assert_eq!(avvisi.len(), 1);
+    assert_eq!(avvisi[0].consegna.as_deref(), Some(GIULIA));
+    let text = avvisi[0].errore_esteso.clone().unwrap();
     assert!(text.starts_with("5.7.1 - "), "{text}");
+    // Outside PEC: the bounce, naming only that recipient.
+    let report = bounce_in(&got);
+    assert!(
+        report.contains(&format!(
+            "Final-Recipient: rfc822; {other}\r\nAction: failed\r\nStatus: 5.7.1\r\n"
+        )),
+        "{report}"
+    );
+    assert!(
+        !report.contains(&format!("Final-Recipient: rfc822; {GIULIA}")),
+        "{report}"
+    );
 }
 
 /// A tiny LMTP peer (RFC 2033): accepts the envelope for GIULIA, refuses
@@ -1276,6 +1299,8 @@ fn an_acknowledged_message_given_up_is_kept_not_dropped() {
         .split_whitespace()
         .next()
         .unwrap();
+    let not_queued = queue_cli(&b, &["retry", name]).unwrap_err();
+    assert!(not_queued.contains("it is in quarantine"), "{not_queued}");
     std::fs::remove_file(&root).unwrap();
     let released = queue_cli(&b, &["release", name]).unwrap();
     assert!(released.contains("queued again"), "{released}");
@@ -1291,6 +1316,14 @@ fn an_acknowledged_message_given_up_is_kept_not_dropped() {
     // Released once: a second release finds nothing.
     let again = queue_cli(&b, &["release", name]).unwrap_err();
     assert!(again.contains("no such item"), "{again}");
+    // A file no entry names (a crash between a release's commit and the
+    // file's removal) is shown, not kept unseen.
+    std::fs::write(kept.join("stray,S=3"), b"abc").unwrap();
+    let listing = queue_cli(&b, &["list"]).unwrap();
+    assert!(
+        listing.contains("1 quarantined\nstray,S=3  a kept message no entry names"),
+        "{listing}"
+    );
 }
 
 /// `pecd queue ARGS --config` of `d` (through its admin API while it
