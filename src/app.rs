@@ -143,6 +143,26 @@ pub struct QuarantineView {
     pub file: Option<String>,
 }
 
+impl QuarantineView {
+    /// A file in the quarantine Maildir that no entry names: a release
+    /// commits before it removes the file, and a crash between leaves it.
+    /// Shown, so it is not kept unseen.
+    fn stray(path: &std::path::Path) -> QuarantineView {
+        QuarantineView {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            item: None,
+            error: Some(STRAY.into()),
+            file: Some(path.display().to_string()),
+        }
+    }
+}
+
+const STRAY: &str = "a kept message no entry names (released, then a crash before its file \
+                     went?): look at it, then remove it";
+
 /// Why an operator's queue action was not done; each maps to one admin
 /// API status.
 #[derive(Debug, thiserror::Error)]
@@ -2763,8 +2783,6 @@ impl App {
                 }
             })
             .collect();
-        // A release commits before it removes the file: a crash between
-        // leaves a file no entry names. Shown, so it is not kept unseen.
         let ids: Vec<&str> = quarantined
             .iter()
             .filter_map(|q| q.item.as_ref().map(|i| i.id.as_str()))
@@ -2772,21 +2790,7 @@ impl App {
         let stray = md
             .files_not_of(&ids)
             .map_err(|e| QueueActionError::Failed(e.to_string()))?;
-        quarantined.extend(stray.into_iter().map(|p| {
-            QuarantineView {
-            name: p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            item: None,
-            error: Some(
-                "a kept message no entry names (released, then a crash before its file went?): \
-                 look at it, then remove it"
-                    .into(),
-            ),
-            file: Some(p.display().to_string()),
-        }
-        }));
+        quarantined.extend(stray.iter().map(|p| QuarantineView::stray(p)));
         Ok(QueueView { items, quarantined })
     }
 
