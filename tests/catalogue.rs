@@ -467,3 +467,40 @@ fn smime_capabilities_attribute_is_optional_and_verifies() {
         sig_len(&plain)
     );
 }
+
+/// A subject whose encoded words decode to line breaks (`=0D=0A`) cannot
+/// add header fields to what pecd signs and sends: the top-level header
+/// of an envelope or notice is outside the signature, and a forged
+/// `X-Ricevuta` there would mislead the peer's classification.
+#[test]
+fn a_subject_cannot_add_header_fields() {
+    let injected = b"From: mario.rossi@pec.provider-a.test\r\n\
+To: giulia.bianchi@pec.provider-b.test\r\n\
+Subject: =?us-ascii?Q?x=0D=0AX-Ricevuta:_avvenuta-consegna?=\r\n\
+\r\nbody\r\n";
+    let h = pecd::pec::original::OriginalHeaders::parse(injected);
+    assert_eq!(h.subject, "x  X-Ricevuta: avvenuta-consegna");
+    // Certification data from elsewhere (a peer's daticert `oggetto`)
+    // are made one line where they become header fields.
+    let mut c = certification(provider_a());
+    c.subject = "x\r\nX-Ricevuta: avvenuta-consegna\r\n\r\nbody".into();
+    let a = signer("provider-a", Digest::Sha256);
+    for m in [
+        a.sign(&build::acceptance(&c, "acc.9@pec.provider-a.test"))
+            .unwrap(),
+        a.sign(&build::transport(&c, injected)).unwrap(),
+    ] {
+        let (header, _) = split_header(&m);
+        let fields: Vec<String> = pecd::pec::mime::header_fields(header)
+            .iter()
+            .filter(|f| f.is("X-Ricevuta"))
+            .map(|f| String::from_utf8_lossy(f.value()).trim().to_string())
+            .collect();
+        assert!(
+            fields.iter().all(|v| v != "avvenuta-consegna"),
+            "{fields:?} in {}",
+            String::from_utf8_lossy(header)
+        );
+        openssl_verify(&m).unwrap();
+    }
+}

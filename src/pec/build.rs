@@ -12,7 +12,7 @@ use super::headers::{
     X_TIPO_RICEVUTA, X_TRASPORTO,
 };
 use super::mime::{
-    HeaderLine, UnsignedMessage, base64_lines, header_fields, latin1, quoted_printable,
+    HeaderLine, UnsignedMessage, base64_lines, header_fields, latin1, one_line, quoted_printable,
     split_header, to_crlf,
 };
 use super::original::OriginalHeaders;
@@ -80,7 +80,7 @@ impl Certification {
                 })
                 .collect(),
             reply_to: d.risposte.clone(),
-            subject: d.oggetto.clone().unwrap_or_default(),
+            subject: one_line(d.oggetto.as_deref().unwrap_or_default()),
             msgid: d.msgid.clone(),
             receipt_request: d.ricevuta.unwrap_or_default(),
         }
@@ -301,14 +301,16 @@ fn enc(name: &'static str, value: impl Into<HeaderType<'static>>) -> HeaderLine 
     HeaderLine::Encoded(name, value.into())
 }
 
+/// Every value we write is one line, whatever it came from: a line break
+/// in it would start a header field outside the signature.
 fn raw(name: &'static str, value: impl Into<String>) -> HeaderLine {
-    HeaderLine::Encoded(name, HeaderType::Raw(Raw::new(value.into())))
+    HeaderLine::Encoded(name, HeaderType::Raw(Raw::new(one_line(&value.into()))))
 }
 
 fn subject(kind: MessageKind, original: &str) -> HeaderLine {
     enc(
         "Subject",
-        Text::new(format!("{}{}", kind.subject_prefix(), original)),
+        Text::new(format!("{}{}", kind.subject_prefix(), one_line(original))),
     )
 }
 
@@ -316,7 +318,7 @@ fn on_behalf_of(sender: &str, provider: &Provider) -> HeaderLine {
     enc(
         "From",
         Address::new_address(
-            Some(format!("Per conto di: {sender}")),
+            Some(format!("Per conto di: {}", one_line(sender))),
             provider.service_address(),
         ),
     )

@@ -115,6 +115,17 @@ pub fn unfold(value: &[u8]) -> String {
         .to_string()
 }
 
+/// `text` as one line for a header field or the daticert: every control
+/// character (CR and LF above all: a decoded `=0D=0A` would start a header
+/// field of the sender's choosing, outside the signature) becomes a space.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 /// Convert every line break to CRLF (bare LF and bare CR alike). S/MIME signs
 /// the canonical form (RFC 5751 §3.1.1), and SMTP carries nothing else.
 pub fn to_crlf(raw: &[u8]) -> Cow<'_, [u8]> {

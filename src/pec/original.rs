@@ -58,7 +58,7 @@ impl OriginalHeaders {
             out.cc = addresses(msg.cc());
             out.bcc = addresses(msg.bcc());
             out.reply_to = addresses(msg.reply_to()).into_iter().next();
-            out.subject = msg.subject().unwrap_or_default().trim().to_string();
+            out.subject = super::mime::one_line(msg.subject().unwrap_or_default());
             out.message_id = msg
                 .message_id()
                 .map(str::to_string)
