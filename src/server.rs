@@ -213,15 +213,20 @@ async fn connection(
         SessionConfig {
             mode: kind.mode,
             hostname: cfg.hostname.clone(),
-            // RT §3.1.2: on submission a message over the limit gets an
-            // avviso di non accettazione from the access point; only a
-            // grossly oversized one (over twice the limit) is refused at
-            // the SMTP level. The inbound MX holds peers to the limit itself.
+            // RT §3.1.2: on submission a message over a limit (size,
+            // recipients) gets an avviso di non accettazione from the
+            // access point; only a grossly oversized one (over twice the
+            // limit) is refused at the SMTP level, so a client is never
+            // left to send its message to part of its To/Cc. The inbound
+            // MX holds peers to the limits themselves.
             max_message_size: match kind.mode {
                 Mode::Submission => limits.max_message_size.saturating_mul(2) as usize,
                 Mode::Inbound => limits.max_message_size as usize,
             },
-            max_recipients: limits.max_recipients,
+            max_recipients: match kind.mode {
+                Mode::Submission => limits.max_recipients.saturating_mul(2),
+                Mode::Inbound => limits.max_recipients,
+            },
             tls_available: true,
             local_domains: cfg.provider.local_domains.clone(),
         },

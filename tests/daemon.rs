@@ -235,6 +235,10 @@ fn a_to_b_with_to_and_cc_then_breve() {
 fn formal_errors_get_non_acceptance_and_nothing_is_relayed() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), "12h", "23h");
+    let many: Vec<String> = (0..101)
+        .map(|i| format!("r{i}@pec.provider-b.test"))
+        .collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
     let cases: Vec<(Vec<u8>, Vec<&str>, &str)> = vec![
         (
             message("altro@pec.provider-a.test", &[GIULIA], &[], "", "Mittente"),
@@ -265,6 +269,23 @@ fn formal_errors_get_non_acceptance_and_nothing_is_relayed() {
             },
             vec![GIULIA],
             "dimensione del messaggio",
+        ),
+        (
+            [
+                b"From: capo@pec.provider-a.test\r\n".as_slice(),
+                &message(MARIO, &[GIULIA], &[], "", "Doppio"),
+            ]
+            .concat(),
+            vec![GIULIA],
+            "intestazione From ripetuta",
+        ),
+        // Over the recipients limit (100): an avviso, not a 452 at the
+        // 101st RCPT that would leave the client sending to part of its
+        // To/Cc.
+        (
+            message(MARIO, &many_refs, &[], "", "Tanti"),
+            many_refs.clone(),
+            "numero di destinatari (101)",
         ),
     ];
     for (i, (msg, rcpt, why)) in cases.iter().enumerate() {

@@ -10,6 +10,18 @@ use super::headers::{X_RIFERIMENTO_MESSAGE_ID, X_TIPO_RICEVUTA};
 use super::mime::{header_fields, split_header, to_crlf, unfold};
 use mail_parser::{Address, MessageParser};
 
+/// Fields that certification reads and RFC 5322 §3.6 allows once.
+const ONCE: [&str; 8] = [
+    "From",
+    "To",
+    "Cc",
+    "Bcc",
+    "Reply-To",
+    "Subject",
+    "Message-ID",
+    X_TIPO_RICEVUTA,
+];
+
 /// What certification reads from an original message's headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginalHeaders {
@@ -17,9 +29,14 @@ pub struct OriginalHeaders {
     pub from: Vec<String>,
     pub to: Vec<String>,
     pub cc: Vec<String>,
-    /// Whether a `Bcc:` field is present, and what it holds.
+    /// Whether a `Bcc:` field is present, whether any carries a value
+    /// (an address or not), and the addresses of the last one.
     pub bcc_present: bool,
+    pub bcc_value: bool,
     pub bcc: Vec<String>,
+    /// A field RFC 5322 §3.6 allows once that appears more often: the
+    /// parser reads one of the copies, a mail client may show another.
+    pub repeated: Option<&'static str>,
     pub reply_to: Option<String>,
     /// Decoded subject (RFC 2047), empty when absent.
     pub subject: String,
@@ -64,12 +81,23 @@ impl OriginalHeaders {
                 .map(str::to_string)
                 .filter(|s| !s.is_empty());
         }
-        for f in header_fields(header) {
+        let fields = header_fields(header);
+        out.repeated = ONCE
+            .iter()
+            .find(|name| fields.iter().filter(|f| f.is(name)).count() > 1)
+            .copied();
+        for f in &fields {
             if f.is("Bcc") {
                 out.bcc_present = true;
+                out.bcc_value |= !unfold(f.value()).is_empty();
             } else if f.is(X_TIPO_RICEVUTA) {
+                // Tokens are compared as the other PEC headers are, without
+                // case; an empty value is no request (completa).
                 let v = unfold(f.value());
-                match ReceiptVariant::from_token(v.trim()) {
+                if v.is_empty() {
+                    continue;
+                }
+                match ReceiptVariant::from_token(&v.to_ascii_lowercase()) {
                     Some(r) => out.receipt_request = Some(r),
                     None => out.receipt_request_invalid = Some(v),
                 }

@@ -111,6 +111,9 @@ fn formal_error(
             sub.mail_from, sub.authenticated
         ));
     }
+    if let Some(name) = h.repeated {
+        return Some(format!("intestazione {name} ripetuta"));
+    }
     match h.from.as_slice() {
         [] => return Some("intestazione From assente o non valida".into()),
         [one] if !same(one, sub.mail_from) => {
@@ -125,8 +128,9 @@ fn formal_error(
     if h.to.is_empty() {
         return Some("intestazione To assente o senza destinatari validi".into());
     }
-    // An address in Bcc is invalid for the system (RT §2.1).
-    if !h.bcc.is_empty() {
+    // An address in Bcc is invalid for the system (RT §2.1): any value,
+    // parsable or not, since the field travels in postacert.eml.
+    if h.bcc_value || !h.bcc.is_empty() {
         return Some("presenza di destinatari in copia nascosta (Bcc)".into());
     }
     if let Some(r) = sub
@@ -302,6 +306,44 @@ mod tests {
             ))
             .contains("numero di destinatari")
         );
+    }
+
+    /// mail-parser reads the last copy of a repeated field; a client
+    /// shows the first. A second From, To or Subject would certify one
+    /// thing and show another, a second Bcc would hide a value.
+    #[test]
+    fn repeated_fields_and_any_bcc_value_are_refused() {
+        let a = "a@pec.provider-a.test";
+        let b = &["b@pec.provider-b.test"];
+        for (extra, named) in [
+            ("From: capo@pec.provider-a.test\r\n", "From ripetuta"),
+            ("To: b@pec.provider-b.test\r\n", "To ripetuta"),
+            ("SUBJECT: altro\r\n", "Subject ripetuta"),
+            ("Bcc: x@y.it\r\nBcc:\r\n", "Bcc ripetuta"),
+        ] {
+            let msg = format!("{extra}{OK}");
+            assert!(reason(run(a, a, b, &msg)).contains(named), "{extra}");
+        }
+        // A value that is no address still travels in postacert.eml.
+        let msg = OK.replace("Subject", "Bcc: nascosto\r\nSubject");
+        assert!(reason(run(a, a, b, &msg)).contains("Bcc"));
+    }
+
+    #[test]
+    fn a_receipt_request_is_read_without_case_and_blank_is_none() {
+        let a = "a@pec.provider-a.test";
+        let b = &["b@pec.provider-b.test"];
+        for (value, want) in [
+            ("Breve", ReceiptVariant::Short),
+            ("SINTETICA", ReceiptVariant::Summary),
+            ("", ReceiptVariant::Full),
+        ] {
+            let msg = OK.replace("Subject", &format!("X-TipoRicevuta: {value}\r\nSubject"));
+            let Decision::Accept(c) = run(a, a, b, &msg) else {
+                panic!("{value:?} refused")
+            };
+            assert_eq!(c.receipt_request, want, "{value:?}");
+        }
     }
 
     #[test]
