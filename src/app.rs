@@ -1230,8 +1230,16 @@ impl App {
         let mut b = Batch::new();
         item.done(&mut b);
         let t = std::time::Instant::now();
-        let report = self.cfg().checker.check(&item.id, raw);
+        let mut report = self.cfg().checker.check(&item.id, raw);
         crate::metrics::time(crate::metrics::VERIFY_SECONDS, t.elapsed());
+        if report.wrapped {
+            // RT §6.3: what arrived is not itself S/MIME-signed; a genuine
+            // envelope inside a wrapper (a list, a forward) certifies
+            // nothing about this transaction: ordinary mail, wrapped in
+            // a busta di anomalia.
+            report.outcome = Outcome::Ordinary;
+            report.reason = Some("busta di trasporto racchiusa in un altro messaggio".into());
+        }
         let received = match (
             report.outcome,
             report.verdict.as_ref().and_then(|v| v.claimed),
@@ -1247,9 +1255,23 @@ impl App {
         // is repeated. Only *verified* messages are remembered, so a forged
         // plain mail carrying a future Message-ID cannot suppress the real
         // one; the Message-ID's case is kept (its left part is case-sensitive).
-        let message_id =
-            crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
-                .unwrap_or_else(|| item.blob.clone());
+        // An envelope is known by its signed identificativo (the same as
+        // its Message-ID, which the signature does not cover: a replay
+        // under a new Message-ID is still the same envelope).
+        let message_id = match (
+            &report.daticert,
+            report.verdict.as_ref().and_then(|v| v.claimed),
+        ) {
+            (Some(d), Some(ClaimedKind::Pec(PecType::Transport)))
+                if report.outcome == Outcome::Pec =>
+            {
+                format!("<{}>", d.identificativo)
+            }
+            _ => {
+                crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
+                    .unwrap_or_else(|| item.blob.clone())
+            }
+        };
         let _in_flight = match self.claim_in_flight(&message_id) {
             Some(guard) => guard,
             // Another copy is being processed right now: try again shortly.
@@ -1286,10 +1308,33 @@ impl App {
         let mut flags = Vec::new();
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
+                // A genuine envelope certifies a transaction for its own
+                // destinatari: sent on to anyone else (a forward, a replay
+                // to other users) it is ordinary mail to them.
+                let (listed, unlisted): (Vec<String>, Vec<String>) =
+                    rcpt_to.iter().cloned().partition(|r| {
+                        d.destinatari
+                            .iter()
+                            .any(|x| x.address.eq_ignore_ascii_case(r))
+                    });
+                if !unlisted.is_empty() {
+                    let why =
+                        "destinatario non compreso tra i destinatari della busta di trasporto";
+                    self.wrap_as_anomaly(&mut b, raw, mail_from, &unlisted, why.into(), now)?;
+                }
+                if listed.is_empty() {
+                    return self.commit(b);
+                }
+                let rcpt_to = &listed[..];
                 // Unavailable scanner under `tempfail`: the item waits.
                 let virus = self.virus_check(raw)?;
-                let cc = OriginalHeaders::parse(raw).cc;
-                let c = Certification::from_daticert(d, self.cfg().pec_provider.clone(), time, &cc);
+                let headers = OriginalHeaders::parse(raw);
+                let c = Certification::from_daticert(
+                    d,
+                    self.cfg().pec_provider.clone(),
+                    time,
+                    &headers,
+                );
                 // Presa in carico to the sending provider's service mailbox.
                 let sig = report.signature.as_ref();
                 let live = self.cfg();
@@ -1418,26 +1463,42 @@ impl App {
                 )?;
                 // RT §3.7: a rilevazione virus about one of our senders'
                 // messages becomes its avviso di mancata consegna per virus.
-                if t == PecType::VirusDetected && self.is_local(&d.mittente) {
-                    let cc = OriginalHeaders::parse(raw).cc;
-                    let c =
-                        Certification::from_daticert(d, self.cfg().pec_provider.clone(), time, &cc);
-                    let recipient = d.consegna.clone().unwrap_or_default();
-                    let why = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
-                    let notice = self.sign(build::delivery_error_virus(
-                        &c,
-                        &self.new_id(time),
-                        &recipient,
-                        &why,
-                    ))?;
-                    self.to_mailbox(&mut b, &notice, &d.mittente, Some(&d.identificativo), now)?;
-                    metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => "virus")
-                        .increment(1);
-                }
-                let targets: Vec<String> = match t {
-                    PecType::TakenInCharge => d.ricezione.clone(),
-                    _ => d.consegna.iter().cloned().collect(),
+                // Whom the notice is about: a presa in carico lists its
+                // recipients in `ricezione`, the others name theirs in
+                // `consegna`; an older-form rilevazione virus only in
+                // `ricezione` (RT §8.4: accepted as well).
+                let targets: Vec<String> = match (t, &d.consegna) {
+                    (PecType::TakenInCharge, _) => d.ricezione.clone(),
+                    (PecType::VirusDetected, None) => d.ricezione.clone(),
+                    (_, consegna) => consegna.iter().cloned().collect(),
                 };
+                if t == PecType::VirusDetected && self.is_local(&d.mittente) {
+                    let c = Certification::from_daticert(
+                        d,
+                        self.cfg().pec_provider.clone(),
+                        time,
+                        &OriginalHeaders::default(),
+                    );
+                    let why = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
+                    // One per recipient (RT §8.6).
+                    for recipient in &targets {
+                        let notice = self.sign(build::delivery_error_virus(
+                            &c,
+                            &self.new_id(time),
+                            recipient,
+                            &why,
+                        ))?;
+                        self.to_mailbox(
+                            &mut b,
+                            &notice,
+                            &d.mittente,
+                            Some(&d.identificativo),
+                            now,
+                        )?;
+                        metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => "virus")
+                            .increment(1);
+                    }
+                }
                 // Markers, not a read-modify-write of the state: a presa in
                 // carico and a consegna for the same recipient may be
                 // processed at the same time and must not undo each other.
@@ -1496,39 +1557,59 @@ impl App {
                 }
             }
             _ => {
-                // Ordinary mail or a non-conforming PEC message: wrap it in a
-                // busta di anomalia for each existing mailbox (RT §3.5, §9).
+                // Ordinary mail or a non-conforming PEC message (RT §3.5, §9).
                 let reason = report
                     .reason
                     .clone()
                     .unwrap_or_else(|| "messaggio non certificato".into());
-                let existing: Vec<String> = rcpt_to
-                    .iter()
-                    .filter(|r| matches!(accounts::get(&self.store, r), Ok(Some(_))))
-                    .cloned()
-                    .collect();
-                if !existing.is_empty() {
-                    let wrapped = self.sign(build::anomaly(&build::AnomalyInput {
-                        provider: &self.cfg().pec_provider,
-                        time,
-                        envelope_from: mail_from,
-                        recipients: &existing,
-                        received: raw,
-                        reason: &reason,
-                        fallback_message_id: &self.new_id(time),
-                    }))?;
-                    for rcpt in &existing {
-                        self.to_mailbox(&mut b, &wrapped, rcpt, None, now)?;
-                    }
-                }
-                let mut r = LogRecord::new(now, Event::Anomaly);
-                r.sender = Some(mail_from.to_string());
-                r.recipients = rcpt_to.to_vec();
-                r.detail = Some(reason);
-                r.append_to(&mut b);
+                self.wrap_as_anomaly(&mut b, raw, mail_from, rcpt_to, reason, now)?;
             }
         }
         self.commit_with_flags(b, flags)
+    }
+
+    /// In `b`: `raw` wrapped in one busta di anomalia for each of `rcpts`
+    /// that has a mailbox, and the log record. A read error fails the
+    /// item (retried), never drops mail already acknowledged.
+    fn wrap_as_anomaly(
+        &self,
+        b: &mut Batch,
+        raw: &[u8],
+        mail_from: &str,
+        rcpts: &[String],
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let time = LegalTime::new(now);
+        let mut existing: Vec<String> = Vec::new();
+        for r in rcpts {
+            if accounts::get(&self.store, r)
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                existing.push(r.clone());
+            }
+        }
+        if !existing.is_empty() {
+            let wrapped = self.sign(build::anomaly(&build::AnomalyInput {
+                provider: &self.cfg().pec_provider,
+                time,
+                envelope_from: mail_from,
+                recipients: &existing,
+                received: raw,
+                reason: &reason,
+                fallback_message_id: &self.new_id(time),
+            }))?;
+            for rcpt in &existing {
+                self.to_mailbox(b, &wrapped, rcpt, None, now)?;
+            }
+        }
+        let mut r = LogRecord::new(now, Event::Anomaly);
+        r.sender = Some(mail_from.to_string());
+        r.recipients = rcpts.to_vec();
+        r.detail = Some(reason);
+        r.append_to(b);
+        Ok(())
     }
 
     // ----------------------------------------------------------------------
@@ -2255,9 +2336,13 @@ impl App {
             crate::report::parts(envelope, &["daticert.xml", "postacert.eml"]).into_iter();
         let xml = found.next().flatten().ok_or("envelope without daticert")?;
         let daticert = crate::pec::daticert::Daticert::parse(&xml).map_err(|e| e.to_string())?;
-        let cc = OriginalHeaders::parse(envelope).cc;
-        let certification =
-            Certification::from_daticert(&daticert, self.cfg().pec_provider.clone(), time, &cc);
+        let headers = OriginalHeaders::parse(envelope);
+        let certification = Certification::from_daticert(
+            &daticert,
+            self.cfg().pec_provider.clone(),
+            time,
+            &headers,
+        );
         Ok(EnvelopeView {
             daticert,
             certification,
@@ -2973,14 +3058,19 @@ impl App {
             }
             let taken = marked(MARK_TAKEN)?;
             let age = now - st.sent_at;
-            let stage = if age >= fin {
-                Some(TimeoutStage::H24)
-            } else if age >= warn && !taken && !st.warned {
-                Some(TimeoutStage::H12)
+            let unwarned = !taken && !st.warned;
+            // RT §8.1: nothing at all ⇒ both notices, even when the pass
+            // comes late (the daemon was down at the 12 h mark).
+            let stages: &[TimeoutStage] = if age >= fin && unwarned {
+                &[TimeoutStage::H12, TimeoutStage::H24]
+            } else if age >= fin {
+                &[TimeoutStage::H24]
+            } else if age >= warn && unwarned {
+                &[TimeoutStage::H12]
             } else {
-                None
+                &[]
             };
-            let Some(stage) = stage else {
+            let Some(&stage) = stages.last() else {
                 // Early (the durations changed) or taken in charge: look
                 // again at the next deadline.
                 let next = if age < warn { warn } else { fin };
@@ -3010,17 +3100,20 @@ impl App {
                 msgid: st.msgid.clone(),
                 receipt_request: Default::default(),
             };
-            let notice = self.sign(build::timeout(&c, &self.new_id(time), &st.recipient, stage))?;
-            self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
-            let mut r = self.record(now, Event::TimeoutNotice, &c);
-            r.recipients = vec![st.recipient.clone()];
-            let label = match stage {
-                TimeoutStage::H12 => "12h",
-                TimeoutStage::H24 => "24h",
-            };
-            metrics::counter!(crate::metrics::TIMEOUT_NOTICES, "stage" => label).increment(1);
-            r.detail = Some(label.into());
-            r.append_to(&mut b);
+            for &each in stages {
+                let notice =
+                    self.sign(build::timeout(&c, &self.new_id(time), &st.recipient, each))?;
+                self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
+                let mut r = self.record(now, Event::TimeoutNotice, &c);
+                r.recipients = vec![st.recipient.clone()];
+                let label = match each {
+                    TimeoutStage::H12 => "12h",
+                    TimeoutStage::H24 => "24h",
+                };
+                metrics::counter!(crate::metrics::TIMEOUT_NOTICES, "stage" => label).increment(1);
+                r.detail = Some(label.into());
+                r.append_to(&mut b);
+            }
             match stage {
                 TimeoutStage::H12 => {
                     st.warned = true;

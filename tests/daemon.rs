@@ -169,7 +169,8 @@ fn a_to_b_with_to_and_cc_then_breve() {
             &stored[..600]
         );
     }
-    // breve on request: the To recipient's receipt carries hashes.
+    // breve on request: the To recipient's receipt carries hashes. Also
+    // in Cc she is still a primary recipient (RT §3.8).
     a.submit(
         MARIO,
         "password-mario",
@@ -178,7 +179,7 @@ fn a_to_b_with_to_and_cc_then_breve() {
         &message(
             MARIO,
             &[GIULIA],
-            &[],
+            &[GIULIA],
             "X-TipoRicevuta: breve\r\n",
             "Prova breve",
         ),
@@ -442,6 +443,119 @@ fn unknown_recipient_ordinary_mail_and_forged_signature() {
     std::thread::sleep(Duration::from_secs(1));
     // Accettazione + mancata consegna: anomalies produce no receipts.
     assert_eq!(a.mailbox(MARIO).len(), 2);
+}
+
+/// A genuine envelope certifies one transaction, for its own destinatari:
+/// sent again under a new Message-ID it is the same envelope (ignored);
+/// sent on to someone it does not name, or inside another message (a
+/// list, a forward), it is ordinary mail to them: a busta di anomalia, and
+/// no receipt goes back.
+#[test]
+fn a_genuine_envelope_sent_on_is_not_certified_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Unica"),
+    )
+    .unwrap();
+    let service = "posta-certificata@pec.provider-a.test";
+    wait_for("the consegna", 30, || {
+        a.mailbox(MARIO).len() >= 2 && !a.mailbox(service).is_empty()
+    });
+    let envelope = b.mailbox(GIULIA).remove(0);
+    let text = String::from_utf8_lossy(&envelope).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let id_line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .unwrap();
+    // The same envelope under a new Message-ID: the same transaction.
+    let renamed = format!(
+        "{}\r\n\r\n{body}",
+        head.replace(id_line, "Message-ID: <replay.1@altrove.test>")
+    );
+    let reply = send_inbound(b.ports.inbound, MARIO, GIULIA, renamed.as_bytes());
+    assert!(reply.starts_with("250"), "{reply}");
+    // To a user it does not name.
+    let reply = send_inbound(b.ports.inbound, MARIO, LUCA, &envelope);
+    assert!(reply.starts_with("250"), "{reply}");
+    // Inside another message.
+    let wrapped = format!(
+        "From: lista@example.com\r\nTo: {GIULIA}\r\nSubject: inoltro\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"w1\"\r\n\r\n--w1\r\n{text}\r\n--w1--\r\n"
+    );
+    let reply = send_inbound(
+        b.ports.inbound,
+        "lista@example.com",
+        GIULIA,
+        wrapped.as_bytes(),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for("the anomalies", 30, || {
+        b.mailbox(LUCA).len() == 1 && b.mailbox(GIULIA).len() == 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let c = checker();
+    let kind = |m: &[u8]| c.check("m", m).kind.unwrap_or_default();
+    assert_eq!(kind(&b.mailbox(LUCA)[0]), "busta-anomalia");
+    let giulia: Vec<String> = b.mailbox(GIULIA).iter().map(|m| kind(m)).collect();
+    assert_eq!(
+        giulia.iter().filter(|k| *k == "busta-anomalia").count(),
+        1,
+        "{giulia:?}"
+    );
+    // One presa in carico and one consegna, as before.
+    assert_eq!(a.mailbox(MARIO).len(), 2);
+    assert_eq!(a.mailbox(service).len(), 1);
+}
+
+/// Down past both marks: the first timer pass after the restart sends the
+/// 12 h notice and the 24 h one (RT §8.1: nothing at all ⇒ both).
+#[test]
+fn a_timer_pass_that_comes_late_sends_both_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, dead) = (free_port(), free_port());
+    let mut a = Daemon::start(Spec {
+        warning: "3s",
+        final_after: "5s",
+        ..Spec::new('a', dir.path(), a_in, vec![("pec.provider-b.test", dead)])
+    });
+    a.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        &[GIULIA],
+        &message(MARIO, &[GIULIA], &[], "", "Fermo"),
+    )
+    .unwrap();
+    a.kill();
+    std::thread::sleep(Duration::from_secs(6));
+    a.spawn();
+    wait_for("the notices", 20, || a.mailbox(MARIO).len() >= 3);
+    std::thread::sleep(Duration::from_secs(1));
+    let got = kinds(&a.mailbox(MARIO));
+    let timeouts: Vec<_> = got
+        .iter()
+        .filter_map(|g| g.1.errore_esteso.clone())
+        .collect();
+    assert_eq!(timeouts.len(), 2, "{timeouts:?}");
+    assert_eq!(
+        timeouts.iter().filter(|e| e.starts_with("5.4.1")).count(),
+        1,
+        "one 24 h notice: {timeouts:?}"
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|g| g.0 == "preavviso-errore-consegna")
+            .count(),
+        2,
+        "{:?}",
+        got.iter().map(|g| &g.0).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -1203,13 +1317,7 @@ fn a_relay_failing_past_give_up_after_is_given_up_on_the_record() {
         "password-mario",
         MARIO,
         &[rcpt],
-        &message(
-            MARIO,
-            &[rcpt],
-            &[],
-            "Message-ID: <resa@client.test>\r\n",
-            "Resa",
-        ),
+        &message(MARIO, &[rcpt], &[], "", "Resa"),
     )
     .unwrap();
     let events = || -> Vec<serde_json::Value> {

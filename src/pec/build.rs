@@ -54,13 +54,16 @@ pub struct Certification {
 
 impl Certification {
     /// The certification data a receiving provider reads back from a genuine
-    /// envelope's daticert; roles come from the envelope's To/Cc headers.
+    /// envelope's daticert; roles come from the envelope's To/Cc headers
+    /// (`headers`): Cc only for an address in Cc and not in To, as the
+    /// access point decides (RT §3.8: an ambiguous recipient is primary).
     pub fn from_daticert(
         d: &Daticert,
         provider: Provider,
         time: LegalTime,
-        cc: &[String],
+        headers: &OriginalHeaders,
     ) -> Certification {
+        let listed = |list: &[String], a: &str| list.iter().any(|x| x.eq_ignore_ascii_case(a));
         Certification {
             provider,
             time,
@@ -72,7 +75,7 @@ impl Certification {
                 .map(|x| Recipient {
                     address: x.address.clone(),
                     class: x.tipo,
-                    role: if cc.iter().any(|c| c.eq_ignore_ascii_case(&x.address)) {
+                    role: if listed(&headers.cc, &x.address) && !listed(&headers.to, &x.address) {
                         RecipientRole::Cc
                     } else {
                         RecipientRole::To
