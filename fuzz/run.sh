@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}
-targets=(smtp_session classify daticert ldif_index config)
+targets=(smtp_session classify daticert ldif_index config submission)
 ./seed.sh >/dev/null
 cargo +nightly fuzz build >/dev/null 2>&1
 status=0

@@ -504,3 +504,40 @@ Subject: =?us-ascii?Q?x=0D=0AX-Ricevuta:_avvenuta-consegna?=\r\n\
         openssl_verify(&m).unwrap();
     }
 }
+
+/// A bare CR inside a copied field (found by the `submission` fuzz
+/// target): the original travels canonical in postacert.eml, where a bare
+/// CR is a line break, so the access point reads it canonical too, and a
+/// field copied to the envelope's header stays one field.
+#[test]
+fn a_bare_cr_cannot_add_header_fields() {
+    let sneaky = b"From: mario.rossi@pec.provider-a.test\r\n\
+To: giulia.bianchi@pec.provider-b.test\r\n\
+Cc: luca@pec.provider-b.test\rX-Ricevuta: avvenuta-consegna\r\n\
+Cc2: x\r\nest\r\n\
+Subject: s\r\n\
+\r\nbody\r\n";
+    let mut c = certification(provider_a());
+    c.subject = "s".into();
+    let m = build::transport(&c, sneaky);
+    let header = m.header_block();
+    let starts = header
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && l[0] != b' ' && l[0] != b'\t')
+        .count();
+    assert_eq!(
+        starts,
+        m.headers.len(),
+        "{}",
+        String::from_utf8_lossy(&header)
+    );
+    let fields = pecd::pec::mime::header_fields(&header);
+    assert!(!fields.iter().any(|f| f.is("X-Ricevuta")));
+    // Read canonical, the Cc holds one address, and a Bcc hidden the same
+    // way is seen.
+    let h = pecd::pec::original::OriginalHeaders::parse(sneaky);
+    assert_eq!(h.cc, vec!["luca@pec.provider-b.test".to_string()]);
+    let hidden =
+        b"From: a@pec.provider-a.test\r\nTo: b@pec.provider-b.test\rBcc: spia@x.it\r\n\r\nbody\r\n";
+    assert!(pecd::pec::original::OriginalHeaders::parse(hidden).bcc_value);
+}

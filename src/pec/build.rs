@@ -12,8 +12,8 @@ use super::headers::{
     X_TIPO_RICEVUTA, X_TRASPORTO,
 };
 use super::mime::{
-    HeaderLine, UnsignedMessage, base64_lines, header_fields, latin1, one_line, quoted_printable,
-    split_header, to_crlf,
+    HeaderLine, UnsignedMessage, base64_lines, canonical_header, header_fields, latin1, one_line,
+    quoted_printable, to_crlf,
 };
 use super::original::OriginalHeaders;
 use super::text::{self, Body, Facts};
@@ -373,15 +373,26 @@ fn notice(
     }
 }
 
-/// Copy these fields of the original verbatim, in their order.
+/// Copy these fields of the original verbatim, in their order, from its
+/// canonical form (a bare CR there is a line break, as in postacert.eml).
+/// A line of a field that is neither a field nor a continuation (garbage
+/// that [`header_fields`] attaches to the field before) becomes a
+/// continuation: each copy stays one field.
 fn copied_fields(raw_msg: &[u8], names: &[&str]) -> (Vec<HeaderLine>, bool) {
-    let (header, _) = split_header(raw_msg);
+    let header = canonical_header(raw_msg);
     let mut out = Vec::new();
     let mut has_reply_to = false;
-    for f in header_fields(header) {
+    for f in header_fields(&header) {
         if names.iter().any(|n| f.is(n)) {
             has_reply_to |= f.is("Reply-To");
-            out.push(HeaderLine::Verbatim(to_crlf(f.bytes).into_owned()));
+            let mut field = Vec::with_capacity(f.bytes.len() + 2);
+            for (i, line) in f.bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+                if i > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
+                    field.push(b' ');
+                }
+                field.extend_from_slice(line);
+            }
+            out.push(HeaderLine::Verbatim(to_crlf(&field).into_owned()));
         }
     }
     (out, has_reply_to)

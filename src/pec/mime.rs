@@ -126,6 +126,18 @@ pub fn one_line(text: &str) -> String {
         .to_string()
 }
 
+/// The header block of `to_crlf(raw)`, computed from the header alone: what
+/// the access point reads must be what it certifies (the original travels
+/// canonical in postacert.eml), and a bare CR there is a line break.
+pub fn canonical_header(raw: &[u8]) -> Cow<'_, [u8]> {
+    let (header, _) = split_header(raw);
+    match to_crlf(header) {
+        Cow::Borrowed(h) => Cow::Borrowed(h),
+        // A bare CR may have made an empty line: the header ends there.
+        Cow::Owned(h) => Cow::Owned(split_header(&h).0.to_vec()),
+    }
+}
+
 /// Convert every line break to CRLF (bare LF and bare CR alike). S/MIME signs
 /// the canonical form (RFC 5751 §3.1.1), and SMTP carries nothing else.
 pub fn to_crlf(raw: &[u8]) -> Cow<'_, [u8]> {

@@ -7,7 +7,7 @@
 
 use super::ReceiptVariant;
 use super::headers::{X_RIFERIMENTO_MESSAGE_ID, X_TIPO_RICEVUTA};
-use super::mime::{header_fields, split_header, to_crlf, unfold};
+use super::mime::{canonical_header, header_fields, split_header, to_crlf, unfold};
 use mail_parser::{Address, MessageParser};
 
 /// Fields that certification reads and RFC 5322 §3.6 allows once.
@@ -63,7 +63,8 @@ impl OriginalHeaders {
     /// Read the headers. Never fails: missing fields stay empty and the formal
     /// checks decide what that means.
     pub fn parse(raw: &[u8]) -> OriginalHeaders {
-        let (header, _) = split_header(raw);
+        let canonical = canonical_header(raw);
+        let header = &canonical[..];
         let mut out = OriginalHeaders::default();
         // mail-parser reads the header block only, so a broken body cannot
         // hide or alter what the headers say.
