@@ -136,7 +136,8 @@ pub struct QueueView {
 pub struct QuarantineView {
     /// What names it for `pecd queue release`.
     pub name: String,
-    /// A given-up item (None: an undecodable entry, see `error`).
+    /// A given-up item (None: an undecodable entry or a stray file, see
+    /// `error`).
     pub item: Option<Item>,
     pub error: Option<String>,
     /// Where its message is kept.
@@ -2566,7 +2567,7 @@ impl App {
                     r.append_to(&mut b);
                 }
                 if !o.permanent.is_empty() {
-                    self.undeliverable(&mut b, data, &o.permanent, None, now);
+                    self.undeliverable(&mut b, item, data, &o.permanent, None, now);
                 }
                 if o.temporary.is_empty() {
                     item.done(&mut b);
@@ -2575,7 +2576,12 @@ impl App {
                     if let Work::Relay { rcpt_to, .. } = &mut next.work {
                         *rcpt_to = o.temporary.iter().map(|x| x.0.clone()).collect();
                     }
-                    self.reschedule(&mut b, next, now, o.temporary[0].1.clone());
+                    if next.expired(now, self.cfg().queue.give_up_after.0) {
+                        // Each recipient with its own last answer.
+                        self.give_up_relay(&mut b, &next, Some(data), &o.temporary, now);
+                    } else {
+                        self.reschedule(&mut b, next, now, o.temporary[0].1.clone());
+                    }
                 }
             }
             None => self.reschedule(&mut b, item.clone(), now, last_err),
@@ -2601,17 +2607,24 @@ impl App {
     fn undeliverable(
         &self,
         b: &mut Batch,
+        item: &Item,
         data: &[u8],
         failed: &[(String, String)],
         gave_up_after: Option<std::time::Duration>,
         now: DateTime<Utc>,
     ) {
-        if let Err(e) = self.try_undeliverable(b, data, failed, gave_up_after, now) {
-            tracing::error!(event = "undeliverable_notice_failed", error = %e);
-            let mut r = LogRecord::new(now, Event::DeliveryError);
-            r.recipients = failed.iter().map(|f| f.0.clone()).collect();
-            r.detail = Some(format!("the sender could not be told: {e}"));
-            r.append_to(b);
+        // All the notices or none: the record below must be true.
+        let mut notices = Batch::new();
+        match self.try_undeliverable(&mut notices, data, failed, gave_up_after, now) {
+            Ok(()) => b.append(notices),
+            Err(e) => {
+                tracing::error!(event = "undeliverable_notice_failed", item = %item.id, error = %e);
+                let mut r = LogRecord::new(now, Event::DeliveryError);
+                r.pec_id = item.pec_id.clone();
+                r.recipients = failed.iter().map(|f| f.0.clone()).collect();
+                r.detail = Some(format!("the sender could not be told: {e}"));
+                r.append_to(b);
+            }
         }
     }
 
@@ -2724,23 +2737,23 @@ impl App {
     fn reschedule(&self, b: &mut Batch, mut item: Item, now: DateTime<Utc>, error: String) {
         let give_up = self.cfg().queue.give_up_after.0;
         if item.expired(now, give_up) {
-            let kept = match &item.work {
-                // Given up by the rules; what it carried is the sender's,
-                // who hears of it.
-                Work::Relay { rcpt_to, .. } => {
-                    self.relay_given_up(b, &item, rcpt_to, &error, now);
-                    Ok(None)
-                }
-                // Work on a message acknowledged with a 250, or due in a
-                // mailbox: never dropped, kept for an operator.
-                _ => self.keep_given_up(b, &item),
-            };
-            match kept {
+            if let Work::Relay { rcpt_to, .. } = &item.work {
+                let failed: Vec<(String, String)> =
+                    rcpt_to.iter().map(|r| (r.clone(), error.clone())).collect();
+                let data = item
+                    .content(&self.store, &self.spool)
+                    .inspect_err(|e| {
+                        tracing::error!(event = "queue_content_missing", item = %item.id, error = %e)
+                    })
+                    .ok();
+                self.give_up_relay(b, &item, data.as_deref(), &failed, now);
+                return;
+            }
+            // Work on a message acknowledged with a 250, or due in a
+            // mailbox: never dropped, kept for an operator.
+            match self.keep_given_up(b, &item) {
                 Ok(kept) => {
-                    // RT §2.2.2: give up after 24 h. Certified recipients:
-                    // the 24 h timer notice tells the sender. External
-                    // recipients have no PEC notice (RT §8.6); the give-up
-                    // is on the record.
+                    // RT §2.2.2: give up after 24 h, on the record.
                     let mut r = LogRecord::new(now, Event::DeliveryError);
                     r.pec_id = item.pec_id.clone();
                     let mut detail = format!("gave up after {give_up:?}: {error}");
@@ -2766,29 +2779,31 @@ impl App {
         item.put(b);
     }
 
-    /// A relay given up at `give_up_after`: what [`App::undeliverable`]
-    /// tells the sender. A message whose content is gone tells nothing.
-    fn relay_given_up(
+    /// RT §2.2.2: a relay given up at `give_up_after`, `failed` its
+    /// recipients with their last answers. What it carried is the
+    /// sender's, who hears of it ([`App::undeliverable`]: certified
+    /// recipients by the 24 h timer notice, others by a non-delivery
+    /// report; nothing when its content is gone), and the give-up is on
+    /// the record.
+    fn give_up_relay(
         &self,
         b: &mut Batch,
         item: &Item,
-        rcpt_to: &[String],
-        error: &str,
+        data: Option<&[u8]>,
+        failed: &[(String, String)],
         now: DateTime<Utc>,
     ) {
-        let data = match item.content(&self.store, &self.spool) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(event = "queue_content_missing", item = %item.id, error = %e);
-                return;
-            }
-        };
-        let failed: Vec<(String, String)> = rcpt_to
-            .iter()
-            .map(|r| (r.clone(), error.to_string()))
-            .collect();
         let give_up = self.cfg().queue.give_up_after.0;
-        self.undeliverable(b, &data, &failed, Some(give_up), now);
+        if let Some(data) = data {
+            self.undeliverable(b, item, data, failed, Some(give_up), now);
+        }
+        let mut r = LogRecord::new(now, Event::DeliveryError);
+        r.pec_id = item.pec_id.clone();
+        r.recipients = failed.iter().map(|f| f.0.clone()).collect();
+        let why = failed.first().map(|f| f.1.as_str()).unwrap_or_default();
+        r.detail = Some(format!("gave up after {give_up:?}: {why}"));
+        r.append_to(b);
+        item.done(b);
     }
 
     // ----------------------------------------------------------------------
@@ -2821,7 +2836,7 @@ impl App {
         .map_err(|e| e.to_string())?;
         b.put(
             Table::Meta,
-            format!("quarantine/{}", item.id).into_bytes(),
+            queue::quarantine_key(&item.id),
             serde_json::to_vec(item).map_err(|e| e.to_string())?,
         );
         tracing::error!(event = "queue_item_kept", item = %item.id, file = %name);
@@ -2888,8 +2903,7 @@ impl App {
             .ok_or_else(|| QueueActionError::Busy(id.to_string()))?;
         let failed = |e: StoreError| QueueActionError::Failed(e.to_string());
         let Some((key, mut item)) = queue::find(&self.store, id).map_err(failed)? else {
-            let mut kept = queue::QUARANTINE_PREFIX.to_vec();
-            kept.extend_from_slice(id.as_bytes());
+            let kept = queue::quarantine_key(id);
             let hint = match self.store.get(Table::Meta, &kept).map_err(failed)? {
                 Some(_) => " (it is in quarantine: `pecd queue release` queues it again)",
                 None => "",
@@ -2915,8 +2929,7 @@ impl App {
             .claim_item(name)
             .ok_or_else(|| QueueActionError::Busy(name.to_string()))?;
         let failed = |e: String| QueueActionError::Failed(e);
-        let mut key = queue::QUARANTINE_PREFIX.to_vec();
-        key.extend_from_slice(name.as_bytes());
+        let key = queue::quarantine_key(name);
         let kept = self
             .store
             .get(Table::Meta, &key)

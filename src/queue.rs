@@ -398,6 +398,11 @@ pub fn due_now(b: &mut Batch, key: Vec<u8>, item: &mut Item, now: DateTime<Utc>)
 /// `meta` keys of quarantined entries start with this.
 pub const QUARANTINE_PREFIX: &[u8] = b"quarantine/";
 
+/// The `meta` key of quarantined entry `name`.
+pub fn quarantine_key(name: impl AsRef<[u8]>) -> Vec<u8> {
+    [QUARANTINE_PREFIX, name.as_ref()].concat()
+}
+
 /// A quarantined entry, as kept in `meta`: a given-up item (its message is
 /// a file in the quarantine Maildir) or an undecodable one (its bytes).
 #[derive(Debug, Clone)]
@@ -436,9 +441,7 @@ pub fn quarantine(
 ) -> Result<(), StoreError> {
     for k in keys {
         let v = store.get(Table::Queue, k)?.unwrap_or_default();
-        let mut qk = QUARANTINE_PREFIX.to_vec();
-        qk.extend_from_slice(k);
-        b.put(Table::Meta, qk, v);
+        b.put(Table::Meta, quarantine_key(k), v);
         b.delete(Table::Queue, k.clone());
         let mut r = crate::audit::LogRecord::new(now, crate::audit::Event::Anomaly);
         r.detail = Some(format!(

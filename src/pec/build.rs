@@ -63,7 +63,6 @@ impl Certification {
         time: LegalTime,
         headers: &OriginalHeaders,
     ) -> Certification {
-        let listed = |list: &[String], a: &str| list.iter().any(|x| x.eq_ignore_ascii_case(a));
         Certification {
             provider,
             time,
@@ -75,7 +74,7 @@ impl Certification {
                 .map(|x| Recipient {
                     address: x.address.clone(),
                     class: x.tipo,
-                    role: if listed(&headers.cc, &x.address) && !listed(&headers.to, &x.address) {
+                    role: if headers.is_copy(&x.address) {
                         RecipientRole::Cc
                     } else {
                         RecipientRole::To

@@ -207,6 +207,16 @@ impl UnsignedMessage {
         out
     }
 
+    /// How many lines of [`UnsignedMessage::header_block`] start a field
+    /// (the others continue one): one per header line built, unless a value
+    /// carried a line break of its own.
+    pub fn field_starts(&self) -> usize {
+        self.header_block()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty() && l[0] != b' ' && l[0] != b'\t')
+            .count()
+    }
+
     fn write_headers(&self, out: &mut Vec<u8>) {
         for h in &self.headers {
             match h {

@@ -10,12 +10,13 @@ use super::headers::{X_RIFERIMENTO_MESSAGE_ID, X_TIPO_RICEVUTA};
 use super::mime::{canonical_header, header_fields, split_header, to_crlf, unfold};
 use mail_parser::{Address, MessageParser};
 
-/// Fields that certification reads and RFC 5322 §3.6 allows once.
-const ONCE: [&str; 8] = [
+/// Fields that certification reads and that may appear once: RFC 5322
+/// §3.6 for the standard ones, and X-TipoRicevuta, one request. (Bcc may
+/// repeat as long as it is empty: any value is refused anyway.)
+const ONCE: [&str; 7] = [
     "From",
     "To",
     "Cc",
-    "Bcc",
     "Reply-To",
     "Subject",
     "Message-ID",
@@ -59,6 +60,16 @@ fn addresses(a: Option<&Address<'_>>) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// An address list that names nobody: empty, or an empty group
+/// (`undisclosed-recipients:;`, RFC 5322 §3.4).
+fn is_blank_list(value: &str) -> bool {
+    let v = value.trim();
+    v.is_empty()
+        || v.strip_suffix(';')
+            .and_then(|g| g.split_once(':'))
+            .is_some_and(|(name, members)| !name.contains(['@', ',']) && members.trim().is_empty())
+}
+
 impl OriginalHeaders {
     /// Read the headers. Never fails: missing fields stay empty and the formal
     /// checks decide what that means.
@@ -90,7 +101,7 @@ impl OriginalHeaders {
         for f in &fields {
             if f.is("Bcc") {
                 out.bcc_present = true;
-                out.bcc_value |= !unfold(f.value()).is_empty();
+                out.bcc_value |= !is_blank_list(&unfold(f.value()));
             } else if f.is(X_TIPO_RICEVUTA) {
                 // Tokens are compared as the other PEC headers are, without
                 // case; an empty value is no request (completa).
@@ -111,6 +122,16 @@ impl OriginalHeaders {
     /// `X-Riferimento-Message-ID` carry it.
     pub fn msgid(&self) -> Option<String> {
         self.message_id.as_ref().map(|m| format!("<{m}>"))
+    }
+
+    /// Whether `address` is a copy recipient: in Cc and not in To (RT §3.8:
+    /// an ambiguous recipient is primary).
+    pub fn is_copy(&self, address: &str) -> bool {
+        let listed = |list: &[String]| {
+            list.iter()
+                .any(|x| x.trim().eq_ignore_ascii_case(address.trim()))
+        };
+        listed(&self.cc) && !listed(&self.to)
     }
 
     /// The `risposte` value: Reply-To, else From (DTD comment).

@@ -71,10 +71,10 @@ pub fn decide(
             } else {
                 RecipientClass::External
             },
-            role: if h.to.iter().any(|t| same(t, r)) || !h.cc.iter().any(|c| same(c, r)) {
-                RecipientRole::To
-            } else {
+            role: if h.is_copy(r) {
                 RecipientRole::Cc
+            } else {
+                RecipientRole::To
             },
         })
         .collect();
@@ -319,7 +319,7 @@ mod tests {
             ("From: capo@pec.provider-a.test\r\n", "From ripetuta"),
             ("To: b@pec.provider-b.test\r\n", "To ripetuta"),
             ("SUBJECT: altro\r\n", "Subject ripetuta"),
-            ("Bcc: x@y.it\r\nBcc:\r\n", "Bcc ripetuta"),
+            ("Bcc:\r\nBcc: x@y.it\r\n", "Bcc"),
         ] {
             let msg = format!("{extra}{OK}");
             assert!(reason(run(a, a, b, &msg)).contains(named), "{extra}");
@@ -327,6 +327,11 @@ mod tests {
         // A value that is no address still travels in postacert.eml.
         let msg = OK.replace("Subject", "Bcc: nascosto\r\nSubject");
         assert!(reason(run(a, a, b, &msg)).contains("Bcc"));
+        // Empty Bcc fields, however many, and an empty group name nobody.
+        for empty in ["Bcc:\r\nBcc: \r\n", "Bcc: undisclosed-recipients:;\r\n"] {
+            let msg = OK.replace("Subject", &format!("{empty}Subject"));
+            assert!(matches!(run(a, a, b, &msg), Decision::Accept(_)), "{empty}");
+        }
     }
 
     #[test]

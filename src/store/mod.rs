@@ -150,6 +150,12 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.log.is_empty()
     }
+
+    /// `other`'s writes and records after this batch's own.
+    pub fn append(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+        self.log.extend(other.log);
+    }
 }
 
 /// A storage engine: atomic, durable multi-table writes and ordered reads.
