@@ -47,6 +47,19 @@ fn kinds(msgs: &[Vec<u8>]) -> Vec<(String, pecd::pec::daticert::Daticert)> {
         .collect()
 }
 
+/// Mario submits `subject` to `to` (RCPT as To) through `d`; it must be
+/// accepted.
+fn mario_sends(d: &Daemon, to: &[&str], subject: &str) {
+    d.submit(
+        MARIO,
+        "password-mario",
+        MARIO,
+        to,
+        &message(MARIO, to, &[], "", subject),
+    )
+    .unwrap();
+}
+
 fn message(from: &str, to: &[&str], cc: &[&str], extra: &str, subject: &str) -> Vec<u8> {
     let mut m = format!("From: {from}\r\nTo: {}\r\n", to.join(", "));
     if !cc.is_empty() {
@@ -398,14 +411,7 @@ fn unknown_recipient_ordinary_mail_and_forged_signature() {
     let (a, b) = pair(dir.path(), "12h", "23h");
     // Unknown user at B: avviso di mancata consegna 5.1.1 back to the sender.
     let ghost = "nessuno@pec.provider-b.test";
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[ghost],
-        &message(MARIO, &[ghost], &[], "", "Fantasma"),
-    )
-    .unwrap();
+    mario_sends(&a, &[ghost], "Fantasma");
     wait_for("mancata consegna", 30, || a.mailbox(MARIO).len() >= 2);
     let got = kinds(&a.mailbox(MARIO));
     let err = got
@@ -454,14 +460,7 @@ fn unknown_recipient_ordinary_mail_and_forged_signature() {
 fn a_genuine_envelope_sent_on_is_not_certified_again() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), "12h", "23h");
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Unica"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Unica");
     let service = "posta-certificata@pec.provider-a.test";
     wait_for("the consegna", 30, || {
         a.mailbox(MARIO).len() >= 2 && !a.mailbox(service).is_empty()
@@ -524,14 +523,7 @@ fn a_timer_pass_that_comes_late_sends_both_notices() {
         final_after: "5s",
         ..Spec::new('a', dir.path(), a_in, vec![("pec.provider-b.test", dead)])
     });
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Fermo"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Fermo");
     a.kill();
     std::thread::sleep(Duration::from_secs(6));
     a.spawn();
@@ -576,14 +568,7 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
         )
     });
     let anna = "anna.neri@mail.provider-b.test";
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA, anna],
-        &message(MARIO, &[GIULIA, anna], &[], "", "Ritardo"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA, anna], "Ritardo");
     // 12 h notices (short timers) for both recipients.
     wait_for("12h notices", 20, || a.mailbox(MARIO).len() >= 3);
     let got = kinds(&a.mailbox(MARIO));
@@ -686,14 +671,7 @@ fn an_unflushed_delivery_is_written_again_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let extra_b = "[delivery]\ncheckpoint_every = \"1h\"\n[[plans]]\nname = \"base\"\ninbox = \"1GB\"\narchive = \"3GB\"\non_expiry = \"suspend\"\n";
     let (a, mut b) = pair_with(dir.path(), "12h", "23h", ["", extra_b]);
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Da riscrivere"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Da riscrivere");
     wait_for("accettazione + consegna", 30, || {
         a.mailbox(MARIO).len() >= 2
     });
@@ -753,14 +731,7 @@ fn a_failed_immediate_delivery_is_queued_and_not_duplicated() {
     let mario = pecd::maildir::mailbox_path(&a.data.join("mail"), MARIO).unwrap();
     std::fs::create_dir_all(&mario).unwrap();
     std::fs::write(mario.join(".Archivio"), b"in the way").unwrap();
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Archivio occupato"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Archivio occupato");
     let log = || std::fs::read_to_string(a.cfg.with_extension("stderr")).unwrap_or_default();
     wait_for("the failed attempt", 30, || {
         log().contains("store_now_failed")
@@ -865,14 +836,7 @@ fn an_older_store_is_upgraded_at_start_up() {
 fn the_same_envelope_relayed_twice_is_delivered_and_acknowledged_once() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), "12h", "23h");
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Doppio"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Doppio");
     wait_for("consegna", 30, || a.mailbox(MARIO).len() >= 2);
     let envelope = b.mailbox(GIULIA).remove(0);
     let reply = send_inbound(b.ports.inbound, MARIO, GIULIA, &envelope);
@@ -976,14 +940,7 @@ fn an_ordinary_recipient_refused_by_its_server_gets_the_sender_a_bounce() {
         vec![("pec.provider-a.test", a_in)],
     ));
     let rcpt = "qualcuno@altro.provider-b.test";
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[rcpt],
-        &message(MARIO, &[rcpt], &[], "", "Rifiutato"),
-    )
-    .unwrap();
+    mario_sends(&a, &[rcpt], "Rifiutato");
     let report = bounce(&a);
     assert!(
         report.contains(&format!(
@@ -1063,14 +1020,7 @@ fn a_domain_whose_hosts_will_not_talk_gets_a_mancata_consegna_at_once() {
     ));
     // A certified recipient and one outside PEC.
     let other = "someone@blocked.test";
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA, other],
-        &message(MARIO, &[GIULIA, other], &[], "", "Bloccato"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA, other], "Bloccato");
     wait_for("the notices", 20, || a.mailbox(MARIO).len() >= 3);
     std::thread::sleep(Duration::from_millis(500));
     let got = a.mailbox(MARIO);
@@ -1176,14 +1126,7 @@ fn lmtp_delivery_with_receipts_after_storage_and_quota_refusal() {
         extra: &extra,
         ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
     });
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA, LUCA],
-        &message(MARIO, &[GIULIA, LUCA], &[], "", "Via LMTP"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA, LUCA], "Via LMTP");
     wait_for("consegna + mancata consegna", 30, || {
         a.mailbox(MARIO).len() >= 3
     });
@@ -1216,14 +1159,7 @@ fn lmtp_delivery_with_receipts_after_storage_and_quota_refusal() {
 fn seen_pairs_are_purged_after_their_retention() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), "12h", "23h");
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Memoria"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Memoria");
     wait_for("consegna", 30, || a.mailbox(MARIO).len() >= 2);
     let cfg_b = b.cfg.clone();
     drop(a);
@@ -1282,14 +1218,7 @@ fn forged_message_id_and_replayed_receipts_change_nothing() {
     );
     // A genuine receipt (B's consegna went to A; take A's accettazione here)
     // replayed to a ghost mailbox at B.
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[LUCA],
-        &message(MARIO, &[LUCA], &[], "", "Ricevuta"),
-    )
-    .unwrap();
+    mario_sends(&a, &[LUCA], "Ricevuta");
     wait_for("receipts", 20, || a.mailbox(MARIO).len() >= 2);
     let receipt = a.mailbox(MARIO).remove(0);
     let ghost = "fantasma@pec.provider-b.test";
@@ -1312,14 +1241,7 @@ fn a_relay_failing_past_give_up_after_is_given_up_on_the_record() {
         ..Spec::new('a', dir.path(), a_in, vec![("ordinaria.test", dead)])
     });
     let rcpt = "someone@ordinaria.test";
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[rcpt],
-        &message(MARIO, &[rcpt], &[], "", "Resa"),
-    )
-    .unwrap();
+    mario_sends(&a, &[rcpt], "Resa");
     let events = || -> Vec<serde_json::Value> {
         let out = pecd()
             .args(["log", "search", "--msgid", "Resa@client.test", "--config"])
@@ -1381,14 +1303,7 @@ fn an_acknowledged_message_given_up_is_kept_not_dropped() {
     let root = pecd::maildir::mailbox_path(&b.data.join("mail"), LUCA).unwrap();
     std::fs::create_dir_all(root.parent().unwrap()).unwrap();
     std::fs::write(&root, b"not a mailbox").unwrap();
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[LUCA],
-        &message(MARIO, &[LUCA], &[], "", "Bloccato"),
-    )
-    .unwrap();
+    mario_sends(&a, &[LUCA], "Bloccato");
     let kept = b.data.join("quarantine").join("new");
     wait_for("the message kept", 30, || {
         std::fs::read_dir(&kept).is_ok_and(|d| d.count() == 1)
@@ -1483,14 +1398,7 @@ fn an_operator_retries_a_waiting_relay_now() {
         retry_initial: "1h",
         ..Spec::new('a', dir.path(), a_in, vec![("pec.provider-b.test", b_in)])
     });
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Riprova"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Riprova");
     // B is down: the relay failed once and waits an hour.
     let mut id = String::new();
     wait_for("the failed relay", 20, || {
@@ -1621,14 +1529,7 @@ fn another_provider_is_found_by_its_mx_record() {
         b_in,
         vec![("pec.provider-a.test", a_in)],
     ));
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[GIULIA],
-        &message(MARIO, &[GIULIA], &[], "", "Via MX"),
-    )
-    .unwrap();
+    mario_sends(&a, &[GIULIA], "Via MX");
     wait_for("consegna via MX", 30, || {
         kinds(&a.mailbox(MARIO))
             .iter()
@@ -1760,14 +1661,7 @@ reference_email = "mini.home@ordinaria.test"
     std::thread::sleep(Duration::from_millis(2500)); // past the 1 s usage recheck and the 1 s settled-stamp rule
     // …and the next message fits again, with no new warning.
     sent += 1;
-    a.submit(
-        MARIO,
-        "password-mario",
-        MARIO,
-        &[mini],
-        &message(MARIO, &[mini], &[], "", "Dopo pulizia"),
-    )
-    .unwrap();
+    mario_sends(&a, &[mini], "Dopo pulizia");
     wait_for("consegna after the deletion", 30, || {
         kinds(&a.mailbox(MARIO)).len() >= 2 * sent
     });
