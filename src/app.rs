@@ -1201,6 +1201,34 @@ impl App {
             .is_some())
     }
 
+    /// The inbound listener's RCPT check for an address of our domains: the
+    /// mailbox that takes its mail, or None to refuse it (550 5.1.1).
+    /// RFC 5321 §4.5.1: postmaster, when no mailbox has that name, is the
+    /// provider's service mailbox. RT §3.9: an envelope for an unknown
+    /// mailbox is taken, so that its sender gets the avviso di mancata
+    /// consegna (5.1.1) the rules ask for; mail that may be PEC (its reverse
+    /// path is in a certified domain, as envelopes' and receipts' are) is
+    /// therefore accepted, and anything else refused now rather than
+    /// accepted and then lost (RFC 5321 §6.1).
+    pub fn inbound_recipient(&self, mail_from: &str, rcpt: &str) -> Result<Option<String>, String> {
+        if self.mailbox_exists(rcpt)? {
+            return Ok(Some(rcpt.to_string()));
+        }
+        if rcpt
+            .rsplit_once('@')
+            .is_some_and(|(local, _)| local.eq_ignore_ascii_case("postmaster"))
+        {
+            return Ok(Some(self.service_address()));
+        }
+        let certified = self
+            .cfg()
+            .checker
+            .index
+            .as_ref()
+            .is_some_and(|i| i.is_certified_address(mail_from));
+        Ok(certified.then(|| rcpt.to_string()))
+    }
+
     fn service_address(&self) -> String {
         self.cfg().pec_provider.service_address()
     }
@@ -1584,10 +1612,7 @@ impl App {
         let time = LegalTime::new(now);
         let mut existing: Vec<String> = Vec::new();
         for r in rcpts {
-            if accounts::get(&self.store, r)
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
+            if self.mailbox_exists(r)? {
                 existing.push(r.clone());
             }
         }
@@ -1643,9 +1668,11 @@ impl App {
     /// reception's own commit, each followed (with `receipt_to`) by its
     /// receipt. A temporary failure of any fails the whole item, whose
     /// retry finds what was already stored (Maildir names come from the
-    /// item). With LMTP, several mailboxes are queued one item each
-    /// instead: a mailbox server may refuse one user for a while, and the
-    /// others must not wait for it.
+    /// item). With LMTP, each mailbox is queued as an item of its own
+    /// instead: a mailbox server may refuse one user for a while (4xx), and
+    /// neither the other recipients nor the reception itself (the presa in
+    /// carico, RT §1.1) may wait for it; given up, such an item gets its
+    /// sender the avviso di mancata consegna.
     fn deliver_now_or_queue(
         &self,
         b: &mut Batch,
@@ -1656,7 +1683,7 @@ impl App {
         data: &[u8],
     ) -> Result<Vec<FlagChange>, String> {
         let mut changes = Vec::new();
-        if mailboxes.len() > 1 && self.cfg().delivery.lmtp.is_some() {
+        if self.cfg().delivery.lmtp.is_some() {
             for m in mailboxes {
                 self.enqueue_local(b, data, m, receipt_to, Some(pec_id), self.clock.now())?;
             }
@@ -2751,7 +2778,8 @@ impl App {
             }
             // Work on a message acknowledged with a 250, or due in a
             // mailbox: never dropped, kept for an operator.
-            match self.keep_given_up(b, &item) {
+            let kept_item = self.envelope_given_up(b, &item, give_up, &error);
+            match self.keep_given_up(b, &kept_item) {
                 Ok(kept) => {
                     // RT §2.2.2: give up after 24 h, on the record.
                     let mut r = LogRecord::new(now, Event::DeliveryError);
@@ -2815,6 +2843,54 @@ impl App {
     /// where it was going and why it failed. Returns where it is (the
     /// Maildir and the file's name); None for a message whose content is
     /// gone already (nothing to keep).
+    /// RT §1.4, §3.9: an envelope its mailbox could not take for
+    /// `give_up` (a mailbox server answering 4xx, a disk failing) is not
+    /// delivered: its sender gets the avviso di mancata consegna (5.4.7, the
+    /// delivery time expired), in `b`. Returns the item to keep for an
+    /// operator: without its receipt once the avviso went, so that a later
+    /// release cannot contradict it with a consegna.
+    fn envelope_given_up(
+        &self,
+        b: &mut Batch,
+        item: &Item,
+        give_up: Duration,
+        error: &str,
+    ) -> Item {
+        let Work::Local {
+            mailbox,
+            receipt_to: Some(sender),
+        } = &item.work
+        else {
+            return item.clone();
+        };
+        let failure = DeliveryFailure::Other {
+            code: "5.4.7".into(),
+            description: format!(
+                "consegna non riuscita entro {} ({error})",
+                crate::notices::duration_it(give_up)
+            ),
+        };
+        let mut notice = Batch::new();
+        let sent = item.content(&self.store, &self.spool).and_then(|data| {
+            self.delivery_outcome(&mut notice, &data, mailbox, sender, Err(failure))
+        });
+        match sent {
+            Ok(()) => {
+                b.append(notice);
+                let mut kept = item.clone();
+                kept.work = Work::Local {
+                    mailbox: mailbox.clone(),
+                    receipt_to: None,
+                };
+                kept
+            }
+            Err(e) => {
+                tracing::error!(event = "undeliverable_notice_failed", item = %item.id, error = %e);
+                item.clone()
+            }
+        }
+    }
+
     fn keep_given_up(&self, b: &mut Batch, item: &Item) -> Result<Option<String>, String> {
         let content = match self.item_content(item) {
             Ok(c) => c,

@@ -299,7 +299,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Idle time allowed between commands (RFC 5321 §4.5.3.2: 5 minutes).
     pub command_timeout: Span,
-    /// Time allowed for the whole DATA phase.
+    /// Time allowed for the DATA phase, plus a second for every 10 kB
+    /// received (a large message on a slow line is not cut off).
     pub data_timeout: Span,
 }
 

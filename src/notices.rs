@@ -211,7 +211,7 @@ fn folded(field: &str) -> String {
 }
 
 /// `24 ore`, `90 minuti`, `2 secondi`: the largest whole unit.
-fn duration_it(d: std::time::Duration) -> String {
+pub(crate) fn duration_it(d: std::time::Duration) -> String {
     let s = d.as_secs();
     let (n, one, many) = if s >= 3600 && s.is_multiple_of(3600) {
         (s / 3600, "ora", "ore")

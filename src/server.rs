@@ -16,6 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+/// During DATA, every this many bytes received add a second to the data
+/// timeout (about 80 kbit/s: a 100 MB message gets close to 3 hours).
+const DATA_MIN_RATE: u64 = 10_000;
+
 /// Errors binding or configuring listeners.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -237,15 +241,24 @@ async fn connection(
     crate::metrics::count_replies(kind.label(), &greeting);
     stream.write_all(&greeting).await?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut data_started: Option<std::time::Instant> = None;
+    // (DATA phase, its start, bytes read in it)
+    let mut data: Option<(u64, std::time::Instant, u64)> = None;
     loop {
-        // The DATA phase as a whole has a deadline (a peer trickling one
-        // byte at a time must not hold a connection slot forever).
+        // A DATA phase has a deadline that grows with what arrives: a
+        // large message on a slow line gets the time it needs, a peer
+        // trickling bytes cannot hold a connection slot forever. Each
+        // phase has its own, even when two pipelined transactions are read
+        // in one go.
         let wait = if session.in_data() {
-            let started = *data_started.get_or_insert_with(std::time::Instant::now);
-            limits.data_timeout.0.saturating_sub(started.elapsed())
+            let phase = session.data_phases();
+            let (_, started, bytes) = match data {
+                Some(d) if d.0 == phase => d,
+                _ => *data.insert((phase, std::time::Instant::now(), 0)),
+            };
+            let earned = std::time::Duration::from_secs(bytes / DATA_MIN_RATE);
+            (limits.data_timeout.0 + earned).saturating_sub(started.elapsed())
         } else {
-            data_started = None;
+            data = None;
             limits.command_timeout.0
         };
         let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
@@ -270,6 +283,9 @@ async fn connection(
         // → see `bench/run.sh` (half rate).
         if session.in_data() {
             let _ = socket2::SockRef::from(stream.tcp()).set_tcp_quickack(true);
+            if let Some(d) = data.as_mut() {
+                d.2 += n as u64;
+            }
         }
         session.feed(&buf[..n]);
         let mut out = Vec::new();
@@ -307,6 +323,16 @@ async fn connection(
                         tracing::warn!(event = "auth_failed", peer = %peer, user = %user);
                     }
                     out.extend_from_slice(&session.auth_result(ok).to_bytes());
+                }
+                Event::Recipient { mail_from, address } => {
+                    let verdict = app
+                        .blocking(move |app| app.inbound_recipient(&mail_from, &address))
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(event = "recipient_lookup_failed", error = %e);
+                            Reply::new(451, (4, 3, 0), "Mailbox lookup failed, try again later")
+                        });
+                    out.extend_from_slice(&session.recipient_result(verdict).to_bytes());
                 }
                 Event::Message(mut env) => {
                     env.peer = Some(peer.ip());

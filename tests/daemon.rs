@@ -115,6 +115,7 @@ fn pair_with(dir: &Path, warning: &str, final_after: &str, extra: [&str; 2]) -> 
 const MARIO: &str = "mario.rossi@pec.provider-a.test";
 const GIULIA: &str = "giulia.bianchi@pec.provider-b.test";
 const LUCA: &str = "luca.verdi@pec.provider-b.test";
+const ANNA: &str = "anna.neri@mail.provider-b.test";
 
 #[test]
 fn a_to_b_with_to_and_cc_then_breve() {
@@ -449,6 +450,80 @@ fn unknown_recipient_ordinary_mail_and_forged_signature() {
     std::thread::sleep(Duration::from_secs(1));
     // Accettazione + mancata consegna: anomalies produce no receipts.
     assert_eq!(a.mailbox(MARIO).len(), 2);
+    // Ordinary mail for a mailbox that does not exist is refused at RCPT,
+    // not accepted and then dropped (RFC 5321 §6.1); postmaster, with or
+    // without a domain, reaches the provider's service mailbox.
+    let t = smtp(
+        b.ports.inbound,
+        &[
+            "EHLO c",
+            "MAIL FROM:<someone@example.com>",
+            &format!("RCPT TO:<{ghost}>"),
+        ],
+    );
+    assert!(t.contains("550 5.1.1"), "{t}");
+    let service = "posta-certificata@pec.provider-b.test";
+    for to in ["postmaster", "PostMaster@mail.provider-b.test"] {
+        let reply = send_inbound(
+            b.ports.inbound,
+            "someone@example.com",
+            to,
+            b"From: someone@example.com\r\nSubject: abuse\r\n\r\nreport\r\n",
+        );
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    wait_for("postmaster mail", 30, || b.mailbox(service).len() >= 2);
+    for m in b.mailbox(service) {
+        assert!(part_named(&m, "postacert.eml").is_some());
+    }
+}
+
+/// The data timeout grows with what arrives: a message that keeps coming
+/// on a slow line is not cut off (a second per 10 kB on top of it).
+#[test]
+fn a_slow_large_message_is_not_cut_off_by_the_data_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new('b', dir.path(), free_port(), vec![]);
+    spec.limits = "max_message_size = 400000\ndata_timeout = \"1s\"\n";
+    let b = Daemon::start(spec);
+    let s = TcpStream::connect(("127.0.0.1", b.ports.inbound)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                return all;
+            }
+        }
+    };
+    reply();
+    for cmd in [
+        "EHLO c".to_string(),
+        "MAIL FROM:<someone@example.com>".into(),
+        format!("RCPT TO:<{GIULIA}>"),
+        "DATA".into(),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        reply();
+    }
+    w.write_all(b"From: someone@example.com\r\nSubject: lento\r\n\r\n")
+        .unwrap();
+    let line = format!("{}\r\n", "x".repeat(78));
+    // 3 s in all, three times the base timeout; each chunk earns 3 s.
+    for _ in 0..6 {
+        w.write_all(line.repeat(375).as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    w.write_all(b".\r\n").unwrap();
+    let done = reply();
+    assert!(done.starts_with("250"), "{done}");
 }
 
 /// A genuine envelope certifies one transaction, for its own destinatari:
@@ -1051,7 +1126,8 @@ fn a_domain_whose_hosts_will_not_talk_gets_a_mancata_consegna_at_once() {
 }
 
 /// A tiny LMTP peer (RFC 2033): accepts the envelope for GIULIA, refuses
-/// LUCA's copy after DATA with 552 5.2.2 (mailbox full), records what it got.
+/// LUCA's copy after DATA with 552 5.2.2 (mailbox full) and ANNA's with
+/// 452 4.2.2 (for ever), records what it got.
 /// What the LMTP peer stored: (recipient, message).
 type Stored = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
@@ -1094,6 +1170,8 @@ fn lmtp_server() -> (u16, Stored) {
                     }
                     if rcpt == LUCA {
                         s.write_all(b"552 5.2.2 Mailbox full\r\n").unwrap();
+                    } else if rcpt == ANNA {
+                        s.write_all(b"452 4.2.2 Over quota, try later\r\n").unwrap();
                     } else {
                         g.lock().unwrap().push((rcpt.clone(), data));
                         s.write_all(b"250 2.0.0 delivered\r\n").unwrap();
@@ -1152,6 +1230,54 @@ fn lmtp_delivery_with_receipts_after_storage_and_quota_refusal() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].0, GIULIA);
     assert!(String::from_utf8_lossy(&stored[0].1).contains("X-Trasporto: posta-certificata"));
+}
+
+/// RT §1.4: an envelope the mailbox server keeps refusing for a while
+/// (4xx) is given up at `give_up_after` with an avviso di mancata consegna
+/// to its sender (5.4.7), and kept for an operator.
+#[test]
+fn an_envelope_its_mailbox_never_takes_gets_a_mancata_consegna() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lmtp_port, got) = lmtp_server();
+    let extra = format!("[delivery]\nlmtp = \"127.0.0.1:{lmtp_port}\"\n");
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec::new(
+        'a',
+        dir.path(),
+        a_in,
+        vec![
+            ("pec.provider-b.test", b_in),
+            ("mail.provider-b.test", b_in),
+        ],
+    ));
+    let b = Daemon::start(Spec {
+        extra: &extra,
+        give_up_after: "2s",
+        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
+    });
+    mario_sends(&a, &[ANNA], "Sempre occupata");
+    wait_for("mancata consegna", 30, || a.mailbox(MARIO).len() >= 2);
+    let notices = kinds(&a.mailbox(MARIO));
+    let err = notices
+        .iter()
+        .find(|n| n.0 == "errore-consegna")
+        .expect("mancata consegna");
+    assert_eq!(err.1.consegna.as_deref(), Some(ANNA));
+    let text = err.1.errore_esteso.as_deref().unwrap();
+    assert!(text.starts_with("5.4.7 - Provider B S.p.A. - "), "{text}");
+    assert!(got.lock().unwrap().is_empty());
+    // The presa in carico did not wait for the mailbox server.
+    let pic = kinds(&a.mailbox("posta-certificata@pec.provider-a.test"));
+    assert_eq!(pic.len(), 1);
+    assert_eq!(pic[0].0, "presa-in-carico");
+    // Kept for an operator, whose release could no longer send a consegna.
+    let out = pecd()
+        .args(["queue", "list", "--json", "--config"])
+        .arg(&b.cfg)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains(ANNA), "{listing}");
 }
 
 /// The dedup memory is bounded: entries older than the retention go.

@@ -46,6 +46,20 @@ impl Shell {
                     let r = s.auth_result(ok.then_some(user));
                     self.out.push_str(&r.to_string());
                 }
+                Event::Recipient { address, .. } => {
+                    // Every mailbox exists but nobody's; postmaster is
+                    // an alias of giulia's.
+                    let lower = address.to_ascii_lowercase();
+                    let known = if lower.starts_with("postmaster@") {
+                        Some("giulia@pec.provider-a.test".into())
+                    } else if lower.starts_with("nobody@") {
+                        None
+                    } else {
+                        Some(address)
+                    };
+                    let r = s.recipient_result(Ok(known));
+                    self.out.push_str(&r.to_string());
+                }
                 Event::Message(env) => {
                     let r = s.message_result(Reply::ok(format!("queued {} bytes", env.data.len())));
                     self.messages.push(env);
@@ -271,6 +285,115 @@ fn split_input_byte_by_byte_gives_the_same_result() {
         vec!["220", "250", "250", "250", "354", "250", "221"]
     );
     assert_eq!(sh.messages[0].data, b"line\r\n");
+}
+
+#[test]
+fn an_empty_message_ends_at_the_first_dot_and_a_first_line_is_unstuffed() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    let tx = "MAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\n";
+    sh.send(&mut s, &format!("EHLO c\r\n{tx}.\r\n"));
+    sh.send(&mut s, tx);
+    sh.send(&mut s, "..starts with a dot\r\nx\r\n.\r\n");
+    assert_eq!(
+        sh.codes(),
+        vec![
+            "220", "250", "250", "250", "354", "250", "250", "250", "354", "250"
+        ]
+    );
+    assert_eq!(sh.messages[0].data, b"");
+    assert_eq!(sh.messages[1].data, b".starts with a dot\r\nx\r\n");
+}
+
+#[test]
+fn a_malformed_command_does_not_eat_the_next_pipelined_one() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\nMAIL FROM\r\nRSET\r\nRCPT TO\r\nNOOP\r\n");
+    assert_eq!(sh.codes(), vec!["220", "250", "501", "250", "501", "250"]);
+}
+
+#[test]
+fn an_over_long_line_gets_one_reply_however_it_arrives() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\n");
+    // In pieces, then its end with a pipelined command after it.
+    for _ in 0..5 {
+        sh.send(&mut s, &"MAIL FROM:<a@b.it> ".repeat(100));
+    }
+    sh.send(&mut s, "tail of the line\r\nNOOP\r\n");
+    // In one piece.
+    sh.send(&mut s, &format!("HELO {}\r\nNOOP\r\n", "h".repeat(5000)));
+    assert_eq!(sh.codes(), vec!["220", "250", "500", "250", "500", "250"]);
+    // An over-long AUTH continuation line is dropped whole too.
+    let mut s = Session::new(cfg(Mode::Submission), true);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\nAUTH PLAIN\r\n");
+    sh.send(&mut s, &"QUFBQUFB".repeat(300));
+    sh.send(&mut s, "QUFB\r\nNOOP\r\n");
+    assert_eq!(sh.codes(), vec!["220", "250", "334", "500", "250"]);
+}
+
+#[test]
+fn parameters_of_extensions_not_offered_get_555() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\n");
+    for mail in [
+        "MAIL FROM:<a@b.it> XFOO=1",
+        "MAIL FROM:<a@b.it> REQUIRETLS",
+        "MAIL FROM:<a@b.it> SMTPUTF8",
+        "MAIL FROM:<a@b.it> BODY=BINARYMIME",
+        "MAIL FROM:<a@b.it> RET=HDRS",
+        "MAIL FROM:<a@b.it> ENVID=x",
+        "MAIL FROM:<a@b.it> AUTH=<>",
+    ] {
+        sh.send(&mut s, &format!("{mail}\r\n"));
+    }
+    sh.send(&mut s, "MAIL FROM:<a@b.it> BODY=8BITMIME SIZE=10\r\n");
+    sh.send(&mut s, "RCPT TO:<m@pec.provider-a.test> NOTIFY=NEVER\r\n");
+    sh.send(
+        &mut s,
+        "RCPT TO:<m@pec.provider-a.test> ORCPT=rfc822;m@x.it\r\n",
+    );
+    sh.send(&mut s, "RCPT TO:<m@pec.provider-a.test>\r\n");
+    let mut want = vec!["220", "250"];
+    want.extend(["555"; 7]);
+    want.extend(["250", "555", "555", "250"]);
+    assert_eq!(sh.codes(), want, "{}", sh.out);
+    assert!(sh.out.contains("555 5.5.4"), "{}", sh.out);
+    // Where AUTH is offered, its MAIL parameter is taken (RFC 4954 §5).
+    let mut s = Session::new(cfg(Mode::Submission), true);
+    let mut sh = Shell::new(&s);
+    let plain = b64("\0mario@pec.provider-a.test\0segreto");
+    sh.send(
+        &mut s,
+        &format!(
+            "EHLO c\r\nAUTH PLAIN {plain}\r\nMAIL FROM:<mario@pec.provider-a.test> AUTH=<>\r\n"
+        ),
+    );
+    assert_eq!(sh.codes(), vec!["220", "250", "235", "250"], "{}", sh.out);
+}
+
+#[test]
+fn inbound_refuses_unknown_mailboxes_and_takes_postmaster() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(
+        &mut s,
+        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<nobody@pec.provider-a.test>\r\nRCPT TO:<Postmaster>\r\nRCPT TO:<>\r\nRCPT TO:<postmaster@PEC.provider-a.test>\r\nDATA\r\nx\r\n.\r\n",
+    );
+    assert_eq!(
+        sh.codes(),
+        vec![
+            "220", "250", "250", "550", "250", "501", "250", "354", "250"
+        ],
+        "{}",
+        sh.out
+    );
+    assert!(sh.out.contains("550 5.1.1"), "{}", sh.out);
+    assert_eq!(sh.messages[0].rcpt_to, vec!["giulia@pec.provider-a.test"]);
 }
 
 #[test]

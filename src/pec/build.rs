@@ -167,10 +167,12 @@ impl DeliveryFailure {
         }
     }
 
-    /// daticert `errore`: `no-dest` for group 1, `altro` otherwise (RT §3.9 [INF]).
+    /// daticert `errore`: `no-dest` for group 1, `altro` otherwise (RT §3.9 [INF]);
+    /// a cause known only by its code (another provider's `550 5.1.1`) is
+    /// group 1 too.
     pub fn error_kind(&self) -> ErrorKind {
-        match self {
-            DeliveryFailure::UnknownRecipient => ErrorKind::NoRecipient,
+        match self.code() {
+            "5.1.1" => ErrorKind::NoRecipient,
             _ => ErrorKind::Other,
         }
     }
@@ -741,4 +743,20 @@ pub fn timeout(
         &d,
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_refusal_for_an_unknown_user_is_no_dest() {
+        let peer = |code: &str| DeliveryFailure::Other {
+            code: code.into(),
+            description: "rifiutato".into(),
+        };
+        assert_eq!(peer("5.1.1").error_kind(), ErrorKind::NoRecipient);
+        assert_eq!(peer("5.7.1").error_kind(), ErrorKind::Other);
+        assert_eq!(DeliveryFailure::MailboxFull.error_kind(), ErrorKind::Other);
+    }
 }

@@ -13,8 +13,11 @@
 
 use super::reply::Reply;
 use base64::Engine;
-use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ProtoError, Request};
+use smtp_proto::request::receiver::DataReceiver;
+use smtp_proto::{
+    AUTH_LOGIN, AUTH_PLAIN, Error as ProtoError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MailFrom,
+    RcptTo, Request,
+};
 
 /// Which listener this session belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,10 @@ pub enum Event {
     StartTls(Reply),
     /// Check these credentials and call `auth_result`.
     Authenticate { user: String, password: String },
+    /// Inbound only: look this recipient of one of our domains up and call
+    /// `recipient_result` (an unknown mailbox is refused now rather than
+    /// accepted and dropped, RFC 5321 §6.1).
+    Recipient { mail_from: String, address: String },
     /// A complete message: process it and call `message_result` with the
     /// reply (250 only once it is durable).
     Message(Envelope),
@@ -130,8 +137,14 @@ pub struct Session {
     authenticated: Option<String>,
     tx: Option<Transaction>,
     framing: Framing,
-    receiver: RequestReceiver,
     input: Vec<u8>,
+    /// The rest of an over-long line is dropped up to its LF: it already
+    /// had its one reply (RFC 5321 §4.2.1), and must not be read as a command.
+    discard_line: bool,
+    /// How many DATA phases began: the shell's data deadline belongs to one.
+    data_phases: u64,
+    /// The recipient the shell is looking up (`Event::Recipient`).
+    pending_rcpt: Option<String>,
     auth_failures: u32,
 }
 
@@ -146,6 +159,13 @@ impl std::fmt::Debug for Session {
 }
 
 const MAX_AUTH_FAILURES: u32 = 3;
+
+/// A command line's limit (RFC 5321 §4.5.3.1.4 asks for 512 octets at least;
+/// an AUTH initial response may be longer).
+const MAX_COMMAND_LINE: usize = 4096;
+
+/// An AUTH continuation line's limit.
+const MAX_AUTH_LINE: usize = 2048;
 
 fn domain_of(address: &str) -> Option<String> {
     address
@@ -162,8 +182,10 @@ impl Session {
             authenticated: None,
             tx: None,
             framing: Framing::Command,
-            receiver: RequestReceiver::default(),
             input: Vec::new(),
+            discard_line: false,
+            data_phases: 0,
+            pending_rcpt: None,
             auth_failures: 0,
         }
     }
@@ -182,6 +204,12 @@ impl Session {
         matches!(self.framing, Framing::Data { .. })
     }
 
+    /// How many DATA phases this session began: two pipelined transactions
+    /// read in one go are two phases, each with its own deadline.
+    pub fn data_phases(&self) -> u64 {
+        self.data_phases
+    }
+
     /// Append received bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
         if !self.is_closed() {
@@ -197,7 +225,7 @@ impl Session {
         self.authenticated = None;
         self.tx = None;
         self.input.clear();
-        self.receiver = RequestReceiver::default();
+        self.discard_line = false;
         self.framing = Framing::Command;
     }
 
@@ -217,6 +245,28 @@ impl Session {
                 }
                 Reply::new(535, (5, 7, 8), "Authentication credentials invalid")
             }
+        }
+    }
+
+    /// The shell's verdict on the recipient of `Event::Recipient`: the
+    /// mailbox that takes its mail (the address itself, or the one it is an
+    /// alias of, e.g. postmaster), None when there is no such mailbox, or
+    /// an error reply (a store that cannot be read: try later).
+    pub fn recipient_result(&mut self, verdict: Result<Option<String>, Reply>) -> Reply {
+        self.framing = Framing::Command;
+        let address = self.pending_rcpt.take().unwrap_or_default();
+        match verdict {
+            Err(reply) => reply,
+            Ok(None) => Reply::new(550, (5, 1, 1), format!("No such mailbox here: {address}")),
+            Ok(Some(mailbox)) => match self.tx.as_mut() {
+                Some(tx) => {
+                    if !tx.rcpt_to.iter().any(|x| x.eq_ignore_ascii_case(&mailbox)) {
+                        tx.rcpt_to.push(mailbox);
+                    }
+                    Reply::new(250, (2, 1, 5), "Recipient OK")
+                }
+                None => Reply::bad_sequence("Send MAIL first"),
+            },
         }
     }
 
@@ -280,9 +330,10 @@ impl Session {
                 }
                 Framing::AuthPlain | Framing::AuthLoginUser | Framing::AuthLoginPassword { .. } => {
                     let Some(pos) = self.input.iter().position(|b| *b == b'\n') else {
-                        if self.input.len() > 2048 {
+                        if self.input.len() > MAX_AUTH_LINE {
                             self.framing = Framing::Command;
                             self.input.clear();
+                            self.discard_line = true;
                             return Some(Event::Reply(Reply::new(
                                 500,
                                 (5, 5, 6),
@@ -330,27 +381,44 @@ impl Session {
                     }
                 }
                 Framing::Command => {
-                    if self.input.is_empty() {
-                        return None;
+                    let newline = self.input.iter().position(|b| *b == b'\n');
+                    if self.discard_line {
+                        match newline {
+                            Some(pos) => {
+                                self.input.drain(..=pos);
+                                self.discard_line = false;
+                                continue;
+                            }
+                            None => {
+                                self.input.clear();
+                                return None;
+                            }
+                        }
                     }
-                    let input = std::mem::take(&mut self.input);
-                    let mut it = input.iter();
-                    let parsed = self.receiver.ingest(&mut it).map(|r| r.into_owned());
-                    let consumed = input.len() - it.as_slice().len();
-                    self.input = it.as_slice().to_vec();
-                    match parsed {
-                        // A whole line went in and the parser still wants
-                        // more (e.g. `MAIL FROM` without its colon): that
-                        // line was a syntax error, not half a command.
-                        Err(ProtoError::NeedsMoreData { .. })
-                            if input[..consumed].contains(&b'\n') =>
-                        {
-                            self.receiver = RequestReceiver::default();
+                    let Some(pos) = newline else {
+                        if self.input.len() > MAX_COMMAND_LINE {
+                            self.input.clear();
+                            self.discard_line = true;
+                            return Some(Event::Reply(Reply::new(500, (5, 5, 6), "Line too long")));
+                        }
+                        return None;
+                    };
+                    // One line at a time: a malformed command (`MAIL FROM`
+                    // with no colon) must not eat the pipelined command after
+                    // it, and each command gets exactly one reply.
+                    let mut line: Vec<u8> = self.input.drain(..=pos).collect();
+                    if self.cfg.mode == Mode::Inbound {
+                        line = self.qualify_postmaster(line);
+                    }
+                    if line.len() > MAX_COMMAND_LINE {
+                        return Some(Event::Reply(Reply::new(500, (5, 5, 6), "Line too long")));
+                    }
+                    match Request::parse(&mut line.iter()).map(|r| r.into_owned()) {
+                        Err(ProtoError::NeedsMoreData { .. }) => {
                             return Some(Event::Reply(Reply::syntax(
                                 "Syntax error in parameters or arguments",
                             )));
                         }
-                        Err(ProtoError::NeedsMoreData { .. }) => return None,
                         Err(e) => return Some(Event::Reply(proto_error(e))),
                         Ok(req) => {
                             if let Some(ev) = self.command(req) {
@@ -360,6 +428,30 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// RFC 5321 §4.5.1: `RCPT TO:<postmaster>` (no domain) must be taken;
+    /// the parser reads it as an empty address, so it is given our first
+    /// domain before parsing.
+    fn qualify_postmaster(&self, line: Vec<u8>) -> Vec<u8> {
+        const BARE: &[u8] = b"<postmaster>";
+        let Some(domain) = self.cfg.local_domains.first() else {
+            return line;
+        };
+        let head = line.get(..8).map(|h| h.eq_ignore_ascii_case(b"RCPT TO:"));
+        let at = line
+            .windows(BARE.len())
+            .position(|w| w.eq_ignore_ascii_case(BARE));
+        match (head, at) {
+            (Some(true), Some(at)) => {
+                let mut out = line[..at + BARE.len() - 1].to_vec();
+                out.push(b'@');
+                out.extend_from_slice(domain.as_bytes());
+                out.extend_from_slice(&line[at + BARE.len() - 1..]);
+                out
+            }
+            _ => line,
         }
     }
 
@@ -520,6 +612,9 @@ impl Session {
                         ));
                     }
                 }
+                if let Some(param) = unoffered_mail_parameter(&from, self.cfg.mode) {
+                    return r(unoffered(param));
+                }
                 if from.size > self.cfg.max_message_size {
                     return r(Reply::new(
                         552,
@@ -543,6 +638,9 @@ impl Session {
                 let Some(tx) = self.tx.as_mut() else {
                     return r(Reply::bad_sequence("Send MAIL first"));
                 };
+                if let Some(param) = unoffered_rcpt_parameter(&to) {
+                    return r(unoffered(param));
+                }
                 let address = to.address.to_string();
                 if address.is_empty() || !address.contains('@') {
                     return r(Reply::new(501, (5, 1, 3), "Invalid recipient address"));
@@ -565,6 +663,12 @@ impl Session {
                 if tx.rcpt_to.len() >= max {
                     return r(Reply::new(452, (4, 5, 3), "Too many recipients"));
                 }
+                if mode == Mode::Inbound {
+                    let mail_from = tx.mail_from.clone();
+                    self.pending_rcpt = Some(address.clone());
+                    self.framing = Framing::Waiting;
+                    return Some(Event::Recipient { mail_from, address });
+                }
                 tx.rcpt_to.push(address);
                 r(Reply::new(250, (2, 1, 5), "Recipient OK"))
             }
@@ -577,8 +681,14 @@ impl Session {
                     // A growing buffer costs no copies for a large message
                     // (its pages are remapped, see malloc.rs), and unlike a
                     // reservation from SIZE= it cannot be claimed in advance.
+                    // RFC 5321 §4.1.1.4: the CRLF ending the DATA line is
+                    // the first CRLF of the terminator, so a lone "." ends
+                    // an empty message and a first line "..x" is unstuffed.
+                    let mut receiver = DataReceiver::new();
+                    receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
+                    self.data_phases += 1;
                     self.framing = Framing::Data {
-                        receiver: DataReceiver::new(),
+                        receiver,
                         buf: Vec::new(),
                         too_big: false,
                     };
@@ -612,6 +722,51 @@ impl Session {
     }
 }
 
+/// RFC 5321 §4.1.1.11: a MAIL/RCPT parameter not recognised or not
+/// implemented gets 555.
+fn unoffered(param: &str) -> Reply {
+    Reply::new(555, (5, 5, 4), format!("Parameter {param} not supported"))
+}
+
+/// A MAIL parameter of an extension this server does not offer (only SIZE
+/// and BODY=7BIT/8BITMIME are): accepting, say, REQUIRETLS or SMTPUTF8 would
+/// promise what the relay does not do.
+fn unoffered_mail_parameter(from: &MailFrom<String>, mode: Mode) -> Option<&'static str> {
+    if from.flags & !(MAIL_BODY_7BIT | MAIL_BODY_8BITMIME) != 0 {
+        Some("(BODY=BINARYMIME, RET, SMTPUTF8, REQUIRETLS, CONPERM or BY)")
+    } else if from.env_id.is_some() {
+        Some("ENVID")
+    } else if from.auth.is_some() && mode != Mode::Submission {
+        // RFC 4954 §5: where AUTH is offered the parameter is accepted (and,
+        // as it does not come from a trusted relay, ignored).
+        Some("AUTH")
+    } else if from.trans_id.is_some() || from.mtrk.is_some() {
+        Some("(TRANSID or MTRK)")
+    } else if from.solicit.is_some() {
+        Some("SOLICIT")
+    } else if from.hold_for != 0 || from.hold_until != 0 {
+        Some("(HOLDFOR or HOLDUNTIL)")
+    } else if from.mt_priority != 0 {
+        Some("MT-PRIORITY")
+    } else if from.by != 0 {
+        Some("BY")
+    } else {
+        None
+    }
+}
+
+/// A RCPT parameter of an extension this server does not offer (DSN's
+/// NOTIFY/ORCPT, RRVS, CONNEG).
+fn unoffered_rcpt_parameter(to: &RcptTo<String>) -> Option<&'static str> {
+    if to.flags != 0 || to.rrvs != 0 {
+        Some("(NOTIFY, RRVS or CONNEG)")
+    } else if to.orcpt.is_some() {
+        Some("ORCPT")
+    } else {
+        None
+    }
+}
+
 fn proto_error(e: ProtoError) -> Reply {
     match e {
         ProtoError::UnknownCommand => Reply::new(500, (5, 5, 2), "Command unrecognized"),
@@ -623,9 +778,7 @@ fn proto_error(e: ProtoError) -> Reply {
         ProtoError::InvalidParameter { param } => {
             Reply::new(501, (5, 5, 4), format!("Invalid parameter {param}"))
         }
-        ProtoError::UnsupportedParameter { param } => {
-            Reply::new(504, (5, 5, 4), format!("Unsupported parameter {param}"))
-        }
+        ProtoError::UnsupportedParameter { param } => unoffered(&param),
         ProtoError::ResponseTooLong => Reply::new(500, (5, 5, 6), "Line too long"),
         ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
             Reply::syntax("Syntax error")
