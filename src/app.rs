@@ -2359,6 +2359,17 @@ impl App {
     /// consegna (variant per RT §3.8) or the avviso di mancata consegna.
     /// A busta di trasporto read back: its daticert, the certification data
     /// for notices about it (roles from its Cc header) and its original.
+    /// `data` read as a busta di trasporto of one of our senders (whose
+    /// transactions, timers and notices are ours), or None.
+    fn own_envelope(&self, data: &[u8], time: LegalTime) -> Option<EnvelopeView> {
+        let (header, _) = crate::pec::mime::split_header(data);
+        crate::pec::mime::header_value(header, crate::pec::headers::X_TRASPORTO)
+            .is_some_and(|v| v == crate::pec::headers::TRANSPORT_PEC)
+            .then(|| self.view_envelope(data, time).ok())
+            .flatten()
+            .filter(|env| self.is_local(&env.daticert.mittente))
+    }
+
     fn view_envelope(&self, envelope: &[u8], time: LegalTime) -> Result<EnvelopeView, String> {
         let mut found =
             crate::report::parts(envelope, &["daticert.xml", "postacert.eml"]).into_iter();
@@ -2473,6 +2484,27 @@ impl App {
     ) -> Result<(), String> {
         let data = item.content(&self.store, &self.spool)?;
         let now = self.clock.now();
+        let (kept, stopped) = self.closed_by_final_notice(item, &data, rcpt_to, now);
+        if !stopped.is_empty() {
+            let (closed, done) = (item.clone(), kept.is_empty());
+            self.blocking(move |app| {
+                let mut b = Batch::new();
+                let mut r = LogRecord::new(now, Event::DeliveryError);
+                r.pec_id = closed.pec_id.clone();
+                r.recipients = stopped;
+                r.detail = Some("not relayed: the 24 h notice closed the transaction".into());
+                r.append_to(&mut b);
+                if done {
+                    closed.done(&mut b);
+                }
+                app.commit(b)
+            })
+            .await?;
+            if kept.is_empty() {
+                return Ok(());
+            }
+        }
+        let rcpt_to = &kept[..];
         let hosts = match via {
             Some(h) => Ok(vec![h]),
             None => self.resolve(domain).await,
@@ -2560,6 +2592,33 @@ impl App {
             app.relay_done(&item, &mail_from, &domain, &data, now, outcome, last_err)
         })
         .await
+    }
+
+    /// RT §8.1, §3.10: once the 24 h notice told our sender that the
+    /// transmission to a certified recipient ended negatively, the envelope
+    /// no longer goes there (a consegna would contradict it; the timers no
+    /// longer track it). Returns `rcpt_to` split into those still to relay
+    /// and those stopped. The envelope is read only for an item that old.
+    fn closed_by_final_notice(
+        &self,
+        item: &Item,
+        data: &[u8],
+        rcpt_to: &[String],
+        now: DateTime<Utc>,
+    ) -> (Vec<String>, Vec<String>) {
+        let all = || (rcpt_to.to_vec(), Vec::new());
+        if item.pec_id.is_none() || !item.expired(now, self.cfg().timers.final_after.0) {
+            return all();
+        }
+        let Some(env) = self.own_envelope(data, LegalTime::new(now)) else {
+            return all();
+        };
+        rcpt_to.iter().cloned().partition(|r| {
+            !env.certification
+                .recipients
+                .iter()
+                .any(|c| c.class == RecipientClass::Certified && c.address.eq_ignore_ascii_case(r))
+        })
     }
 
     /// The outcome of a relay attempt, recorded (log, notices for refused
@@ -2664,14 +2723,8 @@ impl App {
         now: DateTime<Utc>,
     ) -> Result<(), String> {
         let (header, _) = crate::pec::mime::split_header(data);
-        let is_envelope = crate::pec::mime::header_value(header, crate::pec::headers::X_TRASPORTO)
-            .is_some_and(|v| v == crate::pec::headers::TRANSPORT_PEC);
         let time = LegalTime::new(now);
-        let Some(env) = is_envelope
-            .then(|| self.view_envelope(data, time).ok())
-            .flatten()
-            .filter(|env| self.is_local(&env.daticert.mittente))
-        else {
+        let Some(env) = self.own_envelope(data, time) else {
             return Ok(());
         };
         let mut outside = Vec::new();

@@ -691,6 +691,38 @@ fn unreachable_provider_gets_12h_then_24h_notices_and_a_late_consegna_is_handled
     assert_eq!(finals[0].1.consegna.as_deref(), Some(anna));
 }
 
+/// RT §8.1: after the 24 h notice the transmission has ended for the
+/// sender; an envelope still queued for that recipient is not relayed when
+/// its provider comes back (a consegna would contradict the notice).
+#[test]
+fn an_envelope_is_not_relayed_after_its_24h_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_in, b_in) = (free_port(), free_port());
+    let a = Daemon::start(Spec {
+        warning: "1s",
+        final_after: "3s",
+        ..Spec::new('a', dir.path(), a_in, vec![("pec.provider-b.test", b_in)])
+    });
+    mario_sends(&a, &[GIULIA], "Troppo tardi");
+    wait_for("24h notice", 20, || {
+        kinds(&a.mailbox(MARIO)).iter().any(|g| {
+            g.1.errore_esteso
+                .as_deref()
+                .is_some_and(|e| e.starts_with("5.4.1"))
+        })
+    });
+    let b = Daemon::start(Spec::new(
+        'b',
+        dir.path(),
+        b_in,
+        vec![("pec.provider-a.test", a_in)],
+    ));
+    // A retries at least every second (retry_max).
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(b.mailbox(GIULIA).is_empty());
+    assert_eq!(a.mailbox(MARIO).len(), 3, "accettazione, 12 h, 24 h");
+}
+
 /// Once every receipt is back, nothing of the message is left in either
 /// store: no queue item, no message body, no open transaction, no timer.
 #[test]
