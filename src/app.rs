@@ -231,6 +231,17 @@ fn mark_closed(b: &mut Batch, key: &[u8], now: DateTime<Utc>) {
     b.put(Table::Transactions, k, Vec::new());
 }
 
+/// The Message-ID of a message received (the legal log names it).
+fn received_message_id(raw: &[u8]) -> Option<String> {
+    let (header, _) = crate::pec::mime::split_header(raw);
+    crate::pec::mime::header_value(header, "Message-ID").map(|v| {
+        v.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string()
+    })
+}
+
 fn tx_key(pec_id: &str, rcpt: &str) -> Vec<u8> {
     format!("{pec_id}\n{}", rcpt.to_lowercase()).into_bytes()
 }
@@ -1003,13 +1014,15 @@ impl App {
                 certification,
                 reason,
             } => {
+                let notice_id = self.new_id(time);
                 let notice = self.sign(build::non_acceptance(
                     &certification,
-                    &self.new_id(time),
+                    &notice_id,
                     &Rejection::Formal(reason.clone()),
                 ))?;
                 self.to_mailbox(&mut b, &notice, &user, Some(&pec_id), now)?;
                 let mut r = self.record(now, Event::NonAcceptance, &certification);
+                r.related = vec![notice_id];
                 r.detail = Some(reason.clone());
                 r.append_to(&mut b);
                 self.commit(b)?;
@@ -1036,9 +1049,10 @@ impl App {
                 };
                 if let Some(name) = virus {
                     self.keep_virus(&pec_id, &env.data)?;
+                    let notice_id = self.new_id(time);
                     let notice = self.sign(build::non_acceptance(
                         &c,
-                        &self.new_id(time),
+                        &notice_id,
                         &Rejection::Virus(name.clone()),
                     ))?;
                     self.to_mailbox(&mut b, &notice, &user, Some(&pec_id), now)?;
@@ -1046,6 +1060,7 @@ impl App {
                     r.detail = Some(format!("at submission: {name}"));
                     r.append_to(&mut b);
                     let mut r = self.record(now, Event::NonAcceptance, &c);
+                    r.related = vec![notice_id];
                     r.detail = Some(format!("virus: {name}"));
                     r.append_to(&mut b);
                     self.commit(b)?;
@@ -1381,12 +1396,8 @@ impl App {
                         }
                     })
                     .ok_or("genuine envelope but no mailReceipt for its signer")?;
-                let pic = self.sign(build::taken_in_charge(
-                    &c,
-                    &self.new_id(time),
-                    &mail_receipt,
-                    rcpt_to,
-                ))?;
+                let pic_id = self.new_id(time);
+                let pic = self.sign(build::taken_in_charge(&c, &pic_id, &mail_receipt, rcpt_to))?;
                 self.route(
                     &mut b,
                     &pic,
@@ -1397,6 +1408,7 @@ impl App {
                 )?;
                 let mut r = self.record(now, Event::TakenInChargeSent, &c);
                 r.provider = report.provider.clone();
+                r.related = vec![pic_id];
                 r.append_to(&mut b);
                 if let Some(name) = virus {
                     // RT §3.6: not delivered, kept, and one avviso di
@@ -1404,9 +1416,10 @@ impl App {
                     // provider's service mailbox.
                     self.keep_virus(&item.id, raw)?;
                     for rcpt in rcpt_to {
+                        let notice_id = self.new_id(time);
                         let notice = self.sign(build::virus_detected(
                             &c,
-                            &self.new_id(time),
+                            &notice_id,
                             &mail_receipt,
                             rcpt,
                             &name,
@@ -1422,6 +1435,7 @@ impl App {
                         let mut r = self.record(now, Event::VirusDetected, &c);
                         r.recipients = vec![rcpt.clone()];
                         r.provider = report.provider.clone();
+                        r.related = vec![notice_id];
                         r.detail = Some(format!("in a received envelope: {name}"));
                         r.append_to(&mut b);
                     }
@@ -1443,16 +1457,15 @@ impl App {
                     };
                     metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => failure.code().to_string())
                         .increment(1);
+                    let notice_id = self.new_id(time);
                     let mut r = self.record(now, Event::DeliveryError, &c);
                     r.recipients = vec![rcpt.clone()];
+                    r.provider = report.provider.clone();
+                    r.related = vec![notice_id.clone()];
                     r.detail = Some(failure.code().to_string());
                     r.append_to(&mut b);
-                    let signed = self.sign(build::delivery_error(
-                        &c,
-                        &self.new_id(time),
-                        rcpt,
-                        &failure,
-                    ))?;
+                    let signed =
+                        self.sign(build::delivery_error(&c, &notice_id, rcpt, &failure))?;
                     self.route(
                         &mut b,
                         &signed,
@@ -1511,12 +1524,9 @@ impl App {
                     let why = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
                     // One per recipient (RT §8.6).
                     for recipient in &targets {
-                        let notice = self.sign(build::delivery_error_virus(
-                            &c,
-                            &self.new_id(time),
-                            recipient,
-                            &why,
-                        ))?;
+                        let notice_id = self.new_id(time);
+                        let notice = self
+                            .sign(build::delivery_error_virus(&c, &notice_id, recipient, &why))?;
                         self.to_mailbox(
                             &mut b,
                             &notice,
@@ -1524,6 +1534,12 @@ impl App {
                             Some(&d.identificativo),
                             now,
                         )?;
+                        let mut r = self.record(now, Event::DeliveryError, &c);
+                        r.recipients = vec![recipient.clone()];
+                        r.provider = report.provider.clone();
+                        r.related = vec![notice_id];
+                        r.detail = Some(format!("virus: {why}"));
+                        r.append_to(&mut b);
                         metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => "virus")
                             .increment(1);
                     }
@@ -1538,8 +1554,8 @@ impl App {
                     }
                     _ => None,
                 };
-                for target in targets {
-                    let mut key = tx_key(&d.identificativo, &target);
+                for target in &targets {
+                    let mut key = tx_key(&d.identificativo, target);
                     // Only for transactions we track (a read, never a write,
                     // of the state itself).
                     let tracked = || -> Result<bool, String> {
@@ -1573,17 +1589,37 @@ impl App {
                 r.pec_id = Some(d.identificativo.clone());
                 r.msgid = d.msgid.clone();
                 r.sender = Some(d.mittente.clone());
-                r.recipients = rcpt_to.to_vec();
+                // Whom it is about (RT §8.2: the recipients of the message
+                // it certifies); where it went, in `detail`.
+                r.recipients = if targets.is_empty() {
+                    rcpt_to.to_vec()
+                } else {
+                    targets
+                };
+                r.subject = d.oggetto.clone();
+                r.related = received_message_id(raw).into_iter().collect();
                 r.provider = report.provider.clone();
-                r.detail = Some(t.token().into());
+                r.detail = Some(format!("{} to {}", t.token(), rcpt_to.join(", ")));
                 r.append_to(&mut b);
             }
             (Outcome::Pec, Some(ClaimedKind::AnomalyEnvelope), _) => {
+                let mut existing = Vec::new();
                 for rcpt in rcpt_to {
                     if self.mailbox_exists(rcpt)? {
                         self.to_mailbox(&mut b, raw, rcpt, None, now)?;
+                        existing.push(rcpt.clone());
                     }
                 }
+                let mut r = LogRecord::new(now, Event::Anomaly);
+                r.sender = Some(mail_from.to_string());
+                r.recipients = rcpt_to.to_vec();
+                r.related = received_message_id(raw).into_iter().collect();
+                r.provider = report.provider.clone();
+                r.detail = Some(format!(
+                    "busta di anomalia received, delivered to {}",
+                    existing.join(", ")
+                ));
+                r.append_to(&mut b);
             }
             _ => {
                 // Ordinary mail or a non-conforming PEC message (RT §3.5, §9).
@@ -2402,13 +2438,14 @@ impl App {
         let mut env = self.view_envelope(envelope, time)?;
         let postacert = env.postacert.take();
         let c = &env.certification;
+        let notice_id = self.new_id(time);
         let (notice, event, detail) = match stored {
             Ok(()) => {
                 let variant = c.delivery_variant(mailbox);
                 metrics::counter!(crate::metrics::CONSEGNA_EMITTED, "variant" => variant.token())
                     .increment(1);
                 (
-                    build::delivery_owned(c, &self.new_id(time), mailbox, variant, postacert),
+                    build::delivery_owned(c, &notice_id, mailbox, variant, postacert),
                     Event::Delivered,
                     None,
                 )
@@ -2417,7 +2454,7 @@ impl App {
                 {
                     metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => failure.code().to_string())
                         .increment(1);
-                    build::delivery_error(c, &self.new_id(time), mailbox, &failure)
+                    build::delivery_error(c, &notice_id, mailbox, &failure)
                 },
                 Event::DeliveryError,
                 Some(failure.code().to_string()),
@@ -2425,6 +2462,8 @@ impl App {
         };
         let mut r = self.record(now, event, c);
         r.recipients = vec![mailbox.to_string()];
+        r.provider = Some(env.daticert.gestore_emittente.clone());
+        r.related = vec![notice_id.clone()];
         r.detail = detail;
         r.append_to(b);
         let signed = self.sign(notice)?;
@@ -2637,7 +2676,14 @@ impl App {
         let mut b = Batch::new();
         match outcome {
             Some(o) => {
-                let mut r = LogRecord::new(now, Event::EnvelopeSent);
+                // What went: a receipt or notice (X-Ricevuta), or an envelope.
+                let (header, _) = crate::pec::mime::split_header(data);
+                let event =
+                    match crate::pec::mime::header_value(header, crate::pec::headers::X_RICEVUTA) {
+                        Some(_) => Event::ReceiptSent,
+                        None => Event::EnvelopeSent,
+                    };
+                let mut r = LogRecord::new(now, event);
                 r.pec_id = item.pec_id.clone();
                 r.sender = Some(mail_from.into());
                 r.recipients = o.delivered.clone();
@@ -2749,11 +2795,12 @@ impl App {
         }
         let (d, c) = (&env.daticert, &env.certification);
         let hostname = &self.cfg().hostname;
+        let report_id = self.new_id(time);
         let report = crate::notices::non_delivery_report(&crate::notices::NonDelivery {
             hostname,
             to: &d.mittente,
             time,
-            message_id: &self.new_id(time),
+            message_id: &report_id,
             subject: &c.subject,
             returned_header: header,
             recipients: &outside,
@@ -2773,6 +2820,7 @@ impl App {
         r.pec_id = Some(d.identificativo.clone());
         r.sender = Some(format!("MAILER-DAEMON@{hostname}"));
         r.recipients = vec![d.mittente.clone()];
+        r.related = vec![report_id];
         r.detail = Some(format!(
             "non-delivery report for {}",
             outside
@@ -2808,7 +2856,13 @@ impl App {
             code,
             description: format!("destinatario rifiutato dal gestore di destinazione ({reply})"),
         };
-        let notice = self.sign(build::delivery_error(c, &self.new_id(time), rcpt, &failure))?;
+        let notice_id = self.new_id(time);
+        let mut r = self.record(now, Event::DeliveryError, c);
+        r.recipients = vec![rcpt.to_string()];
+        r.related = vec![notice_id.clone()];
+        r.detail = Some(format!("{}: refused at the SMTP level", failure.code()));
+        r.append_to(b);
+        let notice = self.sign(build::delivery_error(c, &notice_id, rcpt, &failure))?;
         self.to_mailbox(b, &notice, &d.mittente, Some(&d.identificativo), now)?;
         mark_closed(b, &tx_key(&d.identificativo, rcpt), now);
         Ok(())
@@ -3243,11 +3297,12 @@ impl App {
                 receipt_request: Default::default(),
             };
             for &each in stages {
-                let notice =
-                    self.sign(build::timeout(&c, &self.new_id(time), &st.recipient, each))?;
+                let notice_id = self.new_id(time);
+                let notice = self.sign(build::timeout(&c, &notice_id, &st.recipient, each))?;
                 self.to_mailbox(&mut b, &notice, &st.sender, Some(&st.pec_id), now)?;
                 let mut r = self.record(now, Event::TimeoutNotice, &c);
                 r.recipients = vec![st.recipient.clone()];
+                r.related = vec![notice_id];
                 let label = match each {
                     TimeoutStage::H12 => "12h",
                     TimeoutStage::H24 => "24h",

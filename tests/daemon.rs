@@ -239,6 +239,65 @@ fn a_to_b_with_to_and_cc_then_breve() {
         events.contains(&"receipt-received".to_string()),
         "{events:?}"
     );
+    // RT §8.2: a record names the messages it made or received, and whom
+    // a receipt is about: each consegna in Mario's mailbox is in B's
+    // record of the delivery and in A's record of its arrival.
+    let records = |d: &Daemon| -> Vec<serde_json::Value> {
+        let out = pecd()
+            .args([
+                "log",
+                "search",
+                "--msgid",
+                "Prova-uno@client.test",
+                "--config",
+            ])
+            .arg(&d.cfg)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (records_a, records_b) = (records(&a), records(&b));
+    let names = |r: &serde_json::Value, event: &str, id: &str, rcpt: &str| {
+        r["event"] == event
+            && r["related"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x == id))
+            && r["recipients"]
+                .as_array()
+                .is_some_and(|v| v.len() == 1 && v[0] == rcpt)
+    };
+    let mut consegne = 0;
+    for m in a.mailbox(MARIO) {
+        let (kind, d) = kinds(std::slice::from_ref(&m)).remove(0);
+        if kind != "avvenuta-consegna"
+            || !d.msgid.as_deref().is_some_and(|m| m.contains("Prova-uno"))
+        {
+            continue;
+        }
+        consegne += 1;
+        let rcpt = d.consegna.unwrap();
+        let (header, _) = pecd::pec::mime::split_header(&m);
+        let id = pecd::pec::mime::header_value(header, "Message-ID").unwrap();
+        let id = id.trim().trim_start_matches('<').trim_end_matches('>');
+        assert!(
+            records_b.iter().any(|r| names(r, "delivered", id, &rcpt)),
+            "{id} {rcpt}: {records_b:?}"
+        );
+        assert!(
+            records_a
+                .iter()
+                .any(|r| names(r, "receipt-received", id, &rcpt)),
+            "{id} {rcpt}: {records_a:?}"
+        );
+    }
+    assert!(consegne >= 2);
+    assert!(
+        records_b.iter().any(|r| r["event"] == "receipt-sent"),
+        "{records_b:?}"
+    );
     // …and directly on the stores once they stop.
     drop(a);
     drop(b);
