@@ -3561,6 +3561,29 @@ impl App {
 
     /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
     /// retries a relay for at most 24 h (RT §2.2.2), so a week is ample.
+    /// Seal the legal log's head in a signed checkpoint (unless sealed
+    /// already); the sequence number sealed.
+    pub fn seal_log(&self) -> Result<Option<u64>, String> {
+        let live = self.cfg();
+        crate::checkpoint::write(
+            &self.store,
+            &live.signer,
+            &live.checkpoint_dir(),
+            self.clock.now(),
+        )
+    }
+
+    /// The legal log's chain and its checkpoints ([`crate::checkpoint::verify`]).
+    pub fn verify_log(&self) -> Result<crate::audit::ChainStatus, String> {
+        let live = self.cfg();
+        crate::checkpoint::verify(
+            &self.store,
+            &live.checker,
+            &self.service_address(),
+            &live.checkpoint_dir(),
+        )
+    }
+
     pub fn purge_seen(&self, before: DateTime<Utc>) -> Result<usize, String> {
         let mut b = Batch::new();
         let mut n = 0;
@@ -3629,19 +3652,39 @@ impl App {
         let mut last_index = std::time::Instant::now();
         let mut last_purge: Option<std::time::Instant> = None;
         let mut last_timers: Option<std::time::Instant> = None;
+        let mut last_checkpoint: Option<std::time::Instant> = None;
         loop {
+            let every = self.cfg().log.checkpoint_every.0;
+            if !every.is_zero() && last_checkpoint.is_none_or(|t| t.elapsed() >= every) {
+                last_checkpoint = Some(std::time::Instant::now());
+                match tokio::task::block_in_place(|| self.seal_log()) {
+                    Ok(None) => {}
+                    Ok(Some(seq)) => tracing::info!(event = "log_checkpoint", seq),
+                    Err(e) => tracing::error!(event = "log_checkpoint_failed", error = %e),
+                }
+            }
             // RT §8.2: log records older than the retention are purged; the
             // purge itself is a log record.
             if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 last_purge = Some(std::time::Instant::now());
                 let now = self.clock.now();
                 let retention = chrono::Duration::from_std(self.cfg().log.retention.0)
-                    .unwrap_or(chrono::Duration::days(913));
+                    .unwrap_or(chrono::Duration::days(crate::config::LEGAL_LOG_DAYS as i64));
                 match tokio::task::block_in_place(|| {
                     crate::audit::purge(&self.store, now - retention, now)
                 }) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(event = "log_purged", records = n),
+                    Ok(n) => {
+                        tracing::info!(event = "log_purged", records = n);
+                        let pruned = crate::audit::first_seq(&self.store)
+                            .map_err(|e| e.to_string())
+                            .and_then(|first| {
+                                crate::checkpoint::prune(&self.cfg().checkpoint_dir(), first)
+                            });
+                        if let Err(e) = pruned {
+                            tracing::error!(event = "log_checkpoint_prune_failed", error = %e);
+                        }
+                    }
                     Err(e) => tracing::error!(event = "log_purge_failed", error = %e),
                 }
                 match tokio::task::block_in_place(|| self.purge_seen(now - SEEN_RETENTION)) {

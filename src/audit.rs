@@ -56,6 +56,10 @@ pub struct LogRecord {
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A purge's new anchor, `<seq>:<hash>`: the chain itself then vouches
+    /// for where the log may start (records removed from the start show).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
 }
 
 impl LogRecord {
@@ -71,6 +75,7 @@ impl LogRecord {
             related: Vec::new(),
             provider: None,
             detail: None,
+            anchor: None,
         }
     }
 
@@ -116,11 +121,29 @@ fn anchor(store: &Store) -> Result<(u64, [u8; 32]), StoreError> {
     }
 }
 
+/// Lowercase hex of a hash.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn anchor_text(seq: u64, hash: &[u8; 32]) -> String {
+    format!("{seq}:{}", hex(hash))
+}
+
+/// The first sequence number the log still holds (the purge anchor's next).
+pub fn first_seq(store: &Store) -> Result<u64, StoreError> {
+    Ok(anchor(store)?.0 + 1)
+}
+
 /// Walk the chain from the purge anchor to the head.
 pub fn verify_chain(store: &Store) -> Result<ChainStatus, StoreError> {
     let (anchor_seq, mut prev) = anchor(store)?;
+    let anchor_now = anchor_text(anchor_seq, &prev);
     let mut expected = anchor_seq + 1;
     let mut count = 0u64;
+    // The last purge record's anchor (None: none seen; Some(None): a purge
+    // record from before anchors were recorded).
+    let mut purged_to: Option<Option<String>> = None;
     loop {
         let batch = store.log_entries(expected, 1024)?;
         if batch.is_empty() {
@@ -145,15 +168,37 @@ pub fn verify_chain(store: &Store) -> Result<ChainStatus, StoreError> {
                     reason: "content does not match its hash (record altered)".into(),
                 });
             }
-            if serde_json::from_slice::<LogRecord>(&e.payload).is_err() {
-                return Ok(ChainStatus::Broken {
-                    seq: e.seq,
-                    reason: "record is not a valid log record".into(),
-                });
+            match serde_json::from_slice::<LogRecord>(&e.payload) {
+                Err(_) => {
+                    return Ok(ChainStatus::Broken {
+                        seq: e.seq,
+                        reason: "record is not a valid log record".into(),
+                    });
+                }
+                Ok(r) if r.event == Event::LogPurge => purged_to = Some(r.anchor),
+                Ok(_) => {}
             }
             prev = e.hash;
             expected += 1;
             count += 1;
+        }
+    }
+    if anchor_seq > 0 {
+        let reason = match purged_to {
+            None => Some(format!(
+                "the log starts after #{anchor_seq} but no purge record says so: records removed from the start"
+            )),
+            Some(Some(a)) if a != anchor_now => Some(format!(
+                "the log starts after #{anchor_seq} but the last purge left it at #{}: records removed from the start",
+                a.split(':').next().unwrap_or("?")
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            return Ok(ChainStatus::Broken {
+                seq: anchor_seq + 1,
+                reason,
+            });
         }
     }
     Ok(ChainStatus::Intact {
@@ -304,6 +349,7 @@ pub fn purge(store: &Store, before: DateTime<Utc>, now: DateTime<Utc>) -> Result
     a.extend_from_slice(&last.hash);
     b.put(Table::Meta, ANCHOR_KEY.to_vec(), a);
     let mut rec = LogRecord::new(now, Event::LogPurge);
+    rec.anchor = Some(anchor_text(last.seq, &last.hash));
     rec.detail = Some(format!(
         "purged records {}..={} older than {} (retention)",
         anchor_seq + 1,
@@ -462,6 +508,49 @@ mod tests {
         );
     }
 
+    /// Records removed from the start with the anchor moved past them, as a
+    /// purge would: the last purge record names the true anchor.
+    #[test]
+    fn records_removed_from_the_start_are_named() {
+        let now = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+        let cut = |engine: &RedbEngine, store: &Store, upto: u64| {
+            let hash = store.log_entries(upto, 1).unwrap()[0].hash;
+            let mut a = upto.to_be_bytes().to_vec();
+            a.extend_from_slice(&hash);
+            let mut ops: Vec<Op> = (1..=upto)
+                .map(|s| Op::Delete(Table::Log, s.to_be_bytes().to_vec()))
+                .collect();
+            ops.push(Op::Put(Table::Meta, ANCHOR_KEY.to_vec(), a));
+            engine.apply(&ops).unwrap();
+        };
+        // After a genuine purge (records 1..=4), more cut off: 5..=6.
+        let (_d, engine, store) = store_with(5);
+        purge(
+            &store,
+            Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap(),
+            now,
+        )
+        .unwrap();
+        cut(&engine, &store, 6);
+        match verify_chain(&store).unwrap() {
+            ChainStatus::Broken { seq, reason } => {
+                assert_eq!(seq, 7);
+                assert!(reason.contains("left it at #4"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Never purged: no purge record vouches for any anchor.
+        let (_d, engine, store) = store_with(5);
+        cut(&engine, &store, 3);
+        match verify_chain(&store).unwrap() {
+            ChainStatus::Broken { seq, reason } => {
+                assert_eq!(seq, 4);
+                assert!(reason.contains("no purge record"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn purge_keeps_the_chain_verifiable_and_is_logged() {
         let (_d, _e, store) = store_with(5);
@@ -485,6 +574,16 @@ mod tests {
         }
         let purges = search(&store, &Filter::default()).unwrap();
         assert_eq!(purges.last().unwrap().1.event, Event::LogPurge);
+        assert!(
+            purges
+                .last()
+                .unwrap()
+                .1
+                .anchor
+                .as_deref()
+                .unwrap()
+                .starts_with("4:")
+        );
         assert_eq!(
             purge(
                 &store,

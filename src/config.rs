@@ -438,18 +438,32 @@ impl Default for LifecycleConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// Retention of log records; RT §8.2: 30 months.
+    /// Retention of log records; RT §8.2: 30 months, at least 915 days
+    /// (the longest 30 calendar months).
     pub retention: Span,
+    /// How often the log's head is sealed in a signed checkpoint
+    /// (`crate::checkpoint`); zero: never.
+    pub checkpoint_every: Span,
+    /// Where checkpoints go (default `<data_dir>/log-checkpoints`); copy
+    /// them elsewhere too: a copy out of reach is what shows records cut
+    /// off the end.
+    pub checkpoint_dir: Option<PathBuf>,
     /// Operational log format on stderr: `human` or `json` (the
     /// `--log-format` option wins).
     pub format: String,
 }
 
+/// RT §8.2: 30 months. The longest 30 consecutive calendar months have
+/// 915 days (two Julys to Decembers and a leap day among them), so a
+/// record is never purged before its 30 months are over.
+pub const LEGAL_LOG_DAYS: u64 = 915;
+
 impl Default for LogConfig {
     fn default() -> Self {
-        // 30 months of 30.44 days (RT §8.2).
         LogConfig {
-            retention: Span(Duration::from_secs(913 * 86400)),
+            retention: Span(Duration::from_secs(LEGAL_LOG_DAYS * 86400)),
+            checkpoint_every: Span(Duration::from_secs(3600)),
+            checkpoint_dir: None,
             format: "human".into(),
         }
     }
@@ -623,6 +637,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the legal log's checkpoints go (`log.checkpoint_dir`).
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.log
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("log-checkpoints"))
+    }
+
     /// A plan by name; the empty name is the default plan (the first).
     pub fn plan(&self, name: &str) -> Option<&Plan> {
         if name.is_empty() {
@@ -780,6 +802,7 @@ impl Config {
             limits.as_ref(),
             store.as_ref(),
             timers.as_ref(),
+            log.as_ref(),
             &routes,
         ));
         match (
@@ -876,9 +899,18 @@ fn validate_parts(
     limits: Option<&Limits>,
     store: Option<&StoreConfig>,
     timers: Option<&TimerConfig>,
+    log: Option<&LogConfig>,
     routes: &[Route],
 ) -> Vec<ConfigError> {
     let mut e = Vec::new();
+    if let Some(l) = log
+        && l.retention.0 < Duration::from_secs(LEGAL_LOG_DAYS * 86400)
+    {
+        e.push(err(
+            "log.retention",
+            format!("must be at least {LEGAL_LOG_DAYS}d (30 months, RT §8.2)"),
+        ));
+    }
     if let Some(p) = provider {
         if p.name.trim().is_empty() {
             e.push(err("provider.name", "must not be empty"));
@@ -1048,6 +1080,8 @@ max_total_size = 1000
 [timers]
 warning_after = "12h"
 final_after = "1h"
+[log]
+retention = "913d"
 "#;
         let errs = Config::parse(text, Path::new("/nonexistent")).unwrap_err();
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
@@ -1062,6 +1096,7 @@ final_after = "1h"
             "limits.max_recipients",
             "limits.max_total_size",
             "timers.final_after",
+            "log.retention",
         ] {
             assert!(keys.contains(&k), "{k} missing in {keys:?}");
         }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod antivirus;
 pub mod app;
 pub mod audit;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod fetch;

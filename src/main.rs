@@ -1047,7 +1047,16 @@ fn log_command(action: LogAction) -> Result<ExitCode, String> {
         LogAction::Verify { config } => {
             let status = match target(&config)? {
                 Target::Store(store) => {
-                    pecd::audit::verify_chain(&store).map_err(|e| e.to_string())?
+                    // The checkpoints' signatures are checked as the daemon
+                    // would: with its trust anchors.
+                    let live =
+                        pecd::app::Live::build(load_config(&config)?).map_err(|e| e.to_string())?;
+                    pecd::checkpoint::verify(
+                        &store,
+                        &live.checker,
+                        &live.pec_provider.service_address(),
+                        &live.checkpoint_dir(),
+                    )?
                 }
                 Target::Admin { addr, token } => {
                     let v = admin(addr, &token, "GET", "/log/verify", None)?;

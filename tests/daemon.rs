@@ -1371,6 +1371,96 @@ fn an_envelope_its_mailbox_never_takes_gets_a_mancata_consegna() {
     assert!(listing.contains(ANNA), "{listing}");
 }
 
+/// RT §8.2: the daemon seals the legal log's head in signed checkpoints
+/// (checkable with openssl alone); records cut off the end of the log, or
+/// a checkpoint not signed by the provider, then make `log verify` fail.
+#[test]
+fn the_log_head_is_sealed_and_records_cut_off_the_end_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(Spec {
+        extra: "[log]\ncheckpoint_every = \"300ms\"\n",
+        // B never answers: only A's records matter here.
+        ..Spec::new(
+            'a',
+            dir.path(),
+            free_port(),
+            vec![("pec.provider-b.test", free_port())],
+        )
+    });
+    mario_sends(&a, &[GIULIA], "Sigillo");
+    let seals = a.data.join("log-checkpoints");
+    let newest = || -> Option<(u64, std::path::PathBuf)> {
+        let mut v: Vec<_> = std::fs::read_dir(&seals)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "p7s"))
+            .collect();
+        v.sort();
+        let p = v.pop()?.with_extension("txt");
+        let text = std::fs::read_to_string(&p).ok()?;
+        Some((pecd::checkpoint::Checkpoint::parse(&text).ok()?.seq, p))
+    };
+    // A seal that covers the acceptance (record 1 on).
+    wait_for("a checkpoint", 20, || newest().is_some());
+    std::thread::sleep(Duration::from_millis(800));
+    let cfg = a.cfg.clone();
+    drop(a);
+    common::assert_log_verifies(&cfg);
+    let (seq, txt) = newest().unwrap();
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any", "-in",
+        ])
+        .arg(txt.with_extension("p7s"))
+        .arg("-content")
+        .arg(&txt)
+        .arg("-CAfile")
+        .arg(certs().join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let verify = || {
+        let out = pecd()
+            .args(["log", "verify", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // A checkpoint edited (not what the provider signed).
+    let original = std::fs::read_to_string(&txt).unwrap();
+    std::fs::write(&txt, original.replace("seq: ", "seq: 1")).unwrap();
+    let (fine, said) = verify();
+    assert!(
+        !fine && said.contains("not signed by this provider"),
+        "{said}"
+    );
+    std::fs::write(&txt, &original).unwrap();
+    // The sealed records cut off the end, the chain otherwise intact.
+    {
+        let store =
+            pecd::store::Store::open(&cfg.parent().unwrap().join("data-a/store"), "redb").unwrap();
+        let head = store.log_head().unwrap().seq;
+        let mut b = pecd::store::Batch::new();
+        for s in seq..=head {
+            b.delete(pecd::store::Table::Log, s.to_be_bytes().to_vec());
+        }
+        store.commit(b).unwrap();
+    }
+    let (fine, said) = verify();
+    assert!(
+        !fine && said.contains("records removed from the end"),
+        "{said}"
+    );
+}
+
 /// The dedup memory is bounded: entries older than the retention go.
 #[test]
 fn seen_pairs_are_purged_after_their_retention() {

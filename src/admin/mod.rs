@@ -148,14 +148,14 @@ async fn log_verify(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
     if let Some(r) = unauthorized(&ctx, &h) {
         return r;
     }
-    match tokio::task::block_in_place(|| crate::audit::verify_chain(&ctx.app.store)) {
+    match tokio::task::block_in_place(|| ctx.app.verify_log()) {
         Ok(crate::audit::ChainStatus::Intact { records, first_seq, head_seq }) => {
             Json(json!({"intact": true, "records": records, "first_seq": first_seq, "head_seq": head_seq})).into_response()
         }
         Ok(crate::audit::ChainStatus::Broken { seq, reason }) => {
             Json(json!({"intact": false, "seq": seq, "reason": reason})).into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e),
     }
 }
 

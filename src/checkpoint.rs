@@ -1,0 +1,276 @@
+//! Seals of the legal log's head (RT §8.2: kept unmodified; providers seal
+//! their logs [INF]).
+//!
+//! The hash chain shows a record altered, reordered or removed from the
+//! middle, but not records cut off the end: a shorter chain is still a
+//! chain. So every `log.checkpoint_every` the daemon writes the head it has
+//! reached (sequence number, hash, time) as a small text file with a
+//! detached CMS signature by the provider's key, both of which anyone can
+//! check with `openssl cms -verify` and copy elsewhere. `pecd log verify`
+//! then also requires each checkpoint found to be signed by this provider
+//! and to be in the chain: the log must reach past it, with the same hash.
+//!
+//! Owns: the checkpoint files and their format. Must not touch: the log's
+//! records (read through [`crate::audit`] and [`Store`]), openssl's CMS
+//! (through [`crate::smime`]).
+
+use crate::audit::{ChainStatus, hex};
+use crate::smime::{SignedParts, Signer, VerifyTime};
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+
+/// One sealed head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub time: DateTime<Utc>,
+}
+
+const TITLE: &str = "pecd legal log checkpoint";
+
+impl Checkpoint {
+    /// The signed text (CRLF lines: it is signed byte for byte).
+    pub fn text(&self) -> String {
+        format!(
+            "{TITLE}\r\nseq: {}\r\nhash: {}\r\ntime: {}\r\n",
+            self.seq,
+            hex(&self.hash),
+            self.time.to_rfc3339()
+        )
+    }
+
+    pub fn parse(text: &str) -> Result<Checkpoint, String> {
+        let mut lines = text.lines();
+        if lines.next() != Some(TITLE) {
+            return Err("not a pecd log checkpoint".into());
+        }
+        let (mut seq, mut hash, mut time) = (None, None, None);
+        for line in lines {
+            match line.split_once(": ") {
+                Some(("seq", v)) => seq = v.parse::<u64>().ok(),
+                Some(("hash", v)) => hash = unhex(v),
+                Some(("time", v)) => {
+                    time = DateTime::parse_from_rfc3339(v).ok().map(|t| t.to_utc())
+                }
+                _ => return Err(format!("unexpected line {line:?}")),
+            }
+        }
+        match (seq, hash, time) {
+            (Some(seq), Some(hash), Some(time)) => Ok(Checkpoint { seq, hash, time }),
+            _ => Err("seq, hash or time missing or malformed".into()),
+        }
+    }
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `checkpoint-<seq>.txt` and its `.p7s`: sorted by name is sorted by seq.
+fn file_stem(seq: u64) -> String {
+    format!("checkpoint-{seq:020}")
+}
+
+/// Seal the current head in `dir` unless it is sealed already (or the log
+/// is empty). Both files are durable before this returns; the signature is
+/// written last, so a checkpoint without one is an interrupted write.
+pub fn write(
+    store: &Store,
+    signer: &Signer,
+    dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>, String> {
+    let head = store.log_head().map_err(|e| e.to_string())?;
+    if head.seq == 0 {
+        return Ok(None);
+    }
+    let stem = file_stem(head.seq);
+    let sig_path = dir.join(format!("{stem}.p7s"));
+    if sig_path.exists() {
+        return Ok(None);
+    }
+    let cp = Checkpoint {
+        seq: head.seq,
+        hash: head.hash,
+        time: now,
+    };
+    let text = cp.text();
+    let signature = signer
+        .sign_detached(text.as_bytes())
+        .map_err(|e| format!("signing a checkpoint: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (path, bytes) in [
+        (dir.join(format!("{stem}.txt")), text.as_bytes()),
+        (sig_path, &signature[..]),
+    ] {
+        write_durable(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(Some(head.seq))
+}
+
+fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        crate::fsync::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// A checkpoint's text file and its signature (None when the signature
+/// file is missing).
+type Found = (PathBuf, Option<Vec<u8>>);
+
+/// The checkpoint files in `dir`, in seq order.
+fn found(dir: &Path) -> Result<Vec<Found>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e.map_err(|e| e.to_string())?.path();
+        if path.extension().is_some_and(|x| x == "txt") {
+            let sig = std::fs::read(path.with_extension("p7s")).ok();
+            out.push((path, sig));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The chain verified ([`crate::audit::verify_chain`]), then every
+/// checkpoint in `dir`: signed by this provider (`service_address` among
+/// the signer's addresses, its chain trusted by `checker`), and found in
+/// the log with its hash. Checkpoints of records purged since are skipped.
+pub fn verify(
+    store: &Store,
+    checker: &crate::report::Checker,
+    service_address: &str,
+    dir: &Path,
+) -> Result<ChainStatus, String> {
+    let status = crate::audit::verify_chain(store).map_err(|e| e.to_string())?;
+    let ChainStatus::Intact {
+        first_seq,
+        head_seq,
+        ..
+    } = status
+    else {
+        return Ok(status);
+    };
+    for (path, signature) in found(dir)? {
+        let name = path.display();
+        let broken = |seq: u64, reason: String| ChainStatus::Broken { seq, reason };
+        let text = std::fs::read(&path).map_err(|e| format!("{name}: {e}"))?;
+        let Some(signature) = signature else {
+            // The write stopped between the two files: not a seal yet.
+            continue;
+        };
+        let parts = SignedParts {
+            content: std::borrow::Cow::Borrowed(&text),
+            signature,
+            protocol: "application/pkcs7-signature".into(),
+            micalg: None,
+        };
+        let v = checker
+            .verifier
+            .verify_parts(&parts, VerifyTime::SigningTime);
+        let ours = v
+            .signer_emails
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(service_address));
+        if !v.status.is_valid() || !ours {
+            return Ok(broken(
+                0,
+                format!("checkpoint {name} is not signed by this provider"),
+            ));
+        }
+        let cp = Checkpoint::parse(&String::from_utf8_lossy(&text))
+            .map_err(|e| format!("{name}: {e}"))?;
+        if cp.seq > head_seq {
+            return Ok(broken(
+                head_seq + 1,
+                format!(
+                    "records up to #{} were sealed at {} ({name}) but the log ends at #{head_seq}: records removed from the end",
+                    cp.seq,
+                    cp.time.to_rfc3339()
+                ),
+            ));
+        }
+        if cp.seq < first_seq {
+            continue;
+        }
+        let entry = store
+            .log_entries(cp.seq, 1)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == cp.seq);
+        if entry.is_none_or(|e| e.hash != cp.hash) {
+            return Ok(broken(
+                cp.seq,
+                format!("record #{} differs from the one sealed in {name}", cp.seq),
+            ));
+        }
+    }
+    Ok(status)
+}
+
+/// Remove the checkpoints of records purged from the log (below
+/// `first_seq`): there is nothing left for them to seal.
+pub fn prune(dir: &Path, first_seq: u64) -> Result<usize, String> {
+    let old: Vec<_> = found(dir)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.strip_prefix("checkpoint-"))
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|seq| seq < first_seq)
+        })
+        .collect();
+    for p in &old {
+        for path in [p.clone(), p.with_extension("p7s")] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+    }
+    Ok(old.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_reads_back() {
+        let cp = Checkpoint {
+            seq: 42,
+            hash: [7u8; 32],
+            time: DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+                .unwrap()
+                .to_utc(),
+        };
+        assert_eq!(Checkpoint::parse(&cp.text()).unwrap(), cp);
+        assert!(Checkpoint::parse("pecd legal log checkpoint\r\nseq: x\r\n").is_err());
+        assert!(Checkpoint::parse("something else\r\n").is_err());
+    }
+}
