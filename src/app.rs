@@ -231,6 +231,15 @@ fn mark_closed(b: &mut Batch, key: &[u8], now: DateTime<Utc>) {
     b.put(Table::Transactions, k, Vec::new());
 }
 
+/// A local delivery that will no longer send its receipt.
+fn without_receipt(item: &Item) -> Item {
+    let mut kept = item.clone();
+    if let Work::Local { receipt_to, .. } = &mut kept.work {
+        *receipt_to = None;
+    }
+    kept
+}
+
 /// The Message-ID of a message received (the legal log names it).
 fn received_message_id(raw: &[u8]) -> Option<String> {
     let (header, _) = crate::pec::mime::split_header(raw);
@@ -1684,6 +1693,32 @@ impl App {
         receipt_to: Option<&str>,
     ) -> Result<(), String> {
         let data = item.content(&self.store, &self.spool)?;
+        if receipt_to.is_some() {
+            let now = self.clock.now();
+            let (_, stopped) = self.closed_by_final_notice(
+                item,
+                &data,
+                std::slice::from_ref(&mailbox.to_string()),
+                now,
+            );
+            if !stopped.is_empty() {
+                // RT §8.1: our sender was told at the 24 h mark that this
+                // recipient was not reached; a consegna now would contradict
+                // it. The message is kept for an operator, without receipt.
+                let mut b = Batch::new();
+                let kept = self.keep_given_up(&mut b, &without_receipt(item))?;
+                let mut r = LogRecord::new(now, Event::DeliveryError);
+                r.pec_id = item.pec_id.clone();
+                r.recipients = stopped;
+                r.detail = Some(format!(
+                    "not delivered: the 24 h notice closed the transaction; kept in {}",
+                    kept.unwrap_or_default()
+                ));
+                r.append_to(&mut b);
+                item.done(&mut b);
+                return self.commit(b);
+            }
+        }
         self.store_locally(item, mailbox, receipt_to, &data)
     }
 
@@ -2391,10 +2426,6 @@ impl App {
         })
     }
 
-    /// After a stored (or refused) envelope: the ricevuta di avvenuta
-    /// consegna (variant per RT §3.8) or the avviso di mancata consegna.
-    /// A busta di trasporto read back: its daticert, the certification data
-    /// for notices about it (roles from its Cc header) and its original.
     /// `data` read as a busta di trasporto of one of our senders (whose
     /// transactions, timers and notices are ours), or None.
     fn own_envelope(&self, data: &[u8], time: LegalTime) -> Option<EnvelopeView> {
@@ -2406,6 +2437,8 @@ impl App {
             .filter(|env| self.is_local(&env.daticert.mittente))
     }
 
+    /// A busta di trasporto read back: its daticert, the certification data
+    /// for notices about it (roles from its Cc header) and its original.
     fn view_envelope(&self, envelope: &[u8], time: LegalTime) -> Result<EnvelopeView, String> {
         let mut found =
             crate::report::parts(envelope, &["daticert.xml", "postacert.eml"]).into_iter();
@@ -2425,6 +2458,8 @@ impl App {
         })
     }
 
+    /// After a stored (or refused) envelope: the ricevuta di avvenuta
+    /// consegna (variant per RT §3.8) or the avviso di mancata consegna.
     fn delivery_outcome(
         &self,
         b: &mut Batch,
@@ -2524,8 +2559,18 @@ impl App {
         let data = item.content(&self.store, &self.spool)?;
         let now = self.clock.now();
         let (kept, stopped) = self.closed_by_final_notice(item, &data, rcpt_to, now);
-        if !stopped.is_empty() {
-            let (closed, done) = (item.clone(), kept.is_empty());
+        let narrowed;
+        let item = if stopped.is_empty() {
+            item
+        } else {
+            // The item names only the recipients still to reach, from the
+            // commit that records the others on: a later retry neither
+            // relays to them nor records them again.
+            let mut next = item.clone();
+            if let Work::Relay { rcpt_to, .. } = &mut next.work {
+                rcpt_to.clone_from(&kept);
+            }
+            let (closed, done) = (next.clone(), kept.is_empty());
             self.blocking(move |app| {
                 let mut b = Batch::new();
                 let mut r = LogRecord::new(now, Event::DeliveryError);
@@ -2535,6 +2580,9 @@ impl App {
                 r.append_to(&mut b);
                 if done {
                     closed.done(&mut b);
+                } else {
+                    // Same key (lane, due time, id): replaced.
+                    closed.put(&mut b);
                 }
                 app.commit(b)
             })
@@ -2542,7 +2590,9 @@ impl App {
             if kept.is_empty() {
                 return Ok(());
             }
-        }
+            narrowed = next;
+            &narrowed
+        };
         let rcpt_to = &kept[..];
         let hosts = match via {
             Some(h) => Ok(vec![h]),
@@ -2885,9 +2935,10 @@ impl App {
             }
             // Work on a message acknowledged with a 250, or due in a
             // mailbox: never dropped, kept for an operator.
-            let kept_item = self.envelope_given_up(b, &item, give_up, &error);
+            let (kept_item, notice) = self.envelope_given_up(&item, give_up, &error);
             match self.keep_given_up(b, &kept_item) {
                 Ok(kept) => {
+                    b.append(notice);
                     // RT §2.2.2: give up after 24 h, on the record.
                     let mut r = LogRecord::new(now, Event::DeliveryError);
                     r.pec_id = item.pec_id.clone();
@@ -2944,31 +2995,20 @@ impl App {
     // ----------------------------------------------------------------------
     // Quarantine
 
-    /// A message whose processing was given up, as a file in the
-    /// `data_dir/quarantine` Maildir (flushed before it counts), with its
-    /// queue item beside it in the store (`meta`, `quarantine/<id>`):
-    /// where it was going and why it failed. Returns where it is (the
-    /// Maildir and the file's name); None for a message whose content is
-    /// gone already (nothing to keep).
     /// RT §1.4, §3.9: an envelope its mailbox could not take for
     /// `give_up` (a mailbox server answering 4xx, a disk failing) is not
     /// delivered: its sender gets the avviso di mancata consegna (5.4.7, the
-    /// delivery time expired), in `b`. Returns the item to keep for an
-    /// operator: without its receipt once the avviso went, so that a later
-    /// release cannot contradict it with a consegna.
-    fn envelope_given_up(
-        &self,
-        b: &mut Batch,
-        item: &Item,
-        give_up: Duration,
-        error: &str,
-    ) -> Item {
+    /// delivery time expired). Returns the item to keep for an operator and
+    /// the notice's batch, which goes in only with the keeping: the item
+    /// kept is without its receipt, so that a later release cannot
+    /// contradict the avviso with a consegna.
+    fn envelope_given_up(&self, item: &Item, give_up: Duration, error: &str) -> (Item, Batch) {
         let Work::Local {
             mailbox,
             receipt_to: Some(sender),
         } = &item.work
         else {
-            return item.clone();
+            return (item.clone(), Batch::new());
         };
         let failure = DeliveryFailure::Other {
             code: "5.4.7".into(),
@@ -2982,22 +3022,20 @@ impl App {
             self.delivery_outcome(&mut notice, &data, mailbox, sender, Err(failure))
         });
         match sent {
-            Ok(()) => {
-                b.append(notice);
-                let mut kept = item.clone();
-                kept.work = Work::Local {
-                    mailbox: mailbox.clone(),
-                    receipt_to: None,
-                };
-                kept
-            }
+            Ok(()) => (without_receipt(item), notice),
             Err(e) => {
                 tracing::error!(event = "undeliverable_notice_failed", item = %item.id, error = %e);
-                item.clone()
+                (item.clone(), Batch::new())
             }
         }
     }
 
+    /// A message whose processing was given up, as a file in the
+    /// `data_dir/quarantine` Maildir (flushed before it counts), with its
+    /// queue item beside it in the store (`meta`, `quarantine/<id>`):
+    /// where it was going and why it failed. Returns where it is (the
+    /// Maildir and the file's name); None for a message whose content is
+    /// gone already (nothing to keep).
     fn keep_given_up(&self, b: &mut Batch, item: &Item) -> Result<Option<String>, String> {
         let content = match self.item_content(item) {
             Ok(c) => c,
@@ -3559,8 +3597,6 @@ impl App {
         }
     }
 
-    /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
-    /// retries a relay for at most 24 h (RT §2.2.2), so a week is ample.
     /// Seal the legal log's head in a signed checkpoint (unless sealed
     /// already); the sequence number sealed.
     pub fn seal_log(&self) -> Result<Option<u64>, String> {
@@ -3578,12 +3614,14 @@ impl App {
         let live = self.cfg();
         crate::checkpoint::verify(
             &self.store,
-            &live.checker,
+            &live.checker.verifier,
             &self.service_address(),
             &live.checkpoint_dir(),
         )
     }
 
+    /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
+    /// retries a relay for at most 24 h (RT §2.2.2), so a week is ample.
     pub fn purge_seen(&self, before: DateTime<Utc>) -> Result<usize, String> {
         let mut b = Batch::new();
         let mut n = 0;

@@ -15,7 +15,7 @@
 //! (through [`crate::smime`]).
 
 use crate::audit::{ChainStatus, hex};
-use crate::smime::{SignedParts, Signer, VerifyTime};
+use crate::smime::{SignedParts, Signer, Verifier, VerifyTime};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -145,7 +145,12 @@ fn found(dir: &Path) -> Result<Vec<Found>, String> {
     for e in entries {
         let path = e.map_err(|e| e.to_string())?.path();
         if path.extension().is_some_and(|x| x == "txt") {
-            let sig = std::fs::read(path.with_extension("p7s")).ok();
+            let sig_path = path.with_extension("p7s");
+            let sig = match std::fs::read(&sig_path) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(format!("{}: {e}", sig_path.display())),
+            };
             out.push((path, sig));
         }
     }
@@ -155,11 +160,13 @@ fn found(dir: &Path) -> Result<Vec<Found>, String> {
 
 /// The chain verified ([`crate::audit::verify_chain`]), then every
 /// checkpoint in `dir`: signed by this provider (`service_address` among
-/// the signer's addresses, its chain trusted by `checker`), and found in
-/// the log with its hash. Checkpoints of records purged since are skipped.
+/// the signer's addresses, its chain trusted by `verifier`), and found in
+/// the log with its hash. Checkpoints of records purged since are skipped,
+/// and so is the newest when its signature was never written (a write
+/// interrupted between the two files).
 pub fn verify(
     store: &Store,
-    checker: &crate::report::Checker,
+    verifier: &Verifier,
     service_address: &str,
     dir: &Path,
 ) -> Result<ChainStatus, String> {
@@ -172,13 +179,27 @@ pub fn verify(
     else {
         return Ok(status);
     };
-    for (path, signature) in found(dir)? {
+    let all = found(dir)?;
+    let newest = all.last().map(|f| f.0.clone());
+    for (path, signature) in all {
         let name = path.display();
         let broken = |seq: u64, reason: String| ChainStatus::Broken { seq, reason };
-        let text = std::fs::read(&path).map_err(|e| format!("{name}: {e}"))?;
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            // Pruned by the daemon meanwhile (its records were purged).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{name}: {e}")),
+        };
         let Some(signature) = signature else {
-            // The write stopped between the two files: not a seal yet.
-            continue;
+            // Only the newest may be a write that stopped between its two
+            // files; an older one without signature had it removed.
+            if Some(&path) == newest.as_ref() {
+                continue;
+            }
+            return Ok(broken(
+                0,
+                format!("checkpoint {name} has lost its signature"),
+            ));
         };
         let parts = SignedParts {
             content: std::borrow::Cow::Borrowed(&text),
@@ -186,9 +207,7 @@ pub fn verify(
             protocol: "application/pkcs7-signature".into(),
             micalg: None,
         };
-        let v = checker
-            .verifier
-            .verify_parts(&parts, VerifyTime::SigningTime);
+        let v = verifier.verify_parts(&parts, VerifyTime::SigningTime);
         let ours = v
             .signer_emails
             .iter()
@@ -201,11 +220,17 @@ pub fn verify(
         }
         let cp = Checkpoint::parse(&String::from_utf8_lossy(&text))
             .map_err(|e| format!("{name}: {e}"))?;
-        if cp.seq > head_seq {
+        // The daemon may have appended (and sealed) more since the walk.
+        let head_now = if cp.seq > head_seq {
+            store.log_head().map_err(|e| e.to_string())?.seq
+        } else {
+            head_seq
+        };
+        if cp.seq > head_now {
             return Ok(broken(
-                head_seq + 1,
+                head_now + 1,
                 format!(
-                    "records up to #{} were sealed at {} ({name}) but the log ends at #{head_seq}: records removed from the end",
+                    "records up to #{} were sealed at {} ({name}) but the log ends at #{head_now}: records removed from the end",
                     cp.seq,
                     cp.time.to_rfc3339()
                 ),
@@ -272,5 +297,57 @@ mod tests {
         assert_eq!(Checkpoint::parse(&cp.text()).unwrap(), cp);
         assert!(Checkpoint::parse("pecd legal log checkpoint\r\nseq: x\r\n").is_err());
         assert!(Checkpoint::parse("something else\r\n").is_err());
+    }
+
+    #[test]
+    fn seals_are_ours_and_in_the_chain() {
+        use crate::audit::{Event, LogRecord};
+        use crate::store::Batch;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), "redb").unwrap();
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        let signer = Signer::from_files(
+            &certs.join("provider-a.pem"),
+            &certs.join("provider-a.key"),
+            crate::smime::Digest::Sha256,
+        )
+        .unwrap();
+        let anchors = crate::smime::load_certificates(&certs.join("ca.pem")).unwrap();
+        let verifier = Verifier::with_anchors(anchors).unwrap();
+        let seals = dir.path().join("seals");
+        let append = |n: usize| {
+            for _ in 0..n {
+                let mut b = Batch::new();
+                LogRecord::new(Utc::now(), Event::Acceptance).append_to(&mut b);
+                store.commit(b).unwrap();
+            }
+        };
+        let now = Utc::now();
+        append(2);
+        assert_eq!(write(&store, &signer, &seals, now).unwrap(), Some(2));
+        assert_eq!(write(&store, &signer, &seals, now).unwrap(), None);
+        append(2);
+        assert_eq!(write(&store, &signer, &seals, now).unwrap(), Some(4));
+        let me = "posta-certificata@pec.provider-a.test";
+        let check = |who: &str| verify(&store, &verifier, who, &seals).unwrap();
+        let reason = |s: ChainStatus| match s {
+            ChainStatus::Broken { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(check(me), ChainStatus::Intact { .. }));
+        let other = check("posta-certificata@pec.provider-b.test");
+        assert!(reason(other).contains("not signed by this provider"));
+        // The newest without its signature: a write interrupted, tolerated.
+        let sig = |seq: u64| seals.join(format!("{}.p7s", file_stem(seq)));
+        let newest = std::fs::read(sig(4)).unwrap();
+        std::fs::remove_file(sig(4)).unwrap();
+        assert!(matches!(check(me), ChainStatus::Intact { .. }));
+        std::fs::write(sig(4), newest).unwrap();
+        // An older one without it: removed to hide that seal.
+        std::fs::remove_file(sig(2)).unwrap();
+        assert!(reason(check(me)).contains("lost its signature"));
+        // Once its records are purged it goes.
+        assert_eq!(prune(&seals, 3).unwrap(), 1);
+        assert!(matches!(check(me), ChainStatus::Intact { .. }));
     }
 }

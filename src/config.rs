@@ -794,6 +794,12 @@ impl Config {
             resolve(&mut t.key);
             t
         });
+        let log = log.map(|mut l| {
+            if let Some(d) = l.checkpoint_dir.as_mut() {
+                resolve(d);
+            }
+            l
+        });
         errors.extend(validate_parts(
             queue.as_ref(),
             delivery.as_ref(),

@@ -1053,7 +1053,7 @@ fn log_command(action: LogAction) -> Result<ExitCode, String> {
                         pecd::app::Live::build(load_config(&config)?).map_err(|e| e.to_string())?;
                     pecd::checkpoint::verify(
                         &store,
-                        &live.checker,
+                        &live.checker.verifier,
                         &live.pec_provider.service_address(),
                         &live.checkpoint_dir(),
                     )?

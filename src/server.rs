@@ -255,8 +255,15 @@ async fn connection(
                 Some(d) if d.0 == phase => d,
                 _ => *data.insert((phase, std::time::Instant::now(), 0)),
             };
-            let earned = std::time::Duration::from_secs(bytes / DATA_MIN_RATE);
-            (limits.data_timeout.0 + earned).saturating_sub(started.elapsed())
+            // Only what may be kept earns time: past the size limit the
+            // rest is read to its end and dropped, and must not buy more.
+            let counted = bytes.min(session.max_message_size() as u64);
+            let earned = std::time::Duration::from_secs(counted / DATA_MIN_RATE);
+            limits
+                .data_timeout
+                .0
+                .saturating_add(earned)
+                .saturating_sub(started.elapsed())
         } else {
             data = None;
             limits.command_timeout.0

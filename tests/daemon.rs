@@ -1217,8 +1217,8 @@ fn a_domain_whose_hosts_will_not_talk_gets_a_mancata_consegna_at_once() {
 }
 
 /// A tiny LMTP peer (RFC 2033): accepts the envelope for GIULIA, refuses
-/// LUCA's copy after DATA with 552 5.2.2 (mailbox full) and ANNA's with
-/// 452 4.2.2 (for ever), records what it got.
+/// LUCA's copy after DATA with 552 5.2.2 (mailbox full) and every
+/// anna.neri's with 452 4.2.2 (for ever), records what it got.
 /// What the LMTP peer stored: (recipient, message).
 type Stored = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
@@ -1261,7 +1261,7 @@ fn lmtp_server() -> (u16, Stored) {
                     }
                     if rcpt == LUCA {
                         s.write_all(b"552 5.2.2 Mailbox full\r\n").unwrap();
-                    } else if rcpt == ANNA {
+                    } else if rcpt.starts_with("anna.neri@") {
                         s.write_all(b"452 4.2.2 Over quota, try later\r\n").unwrap();
                     } else {
                         g.lock().unwrap().push((rcpt.clone(), data));
@@ -1367,8 +1367,18 @@ fn an_envelope_its_mailbox_never_takes_gets_a_mancata_consegna() {
         .arg(&b.cfg)
         .output()
         .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains(ANNA), "{listing}");
+    let kept = kept_for(&String::from_utf8_lossy(&out.stdout), ANNA);
+    assert!(!kept.contains("receipt_to"), "{kept}");
+}
+
+/// The quarantined entry (a JSON line) of `pecd queue list --json` whose
+/// item goes to `rcpt`.
+fn kept_for(listing: &str, rcpt: &str) -> String {
+    listing
+        .lines()
+        .find(|l| l.contains("\"quarantined\"") && l.contains(rcpt))
+        .unwrap_or_else(|| panic!("{rcpt} not kept: {listing}"))
+        .to_string()
 }
 
 /// RT §8.2: the daemon seals the legal log's head in signed checkpoints
@@ -1459,6 +1469,61 @@ fn the_log_head_is_sealed_and_records_cut_off_the_end_show() {
         !fine && said.contains("records removed from the end"),
         "{said}"
     );
+}
+
+/// RT §8.1 with a local recipient: once the 24 h notice told the sender
+/// the transmission failed, the delivery its mailbox server kept refusing
+/// is not attempted again, nor does a second negative notice follow: the
+/// message is kept for an operator.
+#[test]
+fn a_local_delivery_stops_at_the_24h_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lmtp_port, got) = lmtp_server();
+    let extra = format!(
+        "[delivery]\nlmtp = \"127.0.0.1:{lmtp_port}\"\n[[dev_mailboxes]]\naddress = \"anna.neri@pec.provider-a.test\"\npassword = \"password-anna\"\n"
+    );
+    let a = Daemon::start(Spec {
+        warning: "1s",
+        final_after: "3s",
+        give_up_after: "5s",
+        extra: &extra,
+        ..Spec::new('a', dir.path(), free_port(), vec![])
+    });
+    mario_sends(&a, &["anna.neri@pec.provider-a.test"], "Vicina ma piena");
+    // Every mailbox is behind the LMTP server, Mario's too.
+    let marios = || -> Vec<(String, pecd::pec::daticert::Daticert)> {
+        let got = got.lock().unwrap();
+        let msgs: Vec<Vec<u8>> = got
+            .iter()
+            .filter(|(r, _)| r == MARIO)
+            .map(|(_, m)| m.clone())
+            .collect();
+        kinds(&msgs)
+    };
+    wait_for("24h notice", 20, || {
+        marios().iter().any(|g| {
+            g.1.errore_esteso
+                .as_deref()
+                .is_some_and(|e| e.starts_with("5.4.1"))
+        })
+    });
+    // Past give_up_after: no 5.4.7 avviso after the 24 h notice.
+    std::thread::sleep(Duration::from_secs(4));
+    let notices: Vec<_> = marios()
+        .into_iter()
+        .map(|k| (k.0, k.1.errore_esteso))
+        .collect();
+    assert_eq!(notices.len(), 2, "accettazione, 24 h: {notices:?}");
+    let out = pecd()
+        .args(["queue", "list", "--json", "--config"])
+        .arg(&a.cfg)
+        .output()
+        .unwrap();
+    let kept = kept_for(
+        &String::from_utf8_lossy(&out.stdout),
+        "anna.neri@pec.provider-a.test",
+    );
+    assert!(!kept.contains("receipt_to"), "{kept}");
 }
 
 /// The dedup memory is bounded: entries older than the retention go.

@@ -4,7 +4,8 @@
 //! [`Event`]s from [`Session::next_event`] until it returns None. Events that
 //! need the outside world (TLS upgrade, credentials, the message itself)
 //! stop processing until the shell answers with [`Session::tls_started`],
-//! [`Session::auth_result`] or [`Session::message_result`]; pipelined
+//! [`Session::auth_result`], [`Session::recipient_result`] or
+//! [`Session::message_result`]; pipelined
 //! commands wait in the buffer meanwhile (RFC 2920).
 //!
 //! Two modes: `Submission` (punto di accesso: AUTH only over TLS, required
@@ -202,6 +203,11 @@ impl Session {
     /// Whether the session is inside DATA (the shell applies the data timeout).
     pub fn in_data(&self) -> bool {
         matches!(self.framing, Framing::Data { .. })
+    }
+
+    /// The largest message this session takes.
+    pub fn max_message_size(&self) -> usize {
+        self.cfg.max_message_size
     }
 
     /// How many DATA phases this session began: two pipelined transactions
