@@ -33,6 +33,15 @@ fuzz_target!(|data: &[u8]| {
                 Event::Authenticate { user, .. } => {
                     let _ = s.auth_result((user.len() % 2 == 0).then_some(user));
                 }
+                Event::Recipient { address, .. } => {
+                    // Known, unknown, or a lookup that failed.
+                    let verdict = match address.len() % 3 {
+                        0 => Ok(Some(address)),
+                        1 => Ok(None),
+                        _ => Err(Reply::new(451, (4, 3, 0), "lookup failed")),
+                    };
+                    let _ = s.recipient_result(verdict);
+                }
                 Event::Message(env) => {
                     assert!(env.data.len() <= 4096 + 1024, "over the size limit");
                     let _ = s.message_result(Reply::new(250, (2, 0, 0), "ok"));
