@@ -1279,55 +1279,13 @@ fn lmtp_server() -> (u16, Stored) {
     (port, got)
 }
 
+/// LMTP delivery: the receipt after storage, a permanent refusal (quota)
+/// with its code, and (RT §1.4) a mailbox the server keeps refusing (4xx)
+/// given up at `give_up_after` with an avviso di mancata consegna (5.4.7),
+/// the message kept for an operator; the presa in carico never waits for
+/// the mailbox server.
 #[test]
-fn lmtp_delivery_with_receipts_after_storage_and_quota_refusal() {
-    let dir = tempfile::tempdir().unwrap();
-    let (lmtp_port, got) = lmtp_server();
-    let extra = format!("[delivery]\nlmtp = \"127.0.0.1:{lmtp_port}\"\n");
-    let (a_in, b_in) = (free_port(), free_port());
-    let a = Daemon::start(Spec::new(
-        'a',
-        dir.path(),
-        a_in,
-        vec![("pec.provider-b.test", b_in)],
-    ));
-    let _b = Daemon::start(Spec {
-        extra: &extra,
-        ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
-    });
-    mario_sends(&a, &[GIULIA, LUCA], "Via LMTP");
-    wait_for("consegna + mancata consegna", 30, || {
-        a.mailbox(MARIO).len() >= 3
-    });
-    let notices = kinds(&a.mailbox(MARIO));
-    let ok = notices
-        .iter()
-        .find(|n| n.0 == "avvenuta-consegna")
-        .expect("consegna");
-    assert_eq!(ok.1.consegna.as_deref(), Some(GIULIA));
-    let full = notices
-        .iter()
-        .find(|n| n.0 == "errore-consegna")
-        .expect("mancata consegna");
-    assert_eq!(full.1.consegna.as_deref(), Some(LUCA));
-    assert!(
-        full.1
-            .errore_esteso
-            .as_deref()
-            .unwrap()
-            .starts_with("5.2.2 - Provider B S.p.A. - casella piena")
-    );
-    let stored = got.lock().unwrap().clone();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].0, GIULIA);
-    assert!(String::from_utf8_lossy(&stored[0].1).contains("X-Trasporto: posta-certificata"));
-}
-
-/// RT §1.4: an envelope the mailbox server keeps refusing for a while
-/// (4xx) is given up at `give_up_after` with an avviso di mancata consegna
-/// to its sender (5.4.7), and kept for an operator.
-#[test]
-fn an_envelope_its_mailbox_never_takes_gets_a_mancata_consegna() {
+fn lmtp_delivery_with_receipts_after_storage_quota_refusal_and_give_up() {
     let dir = tempfile::tempdir().unwrap();
     let (lmtp_port, got) = lmtp_server();
     let extra = format!("[delivery]\nlmtp = \"127.0.0.1:{lmtp_port}\"\n");
@@ -1346,21 +1304,42 @@ fn an_envelope_its_mailbox_never_takes_gets_a_mancata_consegna() {
         give_up_after: "2s",
         ..Spec::new('b', dir.path(), b_in, vec![("pec.provider-a.test", a_in)])
     });
-    mario_sends(&a, &[ANNA], "Sempre occupata");
-    wait_for("mancata consegna", 30, || a.mailbox(MARIO).len() >= 2);
+    mario_sends(&a, &[GIULIA, LUCA, ANNA], "Via LMTP");
+    wait_for("consegna + two mancate consegne", 30, || {
+        a.mailbox(MARIO).len() >= 4
+    });
     let notices = kinds(&a.mailbox(MARIO));
-    let err = notices
+    let ok = notices
         .iter()
-        .find(|n| n.0 == "errore-consegna")
-        .expect("mancata consegna");
-    assert_eq!(err.1.consegna.as_deref(), Some(ANNA));
-    let text = err.1.errore_esteso.as_deref().unwrap();
-    assert!(text.starts_with("5.4.7 - Provider B S.p.A. - "), "{text}");
-    assert!(got.lock().unwrap().is_empty());
-    // The presa in carico did not wait for the mailbox server.
+        .find(|n| n.0 == "avvenuta-consegna")
+        .expect("consegna");
+    assert_eq!(ok.1.consegna.as_deref(), Some(GIULIA));
+    let error_for = |rcpt: &str| {
+        notices
+            .iter()
+            .find(|n| n.0 == "errore-consegna" && n.1.consegna.as_deref() == Some(rcpt))
+            .unwrap_or_else(|| panic!("mancata consegna for {rcpt}"))
+            .1
+            .errore_esteso
+            .clone()
+            .unwrap()
+    };
+    let full = error_for(LUCA);
+    assert!(
+        full.starts_with("5.2.2 - Provider B S.p.A. - casella piena"),
+        "{full}"
+    );
+    let late = error_for(ANNA);
+    assert!(late.starts_with("5.4.7 - Provider B S.p.A. - "), "{late}");
+    let stored = got.lock().unwrap().clone();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, GIULIA);
+    assert!(String::from_utf8_lossy(&stored[0].1).contains("X-Trasporto: posta-certificata"));
+    // The presa in carico (one per domain relayed to) did not wait for
+    // the mailbox server.
     let pic = kinds(&a.mailbox("posta-certificata@pec.provider-a.test"));
-    assert_eq!(pic.len(), 1);
-    assert_eq!(pic[0].0, "presa-in-carico");
+    assert!(pic.iter().all(|p| p.0 == "presa-in-carico"));
+    assert!(pic.iter().any(|p| p.1.ricezione.iter().any(|r| r == ANNA)));
     // Kept for an operator, whose release could no longer send a consegna.
     let out = pecd()
         .args(["queue", "list", "--json", "--config"])
