@@ -214,34 +214,7 @@ fn a_to_b_with_to_and_cc_then_breve() {
         let out = common::assert_log_verifies(&d.cfg);
         assert!(out.contains("legal log intact"));
     }
-    let out = pecd()
-        .args([
-            "log",
-            "search",
-            "--msgid",
-            "Prova-uno@client.test",
-            "--config",
-        ])
-        .arg(&a.cfg)
-        .output()
-        .unwrap();
-    let events: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert!(events.contains(&"acceptance".to_string()), "{events:?}");
-    assert!(
-        events.contains(&"receipt-received".to_string()),
-        "{events:?}"
-    );
-    // RT §8.2: a record names the messages it made or received, and whom
-    // a receipt is about: each consegna in Mario's mailbox is in B's
-    // record of the delivery and in A's record of its arrival.
+    // The message's history: its records on each side, as JSON.
     let records = |d: &Daemon| -> Vec<serde_json::Value> {
         let out = pecd()
             .args([
@@ -260,6 +233,15 @@ fn a_to_b_with_to_and_cc_then_breve() {
             .collect()
     };
     let (records_a, records_b) = (records(&a), records(&b));
+    let events: Vec<&str> = records_a
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"acceptance"), "{events:?}");
+    assert!(events.contains(&"receipt-received"), "{events:?}");
+    // RT §8.2: a record names the messages it made or received, and whom
+    // a receipt is about: each consegna in Mario's mailbox is in B's
+    // record of the delivery and in A's record of its arrival.
     let names = |r: &serde_json::Value, event: &str, id: &str, rcpt: &str| {
         r["event"] == event
             && r["related"]
