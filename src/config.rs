@@ -280,6 +280,10 @@ pub struct ListenConfig {
     pub inbound: Option<SocketAddr>,
     /// Admin HTTP endpoint (the CLI while the daemon runs).
     pub admin: Option<SocketAddr>,
+    /// Reverse proxies in front of the admin endpoint's web panels, whose
+    /// `X-Forwarded-For` names the client (login throttling, the log).
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Protocol and resource limits. Command lines are limited to 4096 bytes

@@ -573,7 +573,9 @@ pub fn members(store: &Store, tenant: &str, q: Option<&str>) -> Result<Vec<Accou
     let mut out = Vec::new();
     for (k, _) in store.scan_prefix(Table::Tenants, prefix.as_bytes(), usize::MAX)? {
         let address = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-        let Some(a) = accounts::get(store, &address)? else {
+        // The account is the authority: an index entry left behind (a
+        // mailbox moved to another order) shows nothing.
+        let Some(a) = accounts::get(store, &address)?.filter(|a| a.tenant == tenant) else {
             continue;
         };
         let hit = q.as_deref().is_none_or(|q| {
@@ -895,7 +897,9 @@ pub fn transfer(
             ));
         }
         let mut b = Batch::new();
-        b.delete(Table::Tenants, member_key(from, address));
+        // The index entry is under the stored (normalised) address, not the
+        // text the caller typed.
+        b.delete(Table::Tenants, member_key(from, &acc.address));
         acc.tenant = to.to_string();
         put_member(&mut b, &acc);
         log(

@@ -428,11 +428,12 @@ fn exports_cancellation_rules_transfer_and_plans() {
         after[..4].parse::<i32>().unwrap(),
         before[..4].parse::<i32>().unwrap() + 2
     );
-    // Transfer: gone from Lodi's view, in Milano's.
+    // Transfer (the address typed in capitals): gone from Lodi's view, in
+    // Milano's.
     let (s, v) = d.api(
         &lodi,
         "POST",
-        &path(&made[3], "transfer"),
+        &path(&made[3].to_uppercase(), "transfer"),
         Some(json!({"to": "ordine-milano"})),
     );
     assert_eq!(
@@ -447,6 +448,8 @@ fn exports_cancellation_rules_transfer_and_plans() {
         None,
     );
     assert_eq!(s, 404);
+    let (_, list) = d.api(&lodi, "GET", "/tenants/ordine-lodi/mailboxes", None);
+    assert!(!list.to_string().contains(made[3].as_str()), "{list}");
     // The plans report: avanzata 20 €/year + 3 add-on steps at 4 € (the
     // transferred mailbox now counts for Milano); cancelled ones not at all.
     let (_, rep) = d.api(&d.admin_token(), "GET", "/report", None);
@@ -691,6 +694,14 @@ fn a_holder_completes_the_first_access_and_serves_itself() {
     // Now active, the holder can send.
     d.submit(&addr, "ancora-una-nuova", &addr, &[&addr], format!("From: {addr}\r\nTo: {addr}\r\nSubject: prima\r\nMessage-ID: <prima@x.test>\r\n\r\nciao\r\n").as_bytes())
         .unwrap();
+    // Password guessing over the API is throttled as on the panel: after
+    // five failures even the right password waits (the address typed in
+    // capitals is the same mailbox).
+    for _ in 0..5 {
+        let guess = basic(&addr.to_uppercase(), "indovina");
+        assert_eq!(d.api(&guess, "GET", "/me", None).0, 401);
+    }
+    assert_eq!(d.api(&me, "GET", "/me", None).0, 429);
 }
 
 #[test]

@@ -36,13 +36,41 @@ fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(denied)?;
     let (user, password) = raw.split_once(':').ok_or_else(denied)?;
+    // The panel's throttle and key: guesses over the API count as there.
+    let key = [format!("holder:{}", user.trim().to_ascii_lowercase())];
+    if ctx.throttle.locked_out(&key).is_some() {
+        return Err(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked",
+            "too many failed logins for this mailbox; try again later",
+        ));
+    }
     let acc = tokio::task::block_in_place(|| accounts::get(&ctx.app.store, user))
         .ok()
         .flatten()
-        .filter(|a| !matches!(a.state, AccountState::Cancelled | AccountState::Suspended))
-        .ok_or_else(denied)?;
-    let ok = tokio::task::block_in_place(|| accounts::check_password(&acc.password_hash, password));
-    if ok { Ok(acc) } else { Err(denied()) }
+        .filter(|a| !matches!(a.state, AccountState::Cancelled | AccountState::Suspended));
+    // An unknown address costs the same hash as a known one: the time of
+    // the answer does not tell which addresses exist.
+    let hash = acc
+        .as_ref()
+        .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
+    let ok = tokio::task::block_in_place(|| accounts::check_password(&hash, password));
+    match acc {
+        Some(acc) if ok => {
+            ctx.throttle.succeeded(&key[0]);
+            Ok(acc)
+        }
+        _ => {
+            ctx.throttle.failed(&key);
+            Err(denied())
+        }
+    }
+}
+
+/// A hash no password matches, made once.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| accounts::hash_password("pecd: no such mailbox").unwrap_or_default())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Response> {

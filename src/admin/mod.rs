@@ -23,6 +23,9 @@ mod ordini;
 struct Ctx {
     app: Arc<App>,
     token: Arc<String>,
+    /// The web panels' login throttle, which the holder API's Basic
+    /// credentials count against too.
+    throttle: Arc<crate::web::session::Sessions>,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -362,6 +365,12 @@ pub fn write_token(data_dir: &std::path::Path) -> std::io::Result<String> {
         .truncate(true)
         .mode(0o600)
         .open(&path)?;
+    // `mode` applies only to a file created now: one left from before
+    // (or made by hand) is narrowed too before the secret goes in.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     Ok(token)
@@ -391,10 +400,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let web = crate::web::router(app.clone(), token.clone());
+    let throttle = Arc::new(crate::web::session::Sessions::default());
+    let web = crate::web::router(app.clone(), token.clone(), throttle.clone());
     let ctx = Ctx {
         app,
         token: Arc::new(token),
+        throttle,
     };
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -495,4 +506,21 @@ pub fn path_segment(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_token_file_is_private_even_when_it_was_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let token = super::write_token(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

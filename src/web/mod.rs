@@ -33,7 +33,9 @@ const COOKIE: &str = "pecd_sid";
 
 pub struct Web {
     app: Arc<App>,
-    sessions: Sessions,
+    /// Shared with the holder API, whose logins count against the same
+    /// throttle.
+    sessions: Arc<Sessions>,
     /// The national administrator logs in with the admin token.
     admin_token: String,
 }
@@ -41,10 +43,10 @@ pub struct Web {
 type St = State<Arc<Web>>;
 
 /// The web routes, with their own state, to merge into the admin router.
-pub fn router(app: Arc<App>, admin_token: String) -> Router {
+pub fn router(app: Arc<App>, admin_token: String, sessions: Arc<Sessions>) -> Router {
     let web = Arc::new(Web {
         app,
-        sessions: Sessions::default(),
+        sessions,
         admin_token,
     });
     Router::new()
@@ -159,16 +161,44 @@ impl Web {
     }
 }
 
-/// The client's address for throttling and the log: the peer (the proxy's
-/// forwarded address is not trusted: anyone could set it).
+/// The client's address for throttling and the log.
 fn client_ip(peer: &std::net::SocketAddr) -> String {
     peer.ip().to_string()
 }
 
-/// The client's address, from the connection (see `admin::serve`).
-fn peer_of(ext: &axum::http::Extensions) -> std::net::SocketAddr {
-    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+/// The client's address: the connection's peer (see `admin::serve`), or,
+/// when that peer is one of `listen.trusted_proxies`, the last address its
+/// `X-Forwarded-For` names that is not a trusted proxy itself. Behind a
+/// proxy every peer is the proxy: without this, one client's failed logins
+/// would lock every client out. Nobody else's header is believed.
+fn peer_of(w: &Web, ext: &axum::http::Extensions, h: &HeaderMap) -> std::net::SocketAddr {
+    let peer = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    forwarded_client(peer, &w.app.cfg().listen.trusted_proxies, h)
+}
+
+/// [`peer_of`]'s decision.
+fn forwarded_client(
+    peer: std::net::SocketAddr,
+    trusted: &[std::net::IpAddr],
+    h: &HeaderMap,
+) -> std::net::SocketAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer;
+    }
+    let forwarded = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .map_or(peer, |ip| std::net::SocketAddr::new(ip, 0))
 }
 
 /// A posted urlencoded form whose CSRF token matches the session's.
@@ -185,7 +215,7 @@ impl axum::extract::FromRequest<Arc<Web>> for Posted {
 
     async fn from_request(req: axum::extract::Request, w: &Arc<Web>) -> Result<Posted, Response> {
         let headers = req.headers().clone();
-        let peer = peer_of(req.extensions());
+        let peer = peer_of(w, req.extensions(), &headers);
         let body = String::from_request(req, w)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -643,6 +673,25 @@ fn locked_page(nav_title: &str, wait: std::time::Duration) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let peer = std::net::SocketAddr::new(proxy, 4000);
+        let mut h = HeaderMap::new();
+        // The client wrote the first entry itself; the proxy appended the
+        // address it saw.
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 192.0.2.7"),
+        );
+        let client = |trusted: &[std::net::IpAddr], h: &HeaderMap| {
+            forwarded_client(peer, trusted, h).ip().to_string()
+        };
+        assert_eq!(client(&[proxy], &h), "192.0.2.7");
+        assert_eq!(client(&[], &h), "10.0.0.1");
+        assert_eq!(client(&[proxy], &HeaderMap::new()), "10.0.0.1");
+    }
 
     #[test]
     fn the_session_cookie_is_found_among_others() {

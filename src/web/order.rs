@@ -71,7 +71,11 @@ impl FromRequestParts<Arc<Web>> for Op {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, w: &Arc<Web>) -> Result<Op, Response> {
-        operator(w, &parts.headers, &super::peer_of(&parts.extensions))
+        operator(
+            w,
+            &parts.headers,
+            &super::peer_of(w, &parts.extensions, &parts.headers),
+        )
     }
 }
 
@@ -177,12 +181,21 @@ async fn dashboard(State(w): St, op: Op) -> Response {
             since: Some(now - chrono::Duration::days(30)),
             ..Default::default()
         };
-        let prefix = format!("order:{}", op.tenant);
+        // `order:<id>` (API) or `order:<id> (panel, …)`: exactly this
+        // order, not one whose id merely starts the same way.
+        let (api, panel) = (
+            format!("order:{}", op.tenant),
+            format!("order:{} (", op.tenant),
+        );
         let mut recent: Vec<_> = crate::audit::search(&w.app.store, &filter)
             .map_err(TenantError::from)?
             .into_iter()
             .map(|(_, r)| r)
-            .filter(|r| r.sender.as_deref().is_some_and(|s| s.starts_with(&prefix)))
+            .filter(|r| {
+                r.sender
+                    .as_deref()
+                    .is_some_and(|s| s == api || s.starts_with(&panel))
+            })
             .collect();
         recent.reverse();
         recent.truncate(10);
@@ -1310,17 +1323,20 @@ async fn export_list(State(w): St, op: Op) -> Response {
     ]);
     for a in &members {
         let plan = w.app.plan_of(a).map(|p| p.name).unwrap_or_default();
-        let _ = wtr.write_record([
-            a.address.as_str(),
-            &a.holder.cognome,
-            &a.holder.nome,
-            &a.holder.codice_fiscale,
-            state_it(a.state),
-            &plan,
-            &a.addons.to_string(),
-            &a.expires.map(|d| d.to_string()).unwrap_or_default(),
-            &a.holder.reference_email,
-        ]);
+        let _ = wtr.write_record(
+            [
+                a.address.as_str(),
+                &a.holder.cognome,
+                &a.holder.nome,
+                &a.holder.codice_fiscale,
+                state_it(a.state),
+                &plan,
+                &a.addons.to_string(),
+                &a.expires.map(|d| d.to_string()).unwrap_or_default(),
+                &a.holder.reference_email,
+            ]
+            .map(|v| spreadsheet_cell(v).into_owned()),
+        );
     }
     match wtr.into_inner() {
         Ok(out) => download(
@@ -1329,6 +1345,17 @@ async fn export_list(State(w): St, op: Op) -> Response {
             out,
         ),
         Err(_) => internal(),
+    }
+}
+
+/// A spreadsheet reads a cell that starts with `=`, `+`, `-` or `@` (or a
+/// tab or CR) as a formula: a holder's own text (a reference e-mail, a
+/// name) must not become one in the order's export (CSV injection), so
+/// such a value gets a leading `'`.
+fn spreadsheet_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}").into(),
+        _ => s.into(),
     }
 }
 
@@ -1458,4 +1485,27 @@ pub(super) fn routes() -> Router<Arc<Web>> {
         .route("/ordine/sicurezza/inizia", post(totp_start))
         .route("/ordine/sicurezza/conferma", post(totp_confirm))
         .route("/ordine/sicurezza/disattiva", post(totp_disable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_cells_never_start_a_formula() {
+        for (input, out) in [
+            (
+                "=HYPERLINK(\"http://x\")&\"@x.it\"",
+                "'=HYPERLINK(\"http://x\")&\"@x.it\"",
+            ),
+            ("+39 06", "'+39 06"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("mario@x.it", "mario@x.it"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_cell(input), out);
+        }
+    }
 }

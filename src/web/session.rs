@@ -20,6 +20,10 @@ const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
 const MAX_SESSIONS: usize = 50_000;
 /// Failed logins allowed per key within [`WINDOW`] before a lockout.
 const MAX_FAILURES: usize = 5;
+/// A client address (`ip:` keys) may be an office behind one NAT, or the
+/// proxy when `listen.trusted_proxies` is not set: it stands more failures
+/// before it is refused, so that one user's mistakes do not lock the rest.
+const MAX_CLIENT_FAILURES: usize = 30;
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Who a session belongs to.
@@ -134,7 +138,12 @@ impl Sessions {
         for k in keys {
             if let Some(times) = f.get_mut(k) {
                 times.retain(|t| now.duration_since(*t) < WINDOW);
-                if times.len() >= MAX_FAILURES
+                let max = if k.starts_with("ip:") {
+                    MAX_CLIENT_FAILURES
+                } else {
+                    MAX_FAILURES
+                };
+                if times.len() >= max
                     && let Some(first) = times.first()
                 {
                     let w = WINDOW - now.duration_since(*first);
@@ -193,9 +202,17 @@ mod tests {
         s.failed(&keys);
         let wait = s.locked_out(&keys).unwrap();
         assert!(wait <= WINDOW && wait > WINDOW - Duration::from_secs(60));
-        // Another user from the same client is locked out too.
-        assert!(s.locked_out(&["user:p".into(), "ip:1".into()]).is_some());
+        // Another user from the same client is not: a client address (an
+        // office, a proxy) stands more failures…
+        let other = ["user:p".to_string(), "ip:1".to_string()];
+        assert!(s.locked_out(&other).is_none());
         s.succeeded("user:o");
         assert!(s.locked_out(&["user:o".into()]).is_none());
+        // …up to its own limit.
+        for i in 5..MAX_CLIENT_FAILURES {
+            s.failed(&[format!("user:u{i}"), "ip:1".into()]);
+        }
+        assert!(s.locked_out(&other).is_some());
+        assert!(s.locked_out(&["user:q".into(), "ip:2".into()]).is_none());
     }
 }
