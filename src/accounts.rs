@@ -205,6 +205,19 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
     .map_err(|e| AccountError::Hash(e.to_string()))
 }
 
+/// A real hash of a random password, made once: a login for an account
+/// that does not exist is checked against it, so the time of the answer
+/// does not tell which accounts exist.
+pub fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| {
+        let mut b = [0u8; 24];
+        let _ = openssl::rand::rand_bytes(&mut b);
+        let random: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        hash_password(&random).unwrap_or_default()
+    })
+}
+
 /// Constant-time check of a password against a stored hash.
 pub fn check_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)

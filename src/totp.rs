@@ -66,20 +66,22 @@ pub fn code_at(key: &[u8], counter: u64, digits: u32) -> Option<u32> {
 
 /// Whether `code` is right for `secret` at unix time `now` (± one step).
 pub fn check(secret: &str, code: &str, now: i64) -> bool {
+    matched_step(secret, code, now).is_some()
+}
+
+/// The time step `code` is valid for (within the tolerated skew), if any:
+/// a login remembers it, so that a code once used is never taken again
+/// (RFC 6238 §5.2).
+pub fn matched_step(secret: &str, code: &str, now: i64) -> Option<i64> {
     let code = code.trim();
-    let Some(key) = base32_decode(secret).filter(|k| !k.is_empty()) else {
-        return false;
-    };
+    let key = base32_decode(secret).filter(|k| !k.is_empty())?;
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    let Ok(given) = code.parse::<u32>() else {
-        return false;
-    };
-    (-SKEW_STEPS..=SKEW_STEPS).any(|d| {
-        let t = now / STEP_SECONDS + d;
-        t >= 0 && code_at(&key, t as u64, 6) == Some(given)
-    })
+    let given = code.parse::<u32>().ok()?;
+    (-SKEW_STEPS..=SKEW_STEPS)
+        .map(|d| now / STEP_SECONDS + d)
+        .find(|&t| t >= 0 && code_at(&key, t as u64, 6) == Some(given))
 }
 
 /// The current code (for tests and for the enrolment page's self-check).

@@ -51,9 +51,10 @@ fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
         .filter(|a| !matches!(a.state, AccountState::Cancelled | AccountState::Suspended));
     // An unknown address costs the same hash as a known one: the time of
     // the answer does not tell which addresses exist.
-    let hash = acc
-        .as_ref()
-        .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
+    let hash = acc.as_ref().map_or_else(
+        || accounts::dummy_hash().to_string(),
+        |a| a.password_hash.clone(),
+    );
     let ok = tokio::task::block_in_place(|| accounts::check_password(&hash, password));
     match acc {
         Some(acc) if ok => {
@@ -65,12 +66,6 @@ fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
             Err(denied())
         }
     }
-}
-
-/// A hash no password matches, made once.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| accounts::hash_password("pecd: no such mailbox").unwrap_or_default())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Response> {

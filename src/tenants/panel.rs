@@ -19,6 +19,10 @@ struct PanelCredentials {
     /// Base32 TOTP secret; empty: no second factor.
     #[serde(default)]
     totp_secret: String,
+    /// The time step of the last code accepted at login: a code is good
+    /// once (RFC 6238 §5.2), so one seen over a shoulder cannot be replayed.
+    #[serde(default)]
+    totp_last_step: i64,
 }
 
 fn panel_key(tenant: &str) -> Vec<u8> {
@@ -97,7 +101,7 @@ pub fn check_login(
 ) -> Result<(), LoginFailure> {
     let Ok(Some(c)) = credentials(store, tenant) else {
         // Same cost as a real check: no timing hint that the order exists.
-        let _ = accounts::check_password(dummy_hash(), password);
+        let _ = accounts::check_password(accounts::dummy_hash(), password);
         return Err(LoginFailure::Wrong);
     };
     if !accounts::check_password(&c.password_hash, password) {
@@ -106,17 +110,26 @@ pub fn check_login(
     if c.totp_secret.is_empty() {
         return Ok(());
     }
-    match code.map(str::trim).filter(|c| !c.is_empty()) {
-        None => Err(LoginFailure::CodeNeeded),
-        Some(code) if crate::totp::check(&c.totp_secret, code, now.timestamp()) => Ok(()),
-        Some(_) => Err(LoginFailure::Wrong),
-    }
-}
-
-/// A real hash of a random string, for the equal-cost check above.
-fn dummy_hash() -> &'static str {
-    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    H.get_or_init(|| accounts::hash_password(&random_secret(16)).unwrap_or_default())
+    let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Err(LoginFailure::CodeNeeded);
+    };
+    // Under the order's lock: two logins with the same code cannot both
+    // find it unused.
+    accounts::with_lock(&format!("panel/{tenant}"), || {
+        let Ok(Some(mut c)) = credentials(store, tenant) else {
+            return Err(LoginFailure::Wrong);
+        };
+        match crate::totp::matched_step(&c.totp_secret, code, now.timestamp()) {
+            Some(step) if step > c.totp_last_step => {
+                c.totp_last_step = step;
+                let mut b = Batch::new();
+                put_credentials(&mut b, tenant, &c);
+                store.commit(b).map_err(|_| LoginFailure::Wrong)?;
+                Ok(())
+            }
+            _ => Err(LoginFailure::Wrong),
+        }
+    })
 }
 
 /// Whether the order's panel asks for a TOTP code.
@@ -284,4 +297,31 @@ pub fn resolve_anomaly(
     );
     store.commit(b)?;
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_totp_code_is_good_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), "redb").unwrap();
+        let mut b = Batch::new();
+        new_password_into(&mut b, &store, "o", Some("segreto-lungo")).unwrap();
+        store.commit(b).unwrap();
+        let secret = crate::totp::new_secret();
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let code = |t: DateTime<Utc>| crate::totp::current(&secret, t.timestamp()).unwrap();
+        let login = |c: Option<&str>, t| check_login(&store, "o", "segreto-lungo", c, t);
+        set_totp(&store, "o", Some((&secret, &code(at(0)))), "test", at(0)).unwrap();
+        assert_eq!(login(None, at(0)), Err(LoginFailure::CodeNeeded));
+        // Each code works once (the enrolment proved the secret, and does
+        // not spend its code: the operator logs in with it right after).
+        assert_eq!(login(Some(&code(at(0))), at(1)), Ok(()));
+        assert_eq!(login(Some(&code(at(0))), at(2)), Err(LoginFailure::Wrong));
+        assert_eq!(login(Some(&code(at(30))), at(30)), Ok(()));
+        assert_eq!(login(Some(&code(at(30))), at(31)), Err(LoginFailure::Wrong));
+        assert_eq!(login(Some(&code(at(60))), at(60)), Ok(()));
+    }
 }

@@ -116,10 +116,12 @@ async fn login(State(w): St, p: Posted) -> Response {
             let acc = blocking(|| accounts::get(&w.app.store, &user))
                 .ok()
                 .flatten();
+            // An unknown address costs a hash too (no timing hint).
             let ok = blocking(|| {
-                acc.as_ref().is_some_and(|a| {
-                    accounts::check_password(&a.password_hash, p.fields.get("password"))
-                })
+                let hash = acc
+                    .as_ref()
+                    .map_or(accounts::dummy_hash(), |a| a.password_hash.as_str());
+                accounts::check_password(hash, p.fields.get("password"))
             });
             match acc {
                 Some(a) if ok && usable(&a) => LoginOutcome::In {
