@@ -1096,6 +1096,13 @@ async fn bulk_upload(
     h: HeaderMap,
     mut mp: Multipart,
 ) -> Response {
+    // The operator's session before the body: a file of up to 32 MB is
+    // read only for someone logged in (the CSRF token comes with it).
+    let peer = super::forwarded_client(peer, &w.app.cfg().listen.trusted_proxies, &h);
+    let op = match operator(&w, &h, &peer) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut bad = None;
     loop {
@@ -1127,10 +1134,6 @@ async fn bulk_upload(
     if let Err(r) = w.posted(&h, &f) {
         return r;
     }
-    let op = match operator(&w, &h, &peer) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
     let csv = f.get("file").to_string();
     if bad.is_some() || csv.trim().is_empty() {
         let msg = bad.unwrap_or("Il file è vuoto.");

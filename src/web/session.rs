@@ -92,8 +92,23 @@ impl Sessions {
             map.retain(|_, s| {
                 now.duration_since(s.seen) <= IDLE && now.duration_since(s.created) <= ABSOLUTE
             });
-            if map.len() >= MAX_SESSIONS && who == Who::Anonymous {
-                return None;
+        }
+        if map.len() >= MAX_SESSIONS {
+            // Full of live sessions: the anonymous one seen longest ago
+            // makes room, so a flood of login-page visits pushes out its
+            // own sessions, never a logged-in one, and never shuts the
+            // login page for everyone else.
+            let oldest = map
+                .iter()
+                .filter(|(_, s)| s.who == Who::Anonymous)
+                .min_by_key(|(_, s)| s.seen)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    map.remove(&k);
+                }
+                None if who == Who::Anonymous => return None,
+                None => {}
             }
         }
         let sid = secret();
@@ -189,6 +204,21 @@ mod tests {
         s.update(&b, |x| x.bulk_csv = Some("csv".into()));
         assert_eq!(s.get(&b).unwrap().bulk_csv.as_deref(), Some("csv"));
         assert!(s.get("forged").is_none());
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_stalest_anonymous_session() {
+        let s = Sessions::default();
+        let first = s.start(Who::Anonymous).unwrap();
+        let user = s.start(Who::Order("o".into())).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        while s.lock().len() < MAX_SESSIONS {
+            s.start(Who::Anonymous).unwrap();
+        }
+        let next = s.start(Who::Anonymous).expect("room is made");
+        assert!(s.get(&first).is_none(), "the stalest anonymous went");
+        assert!(s.get(&user).is_some() && s.get(&next).is_some());
+        assert_eq!(s.lock().len(), MAX_SESSIONS);
     }
 
     #[test]
