@@ -24,6 +24,7 @@ use maud::{Markup, html};
 use std::sync::Arc;
 
 struct Me {
+    sid: String,
     csrf: String,
     acc: Account,
 }
@@ -44,13 +45,22 @@ fn usable(a: &Account) -> bool {
 fn me(w: &Web, h: &HeaderMap) -> Result<Me, Response> {
     let to_login = || Redirect::to("/casella/login").into_response();
     let (sid, s) = w.session(h).ok_or_else(to_login)?;
-    let Who::Holder(address) = s.who else {
+    let Who::Holder {
+        address,
+        password_hash,
+    } = s.who
+    else {
         return Err(to_login());
     };
     match blocking(|| accounts::get(&w.app.store, &address)) {
-        Ok(Some(acc)) if usable(&acc) => Ok(Me { csrf: s.csrf, acc }),
+        Ok(Some(acc)) if usable(&acc) && acc.password_hash == password_hash => Ok(Me {
+            sid,
+            csrf: s.csrf,
+            acc,
+        }),
         Ok(_) => {
-            // Suspended or cancelled since the login: the session ends.
+            // Suspended, cancelled or its password changed elsewhere since
+            // the login: the session ends.
             w.sessions.end(&sid);
             Err(to_login())
         }
@@ -99,7 +109,7 @@ async fn login_page(State(w): St, h: HeaderMap) -> Response {
         &w,
         &h,
         TITLE,
-        |who| matches!(who, Who::Holder(_)).then_some("/casella"),
+        |who| matches!(who, Who::Holder { .. }).then_some("/casella"),
         |csrf| login_form(csrf, "", &Errors::default()),
     )
 }
@@ -130,7 +140,10 @@ async fn login(State(w): St, p: Posted) -> Response {
                     } else {
                         "/casella"
                     },
-                    who: Who::Holder(a.address),
+                    who: Who::Holder {
+                        address: a.address,
+                        password_hash: a.password_hash,
+                    },
                 },
                 Some(_) if ok => LoginOutcome::Stopped(Errors::one(
                     "_",
@@ -310,6 +323,7 @@ async fn change_password(State(w): St, MeForm(m, f): MeForm) -> Response {
             tenants::change_password(&w.app.store, &m.acc.address, f.get("new_password"), now)
         }) {
             Ok(acc) => {
+                keep_session(&w, &m.sid, &acc);
                 return overview_page(
                     &w,
                     &Me { acc, ..m },
@@ -437,6 +451,17 @@ async fn first_access_form(State(w): St, m: Me) -> Response {
     first_access_page(&w, &m, &Errors::default())
 }
 
+/// The holder changed the password in this session: it stays, under the
+/// new hash (other sessions of the mailbox end at their next request).
+fn keep_session(w: &Web, sid: &str, acc: &Account) {
+    w.sessions.update(sid, |s| {
+        s.who = Who::Holder {
+            address: acc.address.clone(),
+            password_hash: acc.password_hash.clone(),
+        }
+    });
+}
+
 async fn first_access(State(w): St, MeForm(m, f): MeForm) -> Response {
     let mut errors = Errors::default();
     if f.get("new_password") != f.get("confirm_password") {
@@ -454,6 +479,7 @@ async fn first_access(State(w): St, MeForm(m, f): MeForm) -> Response {
             )
         }) {
             Ok(acc) => {
+                keep_session(&w, &m.sid, &acc);
                 return overview_page(
                     &w,
                     &Me { acc, ..m },

@@ -33,8 +33,13 @@ pub enum Who {
     Anonymous,
     /// An order's operator (the order's id).
     Order(String),
-    /// A mailbox holder (the address).
-    Holder(String),
+    /// A mailbox holder: the address, and the password hash the session
+    /// began with (a password changed elsewhere, e.g. reset by the order
+    /// after a theft, ends the session).
+    Holder {
+        address: String,
+        password_hash: String,
+    },
     /// The provider's national administrator.
     National,
 }

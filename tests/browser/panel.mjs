@@ -345,6 +345,25 @@ try {
   await h.click("button:has-text('Accedi')");
   await h.waitForURL(`${base}/casella`);
 
+  step = "holder: a password changed in one session ends the others";
+  const ctxH2 = await browser.newContext();
+  const h2 = await ctxH2.newPage();
+  await h2.goto(`${base}/casella/login`);
+  await h2.fill("#f-indirizzo", box("marco.bruni"));
+  await h2.fill("#f-password", "nuova-password-2");
+  await h2.click("button:has-text('Accedi')");
+  await h2.waitForURL(`${base}/casella`);
+  await h.fill("#f-current_password", "nuova-password-2");
+  await h.fill("#f-new_password", "nuova-password-3");
+  await h.fill("#f-confirm_password", "nuova-password-3");
+  await h.click("button:has-text('Cambia la password')");
+  await h.getByText("Password cambiata.").waitFor();
+  await h.goto(`${base}/casella`);
+  await h.waitForURL(`${base}/casella`);
+  await h2.goto(`${base}/casella`);
+  await h2.waitForURL(`${base}/casella/login`);
+  await ctxH2.close();
+
   step = "order A sees the holder's request on the dashboard and fulfils it";
   await a.goto(`${base}/ordine`);
   await a.getByText("passaggio al piano avanzata").waitFor();
