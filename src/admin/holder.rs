@@ -37,7 +37,9 @@ fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
         .ok_or_else(denied)?;
     let (user, password) = raw.split_once(':').ok_or_else(denied)?;
     // The panel's throttle and key: guesses over the API count as there.
-    let key = [format!("holder:{}", user.trim().to_ascii_lowercase())];
+    // Lowercased as the panel and the account lookup do (Unicode, not
+    // ASCII only): one mailbox, one key.
+    let key = [format!("holder:{}", user.trim().to_lowercase())];
     if ctx.throttle.locked_out(&key).is_some() {
         return Err(error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -51,11 +53,12 @@ fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
         .filter(|a| !matches!(a.state, AccountState::Cancelled | AccountState::Suspended));
     // An unknown address costs the same hash as a known one: the time of
     // the answer does not tell which addresses exist.
-    let hash = acc.as_ref().map_or_else(
-        || accounts::dummy_hash().to_string(),
-        |a| a.password_hash.clone(),
-    );
-    let ok = tokio::task::block_in_place(|| accounts::check_password(&hash, password));
+    let ok = tokio::task::block_in_place(|| {
+        let hash = acc
+            .as_ref()
+            .map_or(accounts::dummy_hash(), |a| a.password_hash.as_str());
+        accounts::check_password(hash, password)
+    });
     match acc {
         Some(acc) if ok => {
             ctx.throttle.succeeded(&key[0]);

@@ -25,6 +25,12 @@ struct PanelCredentials {
     totp_last_step: i64,
 }
 
+/// Every read-modify-write of an order's panel credentials (login, password,
+/// TOTP) holds this lock, so none undoes another.
+fn with_panel_lock<T>(tenant: &str, f: impl FnOnce() -> T) -> T {
+    accounts::with_lock(&format!("panel/{tenant}"), f)
+}
+
 fn panel_key(tenant: &str) -> Vec<u8> {
     format!("panel/{tenant}").into_bytes()
 }
@@ -70,17 +76,19 @@ pub fn set_password(
     if get(store, tenant)?.is_none() {
         return Err(TenantError::NotFound(format!("order {tenant}")));
     }
-    let mut b = Batch::new();
-    let pw = new_password_into(&mut b, store, tenant, password)?;
-    log(
-        &mut b,
-        now,
-        actor,
-        None,
-        format!("panel password of order {tenant} set"),
-    );
-    store.commit(b)?;
-    Ok(pw)
+    with_panel_lock(tenant, || {
+        let mut b = Batch::new();
+        let pw = new_password_into(&mut b, store, tenant, password)?;
+        log(
+            &mut b,
+            now,
+            actor,
+            None,
+            format!("panel password of order {tenant} set"),
+        );
+        store.commit(b)?;
+        Ok(pw)
+    })
 }
 
 /// Why a panel login failed (the panel shows one message for all but the
@@ -115,7 +123,7 @@ pub fn check_login(
     };
     // Under the order's lock: two logins with the same code cannot both
     // find it unused.
-    accounts::with_lock(&format!("panel/{tenant}"), || {
+    with_panel_lock(tenant, || {
         let Ok(Some(mut c)) = credentials(store, tenant) else {
             return Err(LoginFailure::Wrong);
         };
@@ -146,8 +154,22 @@ pub fn set_totp(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<(), TenantError> {
+    with_panel_lock(tenant, || {
+        set_totp_locked(store, tenant, secret, actor, now)
+    })
+}
+
+fn set_totp_locked(
+    store: &Store,
+    tenant: &str,
+    secret: Option<(&str, &str)>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), TenantError> {
     let mut c = credentials(store, tenant)?
         .ok_or_else(|| TenantError::NotFound(format!("panel credentials of order {tenant}")))?;
+    // A new secret (or none) starts its own sequence of steps.
+    c.totp_last_step = 0;
     let what = match secret {
         Some((secret, code)) => {
             if !crate::totp::check(secret, code, now.timestamp()) {

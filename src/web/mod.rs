@@ -184,21 +184,31 @@ fn forwarded_client(
     trusted: &[std::net::IpAddr],
     h: &HeaderMap,
 ) -> std::net::SocketAddr {
-    if !trusted.contains(&peer.ip()) {
+    let trusted_ip = |ip: std::net::IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
+    if !trusted_ip(peer.ip().to_canonical()) {
         return peer;
     }
-    let forwarded = h
+    let entries: Vec<&str> = h
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-        .collect::<Vec<_>>();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .map_or(peer, |ip| std::net::SocketAddr::new(ip, 0))
+        .map(str::trim)
+        .collect();
+    // From the right (what our proxies appended), past the trusted ones;
+    // an entry that does not read as an address ends the walk: what lies
+    // left of it may be the client's own writing.
+    for entry in entries.into_iter().rev() {
+        let ip = entry
+            .parse::<std::net::IpAddr>()
+            .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip()));
+        match ip.map(|ip| ip.to_canonical()) {
+            Ok(ip) if trusted_ip(ip) => continue,
+            Ok(ip) => return std::net::SocketAddr::new(ip, 0),
+            Err(_) => break,
+        }
+    }
+    peer
 }
 
 /// A posted urlencoded form whose CSRF token matches the session's.
@@ -691,6 +701,17 @@ mod tests {
         assert_eq!(client(&[proxy], &h), "192.0.2.7");
         assert_eq!(client(&[], &h), "10.0.0.1");
         assert_eq!(client(&[proxy], &HeaderMap::new()), "10.0.0.1");
+        // The proxy's entry with a port, bracketed IPv6, or IPv4-mapped.
+        for (entry, want) in [
+            ("6.6.6.6, 192.0.2.7:5123", "192.0.2.7"),
+            ("6.6.6.6, [2001:db8::1]:443", "2001:db8::1"),
+            ("6.6.6.6, ::ffff:192.0.2.9", "192.0.2.9"),
+            // Unreadable: the walk stops; the client's text is not used.
+            ("6.6.6.6, unknown", "10.0.0.1"),
+        ] {
+            h.insert("x-forwarded-for", HeaderValue::from_str(entry).unwrap());
+            assert_eq!(client(&[proxy], &h), want, "{entry}");
+        }
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 const IDLE: Duration = Duration::from_secs(30 * 60);
 /// Every session ends after this, active or not.
 const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
-/// Beyond this many live sessions, no new anonymous (pre-login) ones: a
-/// flood of login-page visits cannot grow memory without bound.
+/// Beyond this many live sessions a new one takes the place of the stalest
+/// anonymous (pre-login) one: a flood of login-page visits cannot grow
+/// memory without bound.
 const MAX_SESSIONS: usize = 50_000;
 /// Failed logins allowed per key within [`WINDOW`] before a lockout.
 const MAX_FAILURES: usize = 5;
@@ -88,8 +89,8 @@ impl Sessions {
         Some(s.clone())
     }
 
-    /// A new session for `who`; its id. None when the table is full and
-    /// `who` is anonymous.
+    /// A new session for `who`; its id. None when the table is full of
+    /// logged-in sessions and `who` is anonymous.
     pub fn start(&self, who: Who) -> Option<String> {
         let mut map = self.lock();
         let now = Instant::now();
