@@ -215,23 +215,7 @@ fn a_to_b_with_to_and_cc_then_breve() {
         assert!(out.contains("legal log intact"));
     }
     // The message's history: its records on each side, as JSON.
-    let records = |d: &Daemon| -> Vec<serde_json::Value> {
-        let out = pecd()
-            .args([
-                "log",
-                "search",
-                "--msgid",
-                "Prova-uno@client.test",
-                "--config",
-            ])
-            .arg(&d.cfg)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let records = |d: &Daemon| log_records(&d.cfg, "Prova-uno@client.test");
     let (records_a, records_b) = (records(&a), records(&b));
     let events: Vec<&str> = records_a
         .iter()
@@ -371,6 +355,19 @@ fn formal_errors_get_non_acceptance_and_nothing_is_relayed() {
     }
     std::thread::sleep(Duration::from_secs(1));
     assert!(b.mailbox(GIULIA).is_empty(), "nothing relayed");
+}
+
+/// `pecd log search --msgid ID`: a message's history, one JSON record each.
+fn log_records(cfg: &Path, msgid: &str) -> Vec<serde_json::Value> {
+    let out = pecd()
+        .args(["log", "search", "--msgid", msgid, "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn smtp(port: u16, lines: &[&str]) -> String {
@@ -1575,17 +1572,7 @@ fn a_relay_failing_past_give_up_after_is_given_up_on_the_record() {
     });
     let rcpt = "someone@ordinaria.test";
     mario_sends(&a, &[rcpt], "Resa");
-    let events = || -> Vec<serde_json::Value> {
-        let out = pecd()
-            .args(["log", "search", "--msgid", "Resa@client.test", "--config"])
-            .arg(&a.cfg)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let events = || log_records(&a.cfg, "Resa@client.test");
     wait_for("the give-up record", 20, || {
         events().iter().any(|e| {
             e["event"] == "delivery-error"
