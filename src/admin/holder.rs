@@ -37,9 +37,8 @@ fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
         .ok_or_else(denied)?;
     let (user, password) = raw.split_once(':').ok_or_else(denied)?;
     // The panel's throttle and key: guesses over the API count as there.
-    // Lowercased as the panel and the account lookup do (Unicode, not
-    // ASCII only): one mailbox, one key.
-    let key = [format!("holder:{}", user.trim().to_lowercase())];
+    // The panel's key: one mailbox, one count, whichever way it is guessed.
+    let key = [crate::web::user_key("holder", user)];
     if ctx.throttle.locked_out(&key).is_some() {
         return Err(error(
             StatusCode::TOO_MANY_REQUESTS,

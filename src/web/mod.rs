@@ -663,10 +663,13 @@ impl Errors {
 
 /// Login throttling keys: the user and the client.
 fn throttle_keys(kind: &str, user: &str, ip: &str) -> [String; 2] {
-    [
-        format!("{kind}:{}", user.to_lowercase()),
-        format!("ip:{ip}"),
-    ]
+    [user_key(kind, user), format!("ip:{ip}")]
+}
+
+/// The throttle's key of a user of `kind` (`holder`, `order`, …), the
+/// same whichever way (panel or API) the login comes.
+pub(crate) fn user_key(kind: &str, user: &str) -> String {
+    format!("{kind}:{}", user.trim().to_lowercase())
 }
 
 fn locked_page(nav_title: &str, wait: std::time::Duration) -> Response {
