@@ -102,8 +102,9 @@ impl TenantError {
 mod panel;
 mod selfcare;
 pub use panel::{
-    Anomaly, LoginFailure, Resolution, anomalies, check_login, has_totp, report_anomaly,
-    resolve_anomaly, set_password as set_panel_password, set_totp,
+    Anomaly, LoginFailure, Resolution, TotpChange, anomalies, check_login, has_totp,
+    report_anomaly, resolve_anomaly, session_stamp as panel_session_stamp,
+    set_password as set_panel_password, set_totp,
 };
 pub use selfcare::{change_password, change_reference_email, first_access};
 
@@ -256,7 +257,7 @@ pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<NewOrder,
         serde_json::to_vec(t).unwrap_or_default(),
     );
     b.put(Table::Tenants, token_key(&token), t.id.as_bytes().to_vec());
-    let panel_password = panel::new_password_into(&mut b, store, &t.id, None)?;
+    let panel_password = panel::new_password_into(&mut b, store, &t.id, None, false)?;
     log(
         &mut b,
         now,

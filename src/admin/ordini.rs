@@ -689,10 +689,14 @@ async fn sweep(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
 struct PanelPassword {
     #[serde(default)]
     password: Option<String>,
+    /// Also turn the panel's second factor off: the way back in for an
+    /// order that lost its authenticator.
+    #[serde(default)]
+    reset_second_factor: bool,
 }
 
 /// A new web-panel password for an order (national only): the given one,
-/// or a random one; shown once.
+/// or a random one; shown once. The order's open panel sessions end.
 async fn panel_password(
     State(ctx): State<Ctx>,
     h: HeaderMap,
@@ -709,7 +713,14 @@ async fn panel_password(
     };
     let now = ctx.app.clock.now();
     match blocking(|| {
-        tenants::set_panel_password(&ctx.app.store, &t, p.password.as_deref(), "admin", now)
+        tenants::set_panel_password(
+            &ctx.app.store,
+            &t,
+            p.password.as_deref(),
+            p.reset_second_factor,
+            "admin",
+            now,
+        )
     }) {
         Ok(pw) => Json(json!({"panel_login": t, "panel_password": pw})).into_response(),
         Err(e) => fail(e),

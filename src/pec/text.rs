@@ -219,7 +219,7 @@ pub fn timeout(f: &Facts<'_>, recipient: &str, stage: TimeoutStage) -> Body {
         TimeoutStage::H12 => {
             l.push("non è stato consegnato nelle prime 12 ore dal suo invio.".into());
             l.push(
-                "La consegna potrebbe ancora avvenire; se nelle successive 12 ore non sarà consegnato, seguirà un ulteriore avviso."
+                "La consegna potrebbe ancora avvenire; se non sarà consegnato entro le 24 ore dal suo invio, seguirà un ulteriore avviso."
                     .into(),
             );
         }

@@ -52,18 +52,23 @@ impl Op {
 }
 
 fn operator(w: &Web, h: &HeaderMap, peer: &SocketAddr) -> Result<Op, Response> {
-    match w.session(h) {
-        Some((sid, s)) => match s.who {
-            Who::Order(tenant) => Ok(Op {
-                actor: format!("order:{tenant} (panel, {})", client_ip(peer)),
-                sid,
-                tenant,
-                csrf: s.csrf,
-            }),
-            _ => Err(Redirect::to("/ordine/login").into_response()),
-        },
-        None => Err(Redirect::to("/ordine/login").into_response()),
+    let to_login = || Redirect::to("/ordine/login").into_response();
+    let (sid, s) = w.session(h).ok_or_else(to_login)?;
+    let Who::Order { tenant, stamp } = s.who else {
+        return Err(to_login());
+    };
+    // The panel password set anew since this session's login (by the
+    // national administrator, after a theft say): the session ends.
+    if blocking(|| tenants::panel_session_stamp(&w.app.store, &tenant)).as_ref() != Some(&stamp) {
+        w.sessions.end(&sid);
+        return Err(to_login());
     }
+    Ok(Op {
+        actor: format!("order:{tenant} (panel, {})", client_ip(peer)),
+        sid,
+        tenant,
+        csrf: s.csrf,
+    })
 }
 
 /// A page of the panel: an order's session, or a redirect to the login.
@@ -112,7 +117,7 @@ async fn login_page(State(w): St, h: HeaderMap) -> Response {
         &w,
         &h,
         TITLE,
-        |who| matches!(who, Who::Order(_)).then_some("/ordine"),
+        |who| matches!(who, Who::Order { .. }).then_some("/ordine"),
         |csrf| login_form(csrf, "", &Errors::default()),
     )
 }
@@ -138,8 +143,8 @@ async fn login(State(w): St, p: Posted) -> Response {
                     now,
                 )
             });
-            let (actor, what) = match checked {
-                Ok(()) => (format!("order:{user} (panel, {ip})"), "panel login".into()),
+            let (actor, what) = match &checked {
+                Ok(_) => (format!("order:{user} (panel, {ip})"), "panel login".into()),
                 Err(tenants::LoginFailure::CodeNeeded) => {
                     return LoginOutcome::Stopped(Errors::one(
                         "codice",
@@ -153,8 +158,11 @@ async fn login(State(w): St, p: Posted) -> Response {
             };
             let _ = blocking(|| tenants::log_action(&w.app.store, now, &actor, None, &what));
             match checked {
-                Ok(()) => LoginOutcome::In {
-                    who: Who::Order(user.clone()),
+                Ok(stamp) => LoginOutcome::In {
+                    who: Who::Order {
+                        tenant: user.clone(),
+                        stamp,
+                    },
                     to: "/ordine",
                 },
                 Err(_) => LoginOutcome::Refused(Errors::one("_", "Credenziali non valide.")),
@@ -1390,6 +1398,7 @@ fn security_page(w: &Web, op: &Op, notice: Option<&str>, errors: &Errors) -> Res
             } @else if on {
                 form method="post" action="/ordine/sicurezza/disattiva" {
                     (csrf_input(&op.csrf))
+                    (field("codice", "Codice attuale dell'app di autenticazione", "text", "", errors, true, false, "one-time-code"))
                     button.danger type="submit" { "Disattiva il secondo fattore" }
                 }
             } @else {
@@ -1420,7 +1429,10 @@ async fn totp_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
         tenants::set_totp(
             &w.app.store,
             &op.tenant,
-            Some((&secret, f.get("codice"))),
+            tenants::TotpChange::Enable {
+                secret: &secret,
+                code: f.get("codice"),
+            },
             &op.actor,
             now,
         )
@@ -1442,9 +1454,12 @@ async fn totp_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
     }
 }
 
-async fn totp_disable(State(w): St, OpForm(op, _): OpForm) -> Response {
+async fn totp_disable(State(w): St, OpForm(op, f): OpForm) -> Response {
+    let off = tenants::TotpChange::Disable {
+        code: f.get("codice"),
+    };
     match blocking(|| {
-        tenants::set_totp(&w.app.store, &op.tenant, None, &op.actor, w.app.clock.now())
+        tenants::set_totp(&w.app.store, &op.tenant, off, &op.actor, w.app.clock.now())
     }) {
         Ok(()) => security_page(
             &w,
@@ -1452,6 +1467,11 @@ async fn totp_disable(State(w): St, OpForm(op, _): OpForm) -> Response {
             Some("Secondo fattore disattivato."),
             &Errors::default(),
         ),
+        Err(e @ TenantError::Invalid { .. }) => {
+            let mut r = security_page(&w, &op, None, &Errors::from_tenant(&e));
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            r
+        }
         Err(_) => internal(),
     }
 }

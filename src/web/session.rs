@@ -32,8 +32,9 @@ const WINDOW: Duration = Duration::from_secs(15 * 60);
 pub enum Who {
     /// Not logged in yet (carries the login form's CSRF token).
     Anonymous,
-    /// An order's operator (the order's id).
-    Order(String),
+    /// An order's operator: the order's id, and the stamp of the panel
+    /// credentials the session began with (a password set anew ends it).
+    Order { tenant: String, stamp: String },
     /// A mailbox holder: the address, and the password hash the session
     /// began with (a password changed elsewhere, e.g. reset by the order
     /// after a theft, ends the session).
@@ -196,6 +197,13 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn order(tenant: &str) -> Who {
+        Who::Order {
+            tenant: tenant.into(),
+            stamp: "s".into(),
+        }
+    }
+
     #[test]
     fn sessions_start_rotate_and_end() {
         let s = Sessions::default();
@@ -203,7 +211,7 @@ mod tests {
         let got = s.get(&a).unwrap();
         assert_eq!(got.who, Who::Anonymous);
         assert_eq!(got.csrf.len(), 64);
-        let b = s.start(Who::Order("x".into())).unwrap();
+        let b = s.start(order("x")).unwrap();
         assert_ne!(a, b);
         s.end(&a);
         assert!(s.get(&a).is_none());
@@ -216,7 +224,7 @@ mod tests {
     fn a_full_table_evicts_the_stalest_anonymous_session() {
         let s = Sessions::default();
         let first = s.start(Who::Anonymous).unwrap();
-        let user = s.start(Who::Order("o".into())).unwrap();
+        let user = s.start(order("o")).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         while s.lock().len() < MAX_SESSIONS {
             s.start(Who::Anonymous).unwrap();

@@ -29,8 +29,9 @@ const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.p
 const box = (local) => `${local}@${dom}`;
 const detailUrl = (addr) => `${base}/ordine/caselle/${encodeURIComponent(addr)}`;
 
-// RFC 6238 (HMAC-SHA1, 6 digits, 30 s), as an authenticator app computes it.
-function totp(secret) {
+// RFC 6238 (HMAC-SHA1, 6 digits, 30 s), as an authenticator app computes it;
+// `ahead` steps later (a code not yet spent, still inside the allowed skew).
+function totp(secret, ahead = 0) {
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
   let bits = 0, val = 0;
   const key = [];
@@ -40,7 +41,7 @@ function totp(secret) {
     if (bits >= 8) { key.push((val >>> (bits - 8)) & 255); bits -= 8; }
   }
   const ctr = Buffer.alloc(8);
-  ctr.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000)));
+  ctr.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + ahead));
   const mac = crypto.createHmac("sha1", Buffer.from(key)).update(ctr).digest();
   const off = mac[19] & 15;
   const bin = ((mac[off] & 127) << 24) | (mac[off + 1] << 16) | (mac[off + 2] << 8) | mac[off + 3];
@@ -262,6 +263,27 @@ try {
   await b.fill("#f-codice", totp(secret));
   await b.click("button:has-text('Accedi')");
   await b.waitForURL(`${base}/ordine`);
+
+  step = "turning the second factor off asks for a code not spent yet";
+  await b.click("nav >> text=Sicurezza");
+  await b.fill("#f-codice", totp(secret));
+  await b.click("button:has-text('Disattiva il secondo fattore')");
+  await b.getByText("Codice non valido.").waitFor();
+  assert.equal((await b.textContent("#totp-state")).trim(), "attivo");
+  await b.fill("#f-codice", totp(secret, 1));
+  await b.click("button:has-text('Disattiva il secondo fattore')");
+  await b.getByText("Secondo fattore disattivato.").waitFor();
+  assert.equal((await b.textContent("#totp-state")).trim(), "non attivo");
+
+  step = "a panel password set anew by the national administrator ends order B's session";
+  const reset = await fetch(`${base}/tenants/${E.ORDER_B}/panel-password`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${E.PECD_ADMIN_TOKEN}`, "Content-Type": "application/json" },
+    body: "{}",
+  });
+  assert.equal(reset.status, 200);
+  await b.goto(`${base}/ordine/caselle`);
+  await b.waitForURL(`${base}/ordine/login`);
 
   // --------------------------------------------------------------- national
   step = "the national administrator sees and resolves the anomaly";
