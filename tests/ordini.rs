@@ -702,6 +702,22 @@ fn a_holder_completes_the_first_access_and_serves_itself() {
         assert_eq!(d.api(&guess, "GET", "/me", None).0, 401);
     }
     assert_eq!(d.api(&me, "GET", "/me", None).0, 429);
+    // One client guessing across many mailboxes is stopped as well: after
+    // thirty failures from this address, a mailbox never tried is refused
+    // before its password is even looked at.
+    let stranger = |n: usize| basic(&format!("nessuno{n}@pec.provider-a.test"), "indovina");
+    // (This client failed a few times earlier in the test too.)
+    let refused = (0..30)
+        .find(|&n| match d.api(&stranger(n), "GET", "/me", None).0 {
+            401 => false,
+            429 => true,
+            s => panic!("guess {n}: {s}"),
+        })
+        .expect("the client is stopped");
+    assert!(
+        refused >= 20,
+        "a user is stopped after five, a client after thirty: {refused}"
+    );
 }
 
 #[test]

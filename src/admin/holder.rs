@@ -20,7 +20,22 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
+/// The mailbox whose HTTP Basic credentials a request carries.
+struct Holder(Account);
+
+impl axum::extract::FromRequestParts<Ctx> for Holder {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        ctx: &Ctx,
+    ) -> Result<Holder, Response> {
+        let client = crate::web::client_of(&ctx.app, &parts.extensions, &parts.headers);
+        holder(ctx, &parts.headers, &client.ip().to_string()).map(Holder)
+    }
+}
+
+fn holder(ctx: &Ctx, h: &HeaderMap, client_ip: &str) -> Result<Account, Response> {
     let denied = || {
         error(
             StatusCode::UNAUTHORIZED,
@@ -36,14 +51,14 @@ fn holder(ctx: &Ctx, h: &HeaderMap) -> Result<Account, Response> {
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(denied)?;
     let (user, password) = raw.split_once(':').ok_or_else(denied)?;
-    // The panel's throttle and key: guesses over the API count as there.
-    // The panel's key: one mailbox, one count, whichever way it is guessed.
-    let key = [crate::web::user_key("holder", user)];
+    // The panel's throttle and keys: one mailbox, one count, whichever way
+    // it is guessed; and one client guessing many mailboxes is stopped too.
+    let key = crate::web::throttle_keys("holder", user, client_ip);
     if ctx.throttle.locked_out(&key).is_some() {
         return Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             "locked",
-            "too many failed logins for this mailbox; try again later",
+            "too many failed logins; try again later",
         ));
     }
     let acc = tokio::task::block_in_place(|| accounts::get(&ctx.app.store, user))
@@ -87,11 +102,8 @@ fn me_view(ctx: &Ctx, a: &Account) -> serde_json::Value {
     super::ordini::view(ctx, a)
 }
 
-async fn me(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
-    match holder(&ctx, &h) {
-        Ok(a) => Json(me_view(&ctx, &a)).into_response(),
-        Err(r) => r,
-    }
+async fn me(State(ctx): State<Ctx>, Holder(acc): Holder) -> Response {
+    Json(me_view(&ctx, &acc)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -101,11 +113,7 @@ struct FirstAccess {
     new_password: String,
 }
 
-async fn first_access(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
-    let acc = match holder(&ctx, &h) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn first_access(State(ctx): State<Ctx>, Holder(acc): Holder, body: String) -> Response {
     let f: FirstAccess = match parse(&body) {
         Ok(f) => f,
         Err(r) => return r,
@@ -134,11 +142,7 @@ struct NewPassword {
     new_password: String,
 }
 
-async fn password(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
-    let acc = match holder(&ctx, &h) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn password(State(ctx): State<Ctx>, Holder(acc): Holder, body: String) -> Response {
     let p: NewPassword = match parse(&body) {
         Ok(p) => p,
         Err(r) => return r,
@@ -158,11 +162,7 @@ struct NewReference {
     reference_email: String,
 }
 
-async fn reference(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
-    let acc = match holder(&ctx, &h) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn reference(State(ctx): State<Ctx>, Holder(acc): Holder, body: String) -> Response {
     let r: NewReference = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -176,11 +176,7 @@ async fn reference(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Respon
     )
 }
 
-async fn request(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
-    let acc = match holder(&ctx, &h) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn request(State(ctx): State<Ctx>, Holder(acc): Holder, body: String) -> Response {
     let req: tenants::Request = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,

@@ -172,10 +172,19 @@ fn client_ip(peer: &std::net::SocketAddr) -> String {
 /// proxy every peer is the proxy: without this, one client's failed logins
 /// would lock every client out. Nobody else's header is believed.
 fn peer_of(w: &Web, ext: &axum::http::Extensions, h: &HeaderMap) -> std::net::SocketAddr {
+    client_of(&w.app, ext, h)
+}
+
+/// [`peer_of`] for any handler of the admin listener (the holder API too).
+pub(crate) fn client_of(
+    app: &crate::app::App,
+    ext: &axum::http::Extensions,
+    h: &HeaderMap,
+) -> std::net::SocketAddr {
     let peer = ext
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-    forwarded_client(peer, &w.app.cfg().listen.trusted_proxies, h)
+    forwarded_client(peer, &app.cfg().listen.trusted_proxies, h)
 }
 
 /// [`peer_of`]'s decision.
@@ -662,7 +671,7 @@ impl Errors {
 }
 
 /// Login throttling keys: the user and the client.
-fn throttle_keys(kind: &str, user: &str, ip: &str) -> [String; 2] {
+pub(crate) fn throttle_keys(kind: &str, user: &str, ip: &str) -> [String; 2] {
     [user_key(kind, user), format!("ip:{ip}")]
 }
 
