@@ -240,6 +240,26 @@ fn without_receipt(item: &Item) -> Item {
     kept
 }
 
+/// What makes a verified PEC message the same event twice: its signer and
+/// the signed daticert (an envelope is its identificativo; a receipt or
+/// notice its tipo, the transaction's identificativo, whom it is about and
+/// when it was issued). None of it is in the unsigned headers.
+fn signed_event_key(signer: &str, d: &crate::pec::daticert::Daticert) -> String {
+    if d.tipo == PecType::Transport {
+        return format!("{signer}\n{}\n{}", d.tipo.token(), d.identificativo);
+    }
+    format!(
+        "{signer}\n{}\n{}\n{}\n{}\n{} {}{}",
+        d.tipo.token(),
+        d.identificativo,
+        d.consegna.as_deref().unwrap_or_default(),
+        d.ricezione.join(","),
+        d.data.giorno,
+        d.data.ora,
+        d.data.zona,
+    )
+}
+
 /// The Message-ID of a message received (the legal log names it).
 fn received_message_id(raw: &[u8]) -> Option<String> {
     let (header, _) = crate::pec::mime::split_header(raw);
@@ -1303,27 +1323,26 @@ impl App {
             _ => "ordinaria",
         };
         metrics::counter!(crate::metrics::PEC_RECEIVED, "kind" => received).increment(1);
-        // Exactly once per (Message-ID, recipient) for genuine PEC messages: a
+        // Exactly once per (event, recipient) for genuine PEC messages: a
         // peer that retries a relay after a crash gets its 250 again, nothing
         // is repeated. Only *verified* messages are remembered, so a forged
-        // plain mail carrying a future Message-ID cannot suppress the real
-        // one; the Message-ID's case is kept (its left part is case-sensitive).
-        // An envelope is known by its signed identificativo (the same as
-        // its Message-ID, which the signature does not cover: a replay
-        // under a new Message-ID is still the same envelope).
-        let message_id = match (
-            &report.daticert,
-            report.verdict.as_ref().and_then(|v| v.claimed),
-        ) {
-            (Some(d), Some(ClaimedKind::Pec(PecType::Transport)))
-                if report.outcome == Outcome::Pec =>
-            {
-                format!("<{}>", d.identificativo)
-            }
-            _ => {
+        // plain mail cannot suppress the real one, and a verified message is
+        // known by what its signature covers (the signer and the signed
+        // daticert), never by its Message-ID, which anyone holding a copy
+        // can rewrite: a genuine notice re-sent under an envelope's
+        // identificativo must not make the envelope itself a "duplicate".
+        let signer = report
+            .signature
+            .as_ref()
+            .and_then(|s| s.signer_sha1.as_deref())
+            .unwrap_or_default();
+        let message_id = match &report.daticert {
+            Some(d) if report.outcome == Outcome::Pec => signed_event_key(signer, d),
+            _ => format!(
+                "{signer}\nmessage-id\n{}",
                 crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
                     .unwrap_or_else(|| item.blob.clone())
-            }
+            ),
         };
         let _in_flight = match self.claim_in_flight(&message_id) {
             Some(guard) => guard,
@@ -1346,7 +1365,7 @@ impl App {
                     .map_err(|e| e.to_string())?
                     .is_some()
                 {
-                    tracing::info!(event = "duplicate_ignored", msg_id = %message_id, to = %r);
+                    tracing::info!(event = "duplicate_ignored", key = %message_id.replace('\n', " "), to = %r);
                     continue;
                 }
                 b.put(Table::Seen, key, now.timestamp().to_be_bytes().to_vec());

@@ -1512,6 +1512,32 @@ fn seen_pairs_are_purged_after_their_retention() {
 /// Review regressions: (1) a plain mail that carries a genuine envelope's
 /// future Message-ID must not suppress the envelope; (2) a genuine signed
 /// receipt replayed to a mailbox that does not exist creates nothing.
+/// `raw` with its top-level header `name` set to `value` (the unsigned
+/// part of a signed message, which anyone holding a copy can rewrite).
+fn with_header(raw: &[u8], name: &str, value: &str) -> Vec<u8> {
+    let (header, _) = pecd::pec::mime::split_header(raw);
+    let text = String::from_utf8_lossy(header);
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let start = text
+        .to_ascii_lowercase()
+        .find(&format!("\n{prefix}"))
+        .map(|i| i + 1)
+        .or_else(|| text.to_ascii_lowercase().starts_with(&prefix).then_some(0))
+        .unwrap_or_else(|| panic!("no {name} header"));
+    // The field runs to the first line break not followed by white space.
+    let mut end = start;
+    while let Some(nl) = raw[end..].iter().position(|&c| c == b'\n') {
+        end += nl + 1;
+        if !matches!(raw.get(end), Some(b' ' | b'\t')) {
+            break;
+        }
+    }
+    let mut out = raw[..start].to_vec();
+    out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    out.extend_from_slice(&raw[end..]);
+    out
+}
+
 #[test]
 fn forged_message_id_and_replayed_receipts_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -1535,8 +1561,35 @@ fn forged_message_id_and_replayed_receipts_change_nothing() {
         .starts_with("250")
     );
     wait_for("anomaly", 20, || b.mailbox(GIULIA).len() == 1);
+    // Genuine A messages with their unsigned headers rewritten: a notice
+    // under the envelope's identificativo as Message-ID, and a copy of the
+    // envelope itself claiming to be a busta di anomalia. Neither may make
+    // the envelope a "duplicate", and the second is no genuine anomaly.
+    mario_sends(&a, &[LUCA], "Accettazione altrui");
+    wait_for("accettazione", 20, || !a.mailbox(MARIO).is_empty());
+    let renamed = with_header(
+        &a.mailbox(MARIO)[0],
+        "Message-ID",
+        &format!("<{}>", c.pec_id),
+    );
+    assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &renamed).starts_with("250"));
+    wait_for("the renamed notice", 20, || b.mailbox(GIULIA).len() == 2);
+    let flipped = with_header(&envelope, "X-Trasporto", "errore");
+    assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &flipped).starts_with("250"));
+    wait_for("the flipped envelope", 20, || b.mailbox(GIULIA).len() == 3);
+    let from = |m: &Vec<u8>| {
+        pecd::pec::mime::header_value(pecd::pec::mime::split_header(m).0, "From")
+            .unwrap_or_default()
+    };
+    let wrapped_by_b = b
+        .mailbox(GIULIA)
+        .iter()
+        .filter(|m| from(m).contains("posta-certificata@pec.provider-b.test"))
+        .count();
+    // The plain forgery and the flipped envelope, each in B's own busta.
+    assert_eq!(wrapped_by_b, 2);
     assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &envelope).starts_with("250"));
-    wait_for("the genuine envelope", 20, || b.mailbox(GIULIA).len() == 2);
+    wait_for("the genuine envelope", 20, || b.mailbox(GIULIA).len() == 4);
     let kinds_b: Vec<String> = b
         .mailbox(GIULIA)
         .iter()

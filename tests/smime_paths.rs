@@ -101,6 +101,21 @@ fn built_messages_agree_for_every_digest() {
             .to_utc();
         assert_eq!(compare(&v, "expired", &m, VerifyTime::At(later)), "chain");
     }
+    // A third part after the signature is signed by nobody: a reader would
+    // show it as part of the certified message. Not a signed message.
+    let m = signer("provider-a", Digest::Sha256)
+        .sign(&build::acceptance(&c, "x@y"))
+        .unwrap();
+    assert_eq!(compare(&v, "two parts", &m, VerifyTime::Now), "valid");
+    let text = String::from_utf8_lossy(&m).into_owned();
+    let close = text.trim_end().rfind("\r\n--").unwrap() + 2;
+    let boundary = text[close..].trim_end().trim_end_matches('-').to_string();
+    let extra = format!("{boundary}\r\nContent-Type: text/plain\r\n\r\nnon firmato\r\n");
+    let three = format!("{}{extra}{}", &text[..close], &text[close..]);
+    assert_eq!(
+        compare(&v, "three parts", three.as_bytes(), VerifyTime::Now),
+        "not-signed"
+    );
     // A signer chained to another root is untrusted on both paths.
     let sys = Verifier::system().unwrap();
     let m = signer("provider-b", Digest::Sha1)

@@ -220,8 +220,13 @@ fn well_formed(r: &Reading) -> Result<(), String> {
         "messaggio firmato da un gestore senza intestazioni PEC (X-Ricevuta o X-Trasporto)",
     )?;
     let ClaimedKind::Pec(t) = claimed else {
-        // A busta di anomalia carries no daticert (RT §3.5).
-        return if r.has_postacert {
+        // A busta di anomalia carries no daticert (RT §3.5). One with a
+        // daticert is a certified message whose unsigned X-Trasporto was
+        // rewritten (an envelope turned "anomaly" would be delivered with
+        // no presa in carico and no receipt).
+        return if r.daticert.is_some() || r.daticert_error.is_some() {
+            Err("busta di anomalia con daticert.xml: X-Trasporto non coerente con il contenuto firmato".into())
+        } else if r.has_postacert {
             Ok(())
         } else {
             Err("busta di anomalia senza il messaggio originale".into())

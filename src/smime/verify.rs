@@ -70,9 +70,18 @@ pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
     let micalg = ct.attribute("micalg").map(str::to_ascii_lowercase);
 
     let (parts, closed) = crate::pec::mime::multipart_bodies(body, &boundary);
-    // Two parts, closed; or (unclosed) a third delimiter after them.
-    if parts.len() < 2 || (!closed && parts.len() < 3) {
-        return Err("multipart/signed needs two parts and a closing delimiter".into());
+    // Exactly two parts, closed; or (unclosed) a third delimiter after them
+    // and nothing but white space beyond it. A third part would be shown by
+    // mail readers as if it belonged to the signed message, and nothing
+    // signs it (RFC 1847 §2.1: the body has exactly two parts).
+    let blank = |p: &[u8]| p.iter().all(u8::is_ascii_whitespace);
+    let two = if closed {
+        parts.len() == 2
+    } else {
+        parts.len() == 3 && blank(parts[2])
+    };
+    if !two {
+        return Err("multipart/signed needs exactly two parts and a closing delimiter".into());
     }
     let part = |n: usize| -> &[u8] { parts[n] };
     let content = part(0);
