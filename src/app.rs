@@ -1593,7 +1593,11 @@ impl App {
                             .map_err(|e| e.to_string())?
                             .is_some())
                     };
+                    // A notice about someone else's message (the sender's
+                    // own provider reporting to its user) never touches
+                    // ours, whatever identificativo it names.
                     if let Some(m) = marker
+                        && self.is_local(&d.mittente)
                         && tracked()?
                     {
                         // A closed transaction is forgotten by the next

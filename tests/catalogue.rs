@@ -342,6 +342,61 @@ fn provider_signing_for_a_domain_it_does_not_manage_is_an_anomaly() {
 }
 
 #[test]
+fn a_provider_reports_only_on_its_own_users() {
+    // Provider A, with its own From:, signs receipts that only provider B
+    // can issue: a consegna and a presa in carico about B's user, and an
+    // envelope for a sender of B. Each speaks for a party A does not serve.
+    let ca = certification(provider_a());
+    let a = signer("provider-a", Digest::Sha256);
+    let giulia = "giulia.bianchi@pec.provider-b.test";
+    let mut from_b = ca.clone();
+    from_b.sender = giulia.to_string();
+    for (name, m) in [
+        (
+            "consegna",
+            build::delivery(
+                &ca,
+                "c.1@pec.provider-a.test",
+                giulia,
+                ReceiptVariant::Full,
+                None,
+            ),
+        ),
+        (
+            "presa in carico",
+            build::taken_in_charge(
+                &ca,
+                "p.1@pec.provider-a.test",
+                "posta-certificata@pec.provider-a.test",
+                &[giulia.to_string()],
+            ),
+        ),
+        ("busta", build::transport(&from_b, ORIGINAL)),
+    ] {
+        let r = dev_checker().check(name, &a.sign(&m).unwrap());
+        assert_eq!(r.outcome, Outcome::Anomaly, "{name}");
+        assert!(
+            r.reason
+                .as_deref()
+                .unwrap()
+                .contains("non gestito dal gestore firmatario"),
+            "{name}: {:?}",
+            r.reason
+        );
+    }
+    // A mancata consegna comes from either side: the sender's provider
+    // after a failed relay reports on B's recipient to its own user.
+    let m = build::delivery_error(
+        &ca,
+        "e.1@pec.provider-a.test",
+        giulia,
+        &DeliveryFailure::UnknownRecipient,
+    );
+    let r = dev_checker().check("errore", &a.sign(&m).unwrap());
+    assert_eq!(r.outcome, Outcome::Pec, "{:?}", r.reason);
+}
+
+#[test]
 fn daticert_type_mismatch_is_an_anomaly() {
     // Signed by a listed provider, X-Ricevuta says accettazione but the
     // daticert says otherwise: malformed ⇒ anomaly with the reason.

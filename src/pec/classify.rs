@@ -211,6 +211,46 @@ fn daticert_consistent(d: &Daticert) -> Result<(), String> {
     }
 }
 
+/// RT §6.3 step 4, applied to what the signature covers: the From domain
+/// is unsigned (a provider passes that check with its own service address),
+/// so the party the signed daticert speaks for must be one of the signer's
+/// domains too. The sender's provider speaks for its `mittente` (envelope,
+/// accettazione, non accettazione, the timers' notices); the recipient's
+/// provider for the recipient(s) a receipt is about (`consegna`,
+/// `ricezione`), whom nobody else can report on. An avviso di mancata
+/// consegna comes from either side (the recipient's provider refusing, or
+/// the sender's after a failed relay or a virus). Otherwise a listed
+/// provider could close another provider's transactions with a consegna,
+/// or send envelopes in another provider's name.
+fn parties_served(domains: &[String], d: &Daticert) -> Result<(), String> {
+    let served = |addr: &str| {
+        addr.rsplit_once('@')
+            .is_some_and(|(_, dom)| domains.iter().any(|x| x.eq_ignore_ascii_case(dom.trim())))
+    };
+    let recipients = || -> Vec<&str> {
+        d.consegna.as_deref().map_or_else(
+            || d.ricezione.iter().map(String::as_str).collect(),
+            |c| vec![c],
+        )
+    };
+    let about: Vec<&str> = match d.tipo {
+        PecType::Transport
+        | PecType::Acceptance
+        | PecType::NonAcceptance
+        | PecType::DeliveryTimeout => vec![d.mittente.as_str()],
+        PecType::TakenInCharge => d.ricezione.iter().map(String::as_str).collect(),
+        PecType::DeliveryError if served(&d.mittente) => Vec::new(),
+        PecType::Delivery | PecType::DeliveryError | PecType::VirusDetected => recipients(),
+    };
+    match about.into_iter().find(|a| !served(a)) {
+        None => Ok(()),
+        Some(a) => Err(format!(
+            "il daticert ({}) riguarda {a}, di un dominio non gestito dal gestore firmatario",
+            d.tipo
+        )),
+    }
+}
+
 /// RT §6.3 step 5: formal correctness for the claimed type.
 fn well_formed(r: &Reading) -> Result<(), String> {
     if let Some(e) = &r.claim_error {
@@ -288,7 +328,14 @@ pub fn classify(top_header: &[u8], entity: &[u8], origin: &Origin) -> Verdict {
                 )),
                 (Some(_), None) => Err("mittente (From) assente o non valido".to_string()),
             };
-            match domain_ok.and_then(|_| well_formed(&r)) {
+            let signed_ok = || match (managed_domains, &r.daticert) {
+                (Some(ds), Some(d)) => parties_served(ds, d),
+                _ => Ok(()),
+            };
+            match domain_ok
+                .and_then(|_| well_formed(&r))
+                .and_then(|_| signed_ok())
+            {
                 Ok(()) => (Class::Pec, None, name.clone()),
                 Err(e) => (Class::Anomaly, Some(e), name.clone()),
             }
