@@ -249,12 +249,22 @@ pub fn add(
     now: DateTime<Utc>,
 ) -> Result<Account, AccountError> {
     let a = normalize(address)?;
+    let password_hash = hash_password(password)?;
+    with_creation_lock(|| add_locked(store, a, password_hash, now))
+}
+
+fn add_locked(
+    store: &Store,
+    a: String,
+    password_hash: String,
+    now: DateTime<Utc>,
+) -> Result<Account, AccountError> {
     if get(store, &a)?.is_some() {
         return Err(AccountError::Exists(a));
     }
     let acc = Account {
         address: a.clone(),
-        password_hash: hash_password(password)?,
+        password_hash,
         state: AccountState::Active,
         created: now,
         plan: String::new(),
@@ -358,6 +368,16 @@ pub fn with_lock<T>(address: &str, f: impl FnOnce() -> T) -> T {
     };
     let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
     f()
+}
+
+/// The lock every creation of an account holds while it checks that the
+/// address is free and commits (a national `mailbox add`, an order's
+/// members, an order's own mailbox): one check-then-create at a time, so
+/// two cannot both find an address free. Creations are rare; one lock is
+/// simpler than ordering thousands of per-address ones.
+pub fn with_creation_lock<T>(f: impl FnOnce() -> T) -> T {
+    // No address contains a NUL: this key is no account's.
+    with_lock("\0create", f)
 }
 
 /// [`with_lock`] of every address in `addresses` (sorted and without

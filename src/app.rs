@@ -1916,8 +1916,17 @@ impl App {
                 !crate::lifecycle::due(&acc, &p, &self.cfg().lifecycle, today).is_empty()
             });
             if due {
-                acted +=
-                    accounts::with_lock(&acc.address, || self.sweep_one(&acc.address, today, now))?;
+                // One account that cannot be changed now (its Maildir
+                // unreadable, a file expunged under the move) is reported
+                // and tried again at the next sweep: the accounts after it
+                // still get their reminders and transitions.
+                match accounts::with_lock(&acc.address, || self.sweep_one(&acc.address, today, now))
+                {
+                    Ok(n) => acted += n,
+                    Err(e) => {
+                        tracing::warn!(event = "sweep_account_failed", address = %acc.address, error = %e);
+                    }
+                }
             }
         }
         Ok(acted)

@@ -119,9 +119,31 @@ pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) 
     out
 }
 
-/// Renewal by `years`: from the current expiry date (paying early or late
-/// does not move it), back to active if it had lapsed.
-pub fn renew(acc: &mut Account, years: u32, today: NaiveDate) {
+/// Why a renewal by `years` cannot be made, if it cannot: a cancelled
+/// mailbox is not renewed, and a renewal counted from an expiry long past
+/// must reach beyond today (a year paid must not end before it begins;
+/// the holder is told how many years it takes).
+pub fn renewal_refused(acc: &Account, years: u32, today: NaiveDate) -> Option<String> {
+    if acc.state == AccountState::Cancelled {
+        return Some("a cancelled mailbox is not renewed".into());
+    }
+    let from = acc.expires.unwrap_or(today);
+    if add_years(from, years) > today {
+        return None;
+    }
+    let needed = (years..=years + 100)
+        .find(|&y| add_years(from, y) > today)
+        .unwrap_or(years);
+    Some(format!(
+        "expired on {from}: {years} year(s) from then end on {}, already past; renew for at least {needed}",
+        add_years(from, years)
+    ))
+}
+
+/// Renewal by `years` (see [`renewal_refused`] first): from the current
+/// expiry date (paying early or late does not move it), back to active if
+/// it had lapsed. Returns whether the state changed.
+pub fn renew(acc: &mut Account, years: u32, today: NaiveDate) -> bool {
     let from = acc.expires.unwrap_or(today);
     acc.expires = Some(add_years(from, years));
     acc.reminders.clear();
@@ -131,6 +153,7 @@ pub fn renew(acc: &mut Account, years: u32, today: NaiveDate) {
         acc.state = AccountState::Active;
         acc.state_reason = "renewed".into();
     }
+    lapsed
 }
 
 /// What a downgrade at expiry would do, shown before it happens.
@@ -327,6 +350,15 @@ mod tests {
         assert_eq!(late.expires, Some(d("2028-06-30")));
         assert_eq!(late.state, AccountState::Active);
         assert_eq!(add_years(d("2028-02-29"), 1), d("2029-02-28"));
+        // Suspended more than a term after its expiry: one year would end
+        // in the past.
+        let long_gone = account(AccountState::Suspended, "2027-06-30");
+        let why = renewal_refused(&long_gone, 1, d("2028-08-01")).unwrap();
+        assert!(why.contains("renew for at least 2"), "{why}");
+        assert_eq!(renewal_refused(&long_gone, 2, d("2028-08-01")), None);
+        let cancelled = account(AccountState::Cancelled, "2027-06-30");
+        assert!(renewal_refused(&cancelled, 1, d("2027-01-15")).is_some());
+        assert_eq!(renewal_refused(&a, 1, d("2027-01-15")), None);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub enum TenantError {
 }
 
 impl TenantError {
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         TenantError::Invalid {
             field: field.into(),
             message: message.into(),
@@ -219,6 +219,16 @@ pub fn create(store: &Store, t: &Tenant, now: DateTime<Utc>) -> Result<NewOrder,
     }
     let order_address = naming::order_address(&t.provincia, &t.domain)
         .map_err(|e| TenantError::invalid("provincia", e.to_string()))?;
+    accounts::with_creation_lock(|| create_locked(store, t, &order_address, now))
+}
+
+fn create_locked(
+    store: &Store,
+    t: &Tenant,
+    order_address: &str,
+    now: DateTime<Utc>,
+) -> Result<NewOrder, TenantError> {
+    let order_address = order_address.to_string();
     if get(store, &t.id)?.is_some() {
         return Err(TenantError::Exists(format!("tenant {}", t.id)));
     }
@@ -380,6 +390,22 @@ fn free_for(store: &Store, address: &str, cf: &str) -> Result<bool, TenantError>
     })
 }
 
+/// The order's mailbox (not cancelled) of the holder with codice fiscale
+/// `cf`, if there is one.
+fn mailbox_of(store: &Store, tenant: &str, cf: &str) -> Result<Option<String>, TenantError> {
+    let prefix = format!("cf/{cf}/");
+    for (k, _) in store.scan_prefix(Table::Tenants, prefix.as_bytes(), usize::MAX)? {
+        let address = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        if let Some(acc) = accounts::get(store, &address)?
+            && acc.tenant == tenant
+            && acc.state != AccountState::Cancelled
+        {
+            return Ok(Some(address));
+        }
+    }
+    Ok(None)
+}
+
 /// A created mailbox and its one-time password.
 #[derive(Debug, Clone, Serialize)]
 pub struct Created {
@@ -402,6 +428,14 @@ fn prepare_member(
 ) -> Result<(Account, String), TenantError> {
     validate(&m.holder)?;
     let mut holder = normalized(m.holder.clone());
+    if let Some(existing) = mailbox_of(store, &tenant.id, &holder.codice_fiscale)? {
+        // One PEC domicile per professional and order: a roll loaded twice
+        // must not give every member a second, numbered mailbox.
+        return Err(TenantError::invalid(
+            "codice_fiscale",
+            format!("already has the mailbox {existing}"),
+        ));
+    }
     if let Some(p) = &m.plan
         && config.plan(p).is_none()
     {
@@ -530,6 +564,38 @@ pub fn create_member(
 /// Store prepared members' mailboxes in one commit, each logged; `how`
 /// completes the log line (e.g. " (bulk load)").
 fn commit_members(
+    store: &Store,
+    tenant: &Tenant,
+    ready: Vec<(Account, String)>,
+    actor: &str,
+    now: DateTime<Utc>,
+    how: &str,
+) -> Result<Vec<Created>, TenantError> {
+    // The rows were prepared (names derived, passwords hashed) outside any
+    // lock; what they found free is checked again, and committed, under the
+    // creation lock: two loads of the same roll at once (a double click, a
+    // retried call) must not both take the same addresses, the second
+    // silently overwriting the first's accounts.
+    accounts::with_creation_lock(|| {
+        for (acc, _) in &ready {
+            if !free_for(store, &acc.address, &acc.holder.codice_fiscale)? {
+                return Err(TenantError::Conflict(format!(
+                    "{} was taken meanwhile; load again",
+                    acc.address
+                )));
+            }
+            if let Some(existing) = mailbox_of(store, &tenant.id, &acc.holder.codice_fiscale)? {
+                return Err(TenantError::Conflict(format!(
+                    "{} already has the mailbox {existing}",
+                    acc.holder.codice_fiscale
+                )));
+            }
+        }
+        commit_members_locked(store, tenant, ready, actor, now, how)
+    })
+}
+
+fn commit_members_locked(
     store: &Store,
     tenant: &Tenant,
     ready: Vec<(Account, String)>,
@@ -969,7 +1035,7 @@ pub fn file_request(
     match req {
         Request::Addon { steps } => {
             let max = plan.and_then(|p| p.addon_max_steps);
-            if *steps == 0 || max.is_some_and(|m| acc.addons + steps > m) {
+            if *steps == 0 || max.is_some_and(|m| acc.addons.saturating_add(*steps) > m) {
                 return Err(TenantError::invalid(
                     "steps",
                     format!(
@@ -1176,18 +1242,33 @@ fn bulk_rows(
     let mut ready: Vec<(usize, Account, String)> = Vec::new();
     let mut seen_cf: Vec<(String, usize)> = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
-        let line = i + 2;
+        // The file's own line (a quoted field may span lines; blank lines
+        // are skipped), as the operator's editor shows it.
+        let fallback = i + 2;
+        // The reader's position is where it began looking for the record:
+        // blank lines skipped before it are counted on from there.
+        let line_of = |p: Option<&csv::Position>| {
+            p.map_or(fallback, |p| {
+                let skipped = csv_text.as_bytes()[(p.byte() as usize).min(csv_text.len())..]
+                    .iter()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                p.line() as usize + skipped
+            })
+        };
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
                 rejected.push(RowError {
-                    line,
+                    line: line_of(e.position()),
                     field: "(row)".into(),
                     message: e.to_string(),
                 });
                 continue;
             }
         };
+        let line = line_of(rec.position());
         let col = |name: &str| {
             headers
                 .iter()
@@ -1221,10 +1302,13 @@ fn bulk_rows(
             });
             continue;
         }
-        seen_cf.push((cf, line));
         let reserved: Vec<String> = ready.iter().map(|(_, a, _)| a.address.clone()).collect();
         match prepare_member(store, config, tenant, &m, &reserved, now, hash) {
-            Ok((a, p)) => ready.push((line, a, p)),
+            Ok((a, p)) => {
+                // Only a row that goes in makes a later one a duplicate.
+                seen_cf.push((cf, line));
+                ready.push((line, a, p));
+            }
             Err(e) => rejected.push(RowError {
                 line,
                 field: e.field().unwrap_or("(row)").to_string(),
@@ -1359,4 +1443,63 @@ pub fn plans_report(
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_loads_prepared_at_once_cannot_both_take_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), "redb").unwrap();
+        let config = Config::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pecd.toml"),
+        )
+        .unwrap();
+        let now = Utc::now();
+        let t = Tenant {
+            id: "ordine-lodi".into(),
+            name: "Ordine di Lodi".into(),
+            domain: "pec.provider-a.test".into(),
+            provincia: "LO".into(),
+            activation: Activation::Immediate,
+            secretariat_email: String::new(),
+            created: now,
+        };
+        create(&store, &t, now).unwrap();
+        let first15 = "BNCLGU80A01F205";
+        let cf = format!(
+            "{first15}{}",
+            crate::membership::tax_code::check_char(first15.as_bytes())
+        );
+        let m = NewMember {
+            holder: Holder {
+                nome: "Luigi".into(),
+                cognome: "Bianchi".into(),
+                codice_fiscale: cf,
+                indirizzo: "Via Roma 1".into(),
+                comune: "Lodi".into(),
+                provincia: "LO".into(),
+                cap: "26900".into(),
+                ..Default::default()
+            },
+            alias: None,
+            plan: None,
+        };
+        // Both prepared from the same state (a double click on "Conferma"):
+        // the same address, and the same person.
+        let first = prepare_member(&store, &config, &t, &m, &[], now, false).unwrap();
+        let second = prepare_member(&store, &config, &t, &m, &[], now, false).unwrap();
+        assert_eq!(first.0.address, second.0.address);
+        commit_members(&store, &t, vec![first], "test", now, "").unwrap();
+        let again = commit_members(&store, &t, vec![second], "test", now, "");
+        assert!(matches!(again, Err(TenantError::Conflict(_))), "{again:?}");
+        // Prepared now, the same person is refused outright.
+        let refused = prepare_member(&store, &config, &t, &m, &[], now, false);
+        assert!(
+            matches!(&refused, Err(TenantError::Invalid { field, .. }) if field == "codice_fiscale"),
+            "{refused:?}"
+        );
+    }
 }

@@ -327,6 +327,43 @@ fn bulk_load_names_line_and_field_and_applies_nothing_when_a_row_is_wrong() {
         creds.starts_with("indirizzo;password_temporanea\nmario.rossi.2@"),
         "{creds}"
     );
+    // The roll loaded again gives nobody a second mailbox.
+    let (_, v) = bulk(true);
+    assert!(v["created"].as_array().is_none_or(|c| c.is_empty()), "{v}");
+    let again = v["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["line"] == 2)
+        .unwrap();
+    assert_eq!(again["field"], "codice_fiscale");
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has the mailbox mario.rossi.2@"),
+        "{again}"
+    );
+    // Lines are the file's: an address over two lines (quoted) and a
+    // blank line come before the wrong row on line 5.
+    let (s, v) = pecd::admin::call_raw(
+        d.admin,
+        &token,
+        "POST",
+        "/tenants/ordine-lodi/bulk",
+        "text/csv",
+        &format!(
+            "nome;cognome;codice_fiscale;indirizzo;comune;provincia;cap\n\
+             Lia;Neri;{};\"Via Roma 1\nScala B\";Lodi;LO;26900\n\
+             \n\
+             Ugo;Blu;{};Via Po 2;Lodi;XX;26900\n",
+            cf(13),
+            cf(14)
+        ),
+    )
+    .unwrap();
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["rejected"][0]["line"], 5, "{v}");
     // A bad header is one clear error.
     let (s, v) = pecd::admin::call_raw(
         d.admin,
@@ -387,6 +424,9 @@ fn exports_cancellation_rules_transfer_and_plans() {
         Some(json!({"reason": "death"})),
     );
     assert_eq!(v["state"], "cancelled");
+    // A cancelled mailbox is not renewed back to life.
+    let (s, v) = d.api(&lodi, "POST", &path(&made[1], "renew"), Some(json!({})));
+    assert_eq!((s, v["field"].as_str()), (400, Some("years")), "{v}");
     let (_, v) = d.api(
         &lodi,
         "POST",
@@ -658,6 +698,17 @@ fn a_holder_completes_the_first_access_and_serves_itself() {
             "POST",
             "/me/requests",
             Some(json!({"kind": "addon", "steps": 9}))
+        )
+        .0,
+        400
+    );
+    // A count that would overflow is refused the same way.
+    assert_eq!(
+        d.api(
+            &me,
+            "POST",
+            "/me/requests",
+            Some(json!({"kind": "addon", "steps": u32::MAX}))
         )
         .0,
         400
