@@ -309,20 +309,6 @@ pub fn set_password(
     Ok(())
 }
 
-pub fn remove(store: &Store, address: &str, now: DateTime<Utc>) -> Result<(), AccountError> {
-    let acc = get(store, address)?.ok_or_else(|| AccountError::NotFound(address.into()))?;
-    let mut b = Batch::new();
-    b.delete(Table::Mailboxes, acc.address.as_bytes().to_vec());
-    log(
-        &mut b,
-        now,
-        &acc.address,
-        "mailbox removed (messages kept on disk)",
-    );
-    store.commit(b)?;
-    Ok(())
-}
-
 pub fn list(store: &Store) -> Result<Vec<Account>, AccountError> {
     store
         .entries(Table::Mailboxes)
@@ -493,7 +479,8 @@ mod tests {
                 .is_some()
         );
         assert_eq!(list(&store).unwrap().len(), 1);
-        remove(&store, "mario.rossi@pec.provider-a.test", now).unwrap();
+        crate::tenants::remove_mailbox(&store, "mario.rossi@pec.provider-a.test", "test", now)
+            .unwrap();
         assert!(list(&store).unwrap().is_empty());
         let log = crate::audit::search(&store, &crate::audit::Filter::default()).unwrap();
         assert_eq!(log.len(), 3);

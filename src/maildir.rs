@@ -104,6 +104,29 @@ pub fn mailbox_path(base: &Path, address: &str) -> Result<PathBuf, MaildirError>
     Ok(base.join(domain).join(local))
 }
 
+/// Move the mailbox of a removed account out of the way, to
+/// `<base>/.removed/<address>.<stamp>`, so that a mailbox created later
+/// under the same address starts empty: mail is never handed to whoever
+/// holds the address next, and never deleted by a removal either (an
+/// operator archives or wipes the set-aside folder). None: there was no
+/// mailbox.
+pub fn set_aside(base: &Path, address: &str, stamp: &str) -> Result<Option<PathBuf>, MaildirError> {
+    let from = mailbox_path(base, address)?;
+    if !from.exists() {
+        return Ok(None);
+    }
+    let aside = base.join(".removed");
+    fs::create_dir_all(&aside).map_err(io(&aside))?;
+    let to = aside.join(format!("{}.{stamp}", address.trim().to_lowercase()));
+    fs::rename(&from, &to).map_err(io(&from))?;
+    // Both directories' entries durable: the move is one or the other.
+    for dir in [aside.as_path(), from.parent().unwrap_or(base)] {
+        crate::fsync::sync_dir(dir).map_err(io(dir))?;
+    }
+    known().remove(&from);
+    Ok(Some(to))
+}
+
 impl Maildir {
     /// Open (creating `tmp`, `new`, `cur` if needed), flushing each
     /// delivery on its own ([`Flush::PerFile`]).

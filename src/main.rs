@@ -139,7 +139,8 @@ enum MailboxAction {
         #[arg(long)]
         password: Option<String>,
     },
-    /// Remove an account (its Maildir stays on disk).
+    /// Remove an account: the address stays reserved to its holder, its
+    /// Maildir is moved to `mail/.removed/` (nothing is deleted).
     Remove {
         address: String,
         #[arg(long, value_name = "FILE")]
@@ -881,7 +882,15 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
         MailboxAction::Remove { address, config } => {
             match target(&config)? {
                 Target::Store(store) => {
-                    accounts::remove(&store, &address, now).map_err(|e| e.to_string())?
+                    let acc = pecd::tenants::remove_mailbox(&store, &address, "cli", now)
+                        .map_err(|e| e.to_string())?;
+                    let mail = load_config(&config)?.data_dir.join("mail");
+                    let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
+                    if let Some(p) = pecd::maildir::set_aside(&mail, &acc.address, &stamp)
+                        .map_err(|e| format!("removed, but its messages were not set aside: {e}"))?
+                    {
+                        println!("messages set aside in {}", p.display());
+                    }
                 }
                 Target::Admin { addr, token } => {
                     admin(

@@ -981,6 +981,34 @@ pub fn transfer(
     })
 }
 
+/// The national administrator's removal of a mailbox (`pecd mailbox
+/// remove`, `DELETE /mailboxes/{a}`): as the lifecycle's deletion, the
+/// address stays reserved for its holder (a tombstone with the codice
+/// fiscale), so it can never pass to someone else. The caller sets the
+/// Maildir aside (see [`crate::maildir::set_aside`]).
+pub fn remove_mailbox(
+    store: &Store,
+    address: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    accounts::with_lock(address, || {
+        let acc = accounts::get(store, address)?
+            .ok_or_else(|| TenantError::NotFound(format!("mailbox {address}")))?;
+        let mut b = Batch::new();
+        delete_account(&mut b, &acc);
+        log(
+            &mut b,
+            now,
+            actor,
+            Some(&acc.address),
+            "mailbox removed (address reserved to its holder, messages set aside)".into(),
+        );
+        store.commit(b)?;
+        Ok(acc)
+    })
+}
+
 /// Remove an account for good, keeping a tombstone: the address can be
 /// created again only for the same codice fiscale.
 pub fn delete_account(b: &mut Batch, acc: &Account) {

@@ -1048,6 +1048,47 @@ fn mailbox_cli_talks_to_the_running_daemon() {
     )
     .unwrap();
     wait_for("delivery to B", 30, || !b.mailbox(GIULIA).is_empty());
+    wait_for("accettazione and consegna", 30, || {
+        a.mailbox(new_user).len() >= 2
+    });
+    // Removed, its mail is set aside, not handed to whoever gets the
+    // address next.
+    let cli = |args: &[&str]| {
+        let out = pecd()
+            .args(args)
+            .arg("--config")
+            .arg(&a.cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&["mailbox", "remove", new_user]);
+    assert!(a.mailbox(new_user).is_empty());
+    let aside: Vec<_> = std::fs::read_dir(a.data.join("mail/.removed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(
+        aside[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(new_user)
+    );
+    assert_eq!(std::fs::read_dir(aside[0].join("new")).unwrap().count(), 2);
+    cli(&[
+        "mailbox",
+        "add",
+        new_user,
+        "--password",
+        "una-password-nuova",
+    ]);
+    assert!(a.mailbox(new_user).is_empty(), "a new mailbox starts empty");
     // Wrong token: refused.
     let adm: std::net::SocketAddr = std::fs::read_to_string(&a.cfg)
         .unwrap()

@@ -141,9 +141,31 @@ async fn remove(State(ctx): State<Ctx>, h: HeaderMap, Path(address): Path<String
         return r;
     }
     let now = ctx.app.clock.now();
-    match tokio::task::block_in_place(|| crate::accounts::remove(&ctx.app.store, &address, now)) {
-        Ok(()) => Json(json!({"address": address})).into_response(),
-        Err(e) => account_error(e),
+    let removed = tokio::task::block_in_place(|| {
+        let acc = crate::tenants::remove_mailbox(&ctx.app.store, &address, "admin", now)?;
+        let mail = ctx.app.cfg().data_dir.join("mail");
+        let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
+        // Removed on the record already: a Maildir that cannot be moved
+        // is reported, for the operator to move by hand.
+        let aside =
+            crate::maildir::set_aside(&mail, &acc.address, &stamp).map_err(|e| e.to_string());
+        Ok::<_, crate::tenants::TenantError>((acc.address, aside))
+    });
+    match removed {
+        Ok((address, Ok(aside))) => Json(json!({
+            "address": address,
+            "messages_set_aside": aside.map(|p| p.display().to_string()),
+        }))
+        .into_response(),
+        Ok((address, Err(e))) => {
+            tracing::warn!(event = "maildir_not_set_aside", %address, error = %e);
+            Json(json!({"address": address, "warning": format!("messages not set aside: {e}")}))
+                .into_response()
+        }
+        Err(crate::tenants::TenantError::NotFound(what)) => {
+            error(StatusCode::NOT_FOUND, "not_found", what)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
 
