@@ -1516,9 +1516,23 @@ impl App {
             (Outcome::Pec, Some(ClaimedKind::Pec(t)), Some(d)) => {
                 // A receipt or notice for one of our users (or our service
                 // mailbox): deliver it and update the transaction. The SMTP
-                // recipient is not signed, so only existing mailboxes get it.
+                // recipient is not signed: a receipt certifies something
+                // only to the sender it reports to (its signed `mittente`)
+                // and to our service mailbox (presa in carico, rilevazione
+                // virus). Re-sent to anyone else (a user passing a receipt
+                // on to a colleague) it is ordinary mail to them, wrapped as
+                // such, and only existing mailboxes get anything.
+                let service = self.service_address();
+                let (addressed, others): (Vec<String>, Vec<String>) =
+                    rcpt_to.iter().cloned().partition(|r| {
+                        r.eq_ignore_ascii_case(&d.mittente) || r.eq_ignore_ascii_case(&service)
+                    });
+                if !others.is_empty() {
+                    let why = "ricevuta non destinata al mittente del messaggio cui si riferisce";
+                    self.wrap_as_anomaly(&mut b, raw, mail_from, &others, why.into(), now)?;
+                }
                 let mut existing = Vec::new();
-                for rcpt in rcpt_to {
+                for rcpt in &addressed {
                     if self.mailbox_exists(rcpt)? {
                         existing.push(rcpt.as_str());
                     }
@@ -1542,6 +1556,15 @@ impl App {
                     (PecType::VirusDetected, None) => d.ricezione.clone(),
                     (_, consegna) => consegna.iter().cloned().collect(),
                 };
+                // Only about transactions we track: a listed provider
+                // cannot make us sign notices about messages never sent.
+                let tracked = |target: &str| -> Result<bool, String> {
+                    Ok(self
+                        .store
+                        .get(Table::Transactions, &tx_key(&d.identificativo, target))
+                        .map_err(|e| e.to_string())?
+                        .is_some())
+                };
                 if t == PecType::VirusDetected && self.is_local(&d.mittente) {
                     let c = Certification::from_daticert(
                         d,
@@ -1552,6 +1575,9 @@ impl App {
                     let why = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
                     // One per recipient (RT §8.6).
                     for recipient in &targets {
+                        if !tracked(recipient)? {
+                            continue;
+                        }
                         let notice_id = self.new_id(time);
                         let notice = self
                             .sign(build::delivery_error_virus(&c, &notice_id, recipient, &why))?;
@@ -1585,20 +1611,13 @@ impl App {
                 for target in &targets {
                     let mut key = tx_key(&d.identificativo, target);
                     // Only for transactions we track (a read, never a write,
-                    // of the state itself).
-                    let tracked = || -> Result<bool, String> {
-                        Ok(self
-                            .store
-                            .get(Table::Transactions, &key)
-                            .map_err(|e| e.to_string())?
-                            .is_some())
-                    };
-                    // A notice about someone else's message (the sender's
-                    // own provider reporting to its user) never touches
-                    // ours, whatever identificativo it names.
+                    // of the state itself). A notice about someone else's
+                    // message (the sender's own provider reporting to its
+                    // user) never touches ours, whatever identificativo it
+                    // names.
                     if let Some(m) = marker
                         && self.is_local(&d.mittente)
-                        && tracked()?
+                        && tracked(target)?
                     {
                         // A closed transaction is forgotten by the next
                         // timer pass, not 12 hours later.

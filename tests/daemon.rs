@@ -1627,8 +1627,10 @@ fn forged_message_id_and_replayed_receipts_change_nothing() {
         .iter()
         .filter(|m| from(m).contains("posta-certificata@pec.provider-b.test"))
         .count();
-    // The plain forgery and the flipped envelope, each in B's own busta.
-    assert_eq!(wrapped_by_b, 2);
+    // The plain forgery, the notice (not Giulia's to receive: she is not
+    // the sender it reports to) and the flipped envelope, each in B's own
+    // busta di anomalia.
+    assert_eq!(wrapped_by_b, 3);
     assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &envelope).starts_with("250"));
     wait_for("the genuine envelope", 20, || b.mailbox(GIULIA).len() == 4);
     let kinds_b: Vec<String> = b
