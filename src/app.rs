@@ -329,6 +329,11 @@ impl Live {
             Some(p) => Verifier::with_anchors(crate::smime::load_certificates(p)?)?,
             None => Verifier::system()?,
         };
+        let mut crls = Vec::new();
+        for c in &config.provider.crls {
+            crls.extend(crate::smime::load_crls(c)?);
+        }
+        let verifier = verifier.with_crls(crls);
         let text = std::fs::read_to_string(&config.provider.provider_index)?;
         let index = ProviderIndex::from_ldif(&text).map_err(|errs| {
             StartError::Config(

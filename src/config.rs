@@ -238,6 +238,14 @@ pub struct ProviderConfig {
     /// empty: the system CA store.
     #[serde(default)]
     pub trust_anchors: Option<PathBuf>,
+    /// Certificate revocation lists (PEM or DER files) of the CAs that
+    /// issue providers' certificates (RT §6.3 step 3: a revoked signer is
+    /// not a provider). Read at start, at every reload and at every index
+    /// refresh, so a job that downloads them (e.g. AgID's
+    /// `http://ca1.agid.gov.it/CRL`) keeps them current. Empty: no
+    /// revocation check beyond the index itself.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
     /// Local copy of the provider index (LDIF).
     pub provider_index: PathBuf,
     /// Where a fresh index is fetched (https); it replaces the local copy
@@ -788,6 +796,7 @@ impl Config {
             if let Some(t) = p.trust_anchors.as_mut() {
                 resolve(t);
             }
+            p.crls.iter_mut().for_each(resolve);
             if let Some(t) = p.index_url_ca.as_mut() {
                 resolve(t);
             }
@@ -962,6 +971,11 @@ fn validate_parts(
                 "provider.trust_anchors",
                 format!("{} does not exist", t.display()),
             ));
+        }
+        for (i, c) in p.crls.iter().enumerate() {
+            if let Err(why) = crate::smime::load_crls(c) {
+                e.push(err(format!("provider.crls[{i}]"), why.to_string()));
+            }
         }
     }
     if let Some(t) = tls {

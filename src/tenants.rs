@@ -994,7 +994,7 @@ pub fn remove_mailbox(
 ) -> Result<Account, TenantError> {
     accounts::with_lock(address, || {
         let acc = accounts::get(store, address)?
-            .ok_or_else(|| TenantError::NotFound(format!("mailbox {address}")))?;
+            .ok_or_else(|| accounts::AccountError::NotFound(address.into()))?;
         let mut b = Batch::new();
         delete_account(&mut b, &acc);
         log(

@@ -123,3 +123,111 @@ fn built_messages_agree_for_every_digest() {
         .unwrap();
     assert_eq!(compare(&sys, "untrusted", &m, VerifyTime::Now), "chain");
 }
+
+/// A CRL of the dev CA revoking provider B's certificate, made with the
+/// `openssl ca` command (a revocation a year ago; valid 30 days).
+fn crl_revoking_provider_b(dir: &std::path::Path) -> std::path::PathBuf {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let b = certs().join("provider-b.pem");
+    let serial = run(&["x509", "-in", b.to_str().unwrap(), "-noout", "-serial"]);
+    let serial = serial.trim().trim_start_matches("serial=");
+    let ago = (chrono::Utc::now() - chrono::Duration::days(365)).format("%y%m%d%H%M%SZ");
+    std::fs::write(
+        dir.join("index.txt"),
+        format!(
+            "R\t491231000000Z\t{ago}\t{serial}\tunknown\t/C=IT/O=Provider B S.p.A./CN=Posta Certificata Provider B\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+    let cnf = dir.join("ca.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("crl.pem");
+    run(&[
+        "ca",
+        "-gencrl",
+        "-config",
+        cnf.to_str().unwrap(),
+        "-keyfile",
+        certs().join("ca.key").to_str().unwrap(),
+        "-cert",
+        certs().join("ca.pem").to_str().unwrap(),
+        "-out",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+#[test]
+fn a_revoked_signer_is_refused_on_both_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = crl_revoking_provider_b(dir.path());
+    let anchors = pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap();
+    let crls = pecd::smime::load_crls(&crl).unwrap();
+    assert_eq!(crls.len(), 1);
+    let v = Verifier::with_anchors(anchors).unwrap().with_crls(crls);
+    let c = certification(provider_a());
+    let by = |who: &str| {
+        signer(who, Digest::Sha256)
+            .sign(&build::acceptance(&c, "x@y"))
+            .unwrap()
+    };
+    assert_eq!(
+        compare(&v, "provider B", &by("provider-b"), VerifyTime::Now),
+        "chain"
+    );
+    assert_eq!(
+        compare(&v, "provider A", &by("provider-a"), VerifyTime::Now),
+        "valid"
+    );
+    // Before its revocation the certificate was good.
+    let before = chrono::Utc::now() - chrono::Duration::days(400);
+    let m = by("provider-b");
+    let parts = split_multipart_signed(&m).unwrap();
+    let now = v.verify_parts(&parts, VerifyTime::Now);
+    assert!(
+        matches!(&now.status, SignatureStatus::UntrustedChain(why) if why.contains("revoked")),
+        "{:?}",
+        now.status
+    );
+    let r = v.verify_parts(&parts, VerifyTime::At(before));
+    assert!(
+        !matches!(&r.status, SignatureStatus::UntrustedChain(why) if why.contains("revoked")),
+        "{:?}",
+        r.status
+    );
+    // The same CRL as DER reads too.
+    let der = dir.path().join("crl.der");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "crl",
+            "-in",
+            crl.to_str().unwrap(),
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(pecd::smime::load_crls(&der).unwrap().len(), 1);
+}

@@ -162,8 +162,8 @@ async fn remove(State(ctx): State<Ctx>, h: HeaderMap, Path(address): Path<String
             Json(json!({"address": address, "warning": format!("messages not set aside: {e}")}))
                 .into_response()
         }
-        Err(crate::tenants::TenantError::NotFound(what)) => {
-            error(StatusCode::NOT_FOUND, "not_found", what)
+        Err(e) if e.code() == "not_found" => {
+            error(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }

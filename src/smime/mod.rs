@@ -36,6 +36,32 @@ pub enum SmimeError {
     NotSigned(String),
 }
 
+/// Certificate revocation lists from a file: PEM (one or more CRLs) or
+/// DER (one), as CAs publish them.
+pub fn load_crls(path: &std::path::Path) -> Result<Vec<openssl::x509::X509Crl>, SmimeError> {
+    let bytes = std::fs::read(path).map_err(|source| SmimeError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let bad = |detail: String| SmimeError::Pem {
+        what: path.display().to_string(),
+        detail,
+    };
+    const BEGIN: &[u8] = b"-----BEGIN X509 CRL-----";
+    if !bytes.windows(BEGIN.len()).any(|w| w == BEGIN) {
+        return openssl::x509::X509Crl::from_der(&bytes)
+            .map(|c| vec![c])
+            .map_err(|e| bad(format!("not a CRL (PEM or DER): {e}")));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = Vec::new();
+    for chunk in text.split("-----BEGIN X509 CRL-----").skip(1) {
+        let pem = format!("-----BEGIN X509 CRL-----{chunk}");
+        out.push(openssl::x509::X509Crl::from_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(out)
+}
+
 /// Hex SHA-1 of a DER certificate, uppercase, as `providerCertificateHash`
 /// values are usually written (lookups are case-insensitive: RT §7).
 pub fn certificate_sha1_hex(der: &[u8]) -> String {

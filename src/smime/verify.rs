@@ -10,7 +10,7 @@ use openssl::pkey::{PKey, Public};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyParam;
-use openssl::x509::{X509, X509StoreContext};
+use openssl::x509::{X509, X509Crl, X509StoreContext};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -179,6 +179,8 @@ pub struct Verifier {
     system: bool,
     /// Store for [`VerifyTime::Now`], built once.
     now_store: X509Store,
+    /// Revocation lists of the CAs that issue providers' certificates.
+    crls: Vec<X509Crl>,
     certs: Mutex<HashMap<Vec<u8>, Arc<CachedCert>>>,
     chains: Mutex<HashMap<ChainKey, ChainEntry>>,
 }
@@ -226,6 +228,14 @@ impl Verifier {
         Self::build(anchors, false)
     }
 
+    /// Also refuse signers whose certificate one of `crls` revokes (RT
+    /// §6.3 step 3). A CRL counts only for certificates of its own issuer,
+    /// and only once its signature verifies with that issuer's key.
+    pub fn with_crls(mut self, crls: Vec<X509Crl>) -> Verifier {
+        self.crls = crls;
+        self
+    }
+
     /// Trust the operating system's CA store (where AgID CA1's root, Actalis,
     /// lives: RT §6.2).
     pub fn system() -> Result<Verifier, super::SmimeError> {
@@ -238,6 +248,7 @@ impl Verifier {
             anchors,
             system,
             now_store,
+            crls: Vec::new(),
             certs: Mutex::new(HashMap::new()),
             chains: Mutex::new(HashMap::new()),
         })
@@ -427,9 +438,10 @@ impl Verifier {
         status_of(result)
     }
 
-    /// Chain of `leaf` to a trust anchor at `at` (None: now). CRLs are not
-    /// consulted here: they need network access; RT §6.3 allows a cached
-    /// CRL, which the daemon's trust refresher provides.
+    /// Chain of `leaf` to a trust anchor at `at` (None: now), then the
+    /// revocation lists given with [`Verifier::with_crls`] (RT §6.3 allows
+    /// a cached CRL; fetching it is left to the operator, see
+    /// `provider.crls`). A certificate revoked after `at` was good then.
     fn verify_chain(
         &self,
         leaf: &X509,
@@ -451,14 +463,61 @@ impl Verifier {
         let result = X509StoreContext::new().and_then(|mut ctx| {
             ctx.init(store_ref, leaf, &untrusted, |c| {
                 let ok = c.verify_cert()?;
-                Ok((ok, c.error().error_string().to_string(), c.error_depth()))
+                // The issuer as the chain was built (the leaf itself when
+                // self-signed): the key a CRL of it must verify with.
+                let issuer = c
+                    .chain()
+                    .and_then(|ch| ch.get(1).or_else(|| ch.get(0)))
+                    .map(|i| i.to_owned());
+                Ok((
+                    ok,
+                    c.error().error_string().to_string(),
+                    c.error_depth(),
+                    issuer,
+                ))
             })
         });
         match result {
-            Ok((true, _, _)) => Ok(()),
-            Ok((false, why, depth)) => Err(format!("{why} (at depth {depth})")),
+            Ok((true, _, _, issuer)) => match issuer {
+                Some(issuer) => self.revocation(leaf, &issuer, at),
+                None => Ok(()),
+            },
+            Ok((false, why, depth, _)) => Err(format!("{why} (at depth {depth})")),
             Err(e) => Err(first_reason(&e)),
         }
+    }
+
+    /// Whether a CRL of `issuer` lists `leaf` as revoked on or before `at`.
+    fn revocation(
+        &self,
+        leaf: &X509,
+        issuer: &X509,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), String> {
+        if self.crls.is_empty() {
+            return Ok(());
+        }
+        let name = |n: &openssl::x509::X509NameRef| n.to_der().unwrap_or_default();
+        let issuer_name = name(leaf.issuer_name());
+        let Ok(key) = issuer.public_key() else {
+            return Ok(());
+        };
+        let when = openssl::asn1::Asn1Time::from_unix(at.unwrap_or_else(Utc::now).timestamp())
+            .map_err(|e| first_reason(&e))?;
+        for crl in &self.crls {
+            if name(crl.issuer_name()) != issuer_name || !crl.verify(&key).unwrap_or(false) {
+                continue;
+            }
+            if let openssl::x509::CrlStatus::Revoked(r) = crl.get_by_serial(leaf.serial_number())
+                && r.revocation_date() <= when
+            {
+                return Err(format!(
+                    "certificate revoked on {} (CRL of its issuer)",
+                    r.revocation_date()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The OpenSSL PKCS#7 path: reference implementation and fallback.
