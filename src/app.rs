@@ -260,6 +260,32 @@ fn signed_event_key(signer: &str, d: &crate::pec::daticert::Daticert) -> String 
     )
 }
 
+/// The original's headers as the envelope's signed `postacert.eml`
+/// carries them: who was in Cc (which decides the consegna's variant,
+/// RT §3.8) must come from what the signature covers, not from the
+/// envelope's own To/Cc, which anyone on the way could swap. A message
+/// body is borrowed, not copied (message/rfc822 travels unencoded); an
+/// encoded one (non-conforming) is decoded.
+fn signed_original_headers(envelope: &[u8]) -> OriginalHeaders {
+    let leaves = crate::pec::mime::leaf_parts(envelope).unwrap_or_default();
+    let Some(l) = leaves.iter().find(|l| {
+        l.name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case("postacert.eml"))
+    }) else {
+        return OriginalHeaders::default();
+    };
+    let cte = crate::pec::mime::header_value(l.header, "Content-Transfer-Encoding")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(cte.as_str(), "base64" | "quoted-printable") {
+        OriginalHeaders::parse(&crate::pec::mime::decoded_body(l.header, l.body))
+    } else {
+        OriginalHeaders::parse(l.body)
+    }
+}
+
 /// The Message-ID of a message received (the legal log names it).
 fn received_message_id(raw: &[u8]) -> Option<String> {
     let (header, _) = crate::pec::mime::split_header(raw);
@@ -1405,7 +1431,7 @@ impl App {
                 let rcpt_to = &listed[..];
                 // Unavailable scanner under `tempfail`: the item waits.
                 let virus = self.virus_check(raw)?;
-                let headers = OriginalHeaders::parse(raw);
+                let headers = signed_original_headers(raw);
                 let c = Certification::from_daticert(
                     d,
                     self.cfg().pec_provider.clone(),
@@ -2500,7 +2526,7 @@ impl App {
             crate::report::parts(envelope, &["daticert.xml", "postacert.eml"]).into_iter();
         let xml = found.next().flatten().ok_or("envelope without daticert")?;
         let daticert = crate::pec::daticert::Daticert::parse(&xml).map_err(|e| e.to_string())?;
-        let headers = OriginalHeaders::parse(envelope);
+        let headers = signed_original_headers(envelope);
         let certification = Certification::from_daticert(
             &daticert,
             self.cfg().pec_provider.clone(),

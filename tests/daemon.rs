@@ -1579,6 +1579,37 @@ fn with_header(raw: &[u8], name: &str, value: &str) -> Vec<u8> {
     out
 }
 
+/// Who was in To and who in Cc (completa or sintetica, RT §3.8) is read
+/// from the signed original, not from the envelope's own unsigned header.
+#[test]
+fn receipt_variants_follow_the_signed_original_not_the_envelope_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    let mut c = certification(provider_a());
+    c.pec_id = "ruoli.1@pec.provider-a.test".into();
+    let envelope = signer("provider-a", pecd::smime::Digest::Sha256)
+        .sign(&pecd::pec::build::transport(&c, ORIGINAL))
+        .unwrap();
+    // On the way, Giulia (To in the original) is moved into Cc.
+    let swapped = with_header(&with_header(&envelope, "To", LUCA), "Cc", GIULIA);
+    assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &swapped).starts_with("250"));
+    let consegna = || {
+        a.mailbox(MARIO).into_iter().find(|m| {
+            part_named(m, "daticert.xml")
+                .and_then(|x| pecd::pec::daticert::Daticert::parse(&x).ok())
+                .is_some_and(|d| {
+                    d.tipo == pecd::pec::PecType::Delivery
+                        && d.identificativo == c.pec_id
+                        && d.consegna.as_deref() == Some(GIULIA)
+                })
+        })
+    };
+    wait_for("Giulia's consegna", 30, || consegna().is_some());
+    // Completa, as for a To recipient: the original is attached (a
+    // sintetica, for a Cc, would not carry it).
+    assert!(part_named(&consegna().unwrap(), "postacert.eml").is_some());
+}
+
 #[test]
 fn forged_message_id_and_replayed_receipts_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
