@@ -79,8 +79,14 @@ fn wrapped_signed_part(raw: &[u8]) -> Option<&[u8]> {
 }
 
 impl Checker {
-    /// Verify and classify one message.
+    /// Verify and classify one message, certificates checked at
+    /// `self.when`.
     pub fn check(&self, file: &str, raw: &[u8]) -> Report {
+        self.check_at(file, raw, self.when)
+    }
+
+    /// [`Checker::check`] with certificates checked at `when`.
+    pub fn check_at(&self, file: &str, raw: &[u8], when: VerifyTime) -> Report {
         let (header, _) = split_header(raw);
         if raw.iter().all(u8::is_ascii_whitespace) || header_fields(header).is_empty() {
             return Report {
@@ -110,7 +116,7 @@ impl Checker {
             },
         };
         let v = match &parts {
-            Ok(p) => self.verifier.verify_parts(p, self.when),
+            Ok(p) => self.verifier.verify_parts(p, when),
             Err(why) => Verification::not_signed(why.clone()),
         };
         let mut provider = None;
