@@ -49,6 +49,9 @@ fn lmtp_failure(reply: &str) -> DeliveryFailure {
 
 /// How long the reception point remembers a (Message-ID, recipient) pair.
 const SEEN_RETENTION: chrono::Duration = chrono::Duration::days(7);
+/// An envelope dated longer ago than this is not certified again (well
+/// inside [`SEEN_RETENTION`], well past any relay's 24 h of retries).
+const ENVELOPE_MAX_AGE: chrono::Duration = chrono::Duration::days(4);
 
 /// Local work (reception, delivery: CPU and fsync) in flight at once: enough
 /// for the store's group commit to have company.
@@ -1420,6 +1423,19 @@ impl App {
         let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
         let mut flags = Vec::new();
         match (report.outcome, claimed, &report.daticert) {
+            (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d))
+                if d.data.instant().is_some_and(|t| now - t > ENVELOPE_MAX_AGE) =>
+            {
+                // An envelope far older than any relay retry (RT §2.2.2: a
+                // sender's provider gives up after 24 h) is a replay, which
+                // the duplicate record may have forgotten: certifying it
+                // again would date a new consegna today.
+                let why = format!(
+                    "busta di trasporto del {} {}: oltre il tempo massimo di inoltro, non più certificabile",
+                    d.data.giorno, d.data.ora
+                );
+                self.wrap_as_anomaly(&mut b, raw, mail_from, rcpt_to, why, now)?;
+            }
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
                 // A genuine envelope certifies a transaction for its own
                 // destinatari: sent on to anyone else (a forward, a replay

@@ -1579,13 +1579,48 @@ fn with_header(raw: &[u8], name: &str, value: &str) -> Vec<u8> {
     out
 }
 
+/// Provider A's certification of the test original, dated now (a genuine
+/// envelope dated days ago is a replay, not certified again).
+fn certification_now() -> pecd::pec::build::Certification {
+    let mut c = certification(provider_a());
+    c.time = pecd::clock::LegalTime::new(chrono::Utc::now());
+    c
+}
+
+/// An envelope dated days ago (beyond any relay retry) is a replay: not
+/// certified again, wrapped as an anomaly, no presa in carico.
+#[test]
+fn an_envelope_dated_days_ago_is_not_certified_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    let mut c = certification(provider_a());
+    c.pec_id = "vecchia.1@pec.provider-a.test".into();
+    c.time = pecd::clock::LegalTime::new(chrono::Utc::now() - chrono::Duration::days(5));
+    let envelope = signer("provider-a", pecd::smime::Digest::Sha256)
+        .sign(&pecd::pec::build::transport(&c, ORIGINAL))
+        .unwrap();
+    assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &envelope).starts_with("250"));
+    wait_for("the anomaly", 30, || !b.mailbox(GIULIA).is_empty());
+    let got = b.mailbox(GIULIA).remove(0);
+    assert_eq!(
+        checker().check("m", &got).kind.as_deref(),
+        Some("busta-anomalia")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        a.mailbox("posta-certificata@pec.provider-a.test")
+            .is_empty(),
+        "no presa in carico"
+    );
+}
+
 /// Who was in To and who in Cc (completa or sintetica, RT §3.8) is read
 /// from the signed original, not from the envelope's own unsigned header.
 #[test]
 fn receipt_variants_follow_the_signed_original_not_the_envelope_header() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), "12h", "23h");
-    let mut c = certification(provider_a());
+    let mut c = certification_now();
     c.pec_id = "ruoli.1@pec.provider-a.test".into();
     let envelope = signer("provider-a", pecd::smime::Digest::Sha256)
         .sign(&pecd::pec::build::transport(&c, ORIGINAL))
@@ -1615,7 +1650,7 @@ fn forged_message_id_and_replayed_receipts_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), "12h", "23h");
     // A genuine envelope from provider A, built and signed here.
-    let c = certification(provider_a());
+    let c = certification_now();
     let envelope = signer("provider-a", pecd::smime::Digest::Sha256)
         .sign(&pecd::pec::build::transport(&c, ORIGINAL))
         .unwrap();

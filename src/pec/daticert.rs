@@ -23,6 +23,23 @@ pub struct DatiDate {
     pub zona: String,
 }
 
+impl DatiDate {
+    /// The instant it names; none when it does not read as one.
+    pub fn instant(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_str(
+            &format!(
+                "{} {} {}",
+                self.giorno.trim(),
+                self.ora.trim(),
+                self.zona.trim()
+            ),
+            "%d/%m/%Y %H:%M:%S %z",
+        )
+        .ok()
+        .map(|t| t.to_utc())
+    }
+}
+
 impl From<LegalTime> for DatiDate {
     fn from(t: LegalTime) -> Self {
         DatiDate {
