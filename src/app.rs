@@ -1731,6 +1731,23 @@ impl App {
             }
             _ => {
                 // Ordinary mail or a non-conforming PEC message (RT §3.5, §9).
+                // Infected, it is not delivered (RT §9: "if virus(M): drop"):
+                // never wrapped and signed by us. Kept with the infected
+                // envelopes, on the record (unavailable scanner under
+                // `tempfail`: the item waits).
+                if let Some(name) = self.virus_check(raw)? {
+                    self.keep_virus(&item.id, raw)?;
+                    let mut r = LogRecord::new(now, Event::VirusDetected);
+                    r.sender = Some(mail_from.to_string());
+                    r.recipients = rcpt_to.to_vec();
+                    r.related = received_message_id(raw).into_iter().collect();
+                    r.detail = Some(format!(
+                        "ordinary mail with virus {name}: not delivered, kept as {}",
+                        item.id
+                    ));
+                    r.append_to(&mut b);
+                    return self.commit(b);
+                }
                 let reason = report
                     .reason
                     .clone()

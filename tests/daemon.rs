@@ -414,36 +414,6 @@ fn auth_needs_tls_and_inbound_is_not_an_open_relay() {
     assert_eq!(t.matches("550 5.7.1").count(), 2, "{t}");
 }
 
-fn send_inbound(port: u16, from: &str, to: &str, data: &[u8]) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    let mut read_reply = |r: &mut BufReader<TcpStream>| {
-        let mut all = String::new();
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] == b' ' {
-                return all;
-            }
-        }
-    };
-    read_reply(&mut r);
-    for cmd in [
-        "EHLO test".to_string(),
-        format!("MAIL FROM:<{from}>"),
-        format!("RCPT TO:<{to}>"),
-        "DATA".into(),
-    ] {
-        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
-        read_reply(&mut r);
-    }
-    s.write_all(&pecd::smtp::client::dot_stuff(data)).unwrap();
-    read_reply(&mut r)
-}
-
 #[test]
 fn unknown_recipient_ordinary_mail_and_forged_signature() {
     let dir = tempfile::tempdir().unwrap();

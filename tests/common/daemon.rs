@@ -356,3 +356,36 @@ pub fn proc_status_mb(pid: u32, key: &str) -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// One message over plain SMTP to an inbound listener; the reply to the
+/// end of data.
+pub fn send_inbound(port: u16, from: &str, to: &str, data: &[u8]) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    let mut read_reply = |r: &mut BufReader<std::net::TcpStream>| {
+        let mut all = String::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                return all;
+            }
+        }
+    };
+    read_reply(&mut r);
+    for cmd in [
+        "EHLO test".to_string(),
+        format!("MAIL FROM:<{from}>"),
+        format!("RCPT TO:<{to}>"),
+        "DATA".into(),
+    ] {
+        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        read_reply(&mut r);
+    }
+    s.write_all(&pecd::smtp::client::dot_stuff(data)).unwrap();
+    read_reply(&mut r)
+}
