@@ -957,11 +957,26 @@ pub fn transfer(
 ) -> Result<Account, TenantError> {
     accounts::with_lock(address, || {
         let mut acc = member(store, from, address)?;
-        if get(store, to)?.is_none() {
+        let Some(new_order) = get(store, to)? else {
             return Err(TenantError::invalid(
                 "to",
                 format!("order {to} does not exist"),
             ));
+        };
+        // A member without an e-mail of their own is reached through the
+        // secretariat of their order: after the transfer, the new one's
+        // (reminders, warnings and password-reset links must not keep
+        // going to the order the mailbox left).
+        let old_secretariat = get(store, from)?
+            .map(|t| t.secretariat_email)
+            .unwrap_or_default();
+        if !old_secretariat.is_empty()
+            && acc
+                .holder
+                .reference_email
+                .eq_ignore_ascii_case(&old_secretariat)
+        {
+            acc.holder.reference_email = new_order.secretariat_email.clone();
         }
         let mut b = Batch::new();
         // The index entry is under the stored (normalised) address, not the

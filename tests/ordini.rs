@@ -547,6 +547,53 @@ fn exports_cancellation_rules_transfer_and_plans() {
 }
 
 #[test]
+fn a_transferred_member_is_reached_through_the_new_orders_secretariat() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let order = |id: &str, provincia: &str, secretariat: &str| {
+        let (s, v) = d.api(
+            &d.admin_token(),
+            "POST",
+            "/tenants",
+            Some(
+                json!({"id": id, "name": id, "domain": DOMAIN, "provincia": provincia,
+                "secretariat_email": secretariat}),
+            ),
+        );
+        assert_eq!(s, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    };
+    let lodi = order("ordine-lodi", "LO", "segreteria@lodi.test");
+    order("ordine-milano", "MI", "segreteria@milano.test");
+    let mut m = member("Pia", "Rosa", &cf(40));
+    m["reference_email"] = json!("");
+    let (s, v) = d.api(&lodi, "POST", "/tenants/ordine-lodi/mailboxes", Some(m));
+    assert_eq!(s, 201, "{v}");
+    let addr = v["address"].as_str().unwrap().to_string();
+    let (_, v) = d.api(
+        &lodi,
+        "GET",
+        &format!("/tenants/ordine-lodi/mailboxes/{addr}"),
+        None,
+    );
+    assert_eq!(
+        v["anagrafica"]["reference_email"], "segreteria@lodi.test",
+        "{v}"
+    );
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        &format!("/tenants/ordine-lodi/mailboxes/{addr}/transfer"),
+        Some(json!({"to": "ordine-milano"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["anagrafica"]["reference_email"], "segreteria@milano.test",
+        "{v}"
+    );
+}
+
+#[test]
 fn the_openapi_document_covers_every_route() {
     let doc: Value = serde_json::from_str(
         &std::fs::read_to_string(common::root().join("docs/openapi.json")).unwrap(),
