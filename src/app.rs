@@ -13,7 +13,7 @@ use crate::audit::{Event, LogRecord};
 use crate::clock::{Clock, LegalTime, SystemClock};
 use crate::config::Config;
 use crate::index::{ProviderIndex, SignerLookup};
-use crate::maildir::{Maildir, mailbox_path};
+use crate::maildir::{ARCHIVE_FOLDER, Maildir, mailbox_path};
 use crate::pec::build::{self, Certification, DeliveryFailure, Rejection};
 use crate::pec::classify::ClaimedKind;
 use crate::pec::headers::TimeoutStage;
@@ -60,9 +60,6 @@ const LOCAL_CONCURRENCY: usize = 16;
 /// Relays in flight at once (network-bound; a dead peer holds its slots only
 /// until its timeouts, and never holds up local work).
 const RELAY_CONCURRENCY: usize = 32;
-
-/// The Maildir++ folder of the archive copies.
-const ARCHIVE_FOLDER: &str = ".Archivio";
 
 /// How long a mailbox's usage is trusted without looking at the folder, at
 /// least; a large folder is looked at less often (see [`App::usage`]).

@@ -474,22 +474,60 @@ impl Maildir {
         Ok(all.into_iter().map(|(_, p, l)| (p, l)).collect())
     }
 
-    /// Modification times of `new/` and `cur/`: any file added, removed or
-    /// renamed there (by pecd or by an IMAP server) changes them.
-    fn stamp(&self) -> Result<(SystemTime, SystemTime), MaildirError> {
-        let m = |d: &str| {
-            let p = self.root.join(d);
-            fs::metadata(&p).and_then(|m| m.modified()).map_err(io(&p))
-        };
-        Ok((m("new")?, m("cur")?))
+    /// The message directories a quota counts: `new/` and `cur/` of the
+    /// mailbox and of each Maildir++ folder in it (`.Lavoro`, `.Trash`: a
+    /// holder's IMAP client moves mail there, and it must not escape the
+    /// quota that way), except [`ARCHIVE_FOLDER`], which has its own.
+    fn counted_dirs(&self) -> Result<Vec<PathBuf>, MaildirError> {
+        let mut dirs = vec![self.root.join("new"), self.root.join("cur")];
+        for e in fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let e = e.map_err(io(&self.root))?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.')
+                && name != ARCHIVE_FOLDER
+                && name != "."
+                && name != ".."
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                for d in ["new", "cur"] {
+                    let p = e.path().join(d);
+                    if p.is_dir() {
+                        dirs.push(p);
+                    }
+                }
+            }
+        }
+        Ok(dirs)
     }
 
-    /// Bytes in `new/` and `cur/`: the `,S=<size>` of Maildir++ names when
-    /// present, else the file's size. `known` is reused when neither
-    /// directory changed since it was taken, so a quiet mailbox is not
-    /// rescanned; deletions by an IMAP client change the stamp and are seen.
+    /// What changes whenever a counted message is added, removed or
+    /// renamed (by pecd or by an IMAP server), or a folder comes or goes:
+    /// the modification times of the mailbox directory and of every
+    /// counted one, folded into one value, and the newest of them.
+    fn stamp(&self, dirs: &[PathBuf]) -> Result<Stamp, MaildirError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut newest = SystemTime::UNIX_EPOCH;
+        for p in std::iter::once(&self.root).chain(dirs) {
+            let t = fs::metadata(p).and_then(|m| m.modified()).map_err(io(p))?;
+            (p, t).hash(&mut h);
+            newest = newest.max(t);
+        }
+        Ok(Stamp {
+            fingerprint: h.finish(),
+            newest,
+        })
+    }
+
+    /// Bytes in the counted directories (see `counted_dirs`): the
+    /// `,S=<size>` of Maildir++ names when present, else the file's size.
+    /// `known` is reused when nothing changed since it was taken, so a
+    /// quiet mailbox is not rescanned; deletions and moves by an IMAP client
+    /// change the stamp and are seen.
     pub fn usage(&self, known: Option<Usage>) -> Result<Usage, MaildirError> {
-        let stamp = self.stamp()?;
+        let dirs = self.counted_dirs()?;
+        let stamp = self.stamp(&dirs)?;
         // Directory times tick coarsely (a few ms): a change in the same
         // tick as the stamp would not show, so only a settled stamp is
         // trusted.
@@ -497,15 +535,13 @@ impl Maildir {
             t.elapsed()
                 .is_ok_and(|a| a > std::time::Duration::from_secs(1))
         };
-        if let Some(k) = known.filter(|k| k.stamp == stamp && settled(stamp.0) && settled(stamp.1))
-        {
+        if let Some(k) = known.filter(|k| k.stamp == stamp && settled(stamp.newest)) {
             return Ok(k);
         }
         let mut bytes = 0u64;
-        for d in ["new", "cur"] {
-            let dir = self.root.join(d);
-            for e in fs::read_dir(&dir).map_err(io(&dir))? {
-                let e = e.map_err(io(&dir))?;
+        for dir in &dirs {
+            for e in fs::read_dir(dir).map_err(io(dir))? {
+                let e = e.map_err(io(dir))?;
                 let name = e.file_name();
                 let from_name =
                     name.to_str()
@@ -527,9 +563,10 @@ impl Maildir {
 
     /// `known` after pecd itself stored `added` bytes (no rescan).
     pub fn usage_after_delivery(&self, known: Usage, added: u64) -> Result<Usage, MaildirError> {
+        let dirs = self.counted_dirs()?;
         Ok(Usage {
             bytes: known.bytes + added,
-            stamp: self.stamp()?,
+            stamp: self.stamp(&dirs)?,
         })
     }
 
@@ -644,8 +681,19 @@ fn file_name(id: &str, len: usize) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub bytes: u64,
-    stamp: (SystemTime, SystemTime),
+    stamp: Stamp,
 }
+
+/// See `Maildir::stamp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    fingerprint: u64,
+    newest: SystemTime,
+}
+
+/// The Maildir++ folder of a mailbox's archive: counted against the
+/// archive's space, not the inbox's.
+pub const ARCHIVE_FOLDER: &str = ".Archivio";
 
 #[cfg(test)]
 mod tests {
@@ -889,6 +937,28 @@ mod tests {
         // A file without a size in its name is stat'ed.
         fs::write(md.root().join("cur").join("foreign:2,"), [0u8; 7]).unwrap();
         assert_eq!(md.usage(None).unwrap().bytes, 1007);
+        // Moved into a folder of its own (as an IMAP client files it), the
+        // message still counts; in the archive folder it counts there.
+        let u = md.usage(None).unwrap();
+        let work = Maildir::open_folder(md.root(), ".Lavoro").unwrap();
+        let cur = fs::read_dir(md.root().join("cur"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(",S=1000"))
+            .unwrap();
+        fs::rename(&cur, work.root().join("cur").join(cur.file_name().unwrap())).unwrap();
+        assert_eq!(md.usage(Some(u)).unwrap().bytes, 1007);
+        assert_eq!(work.usage(None).unwrap().bytes, 1000);
+        let archive = Maildir::open_folder(md.root(), ARCHIVE_FOLDER).unwrap();
+        let moved = work.root().join("cur").join(cur.file_name().unwrap());
+        let u = md.usage(None).unwrap();
+        fs::rename(
+            &moved,
+            archive.root().join("cur").join(cur.file_name().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(md.usage(Some(u)).unwrap().bytes, 7);
+        assert_eq!(archive.usage(None).unwrap().bytes, 1000);
     }
 
     #[test]

@@ -759,7 +759,7 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
                     let archived = pecd::maildir::Maildir::open_folder(
                         &pecd::maildir::mailbox_path(&cfg.data_dir.join("mail"), &acc.address)
                             .map_err(|e| e.to_string())?,
-                        ".Archivio",
+                        pecd::maildir::ARCHIVE_FOLDER,
                     )
                     .and_then(|md| md.usage(None))
                     .map_err(|e| e.to_string())?
