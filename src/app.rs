@@ -2170,18 +2170,35 @@ impl App {
             .archive
             .0
             .saturating_sub(archive.usage(None).map_err(|e| e.to_string())?.bytes);
+        // Most inbox messages already have their archive copy (a hard link
+        // made at delivery): for those the inbox name just goes, the copy
+        // stays, and the archive's space is not spent twice (nor, under
+        // `rotate-oldest`, would the next copy rotate the moved mail out).
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let archived: std::collections::HashSet<(u64, u64)> = archive
+            .messages()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|(p, _)| inode(p))
+            .collect();
         let (mut n, mut bytes) = (0, 0);
         for (path, len) in inbox.oldest_first().map_err(|e| e.to_string())? {
-            if used <= quota || len > room {
+            let linked = inode(&path).is_some_and(|i| archived.contains(&i));
+            if used <= quota || (!linked && len > room) {
                 break;
             }
             let Some(name) = path.file_name() else {
                 continue;
             };
-            let to = archive.root().join("cur").join(name);
-            std::fs::rename(&path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+            if linked {
+                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            } else {
+                let to = archive.root().join("cur").join(name);
+                std::fs::rename(&path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+                room -= len;
+            }
             used -= len;
-            room -= len;
             n += 1;
             bytes += len;
         }

@@ -529,6 +529,24 @@ fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
     let a = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
     assert_eq!(a.plan, "piccolo");
     assert!(inbox_bytes(&p) <= 10 * 1024, "{}", inbox_bytes(&p));
+    // Each message once in the archive: the ones that had their copy there
+    // already were not moved in a second time.
+    let dir = pecd::maildir::mailbox_path(&p.app.cfg().data_dir.join("mail"), &c.address)
+        .unwrap()
+        .join(pecd::maildir::ARCHIVE_FOLDER);
+    let names: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| std::fs::read_dir(dir.join(s)).into_iter().flatten())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut ids: Vec<&str> = names
+        .iter()
+        .map(|n| n.split(",S=").next().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), names.len(), "{names:?}");
+    assert!(names.len() >= 4, "{names:?}");
     let log = pecd::audit::search(
         &p.app.store,
         &pecd::audit::Filter {
