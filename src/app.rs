@@ -1983,9 +1983,19 @@ impl App {
     // ----------------------------------------------------------------------
     // Lifecycle (expiry, reminders, downgrade, suspension, deletion)
 
-    /// The plan of an account (empty name: the first plan).
+    /// The plan of an account (empty name: the first plan). A plan the
+    /// configuration no longer defines (renamed, removed) falls back to
+    /// the first plan, loudly: without one, the mailbox would have no
+    /// quota and never expire.
     pub fn plan_of(&self, acc: &accounts::Account) -> Option<crate::config::Plan> {
-        self.cfg().plan(&acc.plan).cloned()
+        let live = self.cfg();
+        match live.plan(&acc.plan) {
+            Some(p) => Some(p.clone()),
+            None => {
+                tracing::warn!(event = "plan_not_configured", address = %acc.address, plan = %acc.plan);
+                live.plan("").cloned()
+            }
+        }
     }
 
     /// The daily sweep: everything [`crate::lifecycle::due`] says, applied

@@ -869,7 +869,24 @@ pub fn cancel(
 ) -> Result<Account, TenantError> {
     accounts::with_lock(address, || {
         let mut acc = member(store, tenant, address)?;
+        if acc.state == AccountState::Cancelled {
+            return Err(TenantError::Conflict(format!(
+                "{} is already cancelled",
+                acc.address
+            )));
+        }
         let (immediate, reason) = match why {
+            // Kept until expiry; one whose expiry has passed already (expired,
+            // suspended) has nothing left to run to: cancelled now, rather
+            // than its lapse's reason overwritten and its deletion lost.
+            Cancellation::StruckOff
+                if matches!(acc.state, AccountState::Expired | AccountState::Suspended) =>
+            {
+                (
+                    true,
+                    format!("{}: no term left to run", crate::lifecycle::STRUCK_OFF),
+                )
+            }
             Cancellation::StruckOff => (
                 false,
                 format!("{}: kept until expiry", crate::lifecycle::STRUCK_OFF),
@@ -933,6 +950,12 @@ pub fn set_plan(
     }
     accounts::with_lock(address, || {
         let mut acc = member(store, tenant, address)?;
+        if acc.state == AccountState::Cancelled {
+            return Err(TenantError::Conflict(format!(
+                "{} is cancelled: no plan to change",
+                acc.address
+            )));
+        }
         acc.plan = p.name.clone();
         acc.addons = addons;
         save(

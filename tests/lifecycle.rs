@@ -514,6 +514,14 @@ fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
     let before = inbox_bytes(&p);
     assert!(before > 10 * 1024, "{before}");
     let acc = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
+    // A plan the configuration no longer has means the first plan, not
+    // no quota at all.
+    let mut gone = acc.clone();
+    gone.plan = "sparito".into();
+    assert_eq!(
+        p.app.plan_of(&gone).map(|x| x.name),
+        p.app.cfg().plans.first().map(|x| x.name.clone())
+    );
     let plan = p.app.downgrade_plan(&acc).unwrap();
     assert_eq!(
         (plan.to_plan.as_str(), plan.excess_policy.as_str()),

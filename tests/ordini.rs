@@ -424,9 +424,24 @@ fn exports_cancellation_rules_transfer_and_plans() {
         Some(json!({"reason": "death"})),
     );
     assert_eq!(v["state"], "cancelled");
-    // A cancelled mailbox is not renewed back to life.
+    // A cancelled mailbox is not renewed back to life, gets no plan, and
+    // is not cancelled a second time.
     let (s, v) = d.api(&lodi, "POST", &path(&made[1], "renew"), Some(json!({})));
     assert_eq!((s, v["field"].as_str()), (400, Some("years")), "{v}");
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[1], "plan"),
+        Some(json!({"plan": "base", "addons": 0})),
+    );
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        &path(&made[1], "cancel"),
+        Some(json!({"reason": "struck-off"})),
+    );
+    assert_eq!(s, 409, "{v}");
     let (_, v) = d.api(
         &lodi,
         "POST",
