@@ -58,6 +58,8 @@ impl AccountState {
                 | (Expired, Suspended)
                 | (Expired, Cancelled)
                 | (Suspended, Active)
+                // Blocked for a missing first access, unblocked by the order.
+                | (Suspended, PendingActivation)
                 | (Suspended, Cancelled)
         )
     }

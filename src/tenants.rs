@@ -826,7 +826,7 @@ pub fn unblock(
             && acc
                 .state_reason
                 .starts_with(crate::lifecycle::NO_FIRST_ACCESS);
-        if !blocked {
+        if !blocked || !acc.state.can_become(AccountState::PendingActivation) {
             return Err(TenantError::Conflict(
                 "only a mailbox blocked for a missing first access can be unblocked".into(),
             ));
