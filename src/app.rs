@@ -2049,15 +2049,35 @@ impl App {
         let actions = lifecycle::due(&acc, &plan, &self.cfg().lifecycle, today);
         let mut b = Batch::new();
         let acted = actions.len();
-        let at_expiry = match plan.on_expiry {
-            crate::config::OnExpiry::Downgrade => "downgrade",
-            crate::config::OnExpiry::Suspend => "suspend",
-        };
         let mut deleted = false;
         for a in actions {
             let what = match a {
                 Action::Remind { key, days, expires } => {
-                    let n = crate::notices::expiry_reminder(&acc.address, expires, days, at_expiry);
+                    // What expiry will bring, with this mailbox's figures
+                    // (read now: only when a reminder is due).
+                    let downgrade = match plan.on_expiry {
+                        crate::config::OnExpiry::Downgrade => self.downgrade_plan(&acc).ok(),
+                        crate::config::OnExpiry::Suspend => None,
+                    };
+                    let at_expiry = match &downgrade {
+                        Some(d) => crate::notices::AtExpiry::Downgrade {
+                            to: &d.to_plan,
+                            addons_dropped: d.addons_dropped,
+                            inbox_used: d.inbox_used,
+                            inbox_quota_after: d.inbox_quota_after,
+                            excess_to_archive: d.excess_policy == "archive",
+                        },
+                        None => crate::notices::AtExpiry::Suspend,
+                    };
+                    // The days actually left (a sweep run late, after the
+                    // daemon was down, does not say "tra 90 giorni").
+                    let left = if days >= 0 {
+                        (expires - today).num_days().max(0)
+                    } else {
+                        days
+                    };
+                    let n =
+                        crate::notices::expiry_reminder(&acc.address, expires, left, &at_expiry);
                     self.send_notice(&mut b, &n, &acc, now)?;
                     acc.reminders.push(key.clone());
                     format!("expiry reminder {key} sent")
@@ -2069,17 +2089,34 @@ impl App {
                         plan.name,
                         acc.addons
                     );
-                    acc.plan = to;
+                    let (expired, dropped) = (acc.expires.unwrap_or(today), acc.addons);
+                    acc.plan = to.clone();
                     acc.addons = 0;
                     acc.expires = Some(new_expiry);
                     acc.reminders.clear();
-                    if self.cfg().lifecycle.downgrade_excess
-                        == crate::config::DowngradeExcess::Archive
-                    {
-                        let (n, bytes) = self.move_excess_to_archive(&acc)?;
-                        format!("{what}; {n} messages ({bytes} bytes) moved to the archive")
-                    } else {
-                        what
+                    let moved = (self.cfg().lifecycle.downgrade_excess
+                        == crate::config::DowngradeExcess::Archive)
+                        .then(|| self.move_excess_to_archive(&acc))
+                        .transpose()?;
+                    // The holder is told what was lost, with the figures:
+                    // a silent downgrade would show itself as refused mail.
+                    let quota_after = self.quota(&acc).unwrap_or(0);
+                    let used = self.inbox_used(&acc).ok().flatten().unwrap_or(0);
+                    let n = crate::notices::downgraded(
+                        &acc.address,
+                        expired,
+                        &to,
+                        dropped,
+                        quota_after,
+                        moved,
+                        used.saturating_sub(quota_after),
+                    );
+                    self.send_notice(&mut b, &n, &acc, now)?;
+                    match moved {
+                        Some((n, bytes)) => {
+                            format!("{what}; {n} messages ({bytes} bytes) moved to the archive")
+                        }
+                        None => what,
                     }
                 }
                 Action::Become { state, reason } => {
@@ -2120,6 +2157,10 @@ impl App {
         }
         let dir = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
             .map_err(|e| e.to_string())?;
+        // Never delivered to: empty (a read creates no folders).
+        if !dir.exists() {
+            return Ok(Some(0));
+        }
         let md = Maildir::open(dir).map_err(|e| e.to_string())?;
         self.usage(&md, &acc.address).map(Some)
     }

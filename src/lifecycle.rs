@@ -79,9 +79,12 @@ pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) 
         let key = format!("{expires}/{days}");
         let when = expires - Duration::days(days);
         // A reminder only for the state it speaks to: before expiry while
-        // active, after expiry while expired.
+        // active, after expiry while expired. One before expiry that was
+        // missed (the daemon down on its day) is not sent once the expiry
+        // has passed: "scade tra 90 giorni" after it would mislead.
         let fits_state = (days >= 0) == (acc.state == AccountState::Active);
-        if today >= when && fits_state && !acc.reminders.contains(&key) {
+        let still_ahead = days < 0 || today <= expires;
+        if today >= when && fits_state && still_ahead && !acc.reminders.contains(&key) {
             out.push(Action::Remind { key, days, expires });
         }
     }
@@ -283,6 +286,13 @@ mod tests {
         a.reminders.push("2027-06-30/90".into());
         assert!(due(&a, &plans[1], &cfg, d("2027-04-02")).is_empty());
         assert_eq!(due(&a, &plans[1], &cfg, d("2027-06-25")).len(), 2); // 30 and 5
+        // Missed until after the expiry (the daemon was down): the expiry's
+        // own action comes, not reminders of a date already past.
+        let late = due(&a, &plans[1], &cfg, d("2027-07-02"));
+        assert!(
+            !late.iter().any(|x| matches!(x, Action::Remind { .. })),
+            "{late:?}"
+        );
     }
 
     #[test]

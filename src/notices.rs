@@ -49,31 +49,88 @@ pub fn quota_warning(address: &str, level: u8, used: u64, quota: u64) -> Notice 
     }
 }
 
-/// An expiry reminder: `days` before expiry (negative: after).
+/// What expiry brings a mailbox, for the reminders and the notice at the
+/// downgrade: the facts of [`crate::lifecycle::DowngradePlan`] the holder
+/// needs, in bytes.
+pub enum AtExpiry<'a> {
+    /// Receive-only grace, then suspension, then deletion.
+    Suspend,
+    /// Back to the plan `to`, its add-on steps dropped.
+    Downgrade {
+        to: &'a str,
+        addons_dropped: u32,
+        inbox_used: u64,
+        inbox_quota_after: u64,
+        /// Whether the oldest excess moves into the archive (else new mail
+        /// is refused until space is freed).
+        excess_to_archive: bool,
+    },
+}
+
+impl AtExpiry<'_> {
+    fn explain(&self) -> String {
+        match self {
+            AtExpiry::Suspend => "Senza rinnovo la casella potrà solo ricevere per il periodo di \
+                 tolleranza, poi sarà sospesa e infine cancellata."
+                .into(),
+            AtExpiry::Downgrade {
+                to,
+                addons_dropped,
+                inbox_used,
+                inbox_quota_after,
+                excess_to_archive,
+            } => {
+                let mut t = format!(
+                    "Senza rinnovo la casella passerà al piano {to}, con {} di spazio per i \
+                     messaggi",
+                    human(*inbox_quota_after)
+                );
+                if *addons_dropped > 0 {
+                    t.push_str(&format!(
+                        ", e i {addons_dropped} spazi aggiuntivi acquistati decadranno"
+                    ));
+                }
+                t.push_str(&format!(". Oggi la casella occupa {}.", human(*inbox_used)));
+                if inbox_used > inbox_quota_after {
+                    let over = human(inbox_used - inbox_quota_after);
+                    t.push_str(&if *excess_to_archive {
+                        format!(
+                            " I messaggi più vecchi, per {over} oltre lo spazio del nuovo piano, \
+                             saranno spostati nell'archivio della casella."
+                        )
+                    } else {
+                        format!(
+                            " Finché non libererà {over}, i nuovi messaggi saranno rifiutati \
+                             e ai mittenti sarà inviato un avviso di mancata consegna."
+                        )
+                    });
+                }
+                t
+            }
+        }
+    }
+}
+
+/// An expiry reminder: `days_left` days before expiry (negative: after).
 pub fn expiry_reminder(
     address: &str,
     expires: chrono::NaiveDate,
-    days: i64,
-    at_expiry: &str,
+    days_left: i64,
+    at_expiry: &AtExpiry<'_>,
 ) -> Notice {
     let date = expires.format("%d/%m/%Y");
-    let what = match at_expiry {
-        "downgrade" => {
-            "Senza rinnovo la casella tornerà al piano base: i servizi aggiuntivi \
-             decadranno e, se lo spazio occupato supera quello del piano base, i nuovi \
-             messaggi saranno rifiutati finché non si libera spazio."
-        }
-        _ => {
-            "Senza rinnovo la casella potrà solo ricevere per il periodo di tolleranza, \
-             poi sarà sospesa e infine cancellata."
-        }
-    };
-    if days >= 0 {
+    let what = at_expiry.explain();
+    if days_left >= 0 {
+        let when = match days_left {
+            0 => "oggi".to_string(),
+            1 => "domani".to_string(),
+            n => format!("tra {n} giorni"),
+        };
         Notice {
             subject: format!("Promemoria: la casella PEC {address} scade il {date}"),
             body: format!(
                 "Gentile titolare,\n\nla casella di posta elettronica certificata {address} \
-                 scade il {date} (tra {days} giorni).\n{what}\n\nIl gestore del servizio PEC\n"
+                 scade il {date} ({when}).\n{what}\n\nIl gestore del servizio PEC\n"
             ),
         }
     } else {
@@ -84,6 +141,53 @@ pub fn expiry_reminder(
                  è scaduta il {date} e non è stata rinnovata.\n{what}\n\nIl gestore del servizio PEC\n"
             ),
         }
+    }
+}
+
+/// The mailbox was not renewed and went back to the plan `to`: what it
+/// lost, and where the mail beyond the new space went.
+pub fn downgraded(
+    address: &str,
+    expired: chrono::NaiveDate,
+    to: &str,
+    addons_dropped: u32,
+    inbox_quota_after: u64,
+    moved: Option<(usize, u64)>,
+    still_over: u64,
+) -> Notice {
+    let mut lost = format!(
+        "Lo spazio per i messaggi è ora di {}",
+        human(inbox_quota_after)
+    );
+    if addons_dropped > 0 {
+        lost.push_str(&format!(
+            "; i {addons_dropped} spazi aggiuntivi acquistati sono decaduti"
+        ));
+    }
+    lost.push('.');
+    if let Some((n, bytes)) = moved.filter(|(n, _)| *n > 0) {
+        lost.push_str(&format!(
+            "\n{n} messaggi tra i più vecchi ({}) sono stati spostati nell'archivio della casella.",
+            human(bytes)
+        ));
+    }
+    if still_over > 0 {
+        lost.push_str(&format!(
+            "\nLa casella supera ancora di {} lo spazio disponibile: finché non si libera \
+             spazio, i nuovi messaggi sono rifiutati e ai mittenti è inviato un avviso di \
+             mancata consegna.",
+            human(still_over)
+        ));
+    }
+    Notice {
+        subject: format!("Avviso: la casella PEC {address} è passata al piano {to}"),
+        body: format!(
+            "Gentile titolare,\n\nla casella di posta elettronica certificata {address} \
+             è scaduta il {} senza rinnovo ed è passata al piano {to}.\n{lost}\n\n\
+             Per tornare al piano precedente può chiederne il rinnovo.\n\n\
+             Il gestore del servizio PEC\n",
+            expired.format("%d/%m/%Y")
+        ),
     }
 }
 
@@ -348,6 +452,36 @@ pub fn message(n: &Notice, from: &str, to: &str, time: LegalTime, message_id: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reminder_says_what_the_downgrade_will_take() {
+        let expires = chrono::NaiveDate::from_ymd_opt(2028, 1, 10).unwrap();
+        let at = |excess_to_archive| AtExpiry::Downgrade {
+            to: "base",
+            addons_dropped: 2,
+            inbox_used: 3 << 30,
+            inbox_quota_after: 1 << 30,
+            excess_to_archive,
+        };
+        let n = expiry_reminder("a@pec.test", expires, 30, &at(false));
+        assert!(n.body.contains("(tra 30 giorni)"), "{}", n.body);
+        assert!(
+            n.body.contains("passerà al piano base, con 1,00 GB"),
+            "{}",
+            n.body
+        );
+        assert!(
+            n.body
+                .contains("i 2 spazi aggiuntivi acquistati decadranno"),
+            "{}",
+            n.body
+        );
+        assert!(n.body.contains("occupa 3,00 GB"), "{}", n.body);
+        assert!(n.body.contains("Finché non libererà 2,00 GB"), "{}", n.body);
+        let n = expiry_reminder("a@pec.test", expires, 1, &at(true));
+        assert!(n.body.contains("(domani)"), "{}", n.body);
+        assert!(n.body.contains("spostati nell'archivio"), "{}", n.body);
+    }
 
     use mail_parser::MimeHeaders;
 

@@ -415,6 +415,27 @@ fn convention_mailboxes_downgrade_at_expiry_and_renewal_counts_from_expiry() {
         ("convenzione", 0, AccountState::Active)
     );
     assert_eq!(a.expires.unwrap().to_string(), "2029-01-10");
+    // Anna is told what the downgrade took, with the figures (and no
+    // reminder of an expiry already past: the sweep came after it).
+    let texts = || -> Vec<String> {
+        mailbox(&p, &anna)
+            .iter()
+            .filter_map(|m| {
+                mail_parser::MessageParser::default()
+                    .parse(m.as_bytes())
+                    .and_then(|x| x.body_text(0).map(|t| t.into_owned()))
+            })
+            .collect()
+    };
+    wait_for("the downgrade notice", 20, || !texts().is_empty());
+    let texts = texts();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].contains("è passata al piano convenzione")
+            && texts[0].contains("i 3 spazi aggiuntivi acquistati sono decaduti")
+            && texts[0].contains("1,00 GB"),
+        "{texts:?}"
+    );
     let b = accounts::get(&p.app.store, &bruno).unwrap().unwrap();
     assert_eq!((b.plan.as_str(), b.addons), ("avanzata", 3));
 }
