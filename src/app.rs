@@ -240,6 +240,26 @@ fn without_receipt(item: &Item) -> Item {
     kept
 }
 
+/// The LDIF inside a downloaded index: a signed CMS (RT §7) is opened
+/// once its signature verifies against `provider.index_signers` (or the
+/// trust anchors of providers' signatures); a plain document is refused
+/// when signers are configured (whoever can answer for the URL could
+/// otherwise name the providers we trust).
+fn index_content(p: &crate::config::ProviderConfig, body: Vec<u8>) -> Result<Vec<u8>, String> {
+    let trusted = match p.index_signers.as_ref().or(p.trust_anchors.as_ref()) {
+        Some(path) => crate::smime::load_certificates(path).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    match crate::smime::open_signed(&body, &trusted) {
+        Some(Ok(ldif)) => Ok(ldif),
+        Some(Err(e)) => Err(format!("the index's signature does not verify: {e}")),
+        None if p.index_signers.is_some() => {
+            Err("not a signed index (provider.index_signers is set)".into())
+        }
+        None => Ok(body),
+    }
+}
+
 /// What makes a verified PEC message the same event twice: its signer and
 /// the signed daticert (an envelope is its identificativo; a receipt or
 /// notice its tipo, the transaction's identificativo, whom it is about and
@@ -614,6 +634,7 @@ impl App {
                         p.index_url_ca.as_deref(),
                         Duration::from_secs(60),
                     )?;
+                    let body = index_content(p, body).map_err(|e| format!("{url}: {e}"))?;
                     String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8 LDIF"))?
                 }
                 None => std::fs::read_to_string(&p.provider_index)

@@ -255,6 +255,13 @@ pub struct ProviderConfig {
     /// CA file for `index_url` (absent: the system store).
     #[serde(default)]
     pub index_url_ca: Option<PathBuf>,
+    /// Who signs the published index (RT §7: a CMS `.p7m`): a PEM file of
+    /// the signer's certificate or of its CA. Set, a refreshed index is
+    /// taken only signed by them. Absent, a signed index is checked against
+    /// `trust_anchors` (or the system store), and a plain LDIF (a local
+    /// copy, a test) is taken as it is.
+    #[serde(default)]
+    pub index_signers: Option<PathBuf>,
     /// How often the index is refreshed.
     #[serde(default = "default_index_refresh")]
     pub index_refresh: Span,
@@ -800,6 +807,9 @@ impl Config {
             if let Some(t) = p.index_url_ca.as_mut() {
                 resolve(t);
             }
+            if let Some(t) = p.index_signers.as_mut() {
+                resolve(t);
+            }
             p
         });
         let tls = tls.map(|mut t| {
@@ -971,6 +981,11 @@ fn validate_parts(
                 "provider.trust_anchors",
                 format!("{} does not exist", t.display()),
             ));
+        }
+        if let Some(t) = &p.index_signers
+            && let Err(why) = crate::smime::load_certificates(t)
+        {
+            e.push(err("provider.index_signers", why.to_string()));
         }
         for (i, c) in p.crls.iter().enumerate() {
             if let Err(why) = crate::smime::load_crls(c) {

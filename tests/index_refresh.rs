@@ -124,3 +124,82 @@ fn an_index_fetched_over_https_replaces_the_local_copy_only_when_it_parses() {
     assert_eq!(s, 422);
     assert_eq!(std::fs::read_to_string(&local).unwrap(), good);
 }
+
+/// `data` signed as a CMS with attached content (DER), as the published
+/// index is (RT §7), by the dev identity `who`.
+fn signed(data: &[u8], who: &str) -> Vec<u8> {
+    let cert =
+        openssl::x509::X509::from_pem(&std::fs::read(certs().join(format!("{who}.pem"))).unwrap())
+            .unwrap();
+    let key = openssl::pkey::PKey::private_key_from_pem(
+        &std::fs::read(certs().join(format!("{who}.key"))).unwrap(),
+    )
+    .unwrap();
+    openssl::cms::CmsContentInfo::sign(
+        Some(&cert),
+        Some(&key),
+        None,
+        Some(data),
+        openssl::cms::CMSOptions::BINARY,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap()
+}
+
+#[test]
+fn a_signed_index_is_opened_only_when_its_signer_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("index.ldif");
+    std::fs::copy(certs().join("index.ldif"), &local).unwrap();
+    let ldif = format!(
+        "{}\n# signed\n",
+        std::fs::read_to_string(certs().join("index.ldif")).unwrap()
+    );
+    let served = Arc::new(Mutex::new(signed(ldif.as_bytes(), "provider-a")));
+    let port = https_server(served.clone());
+    let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
+    let base = std::fs::read_to_string(&d.cfg).unwrap();
+    let configure = |signers: &str| {
+        let cfg = base.replace(
+            &format!("provider_index = \"{}/index.ldif\"", certs().display()),
+            &format!(
+                "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec.ldif.p7m\"\nindex_url_ca = \"{}/ca.pem\"\n{signers}",
+                local.display(),
+                certs().display()
+            ),
+        );
+        std::fs::write(&d.cfg, cfg).unwrap();
+        assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
+    };
+    let refresh = || d.api(&d.admin_token(), "POST", "/index/refresh", None);
+    // Signed by a certificate of the trusted CA: opened, the LDIF inside
+    // becomes the local copy.
+    configure("");
+    let (s, v) = refresh();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), ldif);
+    // One byte of the signed content changed: refused, nothing replaced.
+    let mut bad = signed(format!("{ldif}# altered\n").as_bytes(), "provider-a");
+    let at = bad.windows(8).position(|w| w == b"# altere").unwrap();
+    bad[at + 2] = b'A';
+    *served.lock().unwrap() = bad;
+    let (s, v) = refresh();
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), ldif);
+    // With the index's signer named, only it will do, and a plain LDIF
+    // is not an index any more.
+    configure(&format!(
+        "index_signers = \"{}/provider-b.pem\"",
+        certs().display()
+    ));
+    *served.lock().unwrap() = signed(ldif.as_bytes(), "provider-a");
+    assert_eq!(refresh().0, 422);
+    *served.lock().unwrap() = ldif.clone().into_bytes();
+    assert_eq!(refresh().0, 422);
+    let fresh = format!("{ldif}# by B\n");
+    *served.lock().unwrap() = signed(fresh.as_bytes(), "provider-b");
+    let (s, v) = refresh();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), fresh);
+}

@@ -36,6 +36,41 @@ pub enum SmimeError {
     NotSigned(String),
 }
 
+/// The content of a signed CMS (`.p7m`, DER or PEM, content attached)
+/// whose signature verifies and whose signer is, or chains to, one of
+/// `trusted` (empty: the system CA store) (RT §7: the published provider
+/// index). None: not a CMS at all (the caller decides what a plain
+/// document is worth).
+pub fn open_signed(
+    data: &[u8],
+    trusted: &[openssl::x509::X509],
+) -> Option<Result<Vec<u8>, SmimeError>> {
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    let cms = if data.starts_with(b"-----BEGIN") {
+        CmsContentInfo::from_pem(data)
+    } else {
+        CmsContentInfo::from_der(data)
+    };
+    let mut cms = cms.ok()?;
+    Some((|| {
+        let mut b = openssl::x509::store::X509StoreBuilder::new()?;
+        if trusted.is_empty() {
+            b.set_default_paths()?;
+        }
+        for c in trusted {
+            b.add_cert(c.clone())?;
+        }
+        // A signer named directly (not its CA) is trusted as it stands;
+        // the index signer's certificate need not be an e-mail one.
+        b.set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)?;
+        b.set_purpose(openssl::x509::X509PurposeId::ANY)?;
+        let store = b.build();
+        let mut out = Vec::new();
+        cms.verify(None, Some(&store), None, Some(&mut out), CMSOptions::BINARY)?;
+        Ok(out)
+    })())
+}
+
 /// Certificate revocation lists from a file: PEM (one or more CRLs) or
 /// DER (one), as CAs publish them.
 pub fn load_crls(path: &std::path::Path) -> Result<Vec<openssl::x509::X509Crl>, SmimeError> {
