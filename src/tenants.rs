@@ -297,6 +297,45 @@ pub fn tenant_for_token(store: &Store, token: &str) -> Result<Option<String>, Te
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
+/// A new API token for order `tenant` (shown once), every earlier one
+/// revoked in the same commit: a token that leaked stops working at once.
+pub fn rotate_token(
+    store: &Store,
+    tenant: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<String, TenantError> {
+    if get(store, tenant)?.is_none() {
+        return Err(TenantError::NotFound(format!("order {tenant}")));
+    }
+    let token = random_secret(32);
+    if token.is_empty() {
+        return Err(TenantError::Conflict("no random source for a token".into()));
+    }
+    let mut b = Batch::new();
+    let mut revoked = 0;
+    for (k, v) in store.scan_prefix(Table::Tenants, b"token/", usize::MAX)? {
+        if v == tenant.as_bytes() {
+            b.delete(Table::Tenants, k);
+            revoked += 1;
+        }
+    }
+    b.put(
+        Table::Tenants,
+        token_key(&token),
+        tenant.as_bytes().to_vec(),
+    );
+    log(
+        &mut b,
+        now,
+        actor,
+        None,
+        format!("API token of order {tenant} replaced ({revoked} revoked)"),
+    );
+    store.commit(b)?;
+    Ok(token)
+}
+
 /// Log an administrative action that changes no record (a panel login,
 /// a download of the credentials file, …).
 pub fn log_action(

@@ -211,6 +211,8 @@ fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
         ("GET", "/export"),
         ("POST", "/sweep"),
         ("GET", "/report"),
+        // Not even its own token: a leaked one must not mint the next.
+        ("POST", "/tenants/ordine-milano/token"),
     ] {
         let (s, _) = d.api(&milano, method, path, Some(json!({})));
         assert_eq!(s, 403, "{method} {path}");
@@ -255,7 +257,27 @@ fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
                 .is_some_and(|x| x.starts_with("denied"))
         })
         .count();
-    assert_eq!(denied, attempts.len() + 5 + 2);
+    assert_eq!(denied, attempts.len() + 6 + 2);
+    // The national admin replaces Lodi's token: the old one stops at once.
+    let (s, v) = d.api(&d.admin_token(), "POST", "/tenants/ordine-lodi/token", None);
+    assert_eq!(s, 200, "{v}");
+    let fresh = v["token"].as_str().unwrap().to_string();
+    assert_ne!(fresh, lodi);
+    assert_eq!(
+        d.api(&lodi, "GET", "/tenants/ordine-lodi/mailboxes", None)
+            .0,
+        401
+    );
+    assert_eq!(
+        d.api(&fresh, "GET", "/tenants/ordine-lodi/mailboxes", None)
+            .0,
+        200
+    );
+    assert_eq!(
+        d.api(&milano, "GET", "/tenants/ordine-milano/mailboxes", None)
+            .0,
+        200
+    );
 }
 
 #[test]

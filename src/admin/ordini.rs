@@ -690,6 +690,19 @@ async fn sweep(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
     }
 }
 
+/// A new API token for an order (national only), the old one revoked;
+/// shown once.
+async fn rotate_token(State(ctx): State<Ctx>, h: HeaderMap, Path(t): Path<String>) -> Response {
+    if let Err(r) = national(&ctx, &h) {
+        return r;
+    }
+    let now = ctx.app.clock.now();
+    match blocking(|| tenants::rotate_token(&ctx.app.store, &t, "admin", now)) {
+        Ok(token) => Json(json!({"tenant": t, "token": token})).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct PanelPassword {
@@ -837,6 +850,7 @@ pub(super) fn routes() -> Router<Ctx> {
         )
         .route("/sweep", post(sweep))
         .route("/tenants/{t}/panel-password", post(panel_password))
+        .route("/tenants/{t}/token", post(rotate_token))
         .route("/tenants/{t}/mailboxes/{a}/anomaly", post(anomaly_report))
         .route("/anomalies", get(anomalies_list))
         .route("/anomalies/{id}/resolve", post(anomaly_resolve))
