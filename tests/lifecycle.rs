@@ -590,3 +590,52 @@ fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
             .is_some_and(|d| d.contains("moved to the archive"))
     }));
 }
+
+/// One account the sweep cannot change (here a record whose address no
+/// Maildir can be made for, so its downgrade cannot move its mail) is
+/// reported and left for the next sweep; the accounts after it are still
+/// downgraded.
+#[test]
+fn one_broken_account_does_not_stop_the_sweep() {
+    let p = provider();
+    let now = p.clock.now_utc();
+    let order = Tenant {
+        id: "ordine-lodi".into(),
+        name: "Ordine di Lodi".into(),
+        domain: "pec.provider-a.test".into(),
+        provincia: "LO".into(),
+        activation: Activation::Immediate,
+        secretariat_email: String::new(),
+        created: now,
+    };
+    tenants::create(&p.app.store, &order, now).unwrap();
+    let lia = tenants::create_member(
+        &p.app.store,
+        &p.app.cfg(),
+        &order,
+        &NewMember {
+            holder: holder("Lia", "Neri", 5),
+            alias: None,
+            plan: Some("grande".into()),
+        },
+        "test",
+        now,
+    )
+    .unwrap()
+    .address;
+    // A record sorting before Lia's, due the same downgrade.
+    let mut broken = accounts::get(&p.app.store, &lia).unwrap().unwrap();
+    broken.address = ".rotto@pec.provider-a.test".into();
+    let mut b = pecd::store::Batch::new();
+    accounts::put(&mut b, &broken);
+    p.app.store.commit(b).unwrap();
+    p.clock.set(at(2028, 1, 11));
+    p.app.sweep().unwrap();
+    let plan = |a: &str| accounts::get(&p.app.store, a).unwrap().unwrap().plan;
+    assert_eq!(plan(&lia), "piccolo");
+    assert_eq!(
+        plan(&broken.address),
+        "grande",
+        "tried again at the next sweep"
+    );
+}
