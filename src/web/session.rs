@@ -5,7 +5,11 @@
 //! keeps between two pages (a bulk file under review, a credentials file
 //! to download, a TOTP secret being enrolled), and the failed-login
 //! counters. A restart logs everybody out: nothing here needs to be
-//! durable. Must not touch: the store, HTTP.
+//! durable. Pre-login (anonymous) sessions are not kept at all: their id
+//! carries its time and a MAC under a per-process key, and their CSRF
+//! token is derived from it, so no number of login-page visits can fill
+//! the table or push out the session of someone filling in the form.
+//! Must not touch: the store, HTTP.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,10 +19,11 @@ use std::time::{Duration, Instant};
 const IDLE: Duration = Duration::from_secs(30 * 60);
 /// Every session ends after this, active or not.
 const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
-/// Beyond this many live sessions a new one takes the place of the stalest
-/// anonymous (pre-login) one: a flood of login-page visits cannot grow
-/// memory without bound.
+/// Live (logged-in) sessions at most: memory stays bounded (only a valid
+/// login makes one).
 const MAX_SESSIONS: usize = 50_000;
+/// The prefix of a pre-login session id (`a.<unix secs>.<nonce>.<mac>`).
+const ANON: &str = "a.";
 /// Failed logins allowed per key within [`WINDOW`] before a lockout.
 const MAX_FAILURES: usize = 5;
 /// A client address (`ip:` keys) may be an office behind one NAT, or the
@@ -62,10 +67,31 @@ pub struct Session {
     pub totp_secret: Option<String>,
 }
 
-#[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, Vec<Instant>>>,
+    /// MAC key of pre-login session ids (random per process).
+    anon_key: [u8; 32],
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        let mut anon_key = [0u8; 32];
+        // Without an RNG the key stays zero, which `mac` refuses: no
+        // pre-login session at all rather than ones anybody could make.
+        let _ = openssl::rand::rand_bytes(&mut anon_key);
+        Sessions {
+            map: Mutex::default(),
+            failures: Mutex::default(),
+            anon_key,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn secret() -> String {
@@ -77,8 +103,60 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// HMAC-SHA256 of `data` under the pre-login key, hex.
+    fn mac(&self, data: &str) -> Option<String> {
+        if self.anon_key == [0u8; 32] {
+            return None;
+        }
+        let key = openssl::pkey::PKey::hmac(&self.anon_key).ok()?;
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).ok()?;
+        signer.update(data.as_bytes()).ok()?;
+        let tag = signer.sign_to_vec().ok()?;
+        Some(tag.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// A new pre-login session id (nothing is stored).
+    pub fn anonymous(&self) -> Option<String> {
+        let nonce = secret();
+        if nonce.is_empty() {
+            return None;
+        }
+        let body = format!("{ANON}{}.{nonce}", unix_now());
+        let mac = self.mac(&body)?;
+        Some(format!("{body}.{mac}"))
+    }
+
+    /// The pre-login session `sid` is, if its MAC holds and it is not
+    /// older than [`IDLE`]; its CSRF token derived from it.
+    fn anonymous_session(&self, sid: &str) -> Option<Session> {
+        let (body, mac) = sid.rsplit_once('.')?;
+        let expected = self.mac(body)?;
+        if mac.len() != expected.len() || !openssl::memcmp::eq(mac.as_bytes(), expected.as_bytes())
+        {
+            return None;
+        }
+        let ts: u64 = body.strip_prefix(ANON)?.split('.').next()?.parse().ok()?;
+        if unix_now().saturating_sub(ts) > IDLE.as_secs() {
+            return None;
+        }
+        let now = Instant::now();
+        Some(Session {
+            who: Who::Anonymous,
+            csrf: self.mac(&format!("csrf|{sid}"))?,
+            created: now,
+            seen: now,
+            bulk_csv: None,
+            credentials: None,
+            totp_secret: None,
+        })
+    }
+
     /// The live session `sid`, touched.
     pub fn get(&self, sid: &str) -> Option<Session> {
+        if sid.starts_with(ANON) {
+            return self.anonymous_session(sid);
+        }
         let mut map = self.lock();
         let now = Instant::now();
         let s = map.get_mut(sid)?;
@@ -90,9 +168,12 @@ impl Sessions {
         Some(s.clone())
     }
 
-    /// A new session for `who`; its id. None when the table is full of
-    /// logged-in sessions and `who` is anonymous.
+    /// A new session for `who` (anonymous: see [`Sessions::anonymous`]);
+    /// its id. None when the table is full of live sessions.
     pub fn start(&self, who: Who) -> Option<String> {
+        if who == Who::Anonymous {
+            return self.anonymous();
+        }
         let mut map = self.lock();
         let now = Instant::now();
         if map.len() >= MAX_SESSIONS {
@@ -101,22 +182,7 @@ impl Sessions {
             });
         }
         if map.len() >= MAX_SESSIONS {
-            // Full of live sessions: the anonymous one seen longest ago
-            // makes room, so a flood of login-page visits pushes out its
-            // own sessions, never a logged-in one, and never shuts the
-            // login page for everyone else.
-            let oldest = map
-                .iter()
-                .filter(|(_, s)| s.who == Who::Anonymous)
-                .min_by_key(|(_, s)| s.seen)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => {
-                    map.remove(&k);
-                }
-                None if who == Who::Anonymous => return None,
-                None => {}
-            }
+            return None;
         }
         let sid = secret();
         if sid.is_empty() {
@@ -213,26 +279,58 @@ mod tests {
         assert_eq!(got.csrf.len(), 64);
         let b = s.start(order("x")).unwrap();
         assert_ne!(a, b);
-        s.end(&a);
-        assert!(s.get(&a).is_none());
+        s.end(&b);
+        assert!(s.get(&b).is_none());
+        let b = s.start(order("x")).unwrap();
         s.update(&b, |x| x.bulk_csv = Some("csv".into()));
         assert_eq!(s.get(&b).unwrap().bulk_csv.as_deref(), Some("csv"));
         assert!(s.get("forged").is_none());
     }
 
     #[test]
-    fn a_full_table_evicts_the_stalest_anonymous_session() {
+    fn pre_login_sessions_take_no_room_and_cannot_be_forged() {
         let s = Sessions::default();
         let first = s.start(Who::Anonymous).unwrap();
+        let csrf = s.get(&first).unwrap().csrf;
         let user = s.start(order("o")).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        while s.lock().len() < MAX_SESSIONS {
+        // A flood of login-page visits stores nothing: the first visitor's
+        // form still posts.
+        for _ in 0..100_000 {
             s.start(Who::Anonymous).unwrap();
         }
-        let next = s.start(Who::Anonymous).expect("room is made");
-        assert!(s.get(&first).is_none(), "the stalest anonymous went");
-        assert!(s.get(&user).is_some() && s.get(&next).is_some());
-        assert_eq!(s.lock().len(), MAX_SESSIONS);
+        assert_eq!(s.lock().len(), 1);
+        assert_eq!(s.get(&first).unwrap().csrf, csrf);
+        assert!(s.get(&user).is_some());
+        // Another process's (or a made-up) id is nobody's; so is one
+        // whose time was moved on.
+        let other = Sessions::default().start(Who::Anonymous).unwrap();
+        assert!(s.get(&other).is_none());
+        let (body, mac) = first.rsplit_once('.').unwrap();
+        let ts: u64 = body[2..].split('.').next().unwrap().parse().unwrap();
+        let later = body.replacen(&ts.to_string(), &(ts + 1).to_string(), 1);
+        assert!(s.get(&format!("{later}.{mac}")).is_none());
+        // Older than the idle limit: expired.
+        let old = format!("{ANON}{}.{}", unix_now() - IDLE.as_secs() - 5, "n");
+        let old = format!("{old}.{}", s.mac(&old).unwrap());
+        assert!(s.get(&old).is_none());
+        // Two visitors get different tokens.
+        let second = s.start(Who::Anonymous).unwrap();
+        assert_ne!(s.get(&second).unwrap().csrf, csrf);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_sessions_and_keeps_the_live_ones() {
+        let s = Sessions::default();
+        let user = s.start(order("o")).unwrap();
+        while s.lock().len() < MAX_SESSIONS {
+            s.start(order("p")).unwrap();
+        }
+        assert!(s.start(order("q")).is_none());
+        assert!(s.get(&user).is_some());
+        assert!(
+            s.start(Who::Anonymous).is_some(),
+            "the login page still works"
+        );
     }
 
     #[test]
