@@ -198,3 +198,25 @@ fn a_virus_missed_by_the_sender_is_caught_by_the_recipients_provider() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(b.mailbox(GIULIA).is_empty());
 }
+
+#[test]
+fn with_clamd_down_submissions_get_a_temporary_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = format!(
+        "[antivirus]\nclamd = \"127.0.0.1:{}\"\ntimeout = \"2s\"\n",
+        free_port()
+    );
+    let a = Daemon::start(Spec {
+        extra: &scan,
+        ..Spec::new('a', dir.path(), free_port(), vec![])
+    });
+    let err = a
+        .submit(MARIO, "password-mario", MARIO, &[MARIO], b"From: mario.rossi@pec.provider-a.test\r\nTo: mario.rossi@pec.provider-a.test\r\nSubject: x\r\nMessage-ID: <x@client.test>\r\n\r\nx\r\n")
+        .unwrap_err();
+    assert!(
+        err.contains("4.7.0") || err.contains("451") || err.contains("transient"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(a.mailbox(MARIO).is_empty(), "nothing accepted");
+}
