@@ -2255,7 +2255,16 @@ impl App {
             .filter_map(|(p, _)| inode(p))
             .collect();
         let (mut n, mut bytes) = (0, 0);
-        for (path, len) in inbox.oldest_first().map_err(|e| e.to_string())? {
+        let messages = inbox.oldest_first().map_err(|e| e.to_string())?;
+        // Only the INBOX's own messages move; the holder's folders (which
+        // the quota counts too) stay as they are. When those alone exceed
+        // the new space, emptying the INBOX would not make the mailbox fit:
+        // nothing moves, and the holder is told how much is over.
+        let in_inbox: u64 = messages.iter().map(|(_, len)| len).sum();
+        if used.saturating_sub(in_inbox) >= quota {
+            return Ok((0, 0));
+        }
+        for (path, len) in messages {
             let linked = inode(&path).is_some_and(|i| archived.contains(&i));
             if used <= quota || (!linked && len > room) {
                 break;

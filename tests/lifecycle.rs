@@ -552,9 +552,46 @@ fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
         plan.moves_to_archive > 0 && plan.inbox_over_by > 0,
         "{plan:?}"
     );
+    // Another holder whose own IMAP folder alone is over the new space:
+    // emptying her INBOX would not make it fit, so it stays as it is.
+    let ada = tenants::create_member(
+        &p.app.store,
+        &p.app.cfg(),
+        &order,
+        &NewMember {
+            holder: holder("Ada", "Piena", 10),
+            alias: None,
+            plan: Some("grande".into()),
+        },
+        "test",
+        now,
+    )
+    .unwrap()
+    .address;
+    for i in 0..2 {
+        submit(&p, MARIO, "password-mario", &ada, &format!("Ada {i}")).unwrap();
+    }
+    wait_for("Ada's envelopes", 20, || mailbox(&p, &ada).len() == 2);
+    let trash = pecd::maildir::Maildir::open_folder(
+        &pecd::maildir::mailbox_path(&p.app.cfg().data_dir.join("mail"), &ada).unwrap(),
+        ".Trash",
+    )
+    .unwrap();
+    std::fs::write(
+        trash.root().join("cur").join("old:2,S"),
+        vec![b'x'; 40 * 1024],
+    )
+    .unwrap();
     // Expiry: downgraded, and the oldest messages moved until the inbox fits.
     p.clock.set(at(2028, 1, 11));
     p.app.sweep().unwrap();
+    let envelopes = |a: &str| {
+        mailbox(&p, a)
+            .iter()
+            .filter(|m| m.contains("X-Trasporto: posta-certificata"))
+            .count()
+    };
+    assert_eq!(envelopes(&ada), 2, "Ada's INBOX untouched");
     let a = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
     assert_eq!(a.plan, "piccolo");
     assert!(inbox_bytes(&p) <= 10 * 1024, "{}", inbox_bytes(&p));
