@@ -503,19 +503,23 @@ impl Maildir {
 
     /// What changes whenever a counted message is added, removed or
     /// renamed (by pecd or by an IMAP server), or a folder comes or goes:
-    /// the modification times of the mailbox directory and of every
-    /// counted one, folded into one value, and the newest of them.
+    /// the modification times of the counted directories and their names
+    /// (`dirs[0]` is `new/`, kept apart: pecd's own deliveries go there,
+    /// so after one only it is looked at again), and the newest time.
     fn stamp(&self, dirs: &[PathBuf]) -> Result<Stamp, MaildirError> {
         use std::hash::{Hash, Hasher};
+        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).map_err(io(p));
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let mut newest = SystemTime::UNIX_EPOCH;
-        for p in std::iter::once(&self.root).chain(dirs) {
-            let t = fs::metadata(p).and_then(|m| m.modified()).map_err(io(p))?;
+        let new = mtime(&self.root.join("new"))?;
+        let mut newest = new;
+        for p in dirs.iter().filter(|p| **p != self.root.join("new")) {
+            let t = mtime(p)?;
             (p, t).hash(&mut h);
             newest = newest.max(t);
         }
         Ok(Stamp {
-            fingerprint: h.finish(),
+            others: h.finish(),
+            new,
             newest,
         })
     }
@@ -562,11 +566,21 @@ impl Maildir {
     }
 
     /// `known` after pecd itself stored `added` bytes (no rescan).
+    /// (One stat: pecd delivered into `new/`; a change elsewhere since
+    /// `known` still shows at the next [`Maildir::usage`], whose stamp of
+    /// the other directories will differ.)
     pub fn usage_after_delivery(&self, known: Usage, added: u64) -> Result<Usage, MaildirError> {
-        let dirs = self.counted_dirs()?;
+        let p = self.root.join("new");
+        let new = fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .map_err(io(&p))?;
         Ok(Usage {
             bytes: known.bytes + added,
-            stamp: self.stamp(&dirs)?,
+            stamp: Stamp {
+                new,
+                newest: known.stamp.newest.max(new),
+                ..known.stamp
+            },
         })
     }
 
@@ -687,7 +701,8 @@ pub struct Usage {
 /// See `Maildir::stamp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
-    fingerprint: u64,
+    others: u64,
+    new: SystemTime,
     newest: SystemTime,
 }
 
