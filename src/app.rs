@@ -1357,15 +1357,19 @@ impl App {
         let t = std::time::Instant::now();
         // Certificates as they were when the message arrived: one that
         // waited in the queue (a scanner down, a crash) past its signer's
-        // certificate expiry was genuine when it was handed to us. Fresh
-        // items keep the cached "now" chain check (RT §6.3's cost at
-        // throughput).
-        let when = if now - item.created > chrono::Duration::minutes(5) {
-            crate::smime::VerifyTime::At(item.created)
-        } else {
-            crate::smime::VerifyTime::Now
-        };
-        let mut report = self.cfg().checker.check_at(&item.id, raw, when);
+        // certificate expiry was genuine when it was handed to us. Checked
+        // "now" first (the cached chain, RT §6.3's cost at throughput); only
+        // a chain refused for an item that waited is checked again at its
+        // arrival.
+        let checker = &self.cfg().checker;
+        let mut report = checker.check(&item.id, raw);
+        let chain_refused = report
+            .signature
+            .as_ref()
+            .is_some_and(|v| matches!(v.status, crate::smime::SignatureStatus::UntrustedChain(_)));
+        if chain_refused && now - item.created > chrono::Duration::minutes(5) {
+            report = checker.check_at(&item.id, raw, crate::smime::VerifyTime::At(item.created));
+        }
         crate::metrics::time(crate::metrics::VERIFY_SECONDS, t.elapsed());
         if report.wrapped {
             // RT §6.3: what arrived is not itself S/MIME-signed; a genuine
@@ -1440,19 +1444,24 @@ impl App {
         let rcpt_to = &fresh[..];
         let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
         let mut flags = Vec::new();
+        // One scan per message, whichever paths need it.
+        let scanned = std::cell::OnceCell::new();
         match (report.outcome, claimed, &report.daticert) {
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d))
-                if d.data.instant().is_some_and(|t| now - t > ENVELOPE_MAX_AGE) =>
+                if d.data
+                    .instant()
+                    .is_some_and(|t| item.created - t > ENVELOPE_MAX_AGE) =>
             {
-                // An envelope far older than any relay retry (RT §2.2.2: a
-                // sender's provider gives up after 24 h) is a replay, which
-                // the duplicate record may have forgotten: certifying it
-                // again would date a new consegna today.
+                // An envelope that reached us far later than any relay retry
+                // (RT §2.2.2: a sender's provider gives up after 24 h; how
+                // long it then waited in our queue does not count) is a
+                // replay, which the duplicate record may have forgotten:
+                // certifying it again would date a new consegna today.
                 let why = format!(
                     "busta di trasporto del {} {}: oltre il tempo massimo di inoltro, non più certificabile",
                     d.data.giorno, d.data.ora
                 );
-                self.wrap_as_anomaly(&mut b, raw, mail_from, rcpt_to, why, now)?;
+                self.wrap_unless_infected(&mut b, item, raw, mail_from, rcpt_to, why, &scanned)?;
             }
             (Outcome::Pec, Some(ClaimedKind::Pec(PecType::Transport)), Some(d)) => {
                 // A genuine envelope certifies a transaction for its own
@@ -1467,14 +1476,22 @@ impl App {
                 if !unlisted.is_empty() {
                     let why =
                         "destinatario non compreso tra i destinatari della busta di trasporto";
-                    self.wrap_as_anomaly(&mut b, raw, mail_from, &unlisted, why.into(), now)?;
+                    self.wrap_unless_infected(
+                        &mut b,
+                        item,
+                        raw,
+                        mail_from,
+                        &unlisted,
+                        why.into(),
+                        &scanned,
+                    )?;
                 }
                 if listed.is_empty() {
                     return self.commit(b);
                 }
                 let rcpt_to = &listed[..];
                 // Unavailable scanner under `tempfail`: the item waits.
-                let virus = self.virus_check(raw)?;
+                let virus = self.scan_once(raw, &scanned)?;
                 let headers = signed_original_headers(raw);
                 let c = Certification::from_daticert(
                     d,
@@ -1604,7 +1621,15 @@ impl App {
                     });
                 if !others.is_empty() {
                     let why = "ricevuta non destinata al mittente del messaggio cui si riferisce";
-                    self.wrap_as_anomaly(&mut b, raw, mail_from, &others, why.into(), now)?;
+                    self.wrap_unless_infected(
+                        &mut b,
+                        item,
+                        raw,
+                        mail_from,
+                        &others,
+                        why.into(),
+                        &scanned,
+                    )?;
                 }
                 let mut existing = Vec::new();
                 for rcpt in &addressed {
@@ -1749,28 +1774,11 @@ impl App {
             }
             _ => {
                 // Ordinary mail or a non-conforming PEC message (RT §3.5, §9).
-                // Infected, it is not delivered (RT §9: "if virus(M): drop"):
-                // never wrapped and signed by us. Kept with the infected
-                // envelopes, on the record (unavailable scanner under
-                // `tempfail`: the item waits).
-                if let Some(name) = self.virus_check(raw)? {
-                    self.keep_virus(&item.id, raw)?;
-                    let mut r = LogRecord::new(now, Event::VirusDetected);
-                    r.sender = Some(mail_from.to_string());
-                    r.recipients = rcpt_to.to_vec();
-                    r.related = received_message_id(raw).into_iter().collect();
-                    r.detail = Some(format!(
-                        "ordinary mail with virus {name}: not delivered, kept as {}",
-                        item.id
-                    ));
-                    r.append_to(&mut b);
-                    return self.commit(b);
-                }
                 let reason = report
                     .reason
                     .clone()
                     .unwrap_or_else(|| "messaggio non certificato".into());
-                self.wrap_as_anomaly(&mut b, raw, mail_from, rcpt_to, reason, now)?;
+                self.wrap_unless_infected(&mut b, item, raw, mail_from, rcpt_to, reason, &scanned)?;
             }
         }
         self.commit_with_flags(b, flags)
@@ -1779,6 +1787,52 @@ impl App {
     /// In `b`: `raw` wrapped in one busta di anomalia for each of `rcpts`
     /// that has a mailbox, and the log record. A read error fails the
     /// item (retried), never drops mail already acknowledged.
+    /// The virus scan of `raw`, made once per message (`scanned` keeps it).
+    fn scan_once(
+        &self,
+        raw: &[u8],
+        scanned: &std::cell::OnceCell<Option<String>>,
+    ) -> Result<Option<String>, String> {
+        if let Some(v) = scanned.get() {
+            return Ok(v.clone());
+        }
+        let v = self.virus_check(raw)?;
+        let _ = scanned.set(v.clone());
+        Ok(v)
+    }
+
+    /// [`App::wrap_as_anomaly`] for `rcpts`, unless the message carries a
+    /// virus: then (RT §9: "if virus(M): drop") it is wrapped and signed by
+    /// us for nobody, but kept with the infected messages, on the record.
+    /// An unavailable scanner under `tempfail` makes the item wait.
+    #[allow(clippy::too_many_arguments)]
+    fn wrap_unless_infected(
+        &self,
+        b: &mut Batch,
+        item: &Item,
+        raw: &[u8],
+        mail_from: &str,
+        rcpts: &[String],
+        reason: String,
+        scanned: &std::cell::OnceCell<Option<String>>,
+    ) -> Result<(), String> {
+        let now = self.clock.now();
+        let Some(name) = self.scan_once(raw, scanned)? else {
+            return self.wrap_as_anomaly(b, raw, mail_from, rcpts, reason, now);
+        };
+        self.keep_virus(&item.id, raw)?;
+        let mut r = LogRecord::new(now, Event::VirusDetected);
+        r.sender = Some(mail_from.to_string());
+        r.recipients = rcpts.to_vec();
+        r.related = received_message_id(raw).into_iter().collect();
+        r.detail = Some(format!(
+            "message with virus {name}, not certified: not delivered, kept as {}",
+            item.id
+        ));
+        r.append_to(b);
+        Ok(())
+    }
+
     fn wrap_as_anomaly(
         &self,
         b: &mut Batch,
