@@ -48,6 +48,10 @@ pub struct ProviderIndex {
     providers: Vec<ProviderRecord>,
     by_hash: HashMap<String, usize>,
     by_domain: HashMap<String, usize>,
+    /// Every domain a certificate signs for, over all the records that
+    /// list it (a provider's secondary environments, several records with
+    /// one certificate).
+    domains_by_hash: HashMap<String, Vec<String>>,
 }
 
 /// Outcome of looking a signer up (RT §6.3 step 2).
@@ -299,6 +303,10 @@ impl ProviderIndex {
         for (i, p) in idx.providers.iter().enumerate() {
             for h in &p.certificate_hashes {
                 idx.by_hash.insert(h.clone(), i);
+                idx.domains_by_hash
+                    .entry(h.clone())
+                    .or_default()
+                    .extend(p.managed_domains.iter().cloned());
             }
             for d in &p.managed_domains {
                 idx.by_domain.insert(d.clone(), i);
@@ -309,6 +317,15 @@ impl ProviderIndex {
 
     pub fn providers(&self) -> &[ProviderRecord] {
         &self.providers
+    }
+
+    /// The domains the certificate with this hash signs for, over every
+    /// record that lists it.
+    pub fn signer_domains(&self, sha1_hex: &str) -> Vec<String> {
+        self.domains_by_hash
+            .get(&sha1_hex.to_ascii_uppercase())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// RT §6.3 step 2: hash lookup, then the whole certificate compared.
@@ -386,6 +403,33 @@ managedDomains: Cert.Company.test\n";
             idx.lookup_signer("7E7AEF1059AE0F454F2643A95F69EC3556009239", &[0x30, 0]),
             SignerLookup::CertificateMismatch(_)
         ));
+    }
+
+    #[test]
+    fn a_certificate_signs_for_the_domains_of_every_record_listing_it() {
+        // The same certificate in a second record (a secondary environment).
+        let second = LDIF
+            .split("dn: providerName=Anon")
+            .nth(1)
+            .unwrap()
+            .replace("managedDomains: pec.anon.test\n", "")
+            .replace("Cert.Company.test", "pec2.anon.test")
+            .replacen("S.p.A.,o=postacert", "S.p.A. Bis,o=postacert", 1)
+            .replacen(
+                "providerName: Anon S.p.A.",
+                "providerName: Anon S.p.A. Bis",
+                1,
+            );
+        let both = format!("{LDIF}\ndn: providerName=Anon{second}");
+        let idx = ProviderIndex::from_ldif(&both).unwrap();
+        assert_eq!(idx.providers().len(), 2);
+        let mut domains = idx.signer_domains("7e7aef1059ae0f454f2643a95f69ec3556009239");
+        domains.sort();
+        assert_eq!(
+            domains,
+            vec!["cert.company.test", "pec.anon.test", "pec2.anon.test"]
+        );
+        assert!(idx.signer_domains("00").is_empty());
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl Checker {
                             provider = Some(p.name.clone());
                             Origin::Provider {
                                 name: Some(p.name.clone()),
-                                managed_domains: Some(p.managed_domains.clone()),
+                                managed_domains: Some(idx.signer_domains(&hash)),
                             }
                         }
                         SignerLookup::Unknown => {
