@@ -125,7 +125,7 @@ fn built_messages_agree_for_every_digest() {
 }
 
 /// A CRL of the dev CA revoking provider B's certificate, made with the
-/// `openssl ca` command (a revocation a year ago; valid 30 days).
+/// `openssl ca` command (revoked ten minutes ago; the list valid 30 days).
 fn crl_revoking_provider_b(dir: &std::path::Path) -> std::path::PathBuf {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
@@ -142,7 +142,7 @@ fn crl_revoking_provider_b(dir: &std::path::Path) -> std::path::PathBuf {
     let b = certs().join("provider-b.pem");
     let serial = run(&["x509", "-in", b.to_str().unwrap(), "-noout", "-serial"]);
     let serial = serial.trim().trim_start_matches("serial=");
-    let ago = (chrono::Utc::now() - chrono::Duration::days(365)).format("%y%m%d%H%M%SZ");
+    let ago = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%y%m%d%H%M%SZ");
     std::fs::write(
         dir.join("index.txt"),
         format!(
@@ -198,8 +198,9 @@ fn a_revoked_signer_is_refused_on_both_paths() {
         compare(&v, "provider A", &by("provider-a"), VerifyTime::Now),
         "valid"
     );
-    // Before its revocation the certificate was good.
-    let before = chrono::Utc::now() - chrono::Duration::days(400);
+    // Before its revocation (an hour ago, inside its validity) the
+    // certificate was good.
+    let before = chrono::Utc::now() - chrono::Duration::hours(1);
     let m = by("provider-b");
     let parts = split_multipart_signed(&m).unwrap();
     let now = v.verify_parts(&parts, VerifyTime::Now);
@@ -209,11 +210,7 @@ fn a_revoked_signer_is_refused_on_both_paths() {
         now.status
     );
     let r = v.verify_parts(&parts, VerifyTime::At(before));
-    assert!(
-        !matches!(&r.status, SignatureStatus::UntrustedChain(why) if why.contains("revoked")),
-        "{:?}",
-        r.status
-    );
+    assert!(matches!(r.status, SignatureStatus::Valid), "{:?}", r.status);
     // The same CRL as DER reads too.
     let der = dir.path().join("crl.der");
     let out = std::process::Command::new("openssl")
