@@ -139,8 +139,9 @@ enum MailboxAction {
         #[arg(long)]
         password: Option<String>,
     },
-    /// Remove an account: the address stays reserved to its holder, its
-    /// Maildir is moved to `mail/.removed/` (nothing is deleted).
+    /// Remove an account: orders' members get the address again only with
+    /// the same codice fiscale; its Maildir is moved to `mail/.removed/`
+    /// (nothing is deleted).
     Remove {
         address: String,
         #[arg(long, value_name = "FILE")]

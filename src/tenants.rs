@@ -1061,7 +1061,9 @@ pub fn transfer(
 /// The national administrator's removal of a mailbox (`pecd mailbox
 /// remove`, `DELETE /mailboxes/{a}`): as the lifecycle's deletion, the
 /// address stays reserved for its holder (a tombstone with the codice
-/// fiscale), so it can never pass to someone else. The caller sets the
+/// fiscale): an order's new member gets it only with the same codice
+/// fiscale (a national `mailbox add`, the operator's explicit act, is not
+/// held back). The caller sets the
 /// Maildir aside (see [`crate::maildir::set_aside`]).
 pub fn remove_mailbox(
     store: &Store,
