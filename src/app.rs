@@ -2067,7 +2067,14 @@ impl App {
         match live.plan(&acc.plan) {
             Some(p) => Some(p.clone()),
             None => {
-                tracing::warn!(event = "plan_not_configured", address = %acc.address, plan = %acc.plan);
+                // Once per plan name and process: this is on the delivery
+                // path, and the operator needs one line, not one per message.
+                static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+                let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+                if !warned.contains(&acc.plan) {
+                    warned.push(acc.plan.clone());
+                    tracing::error!(event = "plan_not_configured", address = %acc.address, plan = %acc.plan, "accounts on a plan the configuration no longer defines get the first plan");
+                }
                 live.plan("").cloned()
             }
         }
@@ -2131,17 +2138,37 @@ impl App {
                     // What expiry will bring, with this mailbox's figures
                     // (read now: only when a reminder is due).
                     let downgrade = match plan.on_expiry {
-                        crate::config::OnExpiry::Downgrade => self.downgrade_plan(&acc).ok(),
+                        crate::config::OnExpiry::Downgrade => Some(self.downgrade_plan(&acc)),
                         crate::config::OnExpiry::Suspend => None,
                     };
+                    let to = plan
+                        .downgrade_to
+                        .clone()
+                        .unwrap_or_else(|| plan.name.clone());
                     let at_expiry = match &downgrade {
-                        Some(d) => crate::notices::AtExpiry::Downgrade {
+                        Some(Ok(d)) => crate::notices::AtExpiry::Downgrade {
                             to: &d.to_plan,
                             addons_dropped: d.addons_dropped,
-                            inbox_used: d.inbox_used,
+                            inbox_used: Some(d.inbox_used),
                             inbox_quota_after: d.inbox_quota_after,
                             excess_to_archive: d.excess_policy == "archive",
                         },
+                        // The figures could not be read (the Maildir): the
+                        // downgrade is announced without the usage.
+                        Some(Err(e)) => {
+                            tracing::warn!(event = "downgrade_plan_failed", address = %acc.address, error = %e);
+                            crate::notices::AtExpiry::Downgrade {
+                                to: &to,
+                                addons_dropped: acc.addons,
+                                inbox_used: None,
+                                inbox_quota_after: self
+                                    .cfg()
+                                    .plan(&to)
+                                    .map_or(0, |p| p.inbox_quota(0)),
+                                excess_to_archive: self.cfg().lifecycle.downgrade_excess
+                                    == crate::config::DowngradeExcess::Archive,
+                            }
+                        }
                         None => crate::notices::AtExpiry::Suspend,
                     };
                     // The days actually left (a sweep run late, after the
@@ -2263,10 +2290,16 @@ impl App {
             None => {
                 let root = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
                     .map_err(|e| e.to_string())?;
-                Maildir::open_folder(&root, ARCHIVE_FOLDER)
-                    .and_then(|md| md.usage(None))
-                    .map_err(|e| e.to_string())?
-                    .bytes
+                // Never delivered to: nothing archived (a read creates no
+                // folders).
+                if root.join(ARCHIVE_FOLDER).exists() {
+                    Maildir::open_folder(&root, ARCHIVE_FOLDER)
+                        .and_then(|md| md.usage(None))
+                        .map_err(|e| e.to_string())?
+                        .bytes
+                } else {
+                    0
+                }
             }
         };
         Ok(crate::lifecycle::downgrade_plan(

@@ -59,7 +59,8 @@ pub enum AtExpiry<'a> {
     Downgrade {
         to: &'a str,
         addons_dropped: u32,
-        inbox_used: u64,
+        /// None: not known (the mailbox could not be measured).
+        inbox_used: Option<u64>,
         inbox_quota_after: u64,
         /// Whether the oldest excess moves into the archive (else new mail
         /// is refused until space is freed).
@@ -90,9 +91,13 @@ impl AtExpiry<'_> {
                         ", e i {addons_dropped} spazi aggiuntivi acquistati decadranno"
                     ));
                 }
-                t.push_str(&format!(". Oggi la casella occupa {}.", human(*inbox_used)));
-                if inbox_used > inbox_quota_after {
-                    let over = human(inbox_used - inbox_quota_after);
+                t.push('.');
+                let Some(used) = *inbox_used else {
+                    return t;
+                };
+                t.push_str(&format!(" Oggi la casella occupa {}.", human(used)));
+                if used > *inbox_quota_after {
+                    let over = human(used - inbox_quota_after);
                     t.push_str(&if *excess_to_archive {
                         format!(
                             " I messaggi più vecchi, per {over} oltre lo spazio del nuovo piano, \
@@ -459,7 +464,7 @@ mod tests {
         let at = |excess_to_archive| AtExpiry::Downgrade {
             to: "base",
             addons_dropped: 2,
-            inbox_used: 3 << 30,
+            inbox_used: Some(3 << 30),
             inbox_quota_after: 1 << 30,
             excess_to_archive,
         };
