@@ -260,6 +260,13 @@ fn index_content(p: &crate::config::ProviderConfig, body: Vec<u8>) -> Result<Vec
     }
 }
 
+/// Whether a report is of a genuine busta di trasporto.
+fn claimed_transport(report: &crate::report::Report) -> bool {
+    report.outcome == Outcome::Pec
+        && report.verdict.as_ref().and_then(|v| v.claimed)
+            == Some(ClaimedKind::Pec(PecType::Transport))
+}
+
 /// What makes a verified PEC message the same event twice: its signer and
 /// the signed daticert (an envelope is its identificativo; a receipt or
 /// notice its tipo, the transaction's identificativo, whom it is about and
@@ -1421,16 +1428,32 @@ impl App {
                 unique.push(r.clone());
             }
         }
+        // The record as releases before the signed key wrote it (the
+        // envelope's `<identificativo>`, else the Message-ID): a relay
+        // retried across the upgrade is still a duplicate. Such records
+        // are purged after SEEN_RETENTION, and this lookup can go with them.
+        let legacy = match (&report.daticert, claimed_transport(&report)) {
+            (Some(d), true) => Some(format!("<{}>", d.identificativo)),
+            _ => {
+                crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
+            }
+        };
+        let seen = |key: &[u8]| -> Result<bool, String> {
+            Ok(self
+                .store
+                .get(Table::Seen, key)
+                .map_err(|e| e.to_string())?
+                .is_some())
+        };
         let mut fresh = Vec::new();
         for r in unique {
             let key = format!("{message_id}\n{}", r.to_lowercase()).into_bytes();
             if report.outcome == Outcome::Pec {
-                if self
-                    .store
-                    .get(Table::Seen, &key)
-                    .map_err(|e| e.to_string())?
-                    .is_some()
-                {
+                let legacy_seen = match &legacy {
+                    Some(l) => seen(format!("{l}\n{}", r.to_lowercase()).as_bytes())?,
+                    None => false,
+                };
+                if legacy_seen || seen(&key)? {
                     tracing::info!(event = "duplicate_ignored", key = %message_id.replace('\n', " "), to = %r);
                     continue;
                 }
@@ -2751,7 +2774,13 @@ impl App {
             crate::report::parts(envelope, &["daticert.xml", "postacert.eml"]).into_iter();
         let xml = found.next().flatten().ok_or("envelope without daticert")?;
         let daticert = crate::pec::daticert::Daticert::parse(&xml).map_err(|e| e.to_string())?;
-        let headers = signed_original_headers(envelope);
+        let postacert = found.next().flatten();
+        // Roles from the signed original (see `signed_original_headers`),
+        // already decoded here.
+        let headers = postacert
+            .as_deref()
+            .map(OriginalHeaders::parse)
+            .unwrap_or_default();
         let certification = Certification::from_daticert(
             &daticert,
             self.cfg().pec_provider.clone(),
@@ -2761,7 +2790,7 @@ impl App {
         Ok(EnvelopeView {
             daticert,
             certification,
-            postacert: found.next().flatten(),
+            postacert,
         })
     }
 
