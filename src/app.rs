@@ -384,7 +384,18 @@ impl Live {
         };
         let mut crls = Vec::new();
         for c in &config.provider.crls {
-            crls.extend(crate::smime::load_crls(c)?);
+            let loaded = crate::smime::load_crls(c)?;
+            // Still used (better than none), but the job that fetches it
+            // has stopped: the operator must know.
+            let now = openssl::asn1::Asn1Time::days_from_now(0)
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            if loaded
+                .iter()
+                .any(|l| l.next_update().is_some_and(|t| t < now))
+            {
+                tracing::warn!(event = "crl_stale", file = %c.display(), "the revocation list is past its next update");
+            }
+            crls.extend(loaded);
         }
         let verifier = verifier.with_crls(crls);
         let text = std::fs::read_to_string(&config.provider.provider_index)?;

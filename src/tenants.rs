@@ -312,6 +312,20 @@ pub fn rotate_token(
     if token.is_empty() {
         return Err(TenantError::Conflict("no random source for a token".into()));
     }
+    // Two rotations at once must not both survive.
+    accounts::with_lock(&format!("token/{tenant}"), || {
+        rotate_token_locked(store, tenant, &token, actor, now)
+    })?;
+    Ok(token)
+}
+
+fn rotate_token_locked(
+    store: &Store,
+    tenant: &str,
+    token: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), TenantError> {
     let mut b = Batch::new();
     let mut revoked = 0;
     for (k, v) in store.scan_prefix(Table::Tenants, b"token/", usize::MAX)? {
@@ -320,11 +334,7 @@ pub fn rotate_token(
             revoked += 1;
         }
     }
-    b.put(
-        Table::Tenants,
-        token_key(&token),
-        tenant.as_bytes().to_vec(),
-    );
+    b.put(Table::Tenants, token_key(token), tenant.as_bytes().to_vec());
     log(
         &mut b,
         now,
@@ -333,7 +343,7 @@ pub fn rotate_token(
         format!("API token of order {tenant} replaced ({revoked} revoked)"),
     );
     store.commit(b)?;
-    Ok(token)
+    Ok(())
 }
 
 /// Log an administrative action that changes no record (a panel login,
