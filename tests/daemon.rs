@@ -973,23 +973,17 @@ fn mailbox_cli_talks_to_the_running_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), "12h", "23h");
     let new_user = "nuovo.utente@pec.provider-a.test";
-    let out = pecd()
-        .args([
+    let cli = |args: &[&str]| pecd_ok(args, &a.cfg);
+    let add = || {
+        cli(&[
             "mailbox",
             "add",
             new_user,
             "--password",
             "una-password-nuova",
-            "--config",
         ])
-        .arg(&a.cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    };
+    add();
     let out = pecd()
         .args([
             "mailbox",
@@ -1003,12 +997,7 @@ fn mailbox_cli_talks_to_the_running_daemon() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
-    let out = pecd()
-        .args(["mailbox", "list", "--config"])
-        .arg(&a.cfg)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{new_user}\tactive")));
+    assert!(cli(&["mailbox", "list"]).contains(&format!("{new_user}\tactive")));
     a.submit(
         new_user,
         "una-password-nuova",
@@ -1023,19 +1012,6 @@ fn mailbox_cli_talks_to_the_running_daemon() {
     });
     // Removed, its mail is set aside, not handed to whoever gets the
     // address next.
-    let cli = |args: &[&str]| {
-        let out = pecd()
-            .args(args)
-            .arg("--config")
-            .arg(&a.cfg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     cli(&["mailbox", "remove", new_user]);
     assert!(a.mailbox(new_user).is_empty());
     let aside: Vec<_> = std::fs::read_dir(a.data.join("mail/.removed"))
@@ -1051,13 +1027,7 @@ fn mailbox_cli_talks_to_the_running_daemon() {
             .starts_with(new_user)
     );
     assert_eq!(std::fs::read_dir(aside[0].join("new")).unwrap().count(), 2);
-    cli(&[
-        "mailbox",
-        "add",
-        new_user,
-        "--password",
-        "una-password-nuova",
-    ]);
+    add();
     assert!(a.mailbox(new_user).is_empty(), "a new mailbox starts empty");
     // Wrong token: refused.
     let adm: std::net::SocketAddr = std::fs::read_to_string(&a.cfg)

@@ -174,6 +174,48 @@ fn submit(p: &Provider, user: &str, password: &str, to: &str, subject: &str) -> 
         .map_err(|e| e.to_string())
 }
 
+/// The order "ordine-lodi", created now, with its secretariat's address.
+fn lodi(p: &Provider, secretariat: &str, activation: Activation) -> Tenant {
+    let now = p.clock.now_utc();
+    let order = Tenant {
+        id: "ordine-lodi".into(),
+        name: "Ordine di Lodi".into(),
+        domain: "pec.provider-a.test".into(),
+        provincia: "LO".into(),
+        activation,
+        secretariat_email: secretariat.into(),
+        created: now,
+    };
+    tenants::create(&p.app.store, &order, now).unwrap();
+    order
+}
+
+/// A member of `order` on `plan`, created now; its address.
+fn member(
+    p: &Provider,
+    order: &Tenant,
+    nome: &str,
+    cognome: &str,
+    serial: u32,
+    plan: &str,
+) -> String {
+    let m = NewMember {
+        holder: holder(nome, cognome, serial),
+        alias: None,
+        plan: Some(plan.into()),
+    };
+    tenants::create_member(
+        &p.app.store,
+        &p.app.cfg(),
+        order,
+        &m,
+        "test",
+        p.clock.now_utc(),
+    )
+    .unwrap()
+    .address
+}
+
 fn mailbox(p: &Provider, address: &str) -> Vec<String> {
     let dir = pecd::maildir::mailbox_path(&p.app.cfg().data_dir.join("mail"), address).unwrap();
     let mut out = Vec::new();
@@ -200,16 +242,7 @@ fn reminders_at_sink(p: &Provider, to: &str) -> usize {
 fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
     let p = provider();
     let now = p.clock.now_utc();
-    let order = Tenant {
-        id: "ordine-lodi".into(),
-        name: "Ordine di Lodi".into(),
-        domain: "pec.provider-a.test".into(),
-        provincia: "LO".into(),
-        activation: Activation::Immediate,
-        secretariat_email: "segreteria@ordine.test".into(),
-        created: now,
-    };
-    tenants::create(&p.app.store, &order, now).unwrap();
+    let order = lodi(&p, "segreteria@ordine.test", Activation::Immediate);
     let new = |h: Holder| NewMember {
         holder: h,
         alias: None,
@@ -342,16 +375,7 @@ fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
 fn convention_mailboxes_downgrade_at_expiry_and_renewal_counts_from_expiry() {
     let p = provider();
     let now = p.clock.now_utc();
-    let order = Tenant {
-        id: "ordine-lodi".into(),
-        name: "Ordine di Lodi".into(),
-        domain: "pec.provider-a.test".into(),
-        provincia: "LO".into(),
-        activation: Activation::Immediate,
-        secretariat_email: String::new(),
-        created: now,
-    };
-    tenants::create(&p.app.store, &order, now).unwrap();
+    let order = lodi(&p, "", Activation::Immediate);
     let mk = |n: &str, serial: u32| {
         tenants::create_member(
             &p.app.store,
@@ -444,16 +468,7 @@ fn convention_mailboxes_downgrade_at_expiry_and_renewal_counts_from_expiry() {
 fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
     let p = provider();
     let now = p.clock.now_utc();
-    let order = Tenant {
-        id: "ordine-lodi".into(),
-        name: "Ordine di Lodi".into(),
-        domain: "pec.provider-a.test".into(),
-        provincia: "LO".into(),
-        activation: Activation::FirstAccess,
-        secretariat_email: String::new(),
-        created: now,
-    };
-    tenants::create(&p.app.store, &order, now).unwrap();
+    let order = lodi(&p, "", Activation::FirstAccess);
     let m = NewMember {
         holder: holder("Pia", "Gallo", 5),
         alias: None,
@@ -496,16 +511,7 @@ fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
 fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
     let p = provider();
     let now = p.clock.now_utc();
-    let order = Tenant {
-        id: "ordine-lodi".into(),
-        name: "Ordine di Lodi".into(),
-        domain: "pec.provider-a.test".into(),
-        provincia: "LO".into(),
-        activation: Activation::Immediate,
-        secretariat_email: String::new(),
-        created: now,
-    };
-    tenants::create(&p.app.store, &order, now).unwrap();
+    let order = lodi(&p, "", Activation::Immediate);
     let m = NewMember {
         holder: holder("Ugo", "Grandi", 9),
         alias: None,
@@ -554,20 +560,7 @@ fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
     );
     // Another holder whose own IMAP folder alone is over the new space:
     // emptying her INBOX would not make it fit, so it stays as it is.
-    let ada = tenants::create_member(
-        &p.app.store,
-        &p.app.cfg(),
-        &order,
-        &NewMember {
-            holder: holder("Ada", "Piena", 10),
-            alias: None,
-            plan: Some("grande".into()),
-        },
-        "test",
-        now,
-    )
-    .unwrap()
-    .address;
+    let ada = member(&p, &order, "Ada", "Piena", 10, "grande");
     for i in 0..2 {
         submit(&p, MARIO, "password-mario", &ada, &format!("Ada {i}")).unwrap();
     }
@@ -635,31 +628,8 @@ fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
 #[test]
 fn one_broken_account_does_not_stop_the_sweep() {
     let p = provider();
-    let now = p.clock.now_utc();
-    let order = Tenant {
-        id: "ordine-lodi".into(),
-        name: "Ordine di Lodi".into(),
-        domain: "pec.provider-a.test".into(),
-        provincia: "LO".into(),
-        activation: Activation::Immediate,
-        secretariat_email: String::new(),
-        created: now,
-    };
-    tenants::create(&p.app.store, &order, now).unwrap();
-    let lia = tenants::create_member(
-        &p.app.store,
-        &p.app.cfg(),
-        &order,
-        &NewMember {
-            holder: holder("Lia", "Neri", 5),
-            alias: None,
-            plan: Some("grande".into()),
-        },
-        "test",
-        now,
-    )
-    .unwrap()
-    .address;
+    let order = lodi(&p, "", Activation::Immediate);
+    let lia = member(&p, &order, "Lia", "Neri", 5, "grande");
     // A record sorting before Lia's, due the same downgrade.
     let mut broken = accounts::get(&p.app.store, &lia).unwrap().unwrap();
     broken.address = ".rotto@pec.provider-a.test".into();

@@ -127,18 +127,7 @@ fn built_messages_agree_for_every_digest() {
 /// A CRL of the dev CA revoking provider B's certificate, made with the
 /// `openssl ca` command (revoked ten minutes ago; the list valid 30 days).
 fn crl_revoking_provider_b(dir: &std::path::Path) -> std::path::PathBuf {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| output_ok(std::process::Command::new("openssl").args(args));
     let b = certs().join("provider-b.pem");
     let serial = run(&["x509", "-in", b.to_str().unwrap(), "-noout", "-serial"]);
     let serial = serial.trim().trim_start_matches("serial=");
@@ -213,18 +202,14 @@ fn a_revoked_signer_is_refused_on_both_paths() {
     assert!(matches!(r.status, SignatureStatus::Valid), "{:?}", r.status);
     // The same CRL as DER reads too.
     let der = dir.path().join("crl.der");
-    let out = std::process::Command::new("openssl")
-        .args([
-            "crl",
-            "-in",
-            crl.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            der.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(out.success());
+    output_ok(std::process::Command::new("openssl").args([
+        "crl",
+        "-in",
+        crl.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        der.to_str().unwrap(),
+    ]));
     assert_eq!(pecd::smime::load_crls(&der).unwrap().len(), 1);
 }

@@ -26,20 +26,7 @@ fn stats_of_the_current_quadrimestre_count_real_traffic_and_outages() {
     wait_for("two consegne", 20, || d.mailbox(MARIO).len() >= 6);
     let now = chrono::Utc::now();
     let period = format!("{}-Q{}", now.year(), 1 + (now.month() - 1) / 4);
-    let run = |args: &[&str]| {
-        let out = common::pecd()
-            .args(args)
-            .arg("--config")
-            .arg(&d.cfg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| common::pecd_ok(args, &d.cfg);
     let start = (now - chrono::Duration::hours(2)).to_rfc3339();
     let end = (now - chrono::Duration::hours(1)).to_rfc3339();
     run(&[

@@ -170,6 +170,22 @@ pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// `cmd` run to success (a failure shows its stderr); what it printed.
+pub fn output_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `pecd ARGS --config CFG` run to success; what it printed.
+pub fn pecd_ok(args: &[&str], cfg: &Path) -> String {
+    output_ok(pecd().args(args).arg("--config").arg(cfg))
+}
+
 /// `pecd log verify --config CFG` succeeds (the legal log's chain holds);
 /// what it printed.
 pub fn assert_log_verifies(cfg: &Path) -> String {
