@@ -647,9 +647,14 @@ impl App {
         let result = (|| -> Result<usize, String> {
             let text = match &p.index_url {
                 Some(url) => {
+                    let client = p
+                        .index_client_cert
+                        .as_deref()
+                        .zip(p.index_client_key.as_deref());
                     let body = crate::fetch::https_get(
                         url,
                         p.index_url_ca.as_deref(),
+                        client,
                         Duration::from_secs(60),
                     )?;
                     let body = index_content(p, body).map_err(|e| format!("{url}: {e}"))?;

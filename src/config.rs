@@ -255,6 +255,13 @@ pub struct ProviderConfig {
     /// CA file for `index_url` (absent: the system store).
     #[serde(default)]
     pub index_url_ca: Option<PathBuf>,
+    /// The client certificate (chain, PEM) and key presented to
+    /// `index_url`: the national index answers accredited providers only
+    /// (RT §7). Both or neither.
+    #[serde(default)]
+    pub index_client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub index_client_key: Option<PathBuf>,
     /// Who signs the published index (RT §7: a CMS `.p7m`): a PEM file of
     /// the signer's certificate or of its CA. Set, a refreshed index is
     /// taken only signed by them. Absent, a signed index is checked against
@@ -810,6 +817,12 @@ impl Config {
             if let Some(t) = p.index_signers.as_mut() {
                 resolve(t);
             }
+            for t in [p.index_client_cert.as_mut(), p.index_client_key.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                resolve(t);
+            }
             p
         });
         let tls = tls.map(|mut t| {
@@ -986,6 +999,30 @@ fn validate_parts(
             && let Err(why) = crate::smime::load_certificates(t)
         {
             e.push(err("provider.index_signers", why.to_string()));
+        }
+        match (&p.index_client_cert, &p.index_client_key) {
+            (Some(_), None) => e.push(err(
+                "provider.index_client_key",
+                "missing: index_client_cert needs its key",
+            )),
+            (None, Some(_)) => e.push(err(
+                "provider.index_client_cert",
+                "missing: index_client_key needs its certificate",
+            )),
+            (Some(c), Some(k)) => {
+                for (key, path) in [
+                    ("provider.index_client_cert", c),
+                    ("provider.index_client_key", k),
+                ] {
+                    if !path.is_file() {
+                        e.push(err(
+                            key,
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         for (i, c) in p.crls.iter().enumerate() {
             if let Err(why) = crate::smime::load_crls(c) {

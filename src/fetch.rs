@@ -10,10 +10,13 @@ use std::time::Duration;
 const MAX_BYTES: usize = 64 << 20;
 
 /// Fetch `url` (`https://host[:port]/path`), trusting `ca` (a PEM file)
-/// or the system store.
+/// or the system store, presenting `client` (certificate chain and key,
+/// PEM) when given: the national index answers accredited providers only
+/// (RT §7).
 pub fn https_get(
     url: &str,
     ca: Option<&std::path::Path>,
+    client: Option<(&std::path::Path, &std::path::Path)>,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
     let rest = url
@@ -32,6 +35,14 @@ pub fn https_get(
     if let Some(ca) = ca {
         b.set_ca_file(ca)
             .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if let Some((cert, key)) = client {
+        b.set_certificate_chain_file(cert)
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
+            .map_err(|e| format!("{}: {e}", key.display()))?;
+        b.check_private_key()
+            .map_err(|e| format!("{}: {e}", key.display()))?;
     }
     let connector = b.build();
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))

@@ -12,6 +12,12 @@ use std::sync::{Arc, Mutex};
 
 /// An HTTPS server on 127.0.0.1 serving whatever `body` holds, any path.
 fn https_server(body: Arc<Mutex<Vec<u8>>>) -> u16 {
+    https_server_for(body, false)
+}
+
+/// [`https_server`], answering only clients with a certificate of the dev
+/// CA when `clients_only` (as the national index does, RT §7).
+fn https_server_for(body: Arc<Mutex<Vec<u8>>>, clients_only: bool) -> u16 {
     let mut b =
         openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls()).unwrap();
     b.set_certificate_chain_file(certs().join("localhost.pem"))
@@ -21,6 +27,12 @@ fn https_server(body: Arc<Mutex<Vec<u8>>>) -> u16 {
         openssl::ssl::SslFiletype::PEM,
     )
     .unwrap();
+    if clients_only {
+        b.set_ca_file(certs().join("ca.pem")).unwrap();
+        b.set_verify(
+            openssl::ssl::SslVerifyMode::PEER | openssl::ssl::SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        );
+    }
     let acceptor = b.build();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -202,4 +214,93 @@ fn a_signed_index_is_opened_only_when_its_signer_is_trusted() {
     let (s, v) = refresh();
     assert_eq!(s, 200, "{v}");
     assert_eq!(std::fs::read_to_string(&local).unwrap(), fresh);
+}
+
+/// A TLS client identity issued by the dev CA (`clientAuth`), made with
+/// the `openssl` command: (certificate, key).
+fn client_identity(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (key, csr, cert, ext) = (
+        dir.join("client.key"),
+        dir.join("client.csr"),
+        dir.join("client.pem"),
+        dir.join("client.ext"),
+    );
+    std::fs::write(&ext, "extendedKeyUsage = clientAuth\n").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for args in [
+        vec![
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/O=Provider A S.p.A./CN=pecd index client",
+            "-keyout",
+            &path(&key),
+            "-out",
+            &path(&csr),
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &path(&csr),
+            "-CA",
+            &path(&certs().join("ca.pem")),
+            "-CAkey",
+            &path(&certs().join("ca.key")),
+            "-set_serial",
+            "4242",
+            "-days",
+            "2",
+            "-extfile",
+            &path(&ext),
+            "-out",
+            &path(&cert),
+        ],
+    ] {
+        common::output_ok(std::process::Command::new("openssl").args(&args));
+    }
+    (cert, key)
+}
+
+#[test]
+fn the_index_is_fetched_with_the_providers_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("index.ldif");
+    std::fs::copy(certs().join("index.ldif"), &local).unwrap();
+    let ldif = format!(
+        "{}\n# for accredited providers\n",
+        std::fs::read_to_string(certs().join("index.ldif")).unwrap()
+    );
+    let port = https_server_for(Arc::new(Mutex::new(ldif.clone().into_bytes())), true);
+    let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
+    let base = std::fs::read_to_string(&d.cfg).unwrap();
+    let configure = |client: &str| {
+        let cfg = base.replace(
+            &format!("provider_index = \"{}/index.ldif\"", certs().display()),
+            &format!(
+                "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec.ldif\"\nindex_url_ca = \"{}/ca.pem\"\n{client}",
+                local.display(),
+                certs().display()
+            ),
+        );
+        std::fs::write(&d.cfg, cfg).unwrap();
+        assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
+    };
+    let refresh = || d.api(&d.admin_token(), "POST", "/index/refresh", None);
+    // Without a client certificate the server will not talk.
+    configure("");
+    assert_ne!(refresh().0, 200);
+    assert_ne!(std::fs::read_to_string(&local).unwrap(), ldif);
+    let (cert, key) = client_identity(dir.path());
+    configure(&format!(
+        "index_client_cert = \"{}\"\nindex_client_key = \"{}\"",
+        cert.display(),
+        key.display()
+    ));
+    let (s, v) = refresh();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), ldif);
 }
