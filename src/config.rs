@@ -1146,6 +1146,8 @@ signing_cert = "nope.pem"
 signing_key = "nope.key"
 provider_index = "nope.ldif"
 digest = "md5"
+index_client_cert = "client.pem"
+crls = ["nope.crl"]
 [tls]
 cert = "x"
 key = "y"
@@ -1168,6 +1170,8 @@ retention = "913d"
             "provider.local_domains",
             "provider.digest",
             "provider.signing_cert",
+            "provider.index_client_key",
+            "provider.crls[0]",
             "tls.cert",
             "limits.max_recipients",
             "limits.max_total_size",
