@@ -2053,9 +2053,10 @@ impl App {
                 } else if full {
                     Err(DeliveryFailure::MailboxFull)
                 } else {
+                    let before = md.new_stamp();
                     crate::mailsync::deliver(b, &md, &item.id, data, interrupted)
                         .map_err(|e| e.to_string())?;
-                    self.note_usage(&md, mailbox, data.len() as u64);
+                    self.note_usage(&md, mailbox, data.len() as u64, before);
                     Ok(())
                 }
             }
@@ -2475,12 +2476,21 @@ impl App {
         Ok(after <= quota)
     }
 
-    fn note_usage(&self, md: &Maildir, mailbox: &str, added: u64) {
+    /// The cached usage after a delivery of `added` bytes (`before`: the
+    /// time of `new/` before it), or no cached usage when it cannot be
+    /// known without a rescan.
+    fn note_usage(
+        &self,
+        md: &Maildir,
+        mailbox: &str,
+        added: u64,
+        before: Option<std::time::SystemTime>,
+    ) {
         let mut cache = self.lock_usage();
         if let Some((u, until)) = cache.get(mailbox).copied() {
-            match md.usage_after_delivery(u, added) {
-                Ok(u) => cache.insert(mailbox.to_string(), (u, until)),
-                Err(_) => cache.remove(mailbox),
+            match md.usage_after_delivery(u, added, before) {
+                Some(u) => cache.insert(mailbox.to_string(), (u, until)),
+                None => cache.remove(mailbox),
             };
         }
     }
@@ -2657,6 +2667,7 @@ impl App {
             r.append_to(b);
         }
         if !full {
+            let before = md.new_stamp();
             match data {
                 // The inbox copy, when there is one: linked, not written again.
                 ArchiveSource::Bytes(bytes) => {
@@ -2675,7 +2686,7 @@ impl App {
                     .map(|_| ()),
             }
             .map_err(|e| e.to_string())?;
-            self.note_usage(&md, &key, size);
+            self.note_usage(&md, &key, size, before);
         }
         let policy = self.cfg().lifecycle.archive_policy;
         // `stop`: once per filling. `rotate-oldest` stays full by design:

@@ -565,16 +565,31 @@ impl Maildir {
         Ok(Usage { bytes, stamp })
     }
 
-    /// `known` after pecd itself stored `added` bytes (no rescan).
-    /// (One stat: pecd delivered into `new/`; a change elsewhere since
-    /// `known` still shows at the next [`Maildir::usage`], whose stamp of
-    /// the other directories will differ.)
-    pub fn usage_after_delivery(&self, known: Usage, added: u64) -> Result<Usage, MaildirError> {
-        let p = self.root.join("new");
-        let new = fs::metadata(&p)
+    /// The modification time of `new/`, taken before a delivery for
+    /// [`Maildir::usage_after_delivery`].
+    pub fn new_stamp(&self) -> Option<SystemTime> {
+        fs::metadata(self.root.join("new"))
             .and_then(|m| m.modified())
-            .map_err(io(&p))?;
-        Ok(Usage {
+            .ok()
+    }
+
+    /// `known` after pecd itself stored `added` bytes in `new/` (no
+    /// rescan), given `new/`'s time `before` the delivery: one stat. None
+    /// when `new/` had changed since `known` (someone else's message there,
+    /// or a deletion): only a rescan knows then. A change elsewhere shows
+    /// at the next [`Maildir::usage`], whose stamp of the other
+    /// directories will differ.
+    pub fn usage_after_delivery(
+        &self,
+        known: Usage,
+        added: u64,
+        before: Option<SystemTime>,
+    ) -> Option<Usage> {
+        if before != Some(known.stamp.new) {
+            return None;
+        }
+        let new = self.new_stamp()?;
+        Some(Usage {
             bytes: known.bytes + added,
             stamp: Stamp {
                 new,
@@ -925,6 +940,27 @@ mod tests {
         assert!(md.usage(None).is_err());
         let md = Maildir::open(&root).unwrap();
         assert_eq!(md.usage(None).unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn a_delivery_updates_the_usage_only_when_nothing_else_changed_new() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box")).unwrap();
+        let u = md.usage(None).unwrap();
+        let before = md.new_stamp();
+        md.deliver_once("m1", &[b'x'; 100], false).unwrap();
+        let u = md.usage_after_delivery(u, 100, before).expect("only ours");
+        assert_eq!(u.bytes, 100);
+        // Someone else's message lands in new/ (an IMAP APPEND); then ours.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(md.root().join("new").join("foreign"), [0u8; 50]).unwrap();
+        let before = md.new_stamp();
+        md.deliver_once("m2", &[b'y'; 10], false).unwrap();
+        assert!(
+            md.usage_after_delivery(u, 10, before).is_none(),
+            "a rescan is due"
+        );
+        assert_eq!(md.usage(None).unwrap().bytes, 160);
     }
 
     #[test]
