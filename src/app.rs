@@ -2191,7 +2191,7 @@ impl App {
                             addons_dropped: d.addons_dropped,
                             inbox_used: Some(d.inbox_used),
                             inbox_quota_after: d.inbox_quota_after,
-                            excess_to_archive: d.excess_policy == "archive",
+                            excess_to_archive: d.moves_to_archive > 0,
                         },
                         // The figures could not be read (the Maildir): the
                         // downgrade is announced without the usage.
@@ -2243,7 +2243,15 @@ impl App {
                     // The holder is told what was lost, with the figures:
                     // a silent downgrade would show itself as refused mail.
                     let quota_after = self.quota(&acc).unwrap_or(0);
-                    let used = self.inbox_used(&acc).ok().flatten().unwrap_or(0);
+                    // Measured afresh (not the usage cache): the figure
+                    // goes into the holder's notice.
+                    let used = match self.cfg().delivery.lmtp {
+                        Some(_) => 0,
+                        None => {
+                            crate::maildir::measure(&self.cfg().data_dir.join("mail"), &acc.address)
+                                .map_or(0, |m| m.used)
+                        }
+                    };
                     let n = crate::notices::downgraded(
                         &acc.address,
                         expired,
@@ -2324,30 +2332,17 @@ impl App {
             .ok_or("the mailbox's plan is not configured")?;
         let live = self.cfg();
         let after = now.downgrade_to.as_deref().and_then(|p| live.plan(p));
-        let used = self.inbox_used(acc)?.unwrap_or(0);
-        let archived = match self.cfg().delivery.lmtp {
-            Some(_) => 0,
-            None => {
-                let root = mailbox_path(&self.cfg().data_dir.join("mail"), &acc.address)
-                    .map_err(|e| e.to_string())?;
-                // Never delivered to: nothing archived (a read creates no
-                // folders).
-                if root.join(ARCHIVE_FOLDER).exists() {
-                    Maildir::open_folder(&root, ARCHIVE_FOLDER)
-                        .and_then(|md| md.usage(None))
-                        .map_err(|e| e.to_string())?
-                        .bytes
-                } else {
-                    0
-                }
-            }
+        // With LMTP the mailbox server holds the mail: nothing to measure.
+        let space = match live.delivery.lmtp {
+            Some(_) => crate::maildir::Measure::default(),
+            None => crate::maildir::measure(&live.data_dir.join("mail"), &acc.address)
+                .map_err(|e| e.to_string())?,
         };
         Ok(crate::lifecycle::downgrade_plan(
             acc,
             &now,
             after,
-            used,
-            archived,
+            space,
             live.lifecycle.downgrade_excess,
         ))
     }
@@ -2388,7 +2383,7 @@ impl App {
         // the new space, emptying the INBOX would not make the mailbox fit:
         // nothing moves, and the holder is told how much is over.
         let in_inbox: u64 = messages.iter().map(|(_, len)| len).sum();
-        if used.saturating_sub(in_inbox) >= quota {
+        if used.saturating_sub(in_inbox) > quota {
             return Ok((0, 0));
         }
         for (path, len) in messages {

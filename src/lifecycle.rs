@@ -194,10 +194,10 @@ pub fn downgrade_plan(
     acc: &Account,
     now: &Plan,
     after: Option<&Plan>,
-    inbox_used: u64,
-    archive_used: u64,
+    space: crate::maildir::Measure,
     excess: crate::config::DowngradeExcess,
 ) -> DowngradePlan {
+    let (inbox_used, archive_used) = (space.used, space.archived);
     let (to, at) = match (now.on_expiry, after) {
         (OnExpiry::Downgrade, Some(p)) => (p, "downgrade"),
         (OnExpiry::Suspend, _) => (now, "suspend"),
@@ -229,10 +229,17 @@ pub fn downgrade_plan(
         archive_over_by: archive_used.saturating_sub(to.archive.0),
         at_expiry: at.into(),
         excess_policy: excess.name().into(),
+        // Only the INBOX's own messages move: when the holder's folders
+        // alone are over the new space, moving them would not make the
+        // mailbox fit, and none move (see `App::move_excess_to_archive`).
         moves_to_archive: match (at, excess) {
-            ("downgrade", crate::config::DowngradeExcess::Archive) => inbox_used
-                .saturating_sub(inbox_after)
-                .min(to.archive.0.saturating_sub(archive_used)),
+            ("downgrade", crate::config::DowngradeExcess::Archive)
+                if inbox_used.saturating_sub(space.in_inbox) <= inbox_after =>
+            {
+                inbox_used
+                    .saturating_sub(inbox_after)
+                    .min(to.archive.0.saturating_sub(archive_used))
+            }
             _ => 0,
         },
     }
@@ -391,12 +398,16 @@ mod tests {
     fn the_downgrade_plan_names_what_is_blocked() {
         let plans = default_plans();
         let a = account(AccountState::Active, "2027-06-30");
+        let space = |in_inbox| crate::maildir::Measure {
+            used: 3 << 30,
+            in_inbox,
+            archived: 2 << 30,
+        };
         let p = downgrade_plan(
             &a,
             &plans[1],
             Some(&plans[0]),
-            3 << 30,
-            2 << 30,
+            space(3 << 30),
             crate::config::DowngradeExcess::Archive,
         );
         assert_eq!(p.to_plan, "base");
@@ -408,5 +419,20 @@ mod tests {
         assert_eq!(p.at_expiry, "downgrade");
         // 2 GB over the new inbox, 1 GB free in the new 3 GB archive.
         assert_eq!(p.moves_to_archive, 1 << 30);
+        // The holder's folders alone exactly fill the new space: emptying
+        // the INBOX makes it fit, so mail moves; one byte more, and it
+        // could not, so none does.
+        let fits = |folders: u64| {
+            downgrade_plan(
+                &a,
+                &plans[1],
+                Some(&plans[0]),
+                space((3 << 30) - folders),
+                crate::config::DowngradeExcess::Archive,
+            )
+            .moves_to_archive
+        };
+        assert!(fits(1 << 30) > 0);
+        assert_eq!(fits((1 << 30) + 1), 0);
     }
 }

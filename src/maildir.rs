@@ -725,6 +725,39 @@ struct Stamp {
 /// archive's space, not the inbox's.
 pub const ARCHIVE_FOLDER: &str = ".Archivio";
 
+/// A mailbox's space, as a downgrade weighs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measure {
+    /// What the inbox quota counts (the INBOX and the holder's folders).
+    pub used: u64,
+    /// Of that, the INBOX's own messages (what a downgrade may move).
+    pub in_inbox: u64,
+    /// The archive folder's.
+    pub archived: u64,
+}
+
+/// [`Measure`] of the mailbox of `address` under `base`; all zero for one
+/// never delivered to (nothing is created).
+pub fn measure(base: &Path, address: &str) -> Result<Measure, MaildirError> {
+    let root = mailbox_path(base, address)?;
+    if !root.exists() {
+        return Ok(Measure::default());
+    }
+    let inbox = Maildir::open(&root)?;
+    let archived = if root.join(ARCHIVE_FOLDER).exists() {
+        Maildir::open_folder(&root, ARCHIVE_FOLDER)?
+            .usage(None)?
+            .bytes
+    } else {
+        0
+    };
+    Ok(Measure {
+        used: inbox.usage(None)?.bytes,
+        in_inbox: inbox.messages()?.iter().map(|(_, len)| len).sum(),
+        archived,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -751,26 +751,13 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
                         .plan(&acc.plan)
                         .ok_or("the mailbox's plan is not in the configuration")?;
                     let after = now.downgrade_to.as_deref().and_then(|p| cfg.plan(p));
-                    let md = pecd::maildir::Maildir::open(
-                        pecd::maildir::mailbox_path(&cfg.data_dir.join("mail"), &acc.address)
-                            .map_err(|e| e.to_string())?,
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let used = md.usage(None).map_err(|e| e.to_string())?.bytes;
-                    let archived = pecd::maildir::Maildir::open_folder(
-                        &pecd::maildir::mailbox_path(&cfg.data_dir.join("mail"), &acc.address)
-                            .map_err(|e| e.to_string())?,
-                        pecd::maildir::ARCHIVE_FOLDER,
-                    )
-                    .and_then(|md| md.usage(None))
-                    .map_err(|e| e.to_string())?
-                    .bytes;
+                    let space = pecd::maildir::measure(&cfg.data_dir.join("mail"), &acc.address)
+                        .map_err(|e| e.to_string())?;
                     serde_json::to_value(pecd::lifecycle::downgrade_plan(
                         &acc,
                         now,
                         after,
-                        used,
-                        archived,
+                        space,
                         cfg.lifecycle.downgrade_excess,
                     ))
                     .map_err(|e| e.to_string())?

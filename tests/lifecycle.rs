@@ -216,6 +216,18 @@ fn member(
     .address
 }
 
+/// The decoded text of each message in a mailbox.
+fn texts(p: &Provider, address: &str) -> Vec<String> {
+    mailbox(p, address)
+        .iter()
+        .filter_map(|m| {
+            mail_parser::MessageParser::default()
+                .parse(m.as_bytes())
+                .and_then(|x| x.body_text(0).map(|t| t.into_owned()))
+        })
+        .collect()
+}
+
 fn mailbox(p: &Provider, address: &str) -> Vec<String> {
     let dir = pecd::maildir::mailbox_path(&p.app.cfg().data_dir.join("mail"), address).unwrap();
     let mut out = Vec::new();
@@ -441,18 +453,8 @@ fn convention_mailboxes_downgrade_at_expiry_and_renewal_counts_from_expiry() {
     assert_eq!(a.expires.unwrap().to_string(), "2029-01-10");
     // Anna is told what the downgrade took, with the figures (and no
     // reminder of an expiry already past: the sweep came after it).
-    let texts = || -> Vec<String> {
-        mailbox(&p, &anna)
-            .iter()
-            .filter_map(|m| {
-                mail_parser::MessageParser::default()
-                    .parse(m.as_bytes())
-                    .and_then(|x| x.body_text(0).map(|t| t.into_owned()))
-            })
-            .collect()
-    };
-    wait_for("the downgrade notice", 20, || !texts().is_empty());
-    let texts = texts();
+    wait_for("the downgrade notice", 20, || !texts(&p, &anna).is_empty());
+    let texts = texts(&p, &anna);
     assert_eq!(texts.len(), 1, "{texts:?}");
     assert!(
         texts[0].contains("è passata al piano convenzione")
@@ -585,6 +587,14 @@ fn a_downgrade_moves_the_oldest_excess_into_the_archive_when_configured() {
             .count()
     };
     assert_eq!(envelopes(&ada), 2, "Ada's INBOX untouched");
+    // Downgraded all the same, and told how much she is over.
+    let ada_now = accounts::get(&p.app.store, &ada).unwrap().unwrap();
+    assert_eq!(ada_now.plan, "piccolo");
+    wait_for("Ada's notice", 20, || {
+        texts(&p, &ada)
+            .iter()
+            .any(|t| t.contains("supera ancora di"))
+    });
     let a = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
     assert_eq!(a.plan, "piccolo");
     assert!(inbox_bytes(&p) <= 10 * 1024, "{}", inbox_bytes(&p));
