@@ -106,10 +106,13 @@ impl Web {
         Some((sid, s))
     }
 
-    /// The session to put a login form in: the caller's, or a new
-    /// anonymous one (with the cookie to set).
+    /// The session to put a login form in: the caller's when logged in,
+    /// else a new pre-login one (with the cookie to set): each form shown
+    /// gets the full time to be filled in.
     fn login_session(&self, h: &HeaderMap) -> Result<(Session, Option<String>), Response> {
-        if let Some((_, s)) = self.session(h) {
+        if let Some((_, s)) = self.session(h)
+            && s.who != Who::Anonymous
+        {
             return Ok((s, None));
         }
         let sid = self.sessions.start(Who::Anonymous).ok_or_else(|| {
@@ -226,7 +229,6 @@ pub struct Posted {
     peer: std::net::SocketAddr,
     fields: Fields,
     sid: String,
-    session: Session,
 }
 
 impl axum::extract::FromRequest<Arc<Web>> for Posted {
@@ -239,13 +241,12 @@ impl axum::extract::FromRequest<Arc<Web>> for Posted {
             .await
             .map_err(IntoResponse::into_response)?;
         let fields = Fields::parse(&body);
-        let (sid, session) = w.posted(&headers, &fields)?;
+        let (sid, _) = w.posted(&headers, &fields)?;
         Ok(Posted {
             headers,
             peer,
             fields,
             sid,
-            session,
         })
     }
 }
@@ -657,7 +658,15 @@ fn login_flow(
         }
         LoginOutcome::Stopped(e) => e,
     };
-    let mut r = page(title, Nav::None, form(&p.session.csrf, &errors));
+    // The form again, in a fresh pre-login session.
+    let (s, new_sid) = match w.login_session(&p.headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut r = page(title, Nav::None, form(&s.csrf, &errors));
+    if let Some(sid) = new_sid {
+        set_cookie(&mut r, &p.headers, &sid);
+    }
     *r.status_mut() = StatusCode::UNAUTHORIZED;
     r
 }

@@ -137,7 +137,10 @@ impl Sessions {
             return None;
         }
         let ts: u64 = body.strip_prefix(ANON)?.split('.').next()?.parse().ok()?;
-        if unix_now().saturating_sub(ts) > IDLE.as_secs() {
+        // Not older than IDLE, and not from the future (a clock stepped
+        // back must not make ids last longer).
+        let now = unix_now();
+        if now.saturating_sub(ts) > IDLE.as_secs() || ts > now + 60 {
             return None;
         }
         let now = Instant::now();
@@ -309,10 +312,13 @@ mod tests {
         let ts: u64 = body[2..].split('.').next().unwrap().parse().unwrap();
         let later = body.replacen(&ts.to_string(), &(ts + 1).to_string(), 1);
         assert!(s.get(&format!("{later}.{mac}")).is_none());
-        // Older than the idle limit: expired.
-        let old = format!("{ANON}{}.{}", unix_now() - IDLE.as_secs() - 5, "n");
-        let old = format!("{old}.{}", s.mac(&old).unwrap());
-        assert!(s.get(&old).is_none());
+        // Older than the idle limit: expired; from the future (a clock
+        // stepped back): refused too.
+        for ts in [unix_now() - IDLE.as_secs() - 5, unix_now() + 3600] {
+            let body = format!("{ANON}{ts}.n");
+            let id = format!("{body}.{}", s.mac(&body).unwrap());
+            assert!(s.get(&id).is_none(), "{ts}");
+        }
         // Two visitors get different tokens.
         let second = s.start(Who::Anonymous).unwrap();
         assert_ne!(s.get(&second).unwrap().csrf, csrf);
