@@ -48,10 +48,9 @@ pub struct ProviderIndex {
     providers: Vec<ProviderRecord>,
     by_hash: HashMap<String, usize>,
     by_domain: HashMap<String, usize>,
-    /// Every domain a certificate signs for, over all the records that
-    /// list it (a provider's secondary environments, several records with
-    /// one certificate).
-    domains_by_hash: HashMap<String, Vec<String>>,
+    /// Every record that lists a certificate hash (a provider's secondary
+    /// environments, several records with one certificate).
+    records_by_hash: HashMap<String, Vec<usize>>,
 }
 
 /// Outcome of looking a signer up (RT §6.3 step 2).
@@ -303,10 +302,7 @@ impl ProviderIndex {
         for (i, p) in idx.providers.iter().enumerate() {
             for h in &p.certificate_hashes {
                 idx.by_hash.insert(h.clone(), i);
-                idx.domains_by_hash
-                    .entry(h.clone())
-                    .or_default()
-                    .extend(p.managed_domains.iter().cloned());
+                idx.records_by_hash.entry(h.clone()).or_default().push(i);
             }
             for d in &p.managed_domains {
                 idx.by_domain.insert(d.clone(), i);
@@ -319,13 +315,18 @@ impl ProviderIndex {
         &self.providers
     }
 
-    /// The domains the certificate with this hash signs for, over every
-    /// record that lists it.
-    pub fn signer_domains(&self, sha1_hex: &str) -> Vec<String> {
-        self.domains_by_hash
+    /// The domains the certificate `der` (with this hash) signs for: over
+    /// every record that lists it and holds that very certificate (a
+    /// record naming the hash alone widens nothing).
+    pub fn signer_domains(&self, sha1_hex: &str, der: &[u8]) -> Vec<String> {
+        self.records_by_hash
             .get(&sha1_hex.to_ascii_uppercase())
-            .cloned()
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.providers[i])
+            .filter(|p| p.certificates.iter().any(|c| c == der))
+            .flat_map(|p| p.managed_domains.iter().cloned())
+            .collect()
     }
 
     /// RT §6.3 step 2: hash lookup, then the whole certificate compared.
@@ -423,13 +424,17 @@ managedDomains: Cert.Company.test\n";
         let both = format!("{LDIF}\ndn: providerName=Anon{second}");
         let idx = ProviderIndex::from_ldif(&both).unwrap();
         assert_eq!(idx.providers().len(), 2);
-        let mut domains = idx.signer_domains("7e7aef1059ae0f454f2643a95f69ec3556009239");
+        let hash = "7e7aef1059ae0f454f2643a95f69ec3556009239";
+        let der = [0x30, 0x03, 0x02, 0x01, 0x01];
+        let mut domains = idx.signer_domains(hash, &der);
         domains.sort();
         assert_eq!(
             domains,
             vec!["cert.company.test", "pec.anon.test", "pec2.anon.test"]
         );
-        assert!(idx.signer_domains("00").is_empty());
+        assert!(idx.signer_domains("00", &der).is_empty());
+        // Another certificate under the same hash signs for nothing.
+        assert!(idx.signer_domains(hash, &[0x30, 0]).is_empty());
     }
 
     #[test]

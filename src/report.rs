@@ -138,7 +138,7 @@ impl Checker {
                             provider = Some(p.name.clone());
                             Origin::Provider {
                                 name: Some(p.name.clone()),
-                                managed_domains: Some(idx.signer_domains(&hash)),
+                                managed_domains: Some(idx.signer_domains(&hash, &der)),
                             }
                         }
                         SignerLookup::Unknown => {
