@@ -456,6 +456,10 @@ pub struct App {
     pub started: DateTime<Utc>,
     /// Message-IDs the reception point is processing right now.
     in_flight: std::sync::Mutex<HashSet<String>>,
+    /// Whether the duplicate record held entries in the keys of releases
+    /// before the signed key (they start with `<`) when the store was
+    /// opened: only then is the old key looked up as well.
+    legacy_seen: bool,
     /// Queue items being processed right now (never twice at once).
     busy: std::sync::Mutex<HashSet<String>>,
     local_slots: Arc<tokio::sync::Semaphore>,
@@ -612,6 +616,7 @@ impl App {
         let spool = Spool::open(&config.data_dir.join("spool"))?;
         let live = Live::build(config)?;
         let started = clock.now();
+        let legacy_seen = !store.scan_prefix(Table::Seen, b"<", 1)?.is_empty();
         Ok(App {
             live: std::sync::RwLock::new(Arc::new(live)),
             store,
@@ -621,6 +626,7 @@ impl App {
             wake: tokio::sync::Notify::new(),
             started,
             in_flight: std::sync::Mutex::new(HashSet::new()),
+            legacy_seen,
             busy: std::sync::Mutex::new(HashSet::new()),
             local_slots: Arc::new(tokio::sync::Semaphore::new(LOCAL_CONCURRENCY)),
             relay_slots: Arc::new(tokio::sync::Semaphore::new(RELAY_CONCURRENCY)),
@@ -1446,9 +1452,11 @@ impl App {
         }
         // The record as releases before the signed key wrote it (the
         // envelope's `<identificativo>`, else the Message-ID): a relay
-        // retried across the upgrade is still a duplicate. Such records
-        // are purged after SEEN_RETENTION, and this lookup can go with them.
+        // retried across the upgrade is still a duplicate. Only while such
+        // records were there at start-up (they are purged after
+        // SEEN_RETENTION); this lookup can go in a later release.
         let legacy = match (&report.daticert, claimed_transport(&report)) {
+            _ if !self.legacy_seen => None,
             (Some(d), true) => Some(format!("<{}>", d.identificativo)),
             _ => {
                 crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
@@ -1659,16 +1667,12 @@ impl App {
                         r.eq_ignore_ascii_case(&d.mittente) || r.eq_ignore_ascii_case(&service)
                     });
                 if !others.is_empty() {
+                    // Not scanned: the same genuine receipt reaches its
+                    // addressee unscanned (receipts are the providers'
+                    // output; RT §8.4 scans envelopes and ordinary mail),
+                    // and one verdict must hold for all its copies.
                     let why = "ricevuta non destinata al mittente del messaggio cui si riferisce";
-                    self.wrap_unless_infected(
-                        &mut b,
-                        item,
-                        raw,
-                        mail_from,
-                        &others,
-                        why.into(),
-                        &scanned,
-                    )?;
+                    self.wrap_as_anomaly(&mut b, raw, mail_from, &others, why.into(), now)?;
                 }
                 let mut existing = Vec::new();
                 for rcpt in &addressed {
