@@ -147,7 +147,11 @@ impl Web {
     fn logged_in(&self, h: &HeaderMap, old: &str, who: Who, to: &str) -> Response {
         self.sessions.end(old);
         let Some(sid) = self.sessions.start(who) else {
-            return internal();
+            return message_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Servizio occupato",
+                "Troppe sessioni aperte: riprovare tra qualche minuto.",
+            );
         };
         let mut r = Redirect::to(to).into_response();
         set_cookie(&mut r, h, &sid);

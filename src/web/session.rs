@@ -22,6 +22,11 @@ const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
 /// Live (logged-in) sessions at most: memory stays bounded (only a valid
 /// login makes one).
 const MAX_SESSIONS: usize = 50_000;
+/// Sessions one user (an order, a holder, the national administrator) may
+/// hold in a full table: beyond them, a new login ends the stalest session
+/// of whoever holds the most, so one set of credentials cannot fill the
+/// table for everybody.
+const MAX_PER_USER: usize = 20;
 /// The prefix of a pre-login session id (`a.<unix secs>.<nonce>.<mac>`).
 const ANON: &str = "a.";
 /// Failed logins allowed per key within [`WINDOW`] before a lockout.
@@ -33,7 +38,7 @@ const MAX_CLIENT_FAILURES: usize = 30;
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Who a session belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Who {
     /// Not logged in yet (carries the login form's CSRF token).
     Anonymous,
@@ -185,7 +190,26 @@ impl Sessions {
             });
         }
         if map.len() >= MAX_SESSIONS {
-            return None;
+            // Full of live sessions (rare: one pass over them is fine).
+            let mut held: HashMap<&Who, (usize, &String, Instant)> = HashMap::new();
+            for (k, s) in map.iter() {
+                let e = held.entry(&s.who).or_insert((0, k, s.seen));
+                e.0 += 1;
+                if s.seen < e.2 {
+                    (e.1, e.2) = (k, s.seen);
+                }
+            }
+            let greediest = held
+                .values()
+                .max_by_key(|(n, _, _)| *n)
+                .filter(|(n, _, _)| *n > MAX_PER_USER)
+                .map(|(_, k, _)| (*k).clone());
+            match greediest {
+                Some(k) => {
+                    map.remove(&k);
+                }
+                None => return None,
+            }
         }
         let sid = secret();
         if sid.is_empty() {
@@ -325,11 +349,28 @@ mod tests {
     }
 
     #[test]
+    fn one_user_cannot_fill_the_table_for_everybody() {
+        let s = Sessions::default();
+        let other = s.start(order("p")).unwrap();
+        let first = s.start(order("o")).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        while s.lock().len() < MAX_SESSIONS {
+            s.start(order("o")).unwrap();
+        }
+        let late = s.start(order("q")).expect("room is made");
+        assert!(s.get(&first).is_none(), "the flooder's stalest went");
+        assert!(s.get(&other).is_some() && s.get(&late).is_some());
+        assert_eq!(s.lock().len(), MAX_SESSIONS);
+    }
+
+    #[test]
     fn a_full_table_refuses_new_sessions_and_keeps_the_live_ones() {
         let s = Sessions::default();
         let user = s.start(order("o")).unwrap();
+        let mut n = 0;
         while s.lock().len() < MAX_SESSIONS {
-            s.start(order("p")).unwrap();
+            s.start(order(&format!("p{n}"))).unwrap();
+            n += 1;
         }
         assert!(s.start(order("q")).is_none());
         assert!(s.get(&user).is_some());
