@@ -2476,8 +2476,7 @@ impl App {
     }
 
     /// The cached usage after a delivery of `added` bytes (`before`: the
-    /// time of `new/` before it), or no cached usage when it cannot be
-    /// known without a rescan.
+    /// time of `new/` before it).
     fn note_usage(
         &self,
         md: &Maildir,
@@ -2487,10 +2486,10 @@ impl App {
     ) {
         let mut cache = self.lock_usage();
         if let Some((u, until)) = cache.get(mailbox).copied() {
-            match md.usage_after_delivery(u, added, before) {
-                Some(u) => cache.insert(mailbox.to_string(), (u, until)),
-                None => cache.remove(mailbox),
-            };
+            cache.insert(
+                mailbox.to_string(),
+                (md.usage_after_delivery(u, added, before), until),
+            );
         }
     }
 

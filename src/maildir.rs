@@ -574,29 +574,31 @@ impl Maildir {
     }
 
     /// `known` after pecd itself stored `added` bytes in `new/` (no
-    /// rescan), given `new/`'s time `before` the delivery: one stat. None
-    /// when `new/` had changed since `known` (someone else's message there,
-    /// or a deletion): only a rescan knows then. A change elsewhere shows
-    /// at the next [`Maildir::usage`], whose stamp of the other
+    /// rescan), given `new/`'s time `before` the delivery: one stat. When
+    /// `new/` had changed since `known` (someone else's message there, a
+    /// deletion, or one of our own deferred files landing) the figure
+    /// still counts what was added, but its stamp can no longer match: the
+    /// next [`Maildir::usage`] after the caller's trust window rescans.
+    /// A change elsewhere shows there too, as its stamp of the other
     /// directories will differ.
     pub fn usage_after_delivery(
         &self,
         known: Usage,
         added: u64,
         before: Option<SystemTime>,
-    ) -> Option<Usage> {
-        if before != Some(known.stamp.new) {
-            return None;
-        }
-        let new = self.new_stamp()?;
-        Some(Usage {
+    ) -> Usage {
+        let new = match self.new_stamp() {
+            Some(now) if before == Some(known.stamp.new) => now,
+            _ => SystemTime::UNIX_EPOCH,
+        };
+        Usage {
             bytes: known.bytes + added,
             stamp: Stamp {
                 new,
                 newest: known.stamp.newest.max(new),
                 ..known.stamp
             },
-        })
+        }
     }
 
     /// Messages in `new/` and `cur/` with their sizes (what a rescan-based
@@ -982,18 +984,24 @@ mod tests {
         let u = md.usage(None).unwrap();
         let before = md.new_stamp();
         md.deliver_once("m1", &[b'x'; 100], false).unwrap();
-        let u = md.usage_after_delivery(u, 100, before).expect("only ours");
+        let u = md.usage_after_delivery(u, 100, before);
         assert_eq!(u.bytes, 100);
+        assert_eq!(
+            md.usage(Some(u)).unwrap().stamp,
+            u.stamp,
+            "only ours: still good"
+        );
         // Someone else's message lands in new/ (an IMAP APPEND); then ours.
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(md.root().join("new").join("foreign"), [0u8; 50]).unwrap();
         let before = md.new_stamp();
         md.deliver_once("m2", &[b'y'; 10], false).unwrap();
-        assert!(
-            md.usage_after_delivery(u, 10, before).is_none(),
-            "a rescan is due"
-        );
-        assert_eq!(md.usage(None).unwrap().bytes, 160);
+        let u = md.usage_after_delivery(u, 10, before);
+        assert_eq!(u.bytes, 110, "what we added, until the rescan");
+        // Even once the stamp has settled (a quiet mailbox is not rescanned
+        // then), this one is.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(md.usage(Some(u)).unwrap().bytes, 160, "a rescan is due");
     }
 
     #[test]
