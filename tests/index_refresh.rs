@@ -137,6 +137,24 @@ fn an_index_fetched_over_https_replaces_the_local_copy_only_when_it_parses() {
     assert_eq!(std::fs::read_to_string(&local).unwrap(), good);
 }
 
+/// A reconfiguration of `d`'s provider section: the index fetched from
+/// the test server on `port` into `local`, with `extra` keys; reloaded.
+fn fetching<'a>(d: &'a Daemon, local: &'a std::path::Path, port: u16) -> impl Fn(&str) + 'a {
+    let base = std::fs::read_to_string(&d.cfg).unwrap();
+    move |extra: &str| {
+        let cfg = base.replace(
+            &format!("provider_index = \"{}/index.ldif\"", certs().display()),
+            &format!(
+                "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec\"\nindex_url_ca = \"{}/ca.pem\"\n{extra}",
+                local.display(),
+                certs().display()
+            ),
+        );
+        std::fs::write(&d.cfg, cfg).unwrap();
+        assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
+    }
+}
+
 /// `data` signed as a CMS with attached content (DER), as the published
 /// index is (RT §7), by the dev identity `who`.
 fn signed(data: &[u8], who: &str) -> Vec<u8> {
@@ -171,19 +189,7 @@ fn a_signed_index_is_opened_only_when_its_signer_is_trusted() {
     let served = Arc::new(Mutex::new(signed(ldif.as_bytes(), "provider-a")));
     let port = https_server(served.clone());
     let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
-    let base = std::fs::read_to_string(&d.cfg).unwrap();
-    let configure = |signers: &str| {
-        let cfg = base.replace(
-            &format!("provider_index = \"{}/index.ldif\"", certs().display()),
-            &format!(
-                "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec.ldif.p7m\"\nindex_url_ca = \"{}/ca.pem\"\n{signers}",
-                local.display(),
-                certs().display()
-            ),
-        );
-        std::fs::write(&d.cfg, cfg).unwrap();
-        assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
-    };
+    let configure = fetching(&d, &local, port);
     let refresh = || d.api(&d.admin_token(), "POST", "/index/refresh", None);
     // Signed by a certificate of the trusted CA: opened, the LDIF inside
     // becomes the local copy.
@@ -276,19 +282,7 @@ fn the_index_is_fetched_with_the_providers_client_certificate() {
     );
     let port = https_server_for(Arc::new(Mutex::new(ldif.clone().into_bytes())), true);
     let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
-    let base = std::fs::read_to_string(&d.cfg).unwrap();
-    let configure = |client: &str| {
-        let cfg = base.replace(
-            &format!("provider_index = \"{}/index.ldif\"", certs().display()),
-            &format!(
-                "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec.ldif\"\nindex_url_ca = \"{}/ca.pem\"\n{client}",
-                local.display(),
-                certs().display()
-            ),
-        );
-        std::fs::write(&d.cfg, cfg).unwrap();
-        assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
-    };
+    let configure = fetching(&d, &local, port);
     let refresh = || d.api(&d.admin_token(), "POST", "/index/refresh", None);
     // Without a client certificate the server will not talk.
     configure("");
