@@ -260,13 +260,6 @@ fn index_content(p: &crate::config::ProviderConfig, body: Vec<u8>) -> Result<Vec
     }
 }
 
-/// Whether a report is of a genuine busta di trasporto.
-fn claimed_transport(report: &crate::report::Report) -> bool {
-    report.outcome == Outcome::Pec
-        && report.verdict.as_ref().and_then(|v| v.claimed)
-            == Some(ClaimedKind::Pec(PecType::Transport))
-}
-
 /// What makes a verified PEC message the same event twice: its signer and
 /// the signed daticert (an envelope is its identificativo; a receipt or
 /// notice its tipo, the transaction's identificativo, whom it is about and
@@ -1431,12 +1424,14 @@ impl App {
             .as_ref()
             .and_then(|s| s.signer_sha1.as_deref())
             .unwrap_or_default();
+        let outer_id =
+            crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID");
+        let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
         let message_id = match &report.daticert {
             Some(d) if report.outcome == Outcome::Pec => signed_event_key(signer, d),
             _ => format!(
                 "{signer}\nmessage-id\n{}",
-                crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
-                    .unwrap_or_else(|| item.blob.clone())
+                outer_id.clone().unwrap_or_else(|| item.blob.clone())
             ),
         };
         let _in_flight = match self.claim_in_flight(&message_id) {
@@ -1455,12 +1450,12 @@ impl App {
         // retried across the upgrade is still a duplicate. Only while such
         // records were there at start-up (they are purged after
         // SEEN_RETENTION); this lookup can go in a later release.
-        let legacy = match (&report.daticert, claimed_transport(&report)) {
+        let legacy = match (&report.daticert, claimed) {
             _ if !self.legacy_seen => None,
-            (Some(d), true) => Some(format!("<{}>", d.identificativo)),
-            _ => {
-                crate::pec::mime::header_value(crate::pec::mime::split_header(raw).0, "Message-ID")
+            (Some(d), Some(ClaimedKind::Pec(PecType::Transport))) => {
+                Some(format!("<{}>", d.identificativo))
             }
+            _ => outer_id,
         };
         let seen = |key: &[u8]| -> Result<bool, String> {
             Ok(self
@@ -1489,7 +1484,6 @@ impl App {
             return self.commit(b);
         }
         let rcpt_to = &fresh[..];
-        let claimed = report.verdict.as_ref().and_then(|v| v.claimed);
         let mut flags = Vec::new();
         // One scan per message, whichever paths need it.
         let scanned = std::cell::OnceCell::new();
@@ -2179,42 +2173,7 @@ impl App {
         for a in actions {
             let what = match a {
                 Action::Remind { key, days, expires } => {
-                    // What expiry will bring, with this mailbox's figures
-                    // (read now: only when a reminder is due).
-                    let downgrade = match plan.on_expiry {
-                        crate::config::OnExpiry::Downgrade => Some(self.downgrade_plan(&acc)),
-                        crate::config::OnExpiry::Suspend => None,
-                    };
-                    let to = plan
-                        .downgrade_to
-                        .clone()
-                        .unwrap_or_else(|| plan.name.clone());
-                    let at_expiry = match &downgrade {
-                        Some(Ok(d)) => crate::notices::AtExpiry::Downgrade {
-                            to: &d.to_plan,
-                            addons_dropped: d.addons_dropped,
-                            inbox_used: Some(d.inbox_used),
-                            inbox_quota_after: d.inbox_quota_after,
-                            excess_to_archive: d.moves_to_archive > 0,
-                        },
-                        // The figures could not be read (the Maildir): the
-                        // downgrade is announced without the usage.
-                        Some(Err(e)) => {
-                            tracing::warn!(event = "downgrade_plan_failed", address = %acc.address, error = %e);
-                            crate::notices::AtExpiry::Downgrade {
-                                to: &to,
-                                addons_dropped: acc.addons,
-                                inbox_used: None,
-                                inbox_quota_after: self
-                                    .cfg()
-                                    .plan(&to)
-                                    .map_or(0, |p| p.inbox_quota(0)),
-                                excess_to_archive: self.cfg().lifecycle.downgrade_excess
-                                    == crate::config::DowngradeExcess::Archive,
-                            }
-                        }
-                        None => crate::notices::AtExpiry::Suspend,
-                    };
+                    let at_expiry = self.expiry_outlook(&acc, &plan);
                     // The days actually left (a sweep run late, after the
                     // daemon was down, does not say "tra 90 giorni").
                     let left = if days >= 0 {
@@ -2331,17 +2290,26 @@ impl App {
         &self,
         acc: &accounts::Account,
     ) -> Result<crate::lifecycle::DowngradePlan, String> {
+        // With LMTP the mailbox server holds the mail: nothing to measure.
+        let space = match self.cfg().delivery.lmtp {
+            Some(_) => crate::maildir::Measure::default(),
+            None => crate::maildir::measure(&self.cfg().data_dir.join("mail"), &acc.address)
+                .map_err(|e| e.to_string())?,
+        };
+        self.downgrade_plan_for(acc, space)
+    }
+
+    /// [`App::downgrade_plan`] with the mailbox's space already known.
+    fn downgrade_plan_for(
+        &self,
+        acc: &accounts::Account,
+        space: crate::maildir::Measure,
+    ) -> Result<crate::lifecycle::DowngradePlan, String> {
         let now = self
             .plan_of(acc)
             .ok_or("the mailbox's plan is not configured")?;
         let live = self.cfg();
         let after = now.downgrade_to.as_deref().and_then(|p| live.plan(p));
-        // With LMTP the mailbox server holds the mail: nothing to measure.
-        let space = match live.delivery.lmtp {
-            Some(_) => crate::maildir::Measure::default(),
-            None => crate::maildir::measure(&live.data_dir.join("mail"), &acc.address)
-                .map_err(|e| e.to_string())?,
-        };
         Ok(crate::lifecycle::downgrade_plan(
             acc,
             &now,
@@ -2349,6 +2317,36 @@ impl App {
             space,
             live.lifecycle.downgrade_excess,
         ))
+    }
+
+    /// What expiry will bring `acc` on `plan`, with the mailbox's figures
+    /// (read now: only when a reminder is due). When they cannot be read,
+    /// the downgrade is still announced, without the usage.
+    fn expiry_outlook(
+        &self,
+        acc: &accounts::Account,
+        plan: &crate::config::Plan,
+    ) -> crate::notices::AtExpiry {
+        if plan.on_expiry != crate::config::OnExpiry::Downgrade {
+            return crate::notices::AtExpiry::Suspend;
+        }
+        let (d, measured) = match self.downgrade_plan(acc) {
+            Ok(d) => (d, true),
+            Err(e) => {
+                tracing::warn!(event = "downgrade_plan_failed", address = %acc.address, error = %e);
+                match self.downgrade_plan_for(acc, crate::maildir::Measure::default()) {
+                    Ok(d) => (d, false),
+                    Err(_) => return crate::notices::AtExpiry::Suspend,
+                }
+            }
+        };
+        crate::notices::AtExpiry::Downgrade {
+            to: d.to_plan,
+            addons_dropped: d.addons_dropped,
+            inbox_used: measured.then_some(d.inbox_used),
+            inbox_quota_after: d.inbox_quota_after,
+            excess_to_archive: d.moves_to_archive > 0,
+        }
     }
 
     /// Policy `archive` at a downgrade: the oldest inbox messages move into

@@ -49,15 +49,14 @@ pub fn quota_warning(address: &str, level: u8, used: u64, quota: u64) -> Notice 
     }
 }
 
-/// What expiry brings a mailbox, for the reminders and the notice at the
-/// downgrade: the facts of [`crate::lifecycle::DowngradePlan`] the holder
-/// needs, in bytes.
-pub enum AtExpiry<'a> {
+/// What expiry brings a mailbox, for the reminders: the facts of
+/// [`crate::lifecycle::DowngradePlan`] the holder needs, in bytes.
+pub enum AtExpiry {
     /// Receive-only grace, then suspension, then deletion.
     Suspend,
     /// Back to the plan `to`, its add-on steps dropped.
     Downgrade {
-        to: &'a str,
+        to: String,
         addons_dropped: u32,
         /// None: not known (the mailbox could not be measured).
         inbox_used: Option<u64>,
@@ -68,7 +67,7 @@ pub enum AtExpiry<'a> {
     },
 }
 
-impl AtExpiry<'_> {
+impl AtExpiry {
     fn explain(&self) -> String {
         match self {
             AtExpiry::Suspend => "Senza rinnovo la casella potrà solo ricevere per il periodo di \
@@ -121,7 +120,7 @@ pub fn expiry_reminder(
     address: &str,
     expires: chrono::NaiveDate,
     days_left: i64,
-    at_expiry: &AtExpiry<'_>,
+    at_expiry: &AtExpiry,
 ) -> Notice {
     let date = expires.format("%d/%m/%Y");
     let what = at_expiry.explain();
@@ -462,7 +461,7 @@ mod tests {
     fn a_reminder_says_what_the_downgrade_will_take() {
         let expires = chrono::NaiveDate::from_ymd_opt(2028, 1, 10).unwrap();
         let at = |excess_to_archive| AtExpiry::Downgrade {
-            to: "base",
+            to: "base".into(),
             addons_dropped: 2,
             inbox_used: Some(3 << 30),
             inbox_quota_after: 1 << 30,
