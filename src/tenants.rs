@@ -626,7 +626,9 @@ fn commit_members(
     // retried call) must not both take the same addresses, the second
     // silently overwriting the first's accounts.
     accounts::with_creation_lock(|| {
-        for (acc, _) in &ready {
+        let mut b = Batch::new();
+        let mut created = Vec::with_capacity(ready.len());
+        for (acc, password) in ready {
             if !free_for(store, &acc.address, &acc.holder.codice_fiscale)? {
                 return Err(TenantError::Conflict(format!(
                     "{} was taken meanwhile; load again",
@@ -639,38 +641,23 @@ fn commit_members(
                     acc.holder.codice_fiscale
                 )));
             }
+            put_member(&mut b, &acc);
+            log(
+                &mut b,
+                now,
+                actor,
+                Some(&acc.address),
+                format!("mailbox created for order {}{how}", tenant.id),
+            );
+            created.push(Created {
+                address: acc.address,
+                password,
+                state: acc.state,
+            });
         }
-        commit_members_locked(store, tenant, ready, actor, now, how)
+        store.commit(b)?;
+        Ok(created)
     })
-}
-
-fn commit_members_locked(
-    store: &Store,
-    tenant: &Tenant,
-    ready: Vec<(Account, String)>,
-    actor: &str,
-    now: DateTime<Utc>,
-    how: &str,
-) -> Result<Vec<Created>, TenantError> {
-    let mut b = Batch::new();
-    let mut created = Vec::with_capacity(ready.len());
-    for (acc, password) in ready {
-        put_member(&mut b, &acc);
-        log(
-            &mut b,
-            now,
-            actor,
-            Some(&acc.address),
-            format!("mailbox created for order {}{how}", tenant.id),
-        );
-        created.push(Created {
-            address: acc.address,
-            password,
-            state: acc.state,
-        });
-    }
-    store.commit(b)?;
-    Ok(created)
 }
 
 /// A member's mailbox, only if it belongs to `tenant`.

@@ -296,17 +296,18 @@ fn bulk_load_names_line_and_field_and_applies_nothing_when_a_row_is_wrong() {
          Paola;Verdi;{good1};Via Lodi 4;Lodi;LO;26900;;;\n\
          Carla;Gialli;{good3};Via Lodi 5;Lodi;XX;26900;;;\n"
     );
-    let bulk = |partial: bool| {
+    let upload = |query: &str, body: &str| {
         pecd::admin::call_raw(
             d.admin,
             &token,
             "POST",
-            &format!("/tenants/ordine-lodi/bulk?partial={partial}"),
+            &format!("/tenants/ordine-lodi/bulk{query}"),
             "text/csv",
-            &csv,
+            body,
         )
         .unwrap()
     };
+    let bulk = |partial: bool| upload(&format!("?partial={partial}"), &csv);
     let (s, v) = bulk(false);
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["applied"], false);
@@ -368,12 +369,8 @@ fn bulk_load_names_line_and_field_and_applies_nothing_when_a_row_is_wrong() {
     );
     // Lines are the file's: an address over two lines (quoted) and a
     // blank line come before the wrong row on line 5.
-    let (s, v) = pecd::admin::call_raw(
-        d.admin,
-        &token,
-        "POST",
-        "/tenants/ordine-lodi/bulk",
-        "text/csv",
+    let (s, v) = upload(
+        "",
         &format!(
             "nome;cognome;codice_fiscale;indirizzo;comune;provincia;cap\n\
              Lia;Neri;{};\"Via Roma 1\nScala B\";Lodi;LO;26900\n\
@@ -382,20 +379,11 @@ fn bulk_load_names_line_and_field_and_applies_nothing_when_a_row_is_wrong() {
             cf(13),
             cf(14)
         ),
-    )
-    .unwrap();
+    );
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["rejected"][0]["line"], 5, "{v}");
     // A bad header is one clear error.
-    let (s, v) = pecd::admin::call_raw(
-        d.admin,
-        &token,
-        "POST",
-        "/tenants/ordine-lodi/bulk",
-        "text/csv",
-        "nome;cognome;colore\n",
-    )
-    .unwrap();
+    let (s, v) = upload("", "nome;cognome;colore\n");
     assert_eq!((s, v["field"].as_str()), (400, Some("header")), "{v}");
 }
 
