@@ -141,13 +141,13 @@ inbound = "127.0.0.1:{}"
     ));
     let app = pecd::app::App::open_with_clock(config, clock.clone()).unwrap();
     let t = Instant::now();
-    let quiet = app.sweep().unwrap();
+    let quiet = app.sweep().unwrap().actions;
     let sweep_s = t.elapsed().as_secs_f64();
     assert_eq!(quiet, 0);
     // A day when the 90-day reminders of 1/365 of the mailboxes fall due.
     clock.set(Utc.with_ymd_and_hms(2026, 10, 4, 9, 0, 0).unwrap());
     let t = Instant::now();
-    let due = app.sweep().unwrap();
+    let due = app.sweep().unwrap().actions;
     let sweep_due_s = t.elapsed().as_secs_f64();
     eprintln!("reminders sent on the busy day: {due}");
 

@@ -124,6 +124,15 @@ impl Drop for ItemClaim<'_> {
 }
 
 /// The queue as an operator sees it.
+/// What one lifecycle sweep did: the actions applied, and the accounts
+/// it could not change now (each logged with its error, tried again at
+/// the next sweep).
+#[derive(Debug, Default, Serialize)]
+pub struct Swept {
+    pub actions: usize,
+    pub failed: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct QueueView {
     /// Local work first, then relays, each in due order.
@@ -2121,10 +2130,10 @@ impl App {
     /// The daily sweep: everything [`crate::lifecycle::due`] says, applied
     /// and logged, a few hundred accounts per commit. Safe to run at any
     /// time and as often as wanted: each action happens once.
-    pub fn sweep(&self) -> Result<usize, String> {
+    pub fn sweep(&self) -> Result<Swept, String> {
         let now = self.clock.now();
         let today = LegalTime::new(now).date();
-        let mut acted = 0;
+        let mut swept = Swept::default();
         for entry in self.store.entries(Table::Mailboxes) {
             let (_, v) = entry.map_err(|e| e.to_string())?;
             let Ok(acc) = serde_json::from_slice::<accounts::Account>(&v) else {
@@ -2142,14 +2151,15 @@ impl App {
                 // still get their reminders and transitions.
                 match accounts::with_lock(&acc.address, || self.sweep_one(&acc.address, today, now))
                 {
-                    Ok(n) => acted += n,
+                    Ok(n) => swept.actions += n,
                     Err(e) => {
                         tracing::warn!(event = "sweep_account_failed", address = %acc.address, error = %e);
+                        swept.failed.push(acc.address.clone());
                     }
                 }
             }
         }
-        Ok(acted)
+        Ok(swept)
     }
 
     /// The due lifecycle actions of one account, applied in one commit.
@@ -4101,8 +4111,12 @@ impl App {
                 // The mailbox lifecycle goes by calendar day; hourly is
                 // ample, and each action happens once however often it runs.
                 match tokio::task::block_in_place(|| self.sweep()) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(event = "lifecycle_sweep", actions = n),
+                    Ok(s) if s.actions == 0 && s.failed.is_empty() => {}
+                    Ok(s) => tracing::info!(
+                        event = "lifecycle_sweep",
+                        actions = s.actions,
+                        failed = s.failed.len()
+                    ),
                     Err(e) => tracing::error!(event = "lifecycle_sweep_failed", error = %e),
                 }
             }

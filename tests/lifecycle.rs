@@ -276,7 +276,7 @@ fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
     let home = "lucia@casa.test";
     let sweep_on = |when: DateTime<Utc>| {
         p.clock.set(when);
-        p.app.sweep().unwrap()
+        p.app.sweep().unwrap().actions
     };
     // Reminders: 90, 30 and 5 days before, each once however often the
     // sweep runs.
@@ -480,9 +480,9 @@ fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
     assert_eq!(c.state, AccountState::PendingActivation);
     assert!(tenants::unblock(&p.app.store, "ordine-lodi", &c.address, "test", now).is_err());
     p.clock.set(now + chrono::Duration::days(29));
-    assert_eq!(p.app.sweep().unwrap(), 0);
+    assert_eq!(p.app.sweep().unwrap().actions, 0);
     p.clock.set(now + chrono::Duration::days(31));
-    assert_eq!(p.app.sweep().unwrap(), 1);
+    assert_eq!(p.app.sweep().unwrap().actions, 1);
     let acc = accounts::get(&p.app.store, &c.address).unwrap().unwrap();
     assert_eq!(acc.state, AccountState::Suspended);
     assert!(acc.state_reason.starts_with("no first access"));
@@ -506,7 +506,7 @@ fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
     )
     .unwrap();
     assert_eq!(acc.state, AccountState::PendingActivation);
-    assert_eq!(p.app.sweep().unwrap(), 0);
+    assert_eq!(p.app.sweep().unwrap().actions, 0);
 }
 
 #[test]
@@ -647,7 +647,12 @@ fn one_broken_account_does_not_stop_the_sweep() {
     accounts::put(&mut b, &broken);
     p.app.store.commit(b).unwrap();
     p.clock.set(at(2028, 1, 11));
-    p.app.sweep().unwrap();
+    let swept = p.app.sweep().unwrap();
+    assert_eq!(
+        swept.failed,
+        [broken.address.clone()],
+        "named in the report"
+    );
     let plan = |a: &str| accounts::get(&p.app.store, a).unwrap().unwrap().plan;
     assert_eq!(plan(&lia), "piccolo");
     assert_eq!(

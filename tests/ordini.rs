@@ -245,6 +245,8 @@ fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
         401
     );
     assert_eq!(d.api(&d.admin_token(), "GET", &mb, None).0, 200);
+    let (s, v) = d.api(&d.admin_token(), "POST", "/sweep", None);
+    assert_eq!((s, v), (200, json!({"actions": 0, "failed": []})));
     // Every denial is on the legal log.
     let (_, log) = d.api(&d.admin_token(), "GET", "/log/search", None);
     let denied = log

@@ -685,7 +685,9 @@ async fn sweep(State(ctx): State<Ctx>, h: HeaderMap) -> Response {
         return r;
     }
     match blocking(|| ctx.app.sweep()) {
-        Ok(n) => Json(json!({"actions": n})).into_response(),
+        // Accounts that could not be changed are named, so an operator
+        // (or a cron job) sees a partial sweep without reading the logs.
+        Ok(s) => Json(s).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
     }
 }
