@@ -47,7 +47,12 @@ pub fn add_years(date: NaiveDate, years: u32) -> NaiveDate {
 /// What is due for `acc` on `today`, in order.
 pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) -> Vec<Action> {
     let mut out = Vec::new();
-    let since = acc.state_since.map(|t| t.date_naive()).unwrap_or(today);
+    // The state's day in Rome, as `today` is: by the UTC date a mailbox
+    // created just after midnight would lose a day of its window.
+    let since = acc
+        .state_since
+        .map(|t| crate::clock::LegalTime::new(t).date())
+        .unwrap_or(today);
     match acc.state {
         AccountState::PendingActivation => {
             if today > since + Duration::days(cfg.first_access_days) {
@@ -129,6 +134,10 @@ pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) 
 pub fn renewal_refused(acc: &Account, years: u32, today: NaiveDate) -> Option<String> {
     if acc.state == AccountState::Cancelled {
         return Some("a cancelled mailbox is not renewed".into());
+    }
+    // Struck off the roll: it runs to its expiry and ends there.
+    if acc.state_reason.starts_with(STRUCK_OFF) {
+        return Some("the holder was struck off the roll: the mailbox ends at its expiry".into());
     }
     let from = acc.expires.unwrap_or(today);
     if add_years(from, years) > today {
@@ -375,6 +384,9 @@ mod tests {
         assert_eq!(renewal_refused(&long_gone, 2, d("2028-08-01")), None);
         let cancelled = account(AccountState::Cancelled, "2027-06-30");
         assert!(renewal_refused(&cancelled, 1, d("2027-01-15")).is_some());
+        let mut struck_off = account(AccountState::Active, "2027-06-30");
+        struck_off.state_reason = format!("{STRUCK_OFF}: kept until expiry");
+        assert!(renewal_refused(&struck_off, 1, d("2027-01-15")).is_some());
         assert_eq!(renewal_refused(&a, 1, d("2027-01-15")), None);
     }
 
@@ -392,6 +404,18 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_first_access_window_counts_days_in_rome() {
+        let cfg = LifecycleConfig::default();
+        let plans = default_plans();
+        let mut a = account(AccountState::PendingActivation, "2028-06-30");
+        // 00:30 on 11 March in Rome, still 10 March in UTC.
+        a.state_since = Some("2027-03-10T23:30:00Z".parse().unwrap());
+        let window_end = d("2027-03-11") + Duration::days(cfg.first_access_days);
+        assert!(due(&a, &plans[0], &cfg, window_end).is_empty());
+        assert!(!due(&a, &plans[0], &cfg, window_end + Duration::days(1)).is_empty());
     }
 
     #[test]

@@ -914,9 +914,17 @@ pub fn cancel(
         let (immediate, reason) = match why {
             // Kept until expiry; one whose expiry has passed already (expired,
             // suspended) has nothing left to run to: cancelled now, rather
-            // than its lapse's reason overwritten and its deletion lost.
+            // than its lapse's reason overwritten and its deletion lost. One
+            // never activated has no term running either: left pending, the
+            // holder's first access (or the order's unblocking) would make
+            // it an ordinary mailbox again.
             Cancellation::StruckOff
-                if matches!(acc.state, AccountState::Expired | AccountState::Suspended) =>
+                if matches!(
+                    acc.state,
+                    AccountState::Expired
+                        | AccountState::Suspended
+                        | AccountState::PendingActivation
+                ) =>
             {
                 (
                     true,

@@ -507,6 +507,19 @@ fn a_pending_mailbox_is_blocked_after_30_days_and_the_order_unblocks_it() {
     .unwrap();
     assert_eq!(acc.state, AccountState::PendingActivation);
     assert_eq!(p.app.sweep().unwrap().actions, 0);
+    // Struck off before any access: no term is running, so it ends now
+    // (left pending, a first access would have made it an ordinary
+    // mailbox again).
+    let acc = tenants::cancel(
+        &p.app.store,
+        "ordine-lodi",
+        &c.address,
+        &tenants::Cancellation::StruckOff,
+        "test",
+        p.clock.now_utc(),
+    )
+    .unwrap();
+    assert_eq!(acc.state, AccountState::Cancelled);
 }
 
 #[test]

@@ -462,6 +462,9 @@ fn exports_cancellation_rules_transfer_and_plans() {
     );
     assert_eq!(v["state"], "active", "kept until expiry");
     assert!(v["state_reason"].as_str().unwrap().contains("struck off"));
+    // ... and ends there: not renewed past it.
+    let (s, v) = d.api(&lodi, "POST", &path(&made[2], "renew"), Some(json!({})));
+    assert_eq!((s, v["field"].as_str()), (400, Some("years")), "{v}");
     // Plans: add-ons within the plan's limit only.
     let (s, v) = d.api(
         &lodi,

@@ -212,6 +212,15 @@ fn set_totp_locked(
         .ok_or_else(|| TenantError::NotFound(format!("panel credentials of order {tenant}")))?;
     let what = match change {
         TotpChange::Enable { secret, code } => {
+            // A session left open must not replace the authenticator any
+            // more than remove it: a new one takes turning the old one off
+            // first, with a code from it.
+            if !c.totp_secret.is_empty() {
+                return Err(TenantError::invalid(
+                    "codice",
+                    "a second factor is already on: turn it off first with a current code",
+                ));
+            }
             if !crate::totp::check(secret, code, now.timestamp()) {
                 return Err(TenantError::invalid(
                     "codice",
@@ -428,6 +437,14 @@ mod tests {
         let spent = code(&secret, at(30));
         check_login(&store, "o", "segreto-lungo", Some(&spent), at(30)).unwrap();
         assert!(off(&spent, at(31)).is_err());
+        // Nor is it replaced: a new authenticator proven with its own code
+        // does not take the old one's place.
+        let other = crate::totp::new_secret();
+        let replace = TotpChange::Enable {
+            secret: &other,
+            code: &code(&other, at(40)),
+        };
+        assert!(set_totp(&store, "o", replace, "test", at(40)).is_err());
         off(&code(&secret, at(60)), at(60)).unwrap();
         assert!(!has_totp(&store, "o").unwrap());
         assert!(check_login(&store, "o", "segreto-lungo", None, at(61)).is_ok());

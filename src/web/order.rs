@@ -1412,6 +1412,11 @@ fn security_page(w: &Web, op: &Op, notice: Option<&str>, errors: &Errors) -> Res
 }
 
 async fn totp_start(State(w): St, OpForm(op, _): OpForm) -> Response {
+    // Enrolment is for an order without a second factor; replacing one
+    // goes through turning it off (which asks for a current code).
+    if blocking(|| tenants::has_totp(&w.app.store, &op.tenant)).unwrap_or(true) {
+        return security_page(&w, &op, None, &Errors::default());
+    }
     let secret = crate::totp::new_secret();
     if secret.is_empty() {
         return internal();
