@@ -321,8 +321,17 @@ pub struct Limits {
     pub max_total_size: u64,
     /// Recipients per message. RT §8.5: at least 50.
     pub max_recipients: usize,
-    /// Simultaneous SMTP connections.
+    /// Simultaneous SMTP connections, for the submission listeners and
+    /// for the inbound MX each: peers on the open MX cannot take the slots
+    /// of authenticated users.
     pub max_connections: usize,
+    /// Bytes of message data all SMTP sessions may hold in memory at once
+    /// while receiving it (DATA): a message that would go beyond gets
+    /// `452 4.3.1` and its sender tries again later, rather than many
+    /// large messages at once exhausting the host's memory. At least twice
+    /// `max_message_size` (the submission listener reads up to twice the
+    /// limit before refusing, see `server`). Default 1 GiB.
+    pub data_memory: u64,
     /// Idle time allowed between commands (RFC 5321 §4.5.3.2: 5 minutes).
     pub command_timeout: Span,
     /// Time allowed for the DATA phase, plus a second for every 10 kB
@@ -337,6 +346,7 @@ impl Default for Limits {
             max_total_size: 100 * 1024 * 1024,
             max_recipients: 100,
             max_connections: 500,
+            data_memory: 1 << 30,
             command_timeout: Span(Duration::from_secs(300)),
             data_timeout: Span(Duration::from_secs(600)),
         }
@@ -1057,6 +1067,12 @@ fn validate_parts(
         if l.max_connections == 0 {
             e.push(err("limits.max_connections", "must be positive"));
         }
+        if l.data_memory < l.max_message_size.saturating_mul(2) {
+            e.push(err(
+                "limits.data_memory",
+                "must be at least twice limits.max_message_size (one submission read whole)",
+            ));
+        }
     }
     if let Some(s) = store
         && !matches!(s.engine.as_str(), "redb" | "sled")
@@ -1155,6 +1171,7 @@ key = "y"
 [limits]
 max_recipients = 10
 max_total_size = 1000
+data_memory = 1000
 [timers]
 warning_after = "12h"
 final_after = "1h"
@@ -1175,6 +1192,7 @@ retention = "913d"
             "tls.cert",
             "limits.max_recipients",
             "limits.max_total_size",
+            "limits.data_memory",
             "timers.final_after",
             "log.retention",
         ] {

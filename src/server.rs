@@ -91,7 +91,12 @@ pub async fn start(
     app: Arc<App>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<(String, SocketAddr)>, ServerError> {
-    let limit = Arc::new(Semaphore::new(app.cfg().limits.max_connections));
+    // One pool of connection slots for the submission listeners, one for
+    // the MX: anyone on the Internet may open MX connections, and must not
+    // keep the provider's own users from submitting.
+    let max = app.cfg().limits.max_connections;
+    let (users, peers) = (Arc::new(Semaphore::new(max)), Arc::new(Semaphore::new(max)));
+    let held = Arc::new(DataMemory::default());
     let mut bound = Vec::new();
     let l = &app.cfg().listen;
     for (name, addr, kind) in [
@@ -129,11 +134,15 @@ pub async fn start(
             .map_err(|source| ServerError::Bind { addr, source })?;
         bound.push((name.to_string(), local));
         tracing::info!(event = "listening", listener = name, addr = %local);
+        let limit = match kind.mode {
+            Mode::Submission => users.clone(),
+            Mode::Inbound => peers.clone(),
+        };
         tokio::spawn(accept_loop(
             listener,
             kind,
             app.clone(),
-            limit.clone(),
+            (limit, held.clone()),
             shutdown.clone(),
         ));
     }
@@ -144,7 +153,7 @@ async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
     app: Arc<App>,
-    limit: Arc<Semaphore>,
+    (limit, held): (Arc<Semaphore>, Arc<DataMemory>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -166,17 +175,21 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             let mut tcp = tcp;
-            let _ = tcp
-                .write_all(
-                    &Reply::new(421, (4, 3, 2), "Too many connections, try again later").to_bytes(),
-                )
-                .await;
+            let busy = Reply::new(421, (4, 3, 2), "Too many connections, try again later");
+            // A fresh socket's buffer takes these bytes at once; the bound
+            // only keeps the accept loop from ever waiting on a peer.
+            let wait = std::time::Duration::from_secs(1);
+            let _ = tokio::time::timeout(wait, tcp.write_all(&busy.to_bytes())).await;
             continue;
         };
         // The TLS identity of the configuration current at accept time.
         let (app, tls) = (app.clone(), app.cfg().tls_acceptor.clone());
+        let held = DataClaim {
+            pool: held.clone(),
+            bytes: 0,
+        };
         tokio::spawn(async move {
-            if let Err(e) = connection(tcp, peer, kind, app, tls).await {
+            if let Err(e) = connection(tcp, peer, kind, app, tls, held).await {
                 tracing::debug!(event = "connection_ended", peer = %peer, error = %e);
             }
             drop(permit);
@@ -197,16 +210,76 @@ async fn tls_accept(
     Ok(Box::new(tls))
 }
 
+/// Write `bytes` whole within `wait`; a peer that does not take them in
+/// time is an error that ends the connection.
+async fn send(
+    stream: &mut Box<dyn Stream>,
+    bytes: &[u8],
+    wait: std::time::Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(wait, stream.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer not reading its replies",
+        )),
+    }
+}
+
+/// The message data all sessions hold in memory while receiving it
+/// (`limits.data_memory`).
+#[derive(Default)]
+struct DataMemory(std::sync::atomic::AtomicU64);
+
+/// One connection's share of [`DataMemory`], given back when it drops.
+struct DataClaim {
+    pool: Arc<DataMemory>,
+    bytes: u64,
+}
+
+impl DataClaim {
+    /// Hold `now` bytes in all (more or fewer than before); false, holding
+    /// nothing, when growing would pass `budget`.
+    fn hold(&mut self, now: u64, budget: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if now <= self.bytes {
+            self.pool.0.fetch_sub(self.bytes - now, SeqCst);
+            self.bytes = now;
+            return true;
+        }
+        let more = now - self.bytes;
+        let before = self.pool.0.fetch_add(more, SeqCst);
+        if before.saturating_add(more) > budget {
+            self.pool.0.fetch_sub(more, SeqCst);
+            self.hold(0, budget);
+            return false;
+        }
+        self.bytes = now;
+        true
+    }
+}
+
+impl Drop for DataClaim {
+    fn drop(&mut self) {
+        self.hold(0, 0);
+    }
+}
+
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     kind: Listener,
     app: Arc<App>,
     tls: Arc<SslAcceptor>,
+    mut held: DataClaim,
 ) -> std::io::Result<()> {
     let cfg = &app.cfg();
     let limits = &cfg.limits;
     let handshake = std::time::Duration::from_secs(30);
+    // A peer that stops reading our replies (while it keeps writing, or
+    // not) must not hold its connection slot forever: each write has the
+    // command timeout, as each read does (RFC 5321 §4.5.3.2).
+    let write_wait = limits.command_timeout.0;
     let mut stream: Box<dyn Stream> = Box::new(tcp);
     if kind.implicit_tls {
         stream = tokio::time::timeout(handshake, tls_accept(&tls, stream))
@@ -239,7 +312,7 @@ async fn connection(
     metrics::counter!(crate::metrics::SMTP_SESSIONS, "listener" => kind.label()).increment(1);
     let greeting = session.greeting().to_bytes();
     crate::metrics::count_replies(kind.label(), &greeting);
-    stream.write_all(&greeting).await?;
+    send(&mut stream, &greeting, write_wait).await?;
     let mut buf = vec![0u8; 64 * 1024];
     // (DATA phase, its start, bytes read in it)
     let mut data: Option<(u64, std::time::Instant, u64)> = None;
@@ -271,11 +344,8 @@ async fn connection(
         let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
             Ok(r) => r?,
             Err(_) => {
-                let _ = stream
-                    .write_all(
-                        &Reply::new(421, (4, 4, 2), "Timeout, closing connection").to_bytes(),
-                    )
-                    .await;
+                let bye = Reply::new(421, (4, 4, 2), "Timeout, closing connection").to_bytes();
+                let _ = send(&mut stream, &bye, write_wait).await;
                 return Ok(());
             }
         };
@@ -302,14 +372,14 @@ async fn connection(
                 Event::Close(r) => {
                     out.extend_from_slice(&r.to_bytes());
                     crate::metrics::count_replies(kind.label(), &out);
-                    stream.write_all(&out).await?;
-                    let _ = stream.shutdown().await;
+                    send(&mut stream, &out, write_wait).await?;
+                    let _ = tokio::time::timeout(write_wait, stream.shutdown()).await;
                     return Ok(());
                 }
                 Event::StartTls(r) => {
                     out.extend_from_slice(&r.to_bytes());
                     crate::metrics::count_replies(kind.label(), &out);
-                    stream.write_all(&out).await?;
+                    send(&mut stream, &out, write_wait).await?;
                     out.clear();
                     stream = tokio::time::timeout(handshake, tls_accept(&tls, stream))
                         .await
@@ -318,18 +388,20 @@ async fn connection(
                 }
                 Event::Authenticate { user, password } => {
                     let name = user.clone();
-                    let ok = app
+                    let verdict = app
                         .blocking(move |app| {
                             crate::accounts::authenticate(&app.store, &name, &password)
                         })
                         .await
-                        .ok()
-                        .flatten()
-                        .map(|a| a.address);
-                    if ok.is_none() {
+                        .map(|a| a.map(|a| a.address))
+                        .map_err(|e| {
+                            tracing::error!(event = "auth_lookup_failed", error = %e);
+                            Reply::new(454, (4, 7, 0), "Temporary authentication failure")
+                        });
+                    if matches!(verdict, Ok(None)) {
                         tracing::warn!(event = "auth_failed", peer = %peer, user = %user);
                     }
-                    out.extend_from_slice(&session.auth_result(ok).to_bytes());
+                    out.extend_from_slice(&session.auth_result(verdict).to_bytes());
                 }
                 Event::Recipient { mail_from, address } => {
                     let verdict = app
@@ -345,7 +417,7 @@ async fn connection(
                     env.peer = Some(peer.ip());
                     // Flush pipelined replies before the (slower) processing.
                     crate::metrics::count_replies(kind.label(), &out);
-                    stream.write_all(&out).await?;
+                    send(&mut stream, &out, write_wait).await?;
                     out.clear();
                     let mode = kind.mode;
                     let reply = app
@@ -358,9 +430,20 @@ async fn connection(
                 }
             }
         }
+        // Each read adds at most its own size to the message held: the
+        // claim follows it read by read (and drops to nothing when a
+        // message ends); one that finds no memory is refused at its end.
+        if !held.hold(session.buffered() as u64, limits.data_memory) {
+            tracing::warn!(event = "data_memory_exhausted", peer = %peer);
+            session.refuse_data(Reply::new(
+                452,
+                (4, 3, 1),
+                "Insufficient system storage for the message now, try again later",
+            ));
+        }
         if !out.is_empty() {
             crate::metrics::count_replies(kind.label(), &out);
-            stream.write_all(&out).await?;
+            send(&mut stream, &out, write_wait).await?;
         }
         if session.is_closed() {
             return Ok(());

@@ -505,3 +505,96 @@ fn malformed_dialogues_and_messages_get_replies_and_lose_nothing() {
     assert_eq!(codes, vec![250, 221]);
     common::assert_log_verifies(&d.cfg);
 }
+
+/// An open connection after its greeting, and its reader.
+fn open(port: u16) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let greeting = reply(&mut r).expect("greeting");
+    assert!(greeting.starts_with("220"), "{greeting}");
+    (s, r)
+}
+
+/// Open MX connections cannot hold more message data in memory than
+/// `limits.data_memory`: the message that would pass it gets 452 4.3.1
+/// (its sender tries later), the others are taken, and the memory is
+/// free again for the next one.
+#[test]
+fn message_data_held_in_memory_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbound = free_port();
+    let mut spec = Spec::new('a', dir.path(), inbound, vec![]);
+    spec.limits = "max_message_size = 20000\ndata_memory = 40000\n";
+    let d = Daemon::start(spec);
+    let body = format!(
+        "Subject: grande\r\n\r\n{}",
+        ("y".repeat(78) + "\r\n").repeat(180)
+    );
+    let open_data = || {
+        let (mut w, mut r) = open(inbound);
+        for l in [
+            "EHLO x",
+            "MAIL FROM:<a@esterno.it>",
+            &format!("RCPT TO:<{MARIO}>"),
+            "DATA",
+        ] {
+            w.write_all(&line(l)).unwrap();
+            reply(&mut r).unwrap();
+        }
+        // About 15 kB each, held until the final dot.
+        w.write_all(body.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        (w, r)
+    };
+    let mut held: Vec<_> = (0..3).map(|_| open_data()).collect();
+    let mut codes: Vec<String> = held
+        .iter_mut()
+        .map(|(w, r)| {
+            w.write_all(b".\r\n").unwrap();
+            reply(r).unwrap()[..9].to_string()
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["250 2.0.0", "250 2.0.0", "452 4.3.1"]);
+    // Given back: two more at once fit again.
+    let mut again: Vec<_> = (0..2).map(|_| open_data()).collect();
+    for (w, r) in &mut again {
+        w.write_all(b".\r\n").unwrap();
+        assert!(reply(r).unwrap().starts_with("250"));
+    }
+    wait_for("four messages delivered", 30, || {
+        d.mailbox(MARIO).len() >= 4
+    });
+}
+
+/// A peer that keeps sending commands without reading the replies holds
+/// its connection only for the command timeout: its slot is free again.
+#[test]
+fn a_peer_that_does_not_read_its_replies_loses_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbound = free_port();
+    let mut spec = Spec::new('a', dir.path(), inbound, vec![]);
+    spec.limits = "max_message_size = 20000\nmax_connections = 1\ncommand_timeout = \"1s\"\n";
+    let _d = Daemon::start(spec);
+    let (mut w, _never_read) = open(inbound);
+    w.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let flood = std::thread::spawn(move || {
+        let noops = "NOOP\r\n".repeat(100_000);
+        // Until the server stops reading (stuck writing replies nobody
+        // reads), then until it gives up and closes.
+        while w.write_all(noops.as_bytes()).is_ok() {}
+    });
+    // Only slot taken: others are turned away meanwhile ...
+    let s = TcpStream::connect(("127.0.0.1", inbound)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let busy = reply(&mut BufReader::new(s)).unwrap();
+    assert!(busy.starts_with("421"), "{busy}");
+    // ... until the stuck write times out and the slot is given back.
+    wait_for("the slot given back", 30, || {
+        let s = TcpStream::connect(("127.0.0.1", inbound)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        reply(&mut BufReader::new(s)).is_some_and(|g| g.starts_with("220"))
+    });
+    flood.join().unwrap();
+}

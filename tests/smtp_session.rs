@@ -42,8 +42,19 @@ impl Shell {
                     s.tls_started();
                 }
                 Event::Authenticate { user, password } => {
-                    let ok = user == "mario@pec.provider-a.test" && password == "segreto";
-                    let r = s.auth_result(ok.then_some(user));
+                    // A password "guasto" stands for a store that cannot
+                    // be read.
+                    let verdict = if password == "guasto" {
+                        Err(Reply::new(
+                            454,
+                            (4, 7, 0),
+                            "Temporary authentication failure",
+                        ))
+                    } else {
+                        let ok = user == "mario@pec.provider-a.test" && password == "segreto";
+                        Ok(ok.then_some(user))
+                    };
+                    let r = s.auth_result(verdict);
                     self.out.push_str(&r.to_string());
                 }
                 Event::Recipient { address, .. } => {
@@ -180,6 +191,23 @@ fn three_failed_auths_close_the_connection() {
 }
 
 #[test]
+fn a_credentials_check_that_cannot_be_made_is_a_temporary_failure() {
+    let mut s = Session::new(cfg(Mode::Submission), true);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\n");
+    // Not "wrong password", and never counted towards the lockout.
+    for _ in 0..4 {
+        let guasto = b64("\0mario@pec.provider-a.test\0guasto");
+        sh.send(&mut s, &format!("AUTH PLAIN {guasto}\r\n"));
+    }
+    assert_eq!(sh.codes(), ["220", "250", "454", "454", "454", "454"]);
+    assert!(!s.is_closed());
+    let good = b64("\0mario@pec.provider-a.test\0segreto");
+    sh.send(&mut s, &format!("AUTH PLAIN {good}\r\n"));
+    assert!(sh.out.ends_with("235 2.7.0 Authentication successful\r\n"));
+}
+
+#[test]
 fn inbound_refuses_relay_and_auth_but_takes_cleartext() {
     let mut s = Session::new(cfg(Mode::Inbound), false);
     let mut sh = Shell::new(&s);
@@ -251,6 +279,32 @@ fn oversized_data_is_read_to_the_end_and_refused() {
         sh.out
     );
     assert!(sh.messages.is_empty());
+}
+
+#[test]
+fn a_message_refused_midway_is_read_to_the_end_and_gets_that_reply() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(
+        &mut s,
+        "EHLO c\r\nMAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\n",
+    );
+    sh.send(&mut s, "Subject: x\r\n\r\nprima parte\r\n");
+    assert_eq!(s.buffered(), "Subject: x\r\n\r\nprima parte\r\n".len());
+    s.refuse_data(Reply::new(452, (4, 3, 1), "no memory now"));
+    assert_eq!(s.buffered(), 0, "what it held is given back");
+    sh.send(&mut s, "seconda parte\r\n");
+    assert_eq!(s.buffered(), 0, "and nothing more is kept");
+    sh.send(&mut s, ".\r\nNOOP\r\n");
+    assert!(sh.out.contains("452 4.3.1 no memory now"), "{}", sh.out);
+    assert!(sh.out.ends_with("250 2.0.0 OK\r\n"), "{}", sh.out);
+    assert!(sh.messages.is_empty());
+    // The next transaction is whole again.
+    sh.send(
+        &mut s,
+        "MAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\nSubject: y\r\n\r\nok\r\n.\r\n",
+    );
+    assert_eq!(sh.messages.len(), 1);
 }
 
 #[test]

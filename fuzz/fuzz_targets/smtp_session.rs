@@ -31,7 +31,13 @@ fuzz_target!(|data: &[u8]| {
             match ev {
                 Event::StartTls(_) => s.tls_started(),
                 Event::Authenticate { user, .. } => {
-                    let _ = s.auth_result((user.len() % 2 == 0).then_some(user));
+                    // Good, wrong, or a check that could not be made.
+                    let verdict = match user.len() % 3 {
+                        0 => Ok(Some(user)),
+                        1 => Ok(None),
+                        _ => Err(pecd::smtp::reply::Reply::new(454, (4, 7, 0), "try later")),
+                    };
+                    let _ = s.auth_result(verdict);
                 }
                 Event::Recipient { address, .. } => {
                     // Known, unknown, or a lookup that failed.

@@ -112,7 +112,9 @@ enum Framing {
     Data {
         receiver: DataReceiver,
         buf: Vec<u8>,
-        too_big: bool,
+        /// The reply the message gets instead of being kept (too large,
+        /// no memory for it now): the rest is read to its end and dropped.
+        refused: Option<Reply>,
     },
     AuthPlain,
     AuthLoginUser,
@@ -205,6 +207,25 @@ impl Session {
         matches!(self.framing, Framing::Data { .. })
     }
 
+    /// Bytes of the current message held so far (0 outside DATA).
+    pub fn buffered(&self) -> usize {
+        match &self.framing {
+            Framing::Data { buf, .. } => buf.len(),
+            _ => 0,
+        }
+    }
+
+    /// Refuse the message being received with `reply` (e.g. no memory for
+    /// it now): what it holds is dropped, the rest is read to its end and
+    /// dropped, and the reply answers its final dot. The first refusal
+    /// stands.
+    pub fn refuse_data(&mut self, reply: Reply) {
+        if let Framing::Data { buf, refused, .. } = &mut self.framing {
+            *buf = Vec::new();
+            refused.get_or_insert(reply);
+        }
+    }
+
     /// The largest message this session takes.
     pub fn max_message_size(&self) -> usize {
         self.cfg.max_message_size
@@ -235,15 +256,19 @@ impl Session {
         self.framing = Framing::Command;
     }
 
-    /// The shell's verdict on credentials (Some(identity) when valid).
-    pub fn auth_result(&mut self, identity: Option<String>) -> Reply {
+    /// The shell's verdict on credentials (Some(identity) when valid), or
+    /// the reply for a check that could not be made (RFC 4954 §6: 454
+    /// 4.7.0, a temporary failure): a store that cannot be read must not
+    /// tell a client its good password is wrong, nor count against it.
+    pub fn auth_result(&mut self, identity: Result<Option<String>, Reply>) -> Reply {
         self.framing = Framing::Command;
         match identity {
-            Some(id) => {
+            Err(reply) => reply,
+            Ok(Some(id)) => {
                 self.authenticated = Some(id);
                 Reply::new(235, (2, 7, 0), "Authentication successful")
             }
-            None => {
+            Ok(None) => {
                 self.auth_failures += 1;
                 if self.auth_failures >= MAX_AUTH_FAILURES {
                     self.framing = Framing::Closed;
@@ -291,7 +316,7 @@ impl Session {
                 Framing::Data {
                     receiver,
                     buf,
-                    too_big,
+                    refused,
                 } => {
                     if self.input.is_empty() {
                         return None;
@@ -300,27 +325,29 @@ impl Session {
                     let mut it = input.iter();
                     let done = receiver.ingest(&mut it, buf);
                     self.input = it.as_slice().to_vec();
-                    if buf.len() > self.cfg.max_message_size {
-                        // Keep reading to the terminating dot, store nothing more.
-                        *too_big = true;
-                        buf.clear();
-                    }
-                    if !done {
-                        continue;
-                    }
-                    let too_big = *too_big;
-                    let data = std::mem::take(buf);
-                    if too_big {
-                        self.tx = None;
-                        self.framing = Framing::Command;
-                        return Some(Event::Reply(Reply::new(
+                    if buf.len() > self.cfg.max_message_size && refused.is_none() {
+                        *refused = Some(Reply::new(
                             552,
                             (5, 3, 4),
                             format!(
                                 "Message exceeds the maximum size of {} bytes",
                                 self.cfg.max_message_size
                             ),
-                        )));
+                        ));
+                    }
+                    if refused.is_some() {
+                        // Keep reading to the terminating dot, store nothing
+                        // more (and hold no memory for it).
+                        *buf = Vec::new();
+                    }
+                    if !done {
+                        continue;
+                    }
+                    let data = std::mem::take(buf);
+                    if let Some(reply) = refused.take() {
+                        self.tx = None;
+                        self.framing = Framing::Command;
+                        return Some(Event::Reply(reply));
                     }
                     let tx = self.tx.clone()?;
                     self.framing = Framing::Waiting;
@@ -696,7 +723,7 @@ impl Session {
                     self.framing = Framing::Data {
                         receiver,
                         buf: Vec::new(),
-                        too_big: false,
+                        refused: None,
                     };
                     r(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
                 }
