@@ -576,7 +576,7 @@ fn a_peer_that_does_not_read_its_replies_loses_its_slot() {
     let inbound = free_port();
     let mut spec = Spec::new('a', dir.path(), inbound, vec![]);
     spec.limits = "max_message_size = 20000\nmax_connections = 1\ncommand_timeout = \"1s\"\n";
-    let _d = Daemon::start(spec);
+    let d = Daemon::start(spec);
     let (mut w, _never_read) = open(inbound);
     w.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let flood = std::thread::spawn(move || {
@@ -590,6 +590,8 @@ fn a_peer_that_does_not_read_its_replies_loses_its_slot() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let busy = reply(&mut BufReader::new(s)).unwrap();
     assert!(busy.starts_with("421"), "{busy}");
+    // (the MX's peers have their own slots: users still submit)
+    let _user = open(d.ports.submission);
     // ... until the stuck write times out and the slot is given back.
     wait_for("the slot given back", 30, || {
         let s = TcpStream::connect(("127.0.0.1", inbound)).unwrap();
