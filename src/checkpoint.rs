@@ -94,8 +94,8 @@ pub fn write(
         return Ok(None);
     }
     let stem = file_stem(head.seq);
-    let sig_path = dir.join(format!("{stem}.p7s"));
-    if sig_path.exists() {
+    let text_path = dir.join(format!("{stem}.txt"));
+    if text_path.exists() {
         return Ok(None);
     }
     let cp = Checkpoint {
@@ -108,9 +108,12 @@ pub fn write(
         .sign_detached(text.as_bytes())
         .map_err(|e| format!("signing a checkpoint: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The signature first: a seal is found by its text, so a write cut
+    // off between the two leaves a stray signature (ignored), never a text
+    // without one, which would read as a signature removed.
     for (path, bytes) in [
-        (dir.join(format!("{stem}.txt")), text.as_bytes()),
-        (sig_path, &signature[..]),
+        (dir.join(format!("{stem}.p7s")), &signature[..]),
+        (text_path, text.as_bytes()),
     ] {
         write_durable(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -343,6 +346,19 @@ mod tests {
         std::fs::remove_file(sig(4)).unwrap();
         assert!(matches!(check(me), ChainStatus::Intact { .. }));
         std::fs::write(sig(4), newest).unwrap();
+        // A write cut off after its signature: ignored, and written whole
+        // at the next seal of that head; later seals are unaffected.
+        append(1);
+        let text5 = seals.join(format!("{}.txt", file_stem(5)));
+        assert_eq!(write(&store, &signer, &seals, now).unwrap(), Some(5));
+        std::fs::remove_file(&text5).unwrap();
+        assert!(matches!(check(me), ChainStatus::Intact { .. }));
+        assert_eq!(write(&store, &signer, &seals, now).unwrap(), Some(5));
+        assert!(text5.exists());
+        std::fs::remove_file(&text5).unwrap();
+        append(1);
+        assert_eq!(write(&store, &signer, &seals, now).unwrap(), Some(6));
+        assert!(matches!(check(me), ChainStatus::Intact { .. }));
         // An older one without it: removed to hide that seal.
         std::fs::remove_file(sig(2)).unwrap();
         assert!(reason(check(me)).contains("lost its signature"));
