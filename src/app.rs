@@ -3510,10 +3510,11 @@ impl App {
     }
 
     /// An operator's release of a given-up item kept in quarantine (see
-    /// [`App::keep_given_up`]): queued again with its message, as new (its
-    /// attempts and give-up clock start again), under its own id so a
-    /// delivery it made before is found, not repeated. The quarantine
-    /// file goes only after that commit.
+    /// [`App::keep_given_up`]): queued again with its message, its give-up
+    /// clock started again, under its own id and counted as tried once, so
+    /// a delivery it made before (a file written, then a later step
+    /// failed) is found, not repeated. The quarantine file goes only after
+    /// that commit.
     pub fn release_quarantined(&self, name: &str) -> Result<Item, QueueActionError> {
         let claim = self
             .claim_item(name)
@@ -3544,7 +3545,7 @@ impl App {
             })?;
         let data = std::fs::read(&path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         let mut b = Batch::new();
-        let item = queue::stage(
+        let mut item = queue::stage(
             &mut b,
             &self.spool,
             &[&data],
@@ -3554,6 +3555,9 @@ impl App {
             old.pec_id.clone(),
         )
         .map_err(|e| failed(e.to_string()))?;
+        // "Tried before" is what makes a delivery look for its own earlier
+        // file (wherever an IMAP client moved it) instead of writing anew.
+        item.attempts = old.attempts.max(1);
         item.put(&mut b);
         b.delete(Table::Meta, key);
         self.commit(b).map_err(failed)?;
