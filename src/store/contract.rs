@@ -137,18 +137,25 @@ fn sled_passes_the_contract() {
     run(&|dir| Arc::new(SledEngine::open(&dir.join("c.sled")).unwrap()));
 }
 
-/// An engine that panics on a batch touching `Meta/panic`, else delegates.
-struct Panicky(Arc<dyn Engine>);
+/// An engine that panics on a batch touching `Meta/panic`, applies one
+/// touching `Meta/landed` and then reports a failure (an fsync error after
+/// the data reached the disk), else delegates.
+struct Faulty(Arc<dyn Engine>);
 
-impl Engine for Panicky {
+impl Engine for Faulty {
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        if ops
-            .iter()
-            .any(|o| matches!(o, Op::Put(Table::Meta, k, _) if k == b"panic"))
-        {
+        let touches = |key: &[u8]| {
+            ops.iter()
+                .any(|o| matches!(o, Op::Put(Table::Meta, k, _) if k == key))
+        };
+        if touches(b"panic") {
             panic!("engine bug");
         }
-        self.0.apply(ops)
+        self.0.apply(ops)?;
+        if touches(b"landed") {
+            return Err(StoreError::Engine("fsync failed".into()));
+        }
+        Ok(())
     }
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.get(t, key)
@@ -171,7 +178,7 @@ impl Engine for Panicky {
 fn a_failed_group_leaves_the_store_usable_and_close_refuses_commits() {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn Engine> = Arc::new(RedbEngine::open(&dir.path().join("p.redb")).unwrap());
-    let store = Store::with_engine(Arc::new(Panicky(inner))).unwrap();
+    let store = Store::with_engine(Arc::new(Faulty(inner))).unwrap();
     let mut b = Batch::new();
     b.put(Table::Meta, b"panic".to_vec(), vec![])
         .log(b"lost".to_vec());
@@ -183,6 +190,22 @@ fn a_failed_group_leaves_the_store_usable_and_close_refuses_commits() {
     b.put(Table::Meta, b"fine".to_vec(), vec![1])
         .log(b"kept".to_vec());
     assert_eq!(store.commit(b).unwrap().log_seqs, vec![1]);
+    // A group reported failed that did land: its records keep their
+    // numbers, the next one follows them (not written over them).
+    let mut b = Batch::new();
+    b.put(Table::Meta, b"landed".to_vec(), vec![])
+        .log(b"maybe".to_vec());
+    assert!(store.commit(b).is_err());
+    let mut b = Batch::new();
+    b.log(b"after".to_vec());
+    assert_eq!(store.commit(b).unwrap().log_seqs, vec![3]);
+    let payloads: Vec<Vec<u8>> = store
+        .log_entries(1, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(payloads, [&b"kept"[..], b"maybe", b"after"]);
     store.close();
     let mut b = Batch::new();
     b.put(Table::Meta, b"late".to_vec(), vec![]);

@@ -597,7 +597,11 @@ fn apply_group(
                 .into_iter()
                 .map(|(t, th)| (t, th, Err(msg.clone())))
                 .collect();
-            (out, None)
+            // A failure does not say the group did not land (an fsync
+            // error after the write): the head is read back, so the next
+            // group's records follow whatever the log now holds instead of
+            // taking the same numbers and overwriting them.
+            (out, read_head(engine).ok())
         }
     }
 }
