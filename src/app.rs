@@ -456,6 +456,12 @@ pub struct App {
     pub wake: tokio::sync::Notify,
     /// When this process opened the store (see `process_local`).
     pub started: DateTime<Utc>,
+    /// The same moment on the monotonic clock (see [`App::purge_log`]).
+    started_at: std::time::Instant,
+    /// Held for reading by a log verification, for writing by the purge:
+    /// a verification walks the log page by page, and a purge committed
+    /// in between would read as records missing from the start.
+    log_upkeep: std::sync::RwLock<()>,
     /// Message-IDs the reception point is processing right now.
     in_flight: std::sync::Mutex<HashSet<String>>,
     /// Whether the duplicate record held entries in the keys of releases
@@ -627,6 +633,8 @@ impl App {
             clock,
             wake: tokio::sync::Notify::new(),
             started,
+            started_at: std::time::Instant::now(),
+            log_upkeep: Default::default(),
             in_flight: std::sync::Mutex::new(HashSet::new()),
             legacy_seen,
             busy: std::sync::Mutex::new(HashSet::new()),
@@ -3984,6 +3992,7 @@ impl App {
 
     /// The legal log's chain and its checkpoints ([`crate::checkpoint::verify`]).
     pub fn verify_log(&self) -> Result<crate::audit::ChainStatus, String> {
+        let _walk = self.log_upkeep.read().unwrap_or_else(|e| e.into_inner());
         let live = self.cfg();
         crate::checkpoint::verify(
             &self.store,
@@ -3991,6 +4000,41 @@ impl App {
             &self.service_address(),
             &live.checkpoint_dir(),
         )
+    }
+
+    /// RT §8.2: purge the legal log's records older than the retention
+    /// (the purge is itself a record), then the seals of what went.
+    ///
+    /// "Older" is measured on a clock that cannot leap: the time this
+    /// process started plus the monotonic time since (an hour's slack),
+    /// when the wall clock is ahead of that. A wall clock stepped years
+    /// forward (a bad NTP source, a mistyped date) would otherwise delete,
+    /// irreversibly, records the law says to keep.
+    pub fn purge_log(&self) -> Result<u64, String> {
+        let now = self.clock.now();
+        let steady = chrono::Duration::from_std(self.started_at.elapsed())
+            .ok()
+            .and_then(|d| {
+                self.started
+                    .checked_add_signed(d + chrono::Duration::hours(1))
+            })
+            .unwrap_or(self.started);
+        let retention = chrono::Duration::from_std(self.cfg().log.retention.0)
+            .unwrap_or(chrono::Duration::days(crate::config::LEGAL_LOG_DAYS as i64));
+        let _upkeep = self.log_upkeep.write().unwrap_or_else(|e| e.into_inner());
+        let purged = crate::audit::purge(&self.store, now.min(steady) - retention, now)
+            .map_err(|e| e.to_string())?;
+        if purged > 0 {
+            // The records are gone either way; a seal left behind is only
+            // skipped by verification, and pruned at the next purge.
+            let pruned = crate::audit::first_seq(&self.store)
+                .map_err(|e| e.to_string())
+                .and_then(|first| crate::checkpoint::prune(&self.cfg().checkpoint_dir(), first));
+            if let Err(e) = pruned {
+                tracing::error!(event = "log_checkpoint_prune_failed", error = %e);
+            }
+        }
+        Ok(purged)
     }
 
     /// Forget (Message-ID, recipient) pairs seen before `before`. A peer
@@ -4078,26 +4122,12 @@ impl App {
             // purge itself is a log record.
             if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 last_purge = Some(std::time::Instant::now());
-                let now = self.clock.now();
-                let retention = chrono::Duration::from_std(self.cfg().log.retention.0)
-                    .unwrap_or(chrono::Duration::days(crate::config::LEGAL_LOG_DAYS as i64));
-                match tokio::task::block_in_place(|| {
-                    crate::audit::purge(&self.store, now - retention, now)
-                }) {
+                match tokio::task::block_in_place(|| self.purge_log()) {
                     Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(event = "log_purged", records = n);
-                        let pruned = crate::audit::first_seq(&self.store)
-                            .map_err(|e| e.to_string())
-                            .and_then(|first| {
-                                crate::checkpoint::prune(&self.cfg().checkpoint_dir(), first)
-                            });
-                        if let Err(e) = pruned {
-                            tracing::error!(event = "log_checkpoint_prune_failed", error = %e);
-                        }
-                    }
+                    Ok(n) => tracing::info!(event = "log_purged", records = n),
                     Err(e) => tracing::error!(event = "log_purge_failed", error = %e),
                 }
+                let now = self.clock.now();
                 match tokio::task::block_in_place(|| self.purge_seen(now - SEEN_RETENTION)) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(event = "seen_purged", entries = n),

@@ -674,3 +674,23 @@ fn one_broken_account_does_not_stop_the_sweep() {
         "tried again at the next sweep"
     );
 }
+
+/// RT §8.2: the purge removes records past the retention (30 months,
+/// `audit` tests), measured on a clock that cannot leap: a wall clock
+/// stepped years ahead does not delete records the law says to keep.
+#[test]
+fn the_log_purge_is_not_fooled_by_a_clock_stepped_ahead() {
+    let p = provider();
+    let all = || pecd::audit::search(&p.app.store, &Default::default()).unwrap();
+    let before = all().len();
+    assert!(before > 0, "the set-up's own records, of 10/1/2027");
+    // The wall clock now says 2031: by it, they would all be past 30
+    // months; by the time this process has really run, none is.
+    p.clock.set(at(2031, 1, 1));
+    assert_eq!(p.app.purge_log().unwrap(), 0);
+    assert_eq!(all().len(), before);
+    assert!(matches!(
+        p.app.verify_log().unwrap(),
+        pecd::audit::ChainStatus::Intact { .. }
+    ));
+}
