@@ -3509,6 +3509,9 @@ impl App {
             return Err(QueueActionError::NotFound(format!("{id}{hint}")));
         };
         let mut b = Batch::new();
+        self.spool
+            .touch(&item)
+            .map_err(|e| QueueActionError::Failed(e.to_string()))?;
         queue::due_now(&mut b, key, &mut item, self.clock.now());
         self.commit(b).map_err(QueueActionError::Failed)?;
         drop(claim);
@@ -3762,6 +3765,9 @@ impl App {
                 .map_err(|e| e.to_string())?;
         }
         let n = found.rekey.len();
+        for (_, item) in &found.rekey {
+            self.spool.touch(item).map_err(|e| e.to_string())?;
+        }
         queue::rekey(b, found.rekey);
         Ok(n)
     }

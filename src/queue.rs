@@ -534,6 +534,24 @@ impl Spool {
         fs::read(self.path(name)?)
     }
 
+    /// Make the blob of `item` (if in the spool) recent, before a commit
+    /// that moves the item to an earlier queue key. The collector learns
+    /// what is referenced by walking the queue page by page, not from one
+    /// snapshot: an item moved behind the walk is not seen, and only its
+    /// blob's age (the collector spares recent blobs) keeps it.
+    pub fn touch(&self, item: &Item) -> std::io::Result<()> {
+        if item.inline {
+            return Ok(());
+        }
+        let path = self.path(&item.blob)?;
+        let _gc = spool_gc_lock();
+        match File::options().write(true).open(&path) {
+            Ok(f) => f.set_modified(std::time::SystemTime::now()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Where a blob lies (to link it rather than read it).
     pub fn path(&self, name: &str) -> std::io::Result<PathBuf> {
         if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -608,6 +626,24 @@ mod tests {
             1
         );
         assert!(s.get(&b).is_err());
+        // An old blob touched (its item moved) is spared as recent.
+        let c = s.put(b"moved").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let file = File::options()
+            .write(true)
+            .open(s.path(&c).unwrap())
+            .unwrap();
+        file.set_modified(hour_ago).unwrap();
+        let now = chrono::Utc::now();
+        let work = Work::Local {
+            mailbox: "x@y.it".into(),
+            receipt_to: None,
+        };
+        let item = Item::new("m".into(), work, c.clone(), now, None);
+        s.touch(&item).unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(s.collect_garbage(&keep, hour).unwrap(), 0);
+        assert_eq!(s.get(&c).unwrap(), b"moved");
     }
 
     #[test]
