@@ -221,6 +221,29 @@ pub fn dummy_hash() -> &'static str {
 }
 
 /// Constant-time check of a password against a stored hash.
+/// The hash of a secret we drew at random (a first-access password, about
+/// 69 bits: [`crate::tenants::one_time_password`]). Guessing it is out of
+/// reach at any hashing cost, so a light one (1 MiB, one pass; the
+/// parameters travel in the PHC string, which [`check_password`] reads)
+/// lets an order's roll of 100,000 members be created in minutes, not the
+/// hours argon2's default would take. Passwords people choose keep the
+/// default ([`hash_password`]).
+pub fn hash_random_secret(secret: &str) -> Result<String, AccountError> {
+    use argon2::{Algorithm, Params, Version};
+    if secret.chars().count() < 12 {
+        return Err(AccountError::WeakPassword);
+    }
+    let fail = |e: String| AccountError::Hash(e);
+    let mut salt = [0u8; 16];
+    openssl::rand::rand_bytes(&mut salt).map_err(|e| fail(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| fail(e.to_string()))?;
+    let params = Params::new(1024, 1, 1, None).map_err(|e| fail(e.to_string()))?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| fail(e.to_string()))
+}
+
 pub fn check_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
         .map(|h| with_argon2(|a| a.verify_password(password.as_bytes(), &h).is_ok()))
@@ -427,6 +450,18 @@ mod tests {
             (1..=cores).contains(&peak),
             "peak {peak} with {cores} cores"
         );
+    }
+
+    #[test]
+    fn random_secrets_get_a_light_hash_that_still_checks() {
+        let secret = crate::tenants::one_time_password();
+        let light = hash_random_secret(&secret).unwrap();
+        assert!(light.contains("m=1024,t=1,p=1"), "{light}");
+        assert!(check_password(&light, &secret));
+        assert!(!check_password(&light, "not the secret"));
+        // Only for what is long enough to be a drawn secret.
+        assert!(hash_random_secret("short-pw").is_err());
+        assert!(!hash_password("correct horse").unwrap().contains("m=1024,"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::membership::{naming, tax_code};
 use crate::store::{Batch, Store, StoreError, Table};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
 /// How new mailboxes of a tenant start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -471,7 +472,7 @@ fn prepare_member(
     config: &Config,
     tenant: &Tenant,
     m: &NewMember,
-    reserved: &[String],
+    reserved: &HashSet<String>,
     now: DateTime<Utc>,
     hash: bool,
 ) -> Result<(Account, String), TenantError> {
@@ -504,7 +505,7 @@ fn prepare_member(
     }
     let (password, password_hash) = if hash {
         let p = one_time_password();
-        let h = accounts::hash_password(&p)?;
+        let h = accounts::hash_random_secret(&p)?;
         (p, h)
     } else {
         (String::new(), String::new())
@@ -547,7 +548,15 @@ pub fn suggest_address(
     codice_fiscale: &str,
     alias: Option<&str>,
 ) -> Result<String, TenantError> {
-    derive_address(store, tenant, nome, cognome, codice_fiscale, alias, &[])
+    derive_address(
+        store,
+        tenant,
+        nome,
+        cognome,
+        codice_fiscale,
+        alias,
+        &HashSet::new(),
+    )
 }
 
 /// The naming rules against what is taken: existing mailboxes, other
@@ -559,11 +568,10 @@ fn derive_address(
     cognome: &str,
     codice_fiscale: &str,
     alias: Option<&str>,
-    reserved: &[String],
+    reserved: &HashSet<String>,
 ) -> Result<String, TenantError> {
     let cf = codice_fiscale.trim().to_ascii_uppercase();
-    let taken =
-        |a: &str| reserved.iter().any(|r| r == a) || !free_for(store, a, &cf).unwrap_or(false);
+    let taken = |a: &str| reserved.contains(a) || !free_for(store, a, &cf).unwrap_or(false);
     let alias = alias.map(str::trim).filter(|a| !a.is_empty());
     let address = naming::derive_free(nome.trim(), cognome.trim(), &tenant.domain, alias, taken)
         .map_err(|e| match e {
@@ -603,7 +611,15 @@ pub fn create_member(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Created, TenantError> {
-    let ready = vec![prepare_member(store, config, tenant, m, &[], now, true)?];
+    let ready = vec![prepare_member(
+        store,
+        config,
+        tenant,
+        m,
+        &HashSet::new(),
+        now,
+        true,
+    )?];
     let mut created = commit_members(store, tenant, ready, actor, now, "")?;
     created
         .pop()
@@ -1242,12 +1258,18 @@ pub const CSV_COLUMNS: [&str; 12] = [
 /// Load members from CSV (`;` or `,` separated, header row required).
 /// Every row is checked first; with errors nothing is applied, unless
 /// `partial`, when the valid rows are applied and the others reported.
+/// With `expected` (the addresses a validation report showed, in order),
+/// nothing is applied either unless the rows would get exactly those: a
+/// namesake created meanwhile must not turn the `mario.rossi` the operator
+/// approved into a `mario.rossi.2` nobody saw.
+#[allow(clippy::too_many_arguments)]
 pub fn bulk_load(
     store: &Store,
     config: &Config,
     tenant: &Tenant,
     csv_text: &str,
     partial: bool,
+    expected: Option<&[String]>,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<BulkReport, TenantError> {
@@ -1257,6 +1279,11 @@ pub fn bulk_load(
         ..Default::default()
     };
     if !report.rejected.is_empty() && !partial {
+        return Ok(report);
+    }
+    if let Some(shown) = expected
+        && !ready.iter().map(|(_, a, _)| &a.address).eq(shown.iter())
+    {
         return Ok(report);
     }
     let ready = ready.into_iter().map(|(_, a, p)| (a, p)).collect();
@@ -1352,7 +1379,8 @@ fn bulk_rows(
     }
     let mut rejected = Vec::new();
     let mut ready: Vec<(usize, Account, String)> = Vec::new();
-    let mut seen_cf: Vec<(String, usize)> = Vec::new();
+    let mut seen_cf: HashMap<String, usize> = HashMap::new();
+    let mut reserved: HashSet<String> = HashSet::new();
     for (i, rec) in rdr.records().enumerate() {
         // The file's own line (a quoted field may span lines; blank lines
         // are skipped), as the operator's editor shows it.
@@ -1406,7 +1434,7 @@ fn bulk_rows(
             plan: Some(col("piano")).filter(|p| !p.is_empty()),
         };
         let cf = m.holder.codice_fiscale.trim().to_ascii_uppercase();
-        if let Some((_, earlier)) = seen_cf.iter().find(|(c, _)| *c == cf && !cf.is_empty()) {
+        if let Some(earlier) = seen_cf.get(&cf).filter(|_| !cf.is_empty()) {
             rejected.push(RowError {
                 line,
                 field: "codice_fiscale".into(),
@@ -1414,11 +1442,11 @@ fn bulk_rows(
             });
             continue;
         }
-        let reserved: Vec<String> = ready.iter().map(|(_, a, _)| a.address.clone()).collect();
         match prepare_member(store, config, tenant, &m, &reserved, now, hash) {
             Ok((a, p)) => {
                 // Only a row that goes in makes a later one a duplicate.
-                seen_cf.push((cf, line));
+                seen_cf.insert(cf, line);
+                reserved.insert(a.address.clone());
                 ready.push((line, a, p));
             }
             Err(e) => rejected.push(RowError {
@@ -1601,17 +1629,44 @@ mod tests {
         };
         // Both prepared from the same state (a double click on "Conferma"):
         // the same address, and the same person.
-        let first = prepare_member(&store, &config, &t, &m, &[], now, false).unwrap();
-        let second = prepare_member(&store, &config, &t, &m, &[], now, false).unwrap();
+        let first = prepare_member(&store, &config, &t, &m, &HashSet::new(), now, false).unwrap();
+        let second = prepare_member(&store, &config, &t, &m, &HashSet::new(), now, false).unwrap();
         assert_eq!(first.0.address, second.0.address);
         commit_members(&store, &t, vec![first], "test", now, "").unwrap();
         let again = commit_members(&store, &t, vec![second], "test", now, "");
         assert!(matches!(again, Err(TenantError::Conflict(_))), "{again:?}");
         // Prepared now, the same person is refused outright.
-        let refused = prepare_member(&store, &config, &t, &m, &[], now, false);
+        let refused = prepare_member(&store, &config, &t, &m, &HashSet::new(), now, false);
         assert!(
             matches!(&refused, Err(TenantError::Invalid { field, .. }) if field == "codice_fiscale"),
             "{refused:?}"
         );
+        // A roll checked while a namesake did not exist yet: confirmed
+        // after the namesake took `giulia.verdi`, it would give this row
+        // another address than the report showed, so nothing is applied.
+        let cf = |first15: &str| {
+            format!(
+                "{first15}{}",
+                crate::membership::tax_code::check_char(first15.as_bytes())
+            )
+        };
+        let roll = format!(
+            "nome;cognome;codice_fiscale;indirizzo;comune;provincia;cap\nGiulia;Verdi;{};Via Po 1;Lodi;LO;26900\n",
+            cf("VRDGLI80A41F205")
+        );
+        let shown = bulk_check(&store, &config, &t, &roll, now).unwrap();
+        let shown: Vec<String> = shown.ok.into_iter().map(|r| r.address).collect();
+        assert_eq!(shown, ["giulia.verdi@pec.provider-a.test"]);
+        let mut namesake = m.clone();
+        namesake.holder.nome = "Giulia".into();
+        namesake.holder.cognome = "Verdi".into();
+        namesake.holder.codice_fiscale = cf("VRDGLI85A41F205");
+        let other = prepare_member(&store, &config, &t, &namesake, &HashSet::new(), now, false);
+        commit_members(&store, &t, vec![other.unwrap()], "test", now, "").unwrap();
+        let late = bulk_load(&store, &config, &t, &roll, false, Some(&shown), "test", now).unwrap();
+        assert!(!late.applied && late.created.is_empty());
+        // Without a report to hold it to (the API), the row gets the next.
+        let api = bulk_load(&store, &config, &t, &roll, false, None, "test", now).unwrap();
+        assert_eq!(api.created[0].address, "giulia.verdi.2@pec.provider-a.test");
     }
 }

@@ -51,7 +51,7 @@ fn orders_and_holders_use_the_panel_in_a_real_browser() {
     let pw_a = new_order(&d, "ordine-a", "LO", "first-access");
     let pw_b = new_order(&d, "ordine-b", "MI", "immediate");
     let shots = root().join("target/screenshots");
-    let cfs: Vec<String> = (0..5).map(cf).collect();
+    let cfs: Vec<String> = (0..7).map(cf).collect();
     let out = std::process::Command::new("node")
         .arg(browser_dir.join("panel.mjs"))
         .env("PECD_URL", format!("http://{}", d.admin))

@@ -578,6 +578,7 @@ async fn bulk(
             &tenant,
             &body,
             q.partial,
+            None,
             &c.name(),
             now,
         )

@@ -8,7 +8,7 @@
 //! answers "not found" for another order's address (the attempt is
 //! logged). Must not touch: the store directly.
 
-use super::session::Who;
+use super::session::{BulkPending, Who};
 use super::{
     Errors, Fields, LoginOutcome, Nav, Posted, St, Web, bar, blocking, client_ip, csrf_input,
     date_it, download, field, human, internal, italian, italian_field, login_flow, login_page_for,
@@ -1143,6 +1143,9 @@ async fn bulk_upload(
         return r;
     }
     let csv = f.get("file").to_string();
+    // Whatever this upload turns out to be, a report shown before it is
+    // no longer the one to confirm.
+    w.sessions.update(&op.sid, |s| s.bulk = None);
     if bad.is_some() || csv.trim().is_empty() {
         let msg = bad.unwrap_or("Il file è vuoto.");
         let mut r = page(
@@ -1171,9 +1174,14 @@ async fn bulk_upload(
             return r;
         }
     };
-    w.sessions
-        .update(&op.sid, |s| s.bulk_csv = Some(csv.into()));
     let ok = preview.rejected.is_empty();
+    let pending = std::sync::Arc::new(BulkPending::new(
+        csv,
+        preview.ok.iter().map(|r| r.address.clone()).collect(),
+        !ok,
+    ));
+    let report_id = pending.id.clone();
+    w.sessions.update(&op.sid, |s| s.bulk = Some(pending));
     page(
         "Verifica del caricamento",
         op.nav(),
@@ -1196,6 +1204,7 @@ async fn bulk_upload(
                 } }
                 form method="post" action="/ordine/carica/conferma" {
                     (csrf_input(&op.csrf))
+                    input type="hidden" name="anteprima" value=(report_id);
                     @if !ok { input type="hidden" name="partial" value="1"; }
                     button type="submit" { @if ok { "Conferma e crea le caselle" } @else { "Applica solo le righe valide" } }
                 }
@@ -1207,13 +1216,24 @@ async fn bulk_upload(
 }
 
 async fn bulk_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
-    let Some(csv) = w.sessions.get(&op.sid).and_then(|s| s.bulk_csv) else {
+    let Some(pending) = w.sessions.get(&op.sid).and_then(|s| s.bulk) else {
         return page(
             "Caricamento massivo",
             op.nav(),
             html! { p.alert role="alert" { "Nessun file da confermare: caricarlo di nuovo." } (bulk_form(&op)) },
         );
     };
+    // The report this form came from, not whatever was uploaded last (in
+    // another tab, say).
+    if f.get("anteprima") != pending.id {
+        let mut r = page(
+            "Caricamento massivo",
+            op.nav(),
+            html! { p.alert role="alert" { "Nel frattempo è stato caricato un altro file: confermare dalla sua pagina di verifica, o caricare di nuovo questo." } (bulk_form(&op)) },
+        );
+        *r.status_mut() = StatusCode::CONFLICT;
+        return r;
+    }
     let t = match tenant(&w, &op.tenant) {
         Ok(t) => t,
         Err(r) => return r,
@@ -1224,8 +1244,10 @@ async fn bulk_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
             &w.app.store,
             &w.app.cfg(),
             &t,
-            &csv,
-            f.on("partial"),
+            &pending.csv,
+            // Valid rows alone only where the report listed rejected ones.
+            f.on("partial") && pending.rejected,
+            Some(&pending.addresses),
             &op.actor,
             now,
         )
@@ -1240,17 +1262,21 @@ async fn bulk_confirm(State(w): St, OpForm(op, f): OpForm) -> Response {
         }
     };
     if !report.applied {
-        // The store changed since the check (e.g. an address was taken).
-        return page(
+        // The store changed since the check (an address taken, a namesake
+        // created): the operator sees the new report before anything.
+        w.sessions.update(&op.sid, |s| s.bulk = None);
+        let mut r = page(
             "Caricamento massivo",
             op.nav(),
             html! {
-            p.alert role="alert" { "Il file non è più valido: ricaricarlo per vedere gli errori." } (bulk_form(&op)) },
+            p.alert role="alert" { "Il file non è più quello verificato (righe o indirizzi sono cambiati nel frattempo): ricaricarlo per vedere la nuova verifica." } (bulk_form(&op)) },
         );
+        *r.status_mut() = StatusCode::CONFLICT;
+        return r;
     }
     let credentials = tenants::credentials_csv(&report.created);
     w.sessions.update(&op.sid, |s| {
-        s.bulk_csv = None;
+        s.bulk = None;
         s.credentials = Some(credentials.into());
     });
     page(

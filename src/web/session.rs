@@ -65,11 +65,37 @@ pub struct Session {
     /// A bulk-load file shown in its validation report, awaiting confirm.
     /// (Shared, not copied: every request clones its session, and a roll
     /// can be megabytes.)
-    pub bulk_csv: Option<Arc<str>>,
+    pub bulk: Option<Arc<BulkPending>>,
     /// The credentials file of the last bulk load, to download.
     pub credentials: Option<Arc<str>>,
     /// A TOTP secret being enrolled (confirmed with a code first).
     pub totp_secret: Option<String>,
+}
+
+/// A bulk load as its validation report showed it: the confirmation must
+/// name this report (another tab may have uploaded another file since),
+/// and creates exactly the addresses it listed, or nothing.
+#[derive(Debug)]
+pub struct BulkPending {
+    /// Named by the report's confirm form.
+    pub id: String,
+    pub csv: String,
+    /// The addresses the report said each valid row would get, in order.
+    pub addresses: Vec<String>,
+    /// The report listed rejected rows (only then may the operator apply
+    /// the valid ones alone).
+    pub rejected: bool,
+}
+
+impl BulkPending {
+    pub fn new(csv: String, addresses: Vec<String>, rejected: bool) -> BulkPending {
+        BulkPending {
+            id: secret(),
+            csv,
+            addresses,
+            rejected,
+        }
+    }
 }
 
 pub struct Sessions {
@@ -154,7 +180,7 @@ impl Sessions {
             csrf: self.mac(&format!("csrf|{sid}"))?,
             created: now,
             seen: now,
-            bulk_csv: None,
+            bulk: None,
             credentials: None,
             totp_secret: None,
         })
@@ -222,7 +248,7 @@ impl Sessions {
                 csrf: secret(),
                 created: now,
                 seen: now,
-                bulk_csv: None,
+                bulk: None,
                 credentials: None,
                 totp_secret: None,
             },
@@ -230,9 +256,12 @@ impl Sessions {
         Some(sid)
     }
 
+    /// Change a session; the change is activity too (a bulk load that
+    /// took long ends with its credentials in a session still alive).
     pub fn update(&self, sid: &str, f: impl FnOnce(&mut Session)) {
         if let Some(s) = self.lock().get_mut(sid) {
             f(s);
+            s.seen = Instant::now();
         }
     }
 
@@ -309,8 +338,9 @@ mod tests {
         s.end(&b);
         assert!(s.get(&b).is_none());
         let b = s.start(order("x")).unwrap();
-        s.update(&b, |x| x.bulk_csv = Some("csv".into()));
-        assert_eq!(s.get(&b).unwrap().bulk_csv.as_deref(), Some("csv"));
+        let pending = Arc::new(BulkPending::new("csv".into(), Vec::new(), false));
+        s.update(&b, |x| x.bulk = Some(pending));
+        assert_eq!(s.get(&b).unwrap().bulk.unwrap().csv, "csv");
         assert!(s.get("forged").is_none());
     }
 

@@ -146,6 +146,25 @@ try {
   assert.match(creds, new RegExp(`${box("luca.verdi").replace(".", "\\.")};\\w{12}\\n`));
   assert.ok(creds.includes(box("anna.neri")));
 
+  step = "bulk load: a report replaced in another tab is not the one confirmed";
+  const one = (n, c) => header + `${n};Riva;${c};Via Po 4;Lodi;LO;26900\n`;
+  const tab2 = await ctxA.newPage();
+  await a.click("nav >> text=Caricamento massivo");
+  await a.setInputFiles("#f-file", { name: "primo.csv", mimeType: "text/csv", buffer: Buffer.from(one("Elsa", cfs[5])) });
+  await a.click("button:has-text('Verifica il file')");
+  await a.getByText("Tutte le 1 righe sono valide").waitFor();
+  await tab2.goto(`${base}/ordine/carica`);
+  await tab2.setInputFiles("#f-file", { name: "secondo.csv", mimeType: "text/csv", buffer: Buffer.from(one("Ivo", cfs[6])) });
+  await tab2.click("button:has-text('Verifica il file')");
+  await tab2.getByText("Tutte le 1 righe sono valide").waitFor();
+  await a.click("button:has-text('Conferma e crea le caselle')");
+  await a.getByText("Nel frattempo è stato caricato un altro file").waitFor();
+  await tab2.click("button:has-text('Conferma e crea le caselle')");
+  await tab2.getByText("1 caselle create.").waitFor();
+  const rivas = await (await a.request.get(`${base}/ordine/caselle?q=riva`)).text();
+  assert.ok(rivas.includes(box("ivo.riva")) && !rivas.includes(box("elsa.riva")), "only the report confirmed");
+  await tab2.close();
+
   step = "reset a password";
   await a.goto(detailUrl(box("luca.verdi")));
   await a.click("button:has-text('Reimposta la password')");
@@ -184,7 +203,7 @@ try {
   await a.goto(`${base}/ordine`);
   await shot(a, "05-cruscotto");
   const dash = await a.textContent("main");
-  assert.match(dash, /Primi accessi in attesa \(2\)/, "two pending mailboxes (first-access order; one transferred)");
+  assert.match(dash, /Primi accessi in attesa \(3\)/, "three pending mailboxes (first-access order; one transferred)");
 
   step = "exports";
   const feed = await a.request.get(`${base}/ordine/esporta/registro.csv`);
