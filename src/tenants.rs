@@ -679,7 +679,18 @@ fn commit_members(
 /// A member's mailbox, only if it belongs to `tenant`.
 pub fn member(store: &Store, tenant: &str, address: &str) -> Result<Account, TenantError> {
     match accounts::get(store, address)? {
-        Some(a) if a.tenant == tenant => Ok(a),
+        // A member has its entry in the order's list; the order's own
+        // institutional mailbox (same tenant, no entry) is the national
+        // administrator's to manage: an order's panel must not cancel,
+        // transfer or reset it.
+        Some(a)
+            if a.tenant == tenant
+                && store
+                    .get(Table::Tenants, &member_key(tenant, &a.address))?
+                    .is_some() =>
+        {
+            Ok(a)
+        }
         _ => Err(TenantError::NotFound(format!("mailbox {address}"))),
     }
 }
@@ -1040,12 +1051,25 @@ pub fn transfer(
 ) -> Result<Account, TenantError> {
     accounts::with_lock(address, || {
         let mut acc = member(store, from, address)?;
+        if to == from {
+            return Err(TenantError::invalid(
+                "to",
+                "the mailbox is already this order's",
+            ));
+        }
         let Some(new_order) = get(store, to)? else {
             return Err(TenantError::invalid(
                 "to",
                 format!("order {to} does not exist"),
             ));
         };
+        // One PEC domicile per professional and order, as at creation.
+        if let Some(existing) = mailbox_of(store, to, &acc.holder.codice_fiscale)? {
+            return Err(TenantError::invalid(
+                "to",
+                format!("the holder already has the mailbox {existing} in order {to}"),
+            ));
+        }
         // A member without an e-mail of their own is reached through the
         // secretariat of their order: after the transfer, the new one's
         // (reminders, warnings and password-reset links must not keep

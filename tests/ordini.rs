@@ -597,7 +597,12 @@ fn a_transferred_member_is_reached_through_the_new_orders_secretariat() {
     order("ordine-milano", "MI", "segreteria@milano.test");
     let mut m = member("Pia", "Rosa", &cf(40));
     m["reference_email"] = json!("");
-    let (s, v) = d.api(&lodi, "POST", "/tenants/ordine-lodi/mailboxes", Some(m));
+    let (s, v) = d.api(
+        &lodi,
+        "POST",
+        "/tenants/ordine-lodi/mailboxes",
+        Some(m.clone()),
+    );
     assert_eq!(s, 201, "{v}");
     let addr = v["address"].as_str().unwrap().to_string();
     let (_, v) = d.api(
@@ -621,6 +626,42 @@ fn a_transferred_member_is_reached_through_the_new_orders_secretariat() {
         v["anagrafica"]["reference_email"], "segreteria@milano.test",
         "{v}"
     );
+    // Pia joins Lodi again with a new mailbox: it cannot follow her first
+    // one to Milano (one mailbox per professional and order), nor go to
+    // the order it is in.
+    let (s, v) = d.api(&lodi, "POST", "/tenants/ordine-lodi/mailboxes", Some(m));
+    assert_eq!(s, 201, "{v}");
+    let second = v["address"].as_str().unwrap().to_string();
+    for (to, why) in [
+        ("ordine-milano", "already has the mailbox"),
+        ("ordine-lodi", "already this order's"),
+    ] {
+        let (s, v) = d.api(
+            &lodi,
+            "POST",
+            &format!("/tenants/ordine-lodi/mailboxes/{second}/transfer"),
+            Some(json!({ "to": to })),
+        );
+        assert_eq!((s, v["field"].as_str()), (400, Some("to")), "{v}");
+        assert!(v["message"].as_str().unwrap().contains(why), "{v}");
+    }
+    // The order's own mailbox is not one of its members: not reachable
+    // through the member routes (the national administrator manages it).
+    let own = format!("ordine.lodi@{DOMAIN}");
+    for (method, op) in [
+        ("GET", ""),
+        ("POST", "/password-reset"),
+        ("POST", "/transfer"),
+    ] {
+        let body = (op == "/transfer").then(|| json!({"to": "ordine-milano"}));
+        let (s, v) = d.api(
+            &lodi,
+            method,
+            &format!("/tenants/ordine-lodi/mailboxes/{own}{op}"),
+            body,
+        );
+        assert_eq!(s, 404, "{method} {op}: {v}");
+    }
 }
 
 #[test]

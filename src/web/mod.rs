@@ -340,6 +340,12 @@ fn italian_field(field: &str, message: &str) -> String {
             "Indicare un indirizzo PEC diverso da quello cessato.".into()
         }
         "other_pec" => "Per la cessazione immediata su richiesta serve un altro indirizzo PEC come domicilio digitale.".into(),
+        "to" if message.contains("already this order") => {
+            "La casella è già di questo ordine.".into()
+        }
+        "to" if message.contains("already has the mailbox") => {
+            "Il titolare ha già una casella presso l'ordine di destinazione.".into()
+        }
         "to" => "L'ordine di destinazione non esiste.".into(),
         "note" => "Scrivere una nota.".into(),
         "new_password" | "password" => "La password deve avere almeno 8 caratteri.".into(),
