@@ -2561,20 +2561,36 @@ impl App {
     }
 
     /// Mail a password-reset link to the holder's reference address.
-    pub fn send_reset_link(&self, acc: &accounts::Account, token: &str) -> Result<(), String> {
-        if self.cfg().notify.smarthost.is_none() {
-            return Err("no notify.smarthost: reset links cannot be mailed".into());
+    pub fn reset_by_link(
+        &self,
+        tenant: &str,
+        address: &str,
+        actor: &str,
+    ) -> Result<accounts::Account, crate::tenants::TenantError> {
+        use crate::tenants::TenantError;
+        let live = self.cfg();
+        if live.notify.smarthost.is_none() {
+            return Err(TenantError::Conflict(
+                "no notify.smarthost: reset links cannot be mailed".into(),
+            ));
         }
-        let base = self.cfg().listen.admin.map_or_else(
-            || format!("https://{}", self.cfg().hostname),
-            |a| format!("http://{a}"),
-        );
+        let now = self.clock.now();
+        // The token, its record and the mail carrying it in one commit.
+        let mut b = Batch::new();
+        let (token, acc) =
+            crate::tenants::issue_reset_token(&mut b, &self.store, tenant, address, actor, now)?;
+        let base = match (&live.notify.panel_url, live.listen.admin) {
+            (Some(url), _) => url.clone(),
+            (None, Some(a)) => format!("http://{a}"),
+            (None, None) => format!("https://{}", live.hostname),
+        };
         let url = format!("{base}/me/reset?token={token}");
         let hours = crate::tenants::RESET_VALIDITY.num_hours();
         let n = crate::notices::reset_link(&acc.address, &url, hours);
-        let mut b = Batch::new();
-        self.relay_notice(&mut b, &n, &acc.holder.reference_email, self.clock.now())?;
-        self.commit(b)
+        self.relay_notice(&mut b, &n, &acc.holder.reference_email, now)
+            .and_then(|()| self.commit(b))
+            .map_err(TenantError::Conflict)?;
+        Ok(acc)
     }
 
     fn notice_sender(&self) -> String {

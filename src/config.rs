@@ -210,6 +210,12 @@ pub struct NotifyConfig {
     /// Sender of those notices (default `noreply@<provider.domain>`).
     #[serde(default)]
     pub from: Option<String>,
+    /// Where holders reach the web panels (the TLS proxy in front of the
+    /// admin listener), e.g. `https://pec.example.it`: the links mailed to
+    /// them (password reset) start with it. Absent: `http://<listen.admin>`,
+    /// which only works on that host (development).
+    #[serde(default)]
+    pub panel_url: Option<String>,
 }
 
 /// The certifying provider and its signing identity.
@@ -810,6 +816,22 @@ impl Config {
         let notify: Option<NotifyConfig> = section(&table, "notify", &mut errors);
         let lifecycle: Option<LifecycleConfig> = section(&table, "lifecycle", &mut errors);
         let antivirus: Option<AntivirusConfig> = section(&table, "antivirus", &mut errors);
+        let notify = notify.map(|mut n| {
+            if let Some(u) = n.panel_url.as_mut() {
+                *u = u.trim().trim_end_matches('/').to_string();
+                let host = u
+                    .strip_prefix("https://")
+                    .or_else(|| u.strip_prefix("http://"))
+                    .unwrap_or("");
+                if host.is_empty() || host.contains(char::is_whitespace) {
+                    errors.push(err(
+                        "notify.panel_url",
+                        format!("{u:?} is not an http(s) URL, e.g. \"https://pec.example.it\""),
+                    ));
+                }
+            }
+            n
+        });
         // Semantic checks run on every section that parsed, so one bad
         // section does not hide the problems of the others.
         let resolve = |p: &mut PathBuf| *p = base.join(&*p);
@@ -1177,6 +1199,8 @@ warning_after = "12h"
 final_after = "1h"
 [log]
 retention = "913d"
+[notify]
+panel_url = "pec.example.it"
 "#;
         let errs = Config::parse(text, Path::new("/nonexistent")).unwrap_err();
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
@@ -1195,6 +1219,7 @@ retention = "913d"
             "limits.data_memory",
             "timers.final_after",
             "log.retention",
+            "notify.panel_url",
         ] {
             assert!(keys.contains(&k), "{k} missing in {keys:?}");
         }

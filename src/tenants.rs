@@ -803,7 +803,11 @@ struct ResetGrant {
 
 /// A reset link for the holder's reference e-mail: a one-use token (kept
 /// hashed) valid for [`RESET_VALIDITY`]. Returns the token and the account.
+/// Into `b`, to commit with the mail that carries the link (the log must
+/// not say a link was sent, nor a token live, when the mail was not
+/// queued): a reset token for `address`, and its record.
 pub fn issue_reset_token(
+    b: &mut Batch,
     store: &Store,
     tenant: &str,
     address: &str,
@@ -822,20 +826,18 @@ pub fn issue_reset_token(
         address: acc.address.clone(),
         expires: now + RESET_VALIDITY,
     };
-    let mut b = Batch::new();
     b.put(
         Table::Tenants,
         reset_key(&token),
         serde_json::to_vec(&grant).unwrap_or_default(),
     );
     log(
-        &mut b,
+        b,
         now,
         actor,
         Some(address),
         format!("password reset link sent to {}", acc.holder.reference_email),
     );
-    store.commit(b)?;
     Ok((token, acc))
 }
 

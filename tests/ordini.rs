@@ -1011,7 +1011,9 @@ fn the_cli_drives_the_api_and_names_line_and_field() {
 fn a_reset_link_goes_to_the_reference_address_and_works_once() {
     let dir = tempfile::tempdir().unwrap();
     let (sink, captured) = capture_smtp();
-    let extra = format!("[notify]\nsmarthost = \"127.0.0.1:{sink}\"\n");
+    let extra = format!(
+        "[notify]\nsmarthost = \"127.0.0.1:{sink}\"\npanel_url = \"https://pec.ordini.test/\"\n"
+    );
     let d = Daemon::start(Spec {
         extra: &extra,
         ..Spec::new('a', dir.path(), free_port(), vec![])
@@ -1051,6 +1053,11 @@ fn a_reset_link_goes_to_the_reference_address_and_works_once() {
         .take_while(|c| c.is_ascii_hexdigit())
         .collect();
     assert_eq!(token.len(), 64, "{mail}");
+    // Where holders reach the panel, not the admin listener's address.
+    assert!(
+        mail.contains(&format!("https://pec.ordini.test/me/reset?token={token}")),
+        "{mail}"
+    );
     // The link opens a form; the token sets the password once.
     let (s, page) = d.api("", "GET", &format!("/me/reset?token={token}"), None);
     assert_eq!(s, 200);
@@ -1074,4 +1081,25 @@ fn a_reset_link_goes_to_the_reference_address_and_works_once() {
             .0,
         200
     );
+}
+
+/// Without a smarthost a reset link cannot be mailed: refused, and
+/// nothing says it was sent (no record, no live token).
+#[test]
+fn a_reset_link_that_cannot_be_mailed_is_refused_and_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let order = new_tenant(&d, "ordine-lodi", "LO");
+    let (_, v) = d.api(
+        &order,
+        "POST",
+        "/tenants/ordine-lodi/mailboxes",
+        Some(member("Rita", "Neri", &cf(71))),
+    );
+    let addr = v["address"].as_str().unwrap().to_string();
+    let path = format!("/tenants/ordine-lodi/mailboxes/{addr}/password-reset");
+    let (s, v) = d.api(&order, "POST", &path, Some(json!({"via": "link"})));
+    assert_eq!(s, 409, "{v}");
+    let (_, log) = d.api(&d.admin_token(), "GET", "/log/search", None);
+    assert!(!log.to_string().contains("reset link sent"), "{log}");
 }

@@ -382,14 +382,7 @@ async fn member_reset(
             }
         }
         Some("link") => {
-            let r = blocking(|| {
-                let (token, acc) =
-                    tenants::issue_reset_token(&ctx.app.store, &t, &a, &c.name(), now)?;
-                ctx.app
-                    .send_reset_link(&acc, &token)
-                    .map_err(TenantError::Conflict)?;
-                Ok(acc)
-            });
+            let r = blocking(|| ctx.app.reset_by_link(&t, &a, &c.name()));
             match r {
                 Ok(acc) => (
                     StatusCode::ACCEPTED,

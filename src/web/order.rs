@@ -946,11 +946,7 @@ async fn reset(State(w): St, Path(a): Path<String>, OpForm(op, f): OpForm) -> Re
     operate(w, op, f, a, "reset", move |w, op, f| {
         let now = w.app.clock.now();
         if f.get("via") == "link" {
-            let (token, acc) =
-                tenants::issue_reset_token(&w.app.store, &op.tenant, &addr, &op.actor, now)?;
-            w.app
-                .send_reset_link(&acc, &token)
-                .map_err(TenantError::Conflict)?;
+            let acc = w.app.reset_by_link(&op.tenant, &addr, &op.actor)?;
             return Ok(
                 html! { "Link di reimpostazione inviato a " (acc.holder.reference_email) "." },
             );
