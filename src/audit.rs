@@ -217,6 +217,8 @@ pub struct Filter {
     pub id: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// The sender or one of the recipients (a mailbox's own history).
+    pub party: Option<String>,
     pub since: Option<DateTime<Utc>>,
 }
 
@@ -248,6 +250,15 @@ impl Filter {
         }
         if let Some(t) = &self.to
             && !r.recipients.iter().any(|x| x.eq_ignore_ascii_case(t))
+        {
+            return false;
+        }
+        if let Some(p) = &self.party
+            && !r
+                .sender
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+            && !r.recipients.iter().any(|x| x.eq_ignore_ascii_case(p))
         {
             return false;
         }
@@ -495,6 +506,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(since.len(), 4);
+        let party = |who: &str| {
+            let f = Filter {
+                party: Some(who.into()),
+                ..Default::default()
+            };
+            search(&store, &f).unwrap().len()
+        };
+        assert_eq!(party("GIULIA@pec.b.test"), 10, "as a recipient");
+        assert_eq!(party("Mario@pec.a.test"), 10, "as the sender");
+        assert_eq!(party("x@y"), 0);
         assert!(
             search(
                 &store,

@@ -1107,6 +1107,7 @@ fn log_command(action: LogAction) -> Result<ExitCode, String> {
                         id: msgid,
                         from,
                         to,
+                        party: None,
                         since,
                     };
                     for (seq, rec) in

@@ -197,6 +197,7 @@ async fn log_search(State(ctx): State<Ctx>, h: HeaderMap, Query(q): Query<Search
         id: q.msgid,
         from: q.from,
         to: q.to,
+        party: None,
         since,
     };
     match tokio::task::block_in_place(|| crate::audit::search(&ctx.app.store, &filter)) {

@@ -623,22 +623,17 @@ async fn detail(State(w): St, op: Op, Path(address): Path<String>) -> Response {
 fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fields>) -> Response {
     let now = w.app.clock.now();
     let (history, plan) = blocking(|| {
+        // Only this mailbox's records are kept while the log is read (not
+        // a year of everyone's, filtered afterwards).
         let filter = crate::audit::Filter {
             since: Some(now - chrono::Duration::days(400)),
+            party: Some(acc.address.clone()),
             ..Default::default()
         };
         let records: Vec<_> = crate::audit::search(&w.app.store, &filter)
             .unwrap_or_default()
             .into_iter()
             .map(|(_, r)| r)
-            .filter(|r| {
-                r.recipients
-                    .iter()
-                    .any(|x| x.eq_ignore_ascii_case(&acc.address))
-                    || r.sender
-                        .as_deref()
-                        .is_some_and(|s| s.eq_ignore_ascii_case(&acc.address))
-            })
             .collect();
         (records, w.app.downgrade_plan(acc).ok())
     });
@@ -828,24 +823,34 @@ fn detail_page(w: &Web, op: &Op, acc: &Account, out: Outcome, edited: Option<&Fi
                 h2 #h-hist { "Storico" }
                 @if states.is_empty() { p.muted { "Nessun evento." } } @else {
                     ul { @for r in &states { li { (time_it(r.time)) " — " (r.detail.clone().unwrap_or_default())
-                        @if let Some(s) = &r.sender { " (" (s) ")" } } } }
+                        @if let Some(s) = &r.sender { " (" (actor_it(s)) ")" } } } }
                 }
             }
             section aria-labelledby="h-ric" {
                 h2 #h-ric { "Ultime ricevute" }
                 @if receipts.is_empty() { p.muted { "Nessuna." } } @else {
+                    // When and what, not the member's correspondence: the
+                    // order administers the mailbox, and subjects and
+                    // correspondents are not its to read (data
+                    // minimisation; many members are bound to secrecy).
                     div.table { table {
-                        thead { tr { th { "Data" } th { "Evento" } th { "Oggetto" } th { "Da" } th { "A" } } }
+                        thead { tr { th { "Data" } th { "Evento" } th { "Direzione" } } }
                         tbody { @for r in &receipts { tr {
                             td { (time_it(r.time)) } td { (event_it(r.event)) }
-                            td { (r.subject.clone().unwrap_or_default()) }
-                            td { (r.sender.clone().unwrap_or_default()) } td { (r.recipients.join(", ")) }
+                            td { @if r.sender.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&acc.address)) { "inviata dalla casella" } @else { "per la casella" } }
                         } } }
                     } }
                 }
             }
         },
     )
+}
+
+/// Who made a change, as the log names them, without the client address
+/// an operator worked from (`order:lodi (panel, 192.0.2.1)` is shown as
+/// `order:lodi`): after a transfer the new order reads the history too.
+fn actor_it(actor: &str) -> &str {
+    actor.split_once(" (").map_or(actor, |(who, _)| who)
 }
 
 fn event_it(e: crate::audit::Event) -> &'static str {

@@ -199,6 +199,9 @@ try {
   step = "detail page and dashboard screenshots";
   await a.goto(detailUrl(box("marco.bruni")));
   await a.getByRole("heading", { name: "Anagrafica" }).waitFor();
+  const history = await a.textContent("section[aria-labelledby=h-hist]");
+  assert.match(history, new RegExp(`order:${E.ORDER_A}\\)`), "who changed it");
+  assert.ok(!history.includes("panel,"), "not the address they worked from");
   await shot(a, "04-scheda-casella");
   await a.goto(`${base}/ordine`);
   await shot(a, "05-cruscotto");
