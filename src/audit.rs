@@ -273,6 +273,21 @@ impl Filter {
 
 /// Records matching `filter`, in log order, with their sequence numbers.
 pub fn search(store: &Store, filter: &Filter) -> Result<Vec<(u64, LogRecord)>, StoreError> {
+    let mut out = Vec::new();
+    scan(store, filter, |seq, r| {
+        out.push((seq, r));
+        true
+    })?;
+    Ok(out)
+}
+
+/// Each record matching `filter`, in log order, handed to `f` as it is
+/// read (nothing held beyond the page being read) until `f` says stop.
+pub fn scan(
+    store: &Store,
+    filter: &Filter,
+    mut f: impl FnMut(u64, LogRecord) -> bool,
+) -> Result<(), StoreError> {
     let (anchor_seq, _) = anchor(store)?;
     let mut next = anchor_seq + 1;
     if let Some(since) = filter.since {
@@ -280,7 +295,6 @@ pub fn search(store: &Store, filter: &Filter) -> Result<Vec<(u64, LogRecord)>, S
         // start there, not at the start of 30 months of log.
         next = first_near(store, next, since)?;
     }
-    let mut out = Vec::new();
     let mut ids: HashSet<String> = filter.id.iter().map(|s| norm_id(s)).collect();
     loop {
         let batch = store.log_entries(next, 1024)?;
@@ -293,17 +307,19 @@ pub fn search(store: &Store, filter: &Filter) -> Result<Vec<(u64, LogRecord)>, S
                 if filter.id.is_some() {
                     ids.extend(record_ids(&r));
                 }
-                out.push((e.seq, r));
+                if !f(e.seq, r) {
+                    return Ok(());
+                }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Records are appended in time order, give or take the moments between
 /// taking the time and committing: a seek goes this far earlier, and the
 /// filter does the rest.
-const SEEK_SLACK: chrono::Duration = chrono::Duration::hours(1);
+pub const SEEK_SLACK: chrono::Duration = chrono::Duration::hours(1);
 
 /// The first sequence number from `lo` on whose record is not older than
 /// `since` minus [`SEEK_SLACK`] (binary search over the contiguous seqs).

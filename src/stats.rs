@@ -9,7 +9,11 @@
 //!
 //! [INF] choices: planned outages do not count against the 99.8 %
 //! availability; the single-outage rule is that no unplanned outage lasts
-//! more than 50 % of the downtime the period allows (0.2 % of its minutes).
+//! more than 50 % of the downtime the period allows (0.2 % of its minutes);
+//! overlapping unplanned outages count their union once. "Caselle" are
+//! the mailboxes in service at the period's end (created before it, not
+//! cancelled before it; mailboxes deleted since are no longer known); a
+//! virus is counted once per message, however many recipients it had.
 
 use crate::audit::{Event, LogRecord};
 use crate::store::{Batch, Store, StoreError, Table};
@@ -114,9 +118,17 @@ pub fn add_outage(store: &Store, o: &Outage, now: DateTime<Utc>) -> Result<(), S
         return Err("the outage must end after it starts".into());
     }
     let mut b = Batch::new();
+    // Two outages that begin together (an incident and the malfunction it
+    // caused) are two entries; the same one recorded twice is one.
     b.put(
         Table::Meta,
-        format!("outage/{}", o.start.to_rfc3339()).into_bytes(),
+        format!(
+            "outage/{}/{}/{}",
+            o.start.to_rfc3339(),
+            o.end.to_rfc3339(),
+            o.kind.italian()
+        )
+        .into_bytes(),
         serde_json::to_vec(o).unwrap_or_default(),
     );
     let mut r = LogRecord::new(now, Event::Mailbox);
@@ -167,12 +179,31 @@ pub fn p01(
     };
     let mut out = P01 {
         domains,
-        mailboxes: store.entries(Table::Mailboxes).count(),
         ..Default::default()
     };
-    for (_, r) in crate::audit::search(store, &filter).map_err(|e| e.to_string())? {
-        if r.time >= end {
-            break;
+    for entry in store.entries(Table::Mailboxes) {
+        let (_, v) = entry.map_err(|e| e.to_string())?;
+        let Ok(a) = serde_json::from_slice::<crate::accounts::Account>(&v) else {
+            continue;
+        };
+        let cancelled_before_end = a.state == crate::accounts::AccountState::Cancelled
+            && a.state_since.is_some_and(|t| t < end);
+        if a.created < end && !cancelled_before_end {
+            out.mailboxes += 1;
+        }
+    }
+    // One envelope with a virus for three of our users is three records
+    // (one per recipient) and one virus.
+    let mut infected: std::collections::HashSet<String> = Default::default();
+    crate::audit::scan(store, &filter, |_, r| {
+        // Records are in commit order, which may trail their time by the
+        // moments between taking it and committing: read a little past
+        // the end, count only what falls inside.
+        if r.time >= end + crate::audit::SEEK_SLACK {
+            return false;
+        }
+        if r.time < start || r.time >= end {
+            return true;
         }
         match r.event {
             Event::Acceptance => out.acceptances += 1,
@@ -180,18 +211,25 @@ pub fn p01(
                 out.taken_in_charge_to_others += 1
             }
             Event::VirusDetected => {
-                if r.detail
+                let outgoing = r
+                    .detail
                     .as_deref()
-                    .is_some_and(|d| d.starts_with("at submission"))
-                {
-                    out.viruses_out += 1
-                } else {
-                    out.viruses_in += 1
+                    .is_some_and(|d| d.starts_with("at submission"));
+                let first = match r.pec_id.as_ref().or(r.related.first()) {
+                    Some(id) => infected.insert(format!("{outgoing}/{id}")),
+                    None => true,
+                };
+                match (first, outgoing) {
+                    (false, _) => {}
+                    (true, true) => out.viruses_out += 1,
+                    (true, false) => out.viruses_in += 1,
                 }
             }
             _ => {}
         }
-    }
+        true
+    })
+    .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -219,7 +257,7 @@ pub fn csv(
     let period_minutes = (end - start).num_minutes() as f64;
     let allowed = period_minutes * (1.0 - SLA_AVAILABILITY);
     out.push_str("\ndataset;periodo;giorno;tipo;minuti;entro_sla\n");
-    let mut unplanned = 0.0;
+    let mut down: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
     let mut single_ok = true;
     for o in outages(store).map_err(|e| e.to_string())? {
         let (s, e) = (o.start.max(start), o.end.min(end));
@@ -230,7 +268,7 @@ pub fn csv(
         let counts = o.kind != OutageKind::Planned;
         let within = !counts || minutes <= allowed * 0.5;
         if counts {
-            unplanned += minutes;
+            down.push((s, e));
             single_ok &= within;
         }
         let day = s.with_timezone(&Rome).date_naive();
@@ -243,7 +281,7 @@ pub fn csv(
             if within { "si" } else { "no" }
         ));
     }
-    let availability = 1.0 - unplanned / period_minutes;
+    let availability = 1.0 - union_minutes(down) / period_minutes;
     let met = availability >= SLA_AVAILABILITY && single_ok;
     out.push_str(&format!(
         "P02;{name};totale;disponibilita;{:.4};{}\n",
@@ -251,6 +289,27 @@ pub fn csv(
         if met { "si" } else { "no" }
     ));
     Ok(out)
+}
+
+/// Minutes covered by any of `spans` (overlaps once).
+fn union_minutes(mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)>) -> f64 {
+    spans.sort();
+    let mut total = chrono::Duration::zero();
+    let mut open: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for (s, e) in spans {
+        open = match open {
+            Some((os, oe)) if s <= oe => Some((os, oe.max(e))),
+            Some((os, oe)) => {
+                total += oe - os;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    if let Some((os, oe)) = open {
+        total += oe - os;
+    }
+    total.num_seconds() as f64 / 60.0
 }
 
 #[cfg(test)]
@@ -300,12 +359,40 @@ mod tests {
                 None,
                 Some("in a received envelope: Eicar"),
             ),
-            (t(9, 1), Event::Acceptance, None, None),
         ] {
             let mut r = LogRecord::new(when, ev);
             r.provider = provider.map(str::to_string);
             r.detail = detail.map(str::to_string);
             r.append_to(&mut b);
+        }
+        // One envelope with a virus for three of our users: one virus.
+        // (Everything here is committed in one batch, in this order.)
+        for rcpt in ["a", "b", "c"] {
+            let mut r = LogRecord::new(t(7, 3), Event::VirusDetected);
+            r.pec_id = Some("opec.1@altro.test".into());
+            r.recipients = vec![format!("{rcpt}@pec.noi.test")];
+            r.detail = Some("in a received envelope: Eicar".into());
+            r.append_to(&mut b);
+        }
+        // Committed after a record of September's first minutes, timed
+        // before the end (commit order trails time by moments).
+        let after = Utc.with_ymd_and_hms(2026, 8, 31, 22, 30, 0).unwrap();
+        LogRecord::new(after, Event::Acceptance).append_to(&mut b);
+        let late = Utc.with_ymd_and_hms(2026, 8, 31, 21, 59, 0).unwrap();
+        LogRecord::new(late, Event::Acceptance).append_to(&mut b);
+        // In service at the end: created before it, not cancelled before it.
+        for (address, created, state, since) in [
+            ("uno@pec.noi.test", t(3, 1), "active", t(3, 1)),
+            ("due@pec.noi.test", t(3, 1), "cancelled", t(9, 15)),
+            ("tre@pec.noi.test", t(3, 1), "cancelled", t(6, 1)),
+            ("quattro@pec.noi.test", t(9, 20), "active", t(9, 20)),
+        ] {
+            let a: crate::accounts::Account = serde_json::from_value(serde_json::json!({
+                "address": address, "password_hash": "", "state": state,
+                "created": created, "state_since": since,
+            }))
+            .unwrap();
+            crate::accounts::put(&mut b, &a);
         }
         store.commit(b).unwrap();
         let p = Period::parse("2026-Q2").unwrap();
@@ -314,10 +401,10 @@ mod tests {
             got,
             P01 {
                 domains: 2,
-                mailboxes: 0,
-                acceptances: 2,
+                mailboxes: 2,
+                acceptances: 3,
                 taken_in_charge_to_others: 1,
-                viruses_in: 1,
+                viruses_in: 2,
                 viruses_out: 1
             }
         );
@@ -334,7 +421,7 @@ mod tests {
         add_outage(&store, &o(t(6, 10), 120, OutageKind::Incident), now).unwrap();
         let text = csv(&store, p, 2, "Noi S.p.A.").unwrap();
         assert!(
-            text.contains("P01;2026-Q2;ricevute_accettazione;2\n"),
+            text.contains("P01;2026-Q2;ricevute_accettazione;3\n"),
             "{text}"
         );
         assert!(
@@ -346,6 +433,17 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with(";si\n"), "{text}");
+        // A malfunction that began with the incident, and lasted an hour
+        // longer: both listed, their 180 minutes of union counted once
+        // (1 − 180 / 177,120 minutes).
+        add_outage(&store, &o(t(6, 10), 180, OutageKind::Malfunction), now).unwrap();
+        let text = csv(&store, p, 2, "Noi S.p.A.").unwrap();
+        assert!(text.contains("10/06/2026;incidente;120;si\n"), "{text}");
+        assert!(
+            text.contains("10/06/2026;malfunzionamento;180;no\n"),
+            "{text}"
+        );
+        assert!(text.contains("totale;disponibilita;99.8984;"), "{text}");
         // One long malfunction breaks the single-outage rule.
         add_outage(&store, &o(t(7, 10), 200, OutageKind::Malfunction), now).unwrap();
         let text = csv(&store, p, 2, "Noi S.p.A.").unwrap();
