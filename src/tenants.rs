@@ -172,7 +172,10 @@ pub fn random_secret(bytes: usize) -> String {
 pub fn one_time_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut b = [0u8; 12];
-    let _ = openssl::rand::rand_bytes(&mut b);
+    // No random source, no password: an empty one is refused when hashed.
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        return String::new();
+    }
     b.iter()
         .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
         .collect()
@@ -995,6 +998,42 @@ pub fn cancel(
         // Struck off: it runs to its expiry, then lapses (lifecycle::due).
         acc.state_reason = reason.clone();
         save(store, &acc, actor, now, format!("cancellation: {reason}"))?;
+        Ok(acc)
+    })
+}
+
+/// Renew a member's mailbox by `years` (1 to 10), from its expiry (see
+/// [`crate::lifecycle::renew`]); checked and applied under the mailbox's
+/// lock, so a transfer in between cannot make it another order's renewal.
+pub fn renew(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+    years: u32,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, TenantError> {
+    if !(1..=10).contains(&years) {
+        return Err(TenantError::invalid("years", "must be from 1 to 10"));
+    }
+    let today = crate::clock::LegalTime::new(now).date();
+    accounts::with_lock(address, || {
+        let mut acc = member(store, tenant, address)?;
+        if let Some(why) = crate::lifecycle::renewal_refused(&acc, years, today) {
+            return Err(TenantError::invalid("years", why));
+        }
+        // The state's date moves only with the state: a pending mailbox's
+        // first-access window does not start again.
+        if crate::lifecycle::renew(&mut acc, years, today) {
+            acc.state_since = Some(now);
+        }
+        save(
+            store,
+            &acc,
+            actor,
+            now,
+            format!("renewed for {years} year(s) by {actor}"),
+        )?;
         Ok(acc)
     })
 }

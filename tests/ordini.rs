@@ -484,7 +484,17 @@ fn exports_cancellation_rules_transfer_and_plans() {
     assert_eq!(p["to_plan"], "base");
     assert_eq!(p["addons_dropped"], 3);
     assert_eq!(p["inbox_quota_after"], json!(1u64 << 30));
-    // Renewal extends from the expiry date.
+    // Renewal extends from the expiry date, by 1 to 10 years (not a
+    // silently different number).
+    for years in [0, 11] {
+        let (s, v) = d.api(
+            &lodi,
+            "POST",
+            &path(&made[3], "renew"),
+            Some(json!({ "years": years })),
+        );
+        assert_eq!((s, v["field"].as_str()), (400, Some("years")), "{v}");
+    }
     let before = p["expires"].as_str().unwrap().to_string();
     let (_, v) = d.api(
         &lodi,

@@ -456,25 +456,8 @@ async fn member_renew(
     body: String,
 ) -> Response {
     member_op(&ctx, &h, &t, &a, &body, |r: Renew, actor, now| {
-        let years = r
-            .years
-            .unwrap_or(ctx.app.cfg().lifecycle.term_years)
-            .clamp(1, 10);
-        let today = crate::clock::LegalTime::new(now).date();
-        let acc = tenants::member(&ctx.app.store, &t, &a)?;
-        if let Some(why) = crate::lifecycle::renewal_refused(&acc, years, today) {
-            return Err(TenantError::invalid("years", why));
-        }
-        let what = format!("renewed for {years} year(s) by {actor}");
-        crate::accounts::update(&ctx.app.store, &a, now, &what, |acc| {
-            // The state's date moves only with the state: a pending
-            // mailbox's first-access window does not start again.
-            if crate::lifecycle::renew(acc, years, today) {
-                acc.state_since = Some(now);
-            }
-            Ok(())
-        })
-        .map_err(TenantError::from)
+        let years = r.years.unwrap_or(ctx.app.cfg().lifecycle.term_years);
+        tenants::renew(&ctx.app.store, &t, &a, years, actor, now)
     })
 }
 
