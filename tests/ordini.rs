@@ -54,6 +54,14 @@ fn members_are_named_by_the_rules_and_homonyms_get_an_alias() {
     );
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["order_mailbox"], format!("ordine.lodi@{DOMAIN}"));
+    // An order's domain must be one this provider serves.
+    let (s, e) = d.api(
+        &d.admin_token(),
+        "POST",
+        "/tenants",
+        Some(json!({"id": "ordine-altrove", "name": "Altrove", "domain": "pec.altrove.test", "provincia": "MI"})),
+    );
+    assert_eq!((s, e["field"].as_str()), (400, Some("domain")), "{e}");
     // The order's own mailbox exists, with its one-time password.
     let order_pw = v["order_mailbox_password"].as_str().unwrap();
     let (s, me) = d.api(

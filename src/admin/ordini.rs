@@ -202,6 +202,20 @@ async fn tenants_create(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> R
         secretariat_email: t.secretariat_email,
         created: now,
     };
+    // Its members' mailboxes must be ones this provider receives mail for.
+    if !ctx
+        .app
+        .cfg()
+        .provider
+        .local_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&t.domain))
+    {
+        return fail(TenantError::invalid(
+            "domain",
+            format!("{} is not one of provider.local_domains", t.domain),
+        ));
+    }
     match blocking(|| tenants::create(&ctx.app.store, &t, now)) {
         Ok(o) => (
             StatusCode::CREATED,
