@@ -466,6 +466,7 @@ fn trace_header_names_peer_server_protocol_and_recipient() {
         authenticated: Some("a@x.it".into()),
         tls: true,
         helo: "client\r\nX-Evil: 1".into(),
+        esmtp: true,
         data: Vec::new(),
         peer: Some("::1".parse().unwrap()),
     };
@@ -485,4 +486,57 @@ fn trace_header_names_peer_server_protocol_and_recipient() {
         plain.trace_header("mx", "I", "D"),
         "Received: from unknown\r\n\tby mx (pecd) with ESMTP id I;\r\n\tD\r\n"
     );
+    // RFC 3848: a client that said HELO spoke SMTP.
+    let old = pecd::smtp::session::Envelope {
+        esmtp: false,
+        ..plain
+    };
+    assert!(old.trace_header("mx", "I", "D").contains(" with SMTP id "));
+}
+
+#[test]
+fn helo_gets_one_line_lhlo_is_not_smtp() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "HELO c\r\n");
+    assert!(
+        sh.out
+            .ends_with("\r\n250 mx.pec.provider-a.test greets c\r\n"),
+        "{}",
+        sh.out
+    );
+    assert!(!sh.out.contains("PIPELINING"));
+    sh.send(&mut s, "LHLO c\r\n");
+    assert!(
+        sh.out
+            .ends_with("500 5.5.1 LHLO is LMTP (RFC 2033): use EHLO\r\n"),
+        "{}",
+        sh.out
+    );
+    sh.send(
+        &mut s,
+        "MAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\nx\r\n.\r\n",
+    );
+    assert!(!sh.messages[0].esmtp);
+    sh.send(&mut s, "EHLO c\r\n");
+    assert!(sh.out.contains("250-PIPELINING"), "{}", sh.out);
+}
+
+/// SMTP smuggling: only CRLF "." CRLF ends a message; "." CR CR LF is a
+/// stuffed line of data, and what follows it is not read as commands.
+#[test]
+fn a_dot_followed_by_two_crs_does_not_end_the_message() {
+    let mut s = Session::new(cfg(Mode::Inbound), false);
+    let mut sh = Shell::new(&s);
+    sh.send(
+        &mut s,
+        "EHLO c\r\nMAIL FROM:<a@b.it>\r\nRCPT TO:<m@pec.provider-a.test>\r\nDATA\r\n\
+         Subject: uno\r\n\r\nx\r\n.\r\r\nMAIL FROM:<forged@b.it>\r\n.\r\n",
+    );
+    assert_eq!(sh.messages.len(), 1);
+    assert_eq!(
+        sh.messages[0].data,
+        b"Subject: uno\r\n\r\nx\r\n\r\r\nMAIL FROM:<forged@b.it>\r\n"
+    );
+    assert_eq!(sh.codes(), ["220", "250", "250", "250", "354", "250"]);
 }

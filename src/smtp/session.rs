@@ -12,9 +12,9 @@
 //! before MAIL) and `Inbound` (punto di ricezione: no AUTH, cleartext
 //! allowed, recipients only in local domains — never an open relay).
 
+use super::data::DataReader;
 use super::reply::Reply;
 use base64::Engine;
-use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{
     AUTH_LOGIN, AUTH_PLAIN, Error as ProtoError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MailFrom,
     RcptTo, Request,
@@ -68,6 +68,8 @@ pub struct Envelope {
     pub authenticated: Option<String>,
     pub tls: bool,
     pub helo: String,
+    /// The client greeted with EHLO (not HELO).
+    pub esmtp: bool,
     pub data: Vec<u8>,
     /// The client's address, filled in by the I/O shell.
     pub peer: Option<std::net::IpAddr>,
@@ -79,11 +81,12 @@ impl Envelope {
     /// TLS, ESMTPSA authenticated: RFC 3848), under which id and when.
     /// `date` is an RFC 5322 date.
     pub fn trace_header(&self, by: &str, id: &str, date: &str) -> String {
-        let with = match (self.tls, self.authenticated.is_some()) {
-            (true, true) => "ESMTPSA",
-            (true, false) => "ESMTPS",
-            (false, true) => "ESMTPA",
-            (false, false) => "ESMTP",
+        let with = match (self.esmtp, self.tls, self.authenticated.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, true, true) => "ESMTPSA",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, false, false) => "ESMTP",
         };
         let helo: String = self
             .helo
@@ -110,7 +113,7 @@ impl Envelope {
 enum Framing {
     Command,
     Data {
-        receiver: DataReceiver,
+        receiver: DataReader,
         buf: Vec<u8>,
         /// The reply the message gets instead of being kept (too large,
         /// no memory for it now): the rest is read to its end and dropped.
@@ -137,6 +140,8 @@ pub struct Session {
     cfg: SessionConfig,
     tls: bool,
     helo: Option<String>,
+    /// The greeting was EHLO (extensions offered and usable).
+    esmtp: bool,
     authenticated: Option<String>,
     tx: Option<Transaction>,
     framing: Framing,
@@ -182,6 +187,7 @@ impl Session {
             cfg,
             tls,
             helo: None,
+            esmtp: false,
             authenticated: None,
             tx: None,
             framing: Framing::Command,
@@ -249,6 +255,7 @@ impl Session {
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.helo = None;
+        self.esmtp = false;
         self.authenticated = None;
         self.tx = None;
         self.input.clear();
@@ -322,9 +329,11 @@ impl Session {
                         return None;
                     }
                     let input = std::mem::take(&mut self.input);
-                    let mut it = input.iter();
-                    let done = receiver.ingest(&mut it, buf);
-                    self.input = it.as_slice().to_vec();
+                    let end = receiver.ingest(&input, buf);
+                    let done = end.is_some();
+                    if let Some(n) = end {
+                        self.input = input[n..].to_vec();
+                    }
                     if buf.len() > self.cfg.max_message_size && refused.is_none() {
                         *refused = Some(Reply::new(
                             552,
@@ -357,6 +366,7 @@ impl Session {
                         authenticated: self.authenticated.clone(),
                         tls: self.tls,
                         helo: self.helo.clone().unwrap_or_default(),
+                        esmtp: self.esmtp,
                         data,
                         peer: None,
                     }));
@@ -432,7 +442,7 @@ impl Session {
                         if self.input.len() > MAX_COMMAND_LINE {
                             self.input.clear();
                             self.discard_line = true;
-                            return Some(Event::Reply(Reply::new(500, (5, 5, 6), "Line too long")));
+                            return Some(Event::Reply(Reply::new(500, (5, 5, 2), "Line too long")));
                         }
                         return None;
                     };
@@ -444,7 +454,7 @@ impl Session {
                         line = self.qualify_postmaster(line);
                     }
                     if line.len() > MAX_COMMAND_LINE {
-                        return Some(Event::Reply(Reply::new(500, (5, 5, 6), "Line too long")));
+                        return Some(Event::Reply(Reply::new(500, (5, 5, 2), "Line too long")));
                     }
                     match Request::parse(&mut line.iter()).map(|r| r.into_owned()) {
                         Err(ProtoError::NeedsMoreData { .. }) => {
@@ -512,6 +522,20 @@ impl Session {
         }
     }
 
+    /// EHLO or HELO: a new start (no transaction). RFC 5321 §4.1.1.1:
+    /// HELO gets one line and no extensions.
+    fn greet(&mut self, host: String, esmtp: bool) -> Reply {
+        self.tx = None;
+        self.esmtp = esmtp;
+        let reply = if esmtp {
+            self.ehlo(&host)
+        } else {
+            Reply::plain(250, format!("{} greets {host}", self.cfg.hostname))
+        };
+        self.helo = Some(host);
+        reply
+    }
+
     fn ehlo(&self, host: &str) -> Reply {
         let mut lines = vec![
             format!("{} greets {host}", self.cfg.hostname),
@@ -536,12 +560,14 @@ impl Session {
     fn command(&mut self, req: Request<String>) -> Option<Event> {
         let r = |reply| Some(Event::Reply(reply));
         match req {
-            Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host } => {
-                self.tx = None;
-                let reply = self.ehlo(&host);
-                self.helo = Some(host);
-                r(reply)
-            }
+            // RFC 2033 §4.1: LHLO is LMTP's, never SMTP's.
+            Request::Lhlo { .. } => r(Reply::new(
+                500,
+                (5, 5, 1),
+                "LHLO is LMTP (RFC 2033): use EHLO",
+            )),
+            Request::Ehlo { host } => r(self.greet(host, true)),
+            Request::Helo { host } => r(self.greet(host, false)),
             Request::StartTls => {
                 if self.tls {
                     r(Reply::bad_sequence("TLS already active"))
@@ -716,9 +742,9 @@ impl Session {
                     // reservation from SIZE= it cannot be claimed in advance.
                     // RFC 5321 §4.1.1.4: the CRLF ending the DATA line is
                     // the first CRLF of the terminator, so a lone "." ends
-                    // an empty message and a first line "..x" is unstuffed.
-                    let mut receiver = DataReceiver::new();
-                    receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
+                    // an empty message and a first line "..x" is unstuffed
+                    // (a reader starts at a line's start).
+                    let receiver = DataReader::default();
                     self.data_phases += 1;
                     self.framing = Framing::Data {
                         receiver,
@@ -812,7 +838,7 @@ fn proto_error(e: ProtoError) -> Reply {
             Reply::new(501, (5, 5, 4), format!("Invalid parameter {param}"))
         }
         ProtoError::UnsupportedParameter { param } => unoffered(&param),
-        ProtoError::ResponseTooLong => Reply::new(500, (5, 5, 6), "Line too long"),
+        ProtoError::ResponseTooLong => Reply::new(500, (5, 5, 2), "Line too long"),
         ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
             Reply::syntax("Syntax error")
         }
