@@ -91,6 +91,12 @@ const SPOOL_GC_EVERY: Duration = Duration::from_secs(600);
 const RELAY_IDLE_PER_PEER: usize = RELAY_CONCURRENCY;
 const RELAY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// RFC 5321 §4.5.3.2: a peer may take 5 minutes over the greeting, MAIL
+/// and RCPT (a greylisting pause, a recipient check); cut off sooner, the
+/// message only goes again later. (DATA's blocks and final reply have
+/// their own, longer, limits in `smtp::client`.)
+const RELAY_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -3011,7 +3017,7 @@ impl App {
                             mail_from,
                             rcpt_to,
                             &data,
-                            Duration::from_secs(60),
+                            RELAY_COMMAND_TIMEOUT,
                         )
                         .await
                     {

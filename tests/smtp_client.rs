@@ -398,3 +398,54 @@ fn a_reply_to_data_that_is_neither_go_on_nor_a_refusal_settles_nothing() {
     assert!(matches!(err, ClientError::Protocol(_)), "{err}");
     assert!(err.is_temporary());
 }
+
+/// A peer that sends its greeting a byte at a time, each well within the
+/// timeout, the whole far beyond it: one reply, one deadline.
+#[test]
+fn a_reply_trickled_byte_by_byte_is_held_to_one_deadline() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        for b in b"220-peer, slowly\r\n".iter().cycle().take(60) {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let err = rt()
+        .block_on(deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["yes@x.test".into()],
+            b"S: x\r\n\r\nb\r\n",
+            Duration::from_secs(1),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout), "{err}");
+}
+
+/// A 421 to the final dot says the server is closing: the session is not
+/// pooled for the next message.
+#[test]
+fn a_session_that_got_421_is_not_reused() {
+    let (addr, accepted) = scripted(mixed, Some("421 4.3.0 closing\r\n"), true, 2, usize::MAX);
+    let pool = Pool::new(4, Duration::from_secs(60));
+    let rt = rt();
+    for _ in 0..2 {
+        let o = rt
+            .block_on(pool.deliver(
+                addr,
+                "me",
+                "a@b.test",
+                &["yes@x.test".into()],
+                b"S: x\r\n\r\nb\r\n",
+                Duration::from_secs(5),
+            ))
+            .unwrap();
+        assert_eq!(o.temporary.len(), 1);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}

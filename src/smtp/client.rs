@@ -105,6 +105,10 @@ const FINAL_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
 const DATA_BLOCK: usize = 64 * 1024;
 
+/// A host that does not answer the connection at all is not given the
+/// command timeout (minutes): it holds a relay slot for nothing.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -117,7 +121,7 @@ struct Conn {
 impl Conn {
     /// Connect and read the 220 greeting.
     async fn open(addr: SocketAddr, timeout: Duration) -> Result<Conn, ClientError> {
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(timeout.min(CONNECT_TIMEOUT), TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout)?
             .map_err(|source| ClientError::Connect { addr, source })?;
@@ -132,7 +136,10 @@ impl Conn {
         Ok(c)
     }
 
+    /// One whole reply within the timeout: a peer that trickles a byte
+    /// now and then does not get a new timeout for each.
     async fn reply(&mut self) -> Result<Response<String>, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut receiver = ResponseReceiver::default();
         loop {
             if !self.buf.is_empty() {
@@ -148,7 +155,7 @@ impl Conn {
                 }
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(self.timeout, self.stream.read(&mut chunk))
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
                 .await
                 .map_err(|_| ClientError::Timeout)??;
             if n == 0 {
@@ -418,7 +425,8 @@ impl Session {
             .map_err(|e| ClientError::AfterData(e.to_string()))?;
         c.timeout = timeout;
         out.settle(accepted, &done);
-        Ok((out, true))
+        // 421: the server is closing the connection (RFC 5321 §3.8).
+        Ok((out, done.code != 421))
     }
 }
 
