@@ -3109,6 +3109,19 @@ impl App {
         })
     }
 
+    /// RT §8.2 asks every record for the original Message-ID, subject and
+    /// the ids of the messages involved: for a relayed message, read from
+    /// its own header (no MIME walk on the relay path). A receipt names
+    /// the original in `X-Riferimento-Message-ID`; an envelope's is on the
+    /// acceptance record of the same `pec_id`.
+    fn describe_relayed(r: &mut LogRecord, data: &[u8]) {
+        use crate::pec::mime::{header_value, split_header};
+        let (header, _) = split_header(data);
+        r.subject = Some(crate::pec::classify::subject(header)).filter(|s| !s.is_empty());
+        r.related = header_value(header, "Message-ID").into_iter().collect();
+        r.msgid = header_value(header, crate::pec::headers::X_RIFERIMENTO_MESSAGE_ID);
+    }
+
     /// The outcome of a relay attempt, recorded (log, notices for refused
     /// recipients, the item retired or rescheduled) in one commit.
     #[allow(clippy::too_many_arguments)]
@@ -3137,14 +3150,18 @@ impl App {
                 r.sender = Some(mail_from.into());
                 r.recipients = o.delivered.clone();
                 r.provider = Some(domain.into());
+                Self::describe_relayed(&mut r, data);
                 if !o.delivered.is_empty() {
                     r.append_to(&mut b);
                 }
                 for (rcpt, why) in &o.permanent {
                     let mut r = LogRecord::new(now, Event::DeliveryError);
                     r.pec_id = item.pec_id.clone();
+                    r.sender = Some(mail_from.into());
                     r.recipients = vec![rcpt.clone()];
+                    r.provider = Some(domain.into());
                     r.detail = Some(format!("refused by {domain}: {why}"));
+                    Self::describe_relayed(&mut r, data);
                     r.append_to(&mut b);
                 }
                 if !o.permanent.is_empty() {
@@ -3385,6 +3402,16 @@ impl App {
         let mut r = LogRecord::new(now, Event::DeliveryError);
         r.pec_id = item.pec_id.clone();
         r.recipients = failed.iter().map(|f| f.0.clone()).collect();
+        if let Work::Relay {
+            mail_from, domain, ..
+        } = &item.work
+        {
+            r.sender = Some(mail_from.clone());
+            r.provider = Some(domain.clone());
+        }
+        if let Some(data) = data {
+            Self::describe_relayed(&mut r, data);
+        }
         let why = failed.first().map(|f| f.1.as_str()).unwrap_or_default();
         r.detail = Some(format!("gave up after {give_up:?}: {why}"));
         r.append_to(b);

@@ -264,6 +264,32 @@ fn a_to_b_with_to_and_cc_then_breve() {
         records_b.iter().any(|r| r["event"] == "receipt-sent"),
         "{records_b:?}"
     );
+    // A relayed message's record carries what RT §8.2 asks: its subject,
+    // its own id, and (a receipt) the original's Message-ID.
+    let sent = records_a
+        .iter()
+        .find(|r| r["event"] == "envelope-sent")
+        .expect("the envelope's relay on A's log");
+    assert!(
+        sent["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("POSTA CERTIFICATA: ")),
+        "{sent}"
+    );
+    assert!(
+        sent["related"][0].as_str().is_some_and(|s| !s.is_empty()),
+        "{sent}"
+    );
+    let receipt = records_b
+        .iter()
+        .find(|r| r["event"] == "receipt-sent")
+        .unwrap();
+    assert!(
+        receipt["msgid"]
+            .as_str()
+            .is_some_and(|m| m.contains("Prova-uno")),
+        "{receipt}"
+    );
     // …and directly on the stores once they stop.
     drop(a);
     drop(b);
