@@ -156,6 +156,23 @@ fn save(
     Ok(())
 }
 
+/// [`save`], closing the holder's open requests (see [`close_requests`]):
+/// a plan set fulfils them, a cancellation makes them moot.
+fn save_closing_requests(
+    store: &Store,
+    acc: &Account,
+    actor: &str,
+    now: DateTime<Utc>,
+    what: String,
+) -> Result<(), TenantError> {
+    let mut b = Batch::new();
+    close_requests(store, &mut b, &acc.tenant, &acc.address)?;
+    accounts::put(&mut b, acc);
+    log(&mut b, now, actor, Some(&acc.address), what);
+    store.commit(b)?;
+    Ok(())
+}
+
 /// A fresh random secret, hex.
 pub fn random_secret(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
@@ -997,7 +1014,7 @@ pub fn cancel(
         }
         // Struck off: it runs to its expiry, then lapses (lifecycle::due).
         acc.state_reason = reason.clone();
-        save(store, &acc, actor, now, format!("cancellation: {reason}"))?;
+        save_closing_requests(store, &acc, actor, now, format!("cancellation: {reason}"))?;
         Ok(acc)
     })
 }
@@ -1070,7 +1087,7 @@ pub fn set_plan(
         }
         acc.plan = p.name.clone();
         acc.addons = addons;
-        save(
+        save_closing_requests(
             store,
             &acc,
             actor,
@@ -1127,6 +1144,8 @@ pub fn transfer(
             acc.holder.reference_email = new_order.secretariat_email.clone();
         }
         let mut b = Batch::new();
+        // What the holder asked the old order is not the new one's to see.
+        close_requests(store, &mut b, from, &acc.address)?;
         // The index entry is under the stored (normalised) address, not the
         // text the caller typed.
         b.delete(Table::Tenants, member_key(from, &acc.address));
@@ -1251,6 +1270,9 @@ pub fn file_request(
         time: now,
     };
     let mut b = Batch::new();
+    // One open request per mailbox: a new one takes the place of the last
+    // (a holder cannot fill the order's list).
+    close_requests(store, &mut b, &acc.tenant, &acc.address)?;
     b.put(
         Table::Tenants,
         format!(
@@ -1274,6 +1296,25 @@ pub fn file_request(
 }
 
 /// An order's pending requests, oldest first.
+/// Delete into `b` the open requests of `address` filed with `tenant`.
+fn close_requests(
+    store: &Store,
+    b: &mut Batch,
+    tenant: &str,
+    address: &str,
+) -> Result<(), TenantError> {
+    let prefix = format!("request/{tenant}/");
+    for (k, v) in store.scan_prefix(Table::Tenants, prefix.as_bytes(), usize::MAX)? {
+        if serde_json::from_slice::<Filed>(&v)
+            .is_ok_and(|f| f.address.eq_ignore_ascii_case(address))
+        {
+            b.delete(Table::Tenants, k);
+        }
+    }
+    Ok(())
+}
+
+/// The open requests filed with `tenant`, oldest first.
 pub fn requests(store: &Store, tenant: &str) -> Result<Vec<Filed>, TenantError> {
     let prefix = format!("request/{tenant}/");
     Ok(store

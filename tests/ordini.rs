@@ -869,15 +869,29 @@ fn a_holder_completes_the_first_access_and_serves_itself() {
         .0,
         201
     );
+    // One open request per mailbox: the upgrade took the add-ons' place.
     let (_, reqs) = d.api(&order, "GET", "/tenants/ordine-lodi/requests", None);
-    assert_eq!(reqs.as_array().unwrap().len(), 2);
-    assert_eq!(reqs[0]["request"], json!({"kind": "addon", "steps": 2}));
+    assert_eq!(reqs.as_array().unwrap().len(), 1, "{reqs}");
+    assert_eq!(
+        reqs[0]["request"],
+        json!({"kind": "upgrade", "plan": "avanzata"})
+    );
     let other = new_tenant(&d, "ordine-milano", "MI");
     assert_eq!(
         d.api(&other, "GET", "/tenants/ordine-lodi/requests", None)
             .0,
         403
     );
+    // Fulfilled by the order, it leaves the list.
+    let (s, v) = d.api(
+        &order,
+        "POST",
+        &format!("/tenants/ordine-lodi/mailboxes/{addr}/plan"),
+        Some(json!({"plan": "avanzata"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, reqs) = d.api(&order, "GET", "/tenants/ordine-lodi/requests", None);
+    assert_eq!(reqs, json!([]));
     // Now active, the holder can send.
     d.submit(&addr, "ancora-una-nuova", &addr, &[&addr], format!("From: {addr}\r\nTo: {addr}\r\nSubject: prima\r\nMessage-ID: <prima@x.test>\r\n\r\nciao\r\n").as_bytes())
         .unwrap();
