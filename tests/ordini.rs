@@ -1108,6 +1108,20 @@ fn a_reset_link_goes_to_the_reference_address_and_works_once() {
         Some(json!({"token": token, "new_password": "ancora-una-volta"})),
     );
     assert_eq!((s, v["field"].as_str()), (400, Some("token")));
+    // The same from the link's own form: a page that says so in Italian.
+    let form = format!("token={token}&new_password=ancora-una-volta");
+    let mut http = std::net::TcpStream::connect(d.admin).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        http,
+        "POST /me/reset HTTP/1.1\r\nHost: pecd\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    http.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("già stato usato"), "{answer}");
     assert_eq!(
         d.api(&basic(&addr, "password-da-link"), "GET", "/me", None)
             .0,

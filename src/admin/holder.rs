@@ -295,10 +295,23 @@ async fn reset(State(ctx): State<Ctx>, h: HeaderMap, body: String) -> Response {
             ),
         ),
         (Err(e), false) => fail(e),
-        (Err(e), true) => page(
-            "Password non impostata",
-            &format!("<p>{}</p>", escape(&e.to_string())),
-        ),
+        (Err(e), true) => {
+            let why = match e.field() {
+                Some("token") => {
+                    "Il link non è valido, è già stato usato o è scaduto: chiedere all'ordine un nuovo link."
+                }
+                Some("new_password") => {
+                    "La password deve avere almeno 8 caratteri: tornare indietro e riprovare."
+                }
+                _ => "La password non è stata impostata: riprovare più tardi.",
+            };
+            let mut r = page("Password non impostata", &format!("<p>{why}</p>"));
+            *r.status_mut() = match e.field() {
+                Some(_) => StatusCode::BAD_REQUEST,
+                None => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            r
+        }
     }
 }
 

@@ -370,7 +370,9 @@ async fn request(State(w): St, MeForm(m, f): MeForm) -> Response {
             Err(_) => {
                 let mut e = Errors::default();
                 e.add("steps", "Indicare un numero intero di estensioni.");
-                return overview_page(&w, &m, None, "request", &e);
+                let mut r = overview_page(&w, &m, None, "request", &e);
+                *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                return r;
             }
         },
     };
