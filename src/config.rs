@@ -1135,13 +1135,21 @@ fn validate_parts(
             ));
         }
     }
-    if let Some(t) = timers
-        && t.final_after.0 <= t.warning_after.0
-    {
-        e.push(err(
-            "timers.final_after",
-            "must be later than timers.warning_after",
-        ));
+    if let Some(t) = timers {
+        if t.final_after.0 <= t.warning_after.0 {
+            e.push(err(
+                "timers.final_after",
+                "must be later than timers.warning_after",
+            ));
+        }
+        // RT §8.1: the sender hears within 24 hours at the latest (the
+        // window is 22–24 h; shorter values are for tests and drills).
+        if t.final_after.0 > Duration::from_secs(24 * 3600) {
+            e.push(err(
+                "timers.final_after",
+                "must be at most 24h (RT §8.1: the notice goes out within 24 hours)",
+            ));
+        }
     }
     for (i, r) in routes.iter().enumerate() {
         if !r.domain.contains('.') {
@@ -1223,6 +1231,23 @@ panel_url = "pec.example.it"
         ] {
             assert!(keys.contains(&k), "{k} missing in {keys:?}");
         }
+    }
+
+    #[test]
+    fn the_final_notice_is_due_within_24_hours() {
+        let base =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pecd.toml"))
+                .unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        assert!(base.contains("final_after = \"23h\""));
+        let with =
+            |v: &str| base.replace("final_after = \"23h\"", &format!("final_after = \"{v}\""));
+        assert!(Config::parse(&with("24h"), &dir).is_ok());
+        let errs = Config::parse(&with("25h"), &dir).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.key == "timers.final_after"),
+            "{errs:?}"
+        );
     }
 
     #[test]
