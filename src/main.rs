@@ -189,7 +189,8 @@ enum AdminAction {
         file: PathBuf,
         #[arg(long)]
         partial: bool,
-        /// Where to write the credentials (address;one-time password).
+        /// Where to write the credentials (address;one-time password),
+        /// mode 0600; without it they go to standard output.
         #[arg(long, value_name = "FILE")]
         credentials: Option<PathBuf>,
     },
@@ -424,8 +425,15 @@ fn admin_command(
             partial,
             credentials,
         } => {
-            let csv =
-                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let csv = String::from_utf8(bytes).map_err(|e| {
+                let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
+                format!(
+                    "{}:{line}: not UTF-8 (save it as \"CSV UTF-8\")",
+                    file.display()
+                )
+            })?;
             let (status, v) = pecd::admin::call_raw(
                 addr,
                 &token,
@@ -446,9 +454,22 @@ fn admin_command(
             if v["applied"] == true {
                 let n = v["created"].as_array().map_or(0, |c| c.len());
                 println!("{n} mailboxes created");
-                if let (Some(path), Some(text)) = (credentials, v["credentials_csv"].as_str()) {
-                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-                    println!("credentials written to {}", path.display());
+                // The one-time passwords exist only in this answer: never
+                // dropped (a file that cannot be written, or none named,
+                // and they go to standard output), never world-readable.
+                let text = v["credentials_csv"].as_str().unwrap_or_default();
+                match credentials {
+                    Some(path) => match pecd::admin::write_secret_file(&path, text.as_bytes()) {
+                        Ok(()) => println!("credentials written to {} (mode 0600)", path.display()),
+                        Err(e) => {
+                            eprintln!(
+                                "{}: {e}; the credentials follow on standard output",
+                                path.display()
+                            );
+                            print!("{text}");
+                        }
+                    },
+                    None => print!("{text}"),
                 }
                 return Ok(ExitCode::SUCCESS);
             }

@@ -1344,6 +1344,10 @@ pub struct BulkReport {
     pub rejected: Vec<RowError>,
 }
 
+/// Largest bulk-load file taken (panel upload or API body): a 100,000-row
+/// roll is about 15 MB.
+pub const BULK_MAX: usize = 32 << 20;
+
 /// The columns of the orders' anagrafica model, in order (`alias` and
 /// `piano` optional).
 pub const CSV_COLUMNS: [&str; 12] = [

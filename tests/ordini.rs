@@ -964,6 +964,30 @@ fn the_cli_drives_the_api_and_names_line_and_field() {
     assert_eq!(code, 1);
     assert!(err.contains("iscritti.csv:3: codice_fiscale:"), "{err}");
     assert!(err.contains("nothing applied"), "{err}");
+    // A Latin-1 export is named by its line; a roll of a few megabytes
+    // reaches the check (not a 413 from the API's body limit).
+    let latin1 = dir.path().join("latin1.csv");
+    std::fs::write(
+        &latin1,
+        b"nome,cognome,codice_fiscale,indirizzo,comune,provincia,cap\nNicol\xf2,Bi,X,V,L,LO,1\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["bulk", "--tenant", "ordine-lodi", latin1.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("latin1.csv:2: not UTF-8"), "{err}");
+    let big = dir.path().join("grande.csv");
+    std::fs::write(
+        &big,
+        format!(
+            "nome,cognome,codice_fiscale,indirizzo,comune,provincia,cap\nSara,Galli,{},{},Lodi,LO,269\n",
+            cf(61),
+            "Via ".repeat(800_000)
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["bulk", "--tenant", "ordine-lodi", big.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("grande.csv:2: cap:"), "{err}");
     let creds = dir.path().join("credenziali.csv");
     let (code, out, err) = run(&[
         "bulk",
@@ -981,6 +1005,11 @@ fn the_cli_drives_the_api_and_names_line_and_field() {
             .unwrap()
             .contains("sara.galli@")
     );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&creds).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "one-time passwords: owner only");
+    }
     let (code, out, _) = run(&["export", "--tenant", "ordine-lodi"]);
     assert_eq!(code, 0);
     assert_eq!(

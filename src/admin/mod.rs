@@ -376,27 +376,32 @@ async fn metrics_text() -> Response {
 
 /// Write a fresh admin token for the local CLI (mode 0600) and return it.
 pub fn write_token(data_dir: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut raw = [0u8; 32];
     openssl::rand::rand_bytes(&mut raw).map_err(std::io::Error::other)?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let path = data_dir.join("admin.token");
+    write_secret_file(&data_dir.join("admin.token"), token.as_bytes())?;
+    Ok(token)
+}
+
+/// Write `bytes` to `path` readable by its owner only (mode 0600): tokens,
+/// files of one-time passwords.
+pub fn write_secret_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)?;
+        .open(path)?;
     // `mode` applies only to a file created now: one left from before
     // (or made by hand) is narrowed too before the secret goes in.
     {
         use std::os::unix::fs::PermissionsExt;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
-    Ok(token)
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Bind the configured admin listener (if any), write the token, serve.

@@ -832,7 +832,11 @@ pub(super) fn routes() -> Router<Ctx> {
             "/tenants/{t}/mailboxes/{a}/downgrade-plan",
             get(member_downgrade_plan),
         )
-        .route("/tenants/{t}/bulk", post(bulk))
+        // A roll as large as the panel takes (not axum's 2 MB default).
+        .route(
+            "/tenants/{t}/bulk",
+            post(bulk).layer(axum::extract::DefaultBodyLimit::max(tenants::BULK_MAX)),
+        )
         .route("/tenants/{t}/export", get(export_tenant))
         .route("/export", get(export_all))
         .route("/report", get(report_all))

@@ -30,8 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 const PAGE_SIZE: usize = 25;
-/// Largest bulk-load upload (a 100,000-row roll is about 15 MB).
-const BULK_MAX: usize = 32 << 20;
+use crate::tenants::BULK_MAX;
 
 /// A logged-in order operator.
 struct Op {
