@@ -468,6 +468,9 @@ pub struct App {
     /// a verification walks the log page by page, and a purge committed
     /// in between would read as records missing from the start.
     log_upkeep: std::sync::RwLock<()>,
+    /// One reload at a time (a file reload, an index refresh): each builds
+    /// on the configuration the last one left.
+    reloading: std::sync::Mutex<()>,
     /// Message-IDs the reception point is processing right now.
     in_flight: std::sync::Mutex<HashSet<String>>,
     /// Whether the duplicate record held entries in the keys of releases
@@ -641,6 +644,7 @@ impl App {
             started,
             started_at: std::time::Instant::now(),
             log_upkeep: Default::default(),
+            reloading: Default::default(),
             in_flight: std::sync::Mutex::new(HashSet::new()),
             legacy_seen,
             busy: std::sync::Mutex::new(HashSet::new()),
@@ -696,14 +700,15 @@ impl App {
                 return Err("the new index lists no provider".into());
             }
             if p.index_url.is_some() {
-                // The fetched copy becomes the local one (tmp → rename),
+                // The fetched copy becomes the local one (whole, durably),
                 // so a restart starts from it.
-                let tmp = p.provider_index.with_extension("ldif.new");
-                std::fs::write(&tmp, &text)
-                    .and_then(|_| std::fs::rename(&tmp, &p.provider_index))
+                crate::fsync::replace_file(&p.provider_index, text.as_bytes())
                     .map_err(|e| format!("{}: {e}", p.provider_index.display()))?;
             }
-            self.reload(live.config.clone())?;
+            // Rebuilt from the configuration running *now*: a reload made
+            // while the index was downloading must not be undone.
+            let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+            self.reload_locked(self.cfg().config.clone())?;
             Ok(n)
         })();
         match &result {
@@ -739,6 +744,12 @@ impl App {
     /// one stays; what only a restart can change (data directory, store
     /// engine, listeners) must be unchanged.
     pub fn reload(&self, config: Config) -> Result<(), String> {
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_locked(config)
+    }
+
+    /// [`App::reload`], the caller holding `reloading`.
+    fn reload_locked(&self, config: Config) -> Result<(), String> {
         let old = self.cfg();
         let mut fixed = Vec::new();
         if config.data_dir != old.data_dir {

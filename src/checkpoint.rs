@@ -115,22 +115,9 @@ pub fn write(
         (dir.join(format!("{stem}.p7s")), &signature[..]),
         (text_path, text.as_bytes()),
     ] {
-        write_durable(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::fsync::replace_file(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(Some(head.seq))
-}
-
-fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        crate::fsync::sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 /// A checkpoint's text file and its signature (None when the signature

@@ -14,7 +14,9 @@
 //! filesystem keeps the handle of its first flush, and every flush failure
 //! is counted per filesystem for callers that keep copies until a flush
 //! succeeds (`mailsync`).
-//! Must not touch: file contents (callers write their own files).
+//! Also [`replace_file`], the whole-file write done right once (small
+//! files: the provider index, log seals). Must not touch: the contents of
+//! files callers write themselves.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -126,6 +128,32 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     shared(&group(Key::Dir(dir.to_path_buf())), || {
         std::fs::File::open(dir).and_then(|d| d.sync_all())
     })
+}
+
+/// Replace `path` with `bytes`, whole or not at all, durably: a temporary
+/// file of its own (two writers never share one), flushed, renamed over
+/// `path`, the directory flushed.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
 }
 
 /// Make everything written before this call on the filesystem that holds
