@@ -868,6 +868,11 @@ impl Config {
             }
             l
         });
+        errors.extend(validate_service(
+            listen.as_ref(),
+            antivirus.as_ref(),
+            lifecycle.as_ref(),
+        ));
         errors.extend(validate_parts(
             queue.as_ref(),
             delivery.as_ref(),
@@ -965,6 +970,59 @@ fn validate_plans(plans: &[Plan]) -> Vec<ConfigError> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// What would let the daemon start yet not serve: no SMTP listener, two
+/// listeners on one address, a scanner never waited for, lifecycle terms
+/// of no length or negative days.
+fn validate_service(
+    listen: Option<&ListenConfig>,
+    antivirus: Option<&AntivirusConfig>,
+    lifecycle: Option<&LifecycleConfig>,
+) -> Vec<ConfigError> {
+    let mut e = Vec::new();
+    if let Some(l) = listen {
+        let all = [
+            ("listen.submission", l.submission),
+            ("listen.submissions", l.submissions),
+            ("listen.inbound", l.inbound),
+            ("listen.admin", l.admin),
+        ];
+        if all[..3].iter().all(|(_, a)| a.is_none()) {
+            e.push(err(
+                "listen",
+                "no SMTP listener: set submission, submissions or inbound",
+            ));
+        }
+        for (i, (key, a)) in all.iter().enumerate() {
+            let Some(a) = a.filter(|a| a.port() != 0) else {
+                continue;
+            };
+            if let Some((other, _)) = all[..i].iter().find(|(_, b)| *b == Some(a)) {
+                e.push(err(*key, format!("{a} is already {other}'s address")));
+            }
+        }
+    }
+    if let Some(a) = antivirus
+        && a.timeout.is_some_and(|t| t.0.is_zero())
+    {
+        e.push(err("antivirus.timeout", "must be longer than zero"));
+    }
+    if let Some(l) = lifecycle {
+        if l.term_years == 0 {
+            e.push(err("lifecycle.term_years", "must be at least 1"));
+        }
+        for (key, days) in [
+            ("lifecycle.grace_days", l.grace_days),
+            ("lifecycle.delete_after_days", l.delete_after_days),
+            ("lifecycle.first_access_days", l.first_access_days),
+        ] {
+            if days < 0 {
+                e.push(err(key, "must not be negative"));
+            }
+        }
+    }
+    e
+}
+
 fn validate_parts(
     queue: Option<&QueueConfig>,
     delivery: Option<&DeliveryConfig>,
@@ -984,6 +1042,24 @@ fn validate_parts(
             "log.retention",
             format!("must be at least {LEGAL_LOG_DAYS}d (30 months, RT §8.2)"),
         ));
+    }
+    if let Some(l) = log
+        && !matches!(l.format.as_str(), "human" | "json")
+    {
+        e.push(err(
+            "log.format",
+            format!("{:?}: use human or json", l.format),
+        ));
+    }
+    if let Some(p) = provider
+        && p.index_refresh.0.is_zero()
+    {
+        e.push(err("provider.index_refresh", "must be longer than zero"));
+    }
+    if let Some(d) = delivery
+        && d.mx_port == 0
+    {
+        e.push(err("delivery.mx_port", "must not be 0"));
     }
     if let Some(p) = provider {
         if p.name.trim().is_empty() {
@@ -1088,6 +1164,17 @@ fn validate_parts(
         }
         if l.max_connections == 0 {
             e.push(err("limits.max_connections", "must be positive"));
+        }
+        if l.max_message_size == 0 {
+            e.push(err("limits.max_message_size", "must be positive"));
+        }
+        for (key, span) in [
+            ("limits.command_timeout", l.command_timeout),
+            ("limits.data_timeout", l.data_timeout),
+        ] {
+            if span.0.is_zero() {
+                e.push(err(key, "must be longer than zero"));
+            }
         }
         if l.data_memory < l.max_message_size.saturating_mul(2) {
             e.push(err(
@@ -1202,13 +1289,20 @@ key = "y"
 max_recipients = 10
 max_total_size = 1000
 data_memory = 1000
+command_timeout = "0s"
 [timers]
 warning_after = "12h"
 final_after = "1h"
 [log]
 retention = "913d"
+format = "xml"
 [notify]
 panel_url = "pec.example.it"
+[lifecycle]
+term_years = 0
+first_access_days = -1
+[antivirus]
+timeout = "0s"
 "#;
         let errs = Config::parse(text, Path::new("/nonexistent")).unwrap_err();
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
@@ -1228,9 +1322,33 @@ panel_url = "pec.example.it"
             "timers.final_after",
             "log.retention",
             "notify.panel_url",
+            "limits.command_timeout",
+            "log.format",
+            "lifecycle.term_years",
+            "lifecycle.first_access_days",
+            "antivirus.timeout",
+            "listen",
         ] {
             assert!(keys.contains(&k), "{k} missing in {keys:?}");
         }
+    }
+
+    #[test]
+    fn two_listeners_cannot_share_an_address() {
+        let base =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pecd.toml"))
+                .unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let cfg = Config::parse(&base, &dir).unwrap();
+        let sub = cfg.listen.submission.unwrap().to_string();
+        let inbound = cfg.listen.inbound.unwrap().to_string();
+        let clash = base.replacen(&inbound, &sub, 1);
+        let errs = Config::parse(&clash, &dir).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.key == "listen.inbound" && e.message.contains("listen.submission")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -527,8 +527,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::CheckConfig { config } => match load_config(&config) {
-            Ok(_) => {
+        // What `serve` would build too (certificates and keys read and
+        // matched, the provider index parsed, TLS set up): an OK here is
+        // a daemon that starts (ExecStartPre of the systemd unit).
+        Command::CheckConfig { config } => match load_config(&config).and_then(|c| {
+            pecd::app::Live::build(c)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", config.display()))
+        }) {
+            Ok(()) => {
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
             }

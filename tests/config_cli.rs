@@ -64,6 +64,19 @@ fn check_config_reports_all_errors_with_key_paths() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Well-formed but unusable: a signing key that is not the certificate's
+    // is what `serve` would refuse, so check-config refuses it too.
+    let mismatched = std::fs::read_to_string(root().join("config/pecd.toml"))
+        .unwrap()
+        .replace("../certs/", &format!("{}/", certs().display()))
+        .replace("provider-a.key", "provider-b.key");
+    std::fs::write(&p, mismatched).unwrap();
+    let out = pecd()
+        .args(["check-config", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[test]
