@@ -969,7 +969,6 @@ fn validate_plans(plans: &[Plan]) -> Vec<ConfigError> {
     e
 }
 
-#[allow(clippy::too_many_arguments)]
 /// What would let the daemon start yet not serve: no SMTP listener, two
 /// listeners on one address, a scanner never waited for, lifecycle terms
 /// of no length or negative days.
@@ -1023,6 +1022,7 @@ fn validate_service(
     e
 }
 
+#[allow(clippy::too_many_arguments)]
 fn validate_parts(
     queue: Option<&QueueConfig>,
     delivery: Option<&DeliveryConfig>,
