@@ -742,7 +742,7 @@ impl App {
     /// Replace the configuration at once. A config that does not build
     /// (bad certificate, bad provider index, …) is refused and the running
     /// one stays; what only a restart can change (data directory, store
-    /// engine, listeners) must be unchanged.
+    /// engine, listeners, connection limit, log format) must be unchanged.
     pub fn reload(&self, config: Config) -> Result<(), String> {
         let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         self.reload_locked(config)
@@ -760,6 +760,14 @@ impl App {
         }
         if format!("{:?}", config.listen) != format!("{:?}", old.listen) {
             fixed.push("listen");
+        }
+        // Sized or set up once at start (the connection pools, the
+        // operational log's writer).
+        if config.limits.max_connections != old.limits.max_connections {
+            fixed.push("limits.max_connections");
+        }
+        if config.log.format != old.log.format {
+            fixed.push("log.format");
         }
         if !fixed.is_empty() {
             return Err(format!("{} change only with a restart", fixed.join(", ")));

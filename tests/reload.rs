@@ -126,4 +126,20 @@ fn a_broken_file_is_refused_and_a_new_certificate_signs_the_next_message() {
     let (s, v) = d.api(&d.admin_token(), "POST", "/reload", None);
     assert_eq!(s, 422);
     assert!(v["errors"].to_string().contains("data_dir"), "{v}");
+    // So is a connection limit (its pools are sized at start): said, not
+    // accepted and ignored.
+    let text = std::fs::read_to_string(&d.cfg).unwrap().replacen(
+        "data_dir = \"/elsewhere",
+        "data_dir = \"",
+        1,
+    );
+    let limited = text.replacen("[limits]\n", "[limits]\nmax_connections = 7\n", 1);
+    assert_ne!(limited, text);
+    std::fs::write(&d.cfg, limited).unwrap();
+    let (s, v) = d.api(&d.admin_token(), "POST", "/reload", None);
+    assert_eq!(s, 422);
+    assert!(
+        v["errors"].to_string().contains("limits.max_connections"),
+        "{v}"
+    );
 }
