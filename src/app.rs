@@ -255,6 +255,12 @@ fn without_receipt(item: &Item) -> Item {
     kept
 }
 
+/// The usage cache's key of a mailbox (or `<mailbox>#archive`): however
+/// a recipient's case was written, one figure per folder.
+fn usage_key(mailbox: &str) -> String {
+    mailbox.trim().to_lowercase()
+}
+
 /// The LDIF inside a downloaded index: a signed CMS (RT §7) is opened
 /// once its signature verifies against `provider.index_signers` (or the
 /// trust anchors of providers' signatures); a plain document is refused
@@ -2458,7 +2464,7 @@ impl App {
             ] {
                 crate::fsync::sync_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
             }
-            self.lock_usage().remove(&acc.address);
+            self.lock_usage().remove(&usage_key(&acc.address));
         }
         Ok((n, bytes))
     }
@@ -2478,17 +2484,29 @@ impl App {
     /// so a busy mailbox is not rescanned on every delivery and a large one
     /// does not cost a rescan every second.
     fn usage(&self, md: &Maildir, mailbox: &str) -> Result<u64, String> {
-        let known = self.lock_usage().get(mailbox).copied();
+        let key = usage_key(mailbox);
+        let known = self.lock_usage().get(&key).copied();
         if let Some((u, until)) = known
             && std::time::Instant::now() < until
         {
             return Ok(u.bytes);
         }
+        self.measure(md, &key, known.map(|k| k.0))
+    }
+
+    /// The usage of `md` read from its folders (`known`: a figure whose
+    /// directory stamps may show it still holds), cached under `key`.
+    fn measure(
+        &self,
+        md: &Maildir,
+        key: &str,
+        known: Option<crate::maildir::Usage>,
+    ) -> Result<u64, String> {
         let started = std::time::Instant::now();
-        let u = md.usage(known.map(|k| k.0)).map_err(|e| e.to_string())?;
+        let u = md.usage(known).map_err(|e| e.to_string())?;
         let trusted = usage_trusted_for(started.elapsed());
         self.lock_usage()
-            .insert(mailbox.to_string(), (u, started + trusted));
+            .insert(usage_key(key), (u, started + trusted));
         Ok(u.bytes)
     }
 
@@ -2509,7 +2527,13 @@ impl App {
         let Some(quota) = self.quota(&acc) else {
             return Ok(true);
         };
-        let after = self.usage(md, mailbox)?.saturating_add(size as u64);
+        let mut after = self.usage(md, mailbox)?.saturating_add(size as u64);
+        if after > quota {
+            // A refusal is final (an avviso di mancata consegna 5.2.2): it
+            // rests on the folders as they are now, not on a figure up to a
+            // minute old (the holder may just have made room).
+            after = self.measure(md, mailbox, None)?.saturating_add(size as u64);
+        }
         if quota > 0 {
             metrics::histogram!(crate::metrics::QUOTA_USAGE).record(after as f64 / quota as f64);
         }
@@ -2525,12 +2549,10 @@ impl App {
         added: u64,
         before: Option<std::time::SystemTime>,
     ) {
+        let key = usage_key(mailbox);
         let mut cache = self.lock_usage();
-        if let Some((u, until)) = cache.get(mailbox).copied() {
-            cache.insert(
-                mailbox.to_string(),
-                (md.usage_after_delivery(u, added, before), until),
-            );
+        if let Some((u, until)) = cache.get(&key).copied() {
+            cache.insert(key, (md.usage_after_delivery(u, added, before), until));
         }
     }
 
@@ -2687,7 +2709,7 @@ impl App {
         let key = format!("{mailbox}#archive");
         let size = data.len() as u64;
         let mut used = self.usage(&md, &key)?;
-        let mut full = used + size > quota;
+        let mut full = used.saturating_add(size) > quota;
         // As in `deliver_into`: whether an earlier try left this copy is
         // asked after an interruption, and before a full archive rotates
         // or warns; not on the common path.
@@ -2700,19 +2722,34 @@ impl App {
             return Ok(false);
         }
         let mut rotated = 0;
-        if full && self.cfg().lifecycle.archive_policy == crate::config::ArchivePolicy::RotateOldest
+        if full {
+            // Full by the folders as they are now (the holder may have
+            // made room), before anything is removed for it.
+            used = self.measure(&md, &key, None)?;
+            full = used.saturating_add(size) > quota;
+        }
+        if full
+            && size <= quota
+            && self.cfg().lifecycle.archive_policy == crate::config::ArchivePolicy::RotateOldest
         {
-            for (path, len) in md.oldest_first().map_err(|e| e.to_string())? {
-                if used + size <= quota {
-                    break;
-                }
-                if std::fs::remove_file(&path).is_ok() {
-                    used = used.saturating_sub(len);
-                    rotated += 1;
+            // Only the oldest copies that make room, and only if removing
+            // what can be removed makes room at all: a copy that cannot
+            // fit is not worth the archive.
+            let oldest = md.oldest_first().map_err(|e| e.to_string())?;
+            let need = used.saturating_add(size) - quota;
+            if oldest.iter().map(|(_, len)| *len).sum::<u64>() >= need {
+                for (path, len) in oldest {
+                    if used.saturating_add(size) <= quota {
+                        break;
+                    }
+                    if std::fs::remove_file(&path).is_ok() {
+                        used = used.saturating_sub(len);
+                        rotated += 1;
+                    }
                 }
             }
-            self.lock_usage().remove(&key);
-            full = used + size > quota;
+            self.lock_usage().remove(&usage_key(&key));
+            full = used.saturating_add(size) > quota;
         }
         let now = self.clock.now();
         if rotated > 0 {
@@ -4293,5 +4330,116 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(usage_trusted_for(Duration::MAX), USAGE_TRUST_MAX);
+    }
+
+    /// A provider on the dev certificates, with a 10 KB plan, its data in
+    /// `dir`, and one mailbox on that plan.
+    fn small_provider(dir: &std::path::Path) -> App {
+        let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        let toml = format!(
+            r#"data_dir = "{data}"
+hostname = "mx.pec.provider-a.test"
+[provider]
+name = "Provider A S.p.A."
+domain = "pec.provider-a.test"
+local_domains = ["pec.provider-a.test"]
+signing_cert = "{c}/provider-a.pem"
+signing_key = "{c}/provider-a.key"
+trust_anchors = "{c}/ca.pem"
+provider_index = "{c}/index.ldif"
+[tls]
+cert = "{c}/localhost.pem"
+key = "{c}/localhost.key"
+[listen]
+inbound = "127.0.0.1:0"
+[lifecycle]
+archive_policy = "rotate-oldest"
+[[plans]]
+name = "mini"
+inbox = "10KB"
+archive = "10KB"
+on_expiry = "suspend"
+"#,
+            data = dir.join("data").display(),
+            c = certs.display(),
+        );
+        let app = App::open(Config::parse(&toml, dir).unwrap()).unwrap();
+        let acc: accounts::Account = serde_json::from_value(serde_json::json!({
+            "address": "mini@pec.provider-a.test", "password_hash": "", "state": "active",
+            "created": "2026-01-01T00:00:00Z", "plan": "mini",
+        }))
+        .unwrap();
+        let mut b = Batch::new();
+        accounts::put(&mut b, &acc);
+        app.store.commit(b).unwrap();
+        app
+    }
+
+    #[test]
+    fn a_full_mailbox_is_refused_only_on_its_folders_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let mini = "mini@pec.provider-a.test";
+        let root = mailbox_path(&app.cfg().data_dir.join("mail"), mini).unwrap();
+        let md = Maildir::open(&root).unwrap();
+        for name in ["a", "b"] {
+            std::fs::write(root.join("new").join(name), vec![b'x'; 5000]).unwrap();
+        }
+        assert!(!app.fits(&md, mini, 1000).unwrap(), "11 KB in 10 KB");
+        // The holder deletes a message: the next delivery, within the time
+        // the figure is trusted, fits.
+        std::fs::remove_file(root.join("new").join("a")).unwrap();
+        assert!(app.fits(&md, "Mini@PEC.provider-a.test", 1000).unwrap());
+    }
+
+    #[test]
+    fn archive_rotation_removes_only_what_makes_room_and_only_if_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let mini = "mini@pec.provider-a.test";
+        let mut acc = accounts::get(&app.store, mini).unwrap().unwrap();
+        let root = mailbox_path(&app.cfg().data_dir.join("mail"), mini).unwrap();
+        let archive = Maildir::open_folder(&root, ARCHIVE_FOLDER).unwrap();
+        let old = archive.root().join("cur");
+        for (i, name) in ["oldest", "older", "old"].iter().enumerate() {
+            let p = old.join(name);
+            std::fs::write(&p, vec![b'x'; 3000]).unwrap();
+            let t = std::time::SystemTime::now() - Duration::from_secs(3600 * (3 - i as u64));
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        let copy = |id: &str, size: usize, acc: &mut accounts::Account| {
+            let (mut b, mut n) = (Batch::new(), Batch::new());
+            let bytes = vec![b'y'; size];
+            let stored = app.archive_copy(
+                &mut b,
+                &mut n,
+                acc,
+                id,
+                &ArchiveSource::Stored(&bytes),
+                false,
+            );
+            app.commit(b).unwrap();
+            stored.unwrap()
+        };
+        let left = || {
+            let mut v: Vec<String> = std::fs::read_dir(&old)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // A copy larger than the whole archive: nothing removed for it.
+        copy("grande", 11_000, &mut acc);
+        assert_eq!(left(), ["old", "older", "oldest"]);
+        // 9,000 bytes used of 10 KB (10,240), 5,000 more: the oldest two
+        // make room, the third stays.
+        copy("nuovo", 5000, &mut acc);
+        assert_eq!(left(), ["old"]);
     }
 }
