@@ -2074,6 +2074,10 @@ impl App {
                     Err(e) => return Err(format!("LMTP: {e}")),
                 }
             }
+            // A mailbox removed while this waited in the queue: its folder
+            // was set aside, and is not made again at its address (the
+            // next holder of the address must not find this mail).
+            None if !self.mailbox_exists(mailbox)? => Err(DeliveryFailure::UnknownRecipient),
             None => {
                 let dir = mailbox_path(&self.cfg().data_dir.join("mail"), mailbox)
                     .map_err(|e| e.to_string())?;
@@ -2508,6 +2512,14 @@ impl App {
         self.lock_usage()
             .insert(usage_key(key), (u, started + trusted));
         Ok(u.bytes)
+    }
+
+    /// Forget a mailbox's usage figures (its folder set aside, say).
+    pub fn forget_usage(&self, address: &str) {
+        let key = usage_key(address);
+        let mut cache = self.lock_usage();
+        cache.remove(&format!("{key}#archive"));
+        cache.remove(&key);
     }
 
     fn lock_usage(
@@ -4390,6 +4402,33 @@ on_expiry = "suspend"
         // the figure is trusted, fits.
         std::fs::remove_file(root.join("new").join("a")).unwrap();
         assert!(app.fits(&md, "Mini@PEC.provider-a.test", 1000).unwrap());
+    }
+
+    #[test]
+    fn a_delivery_to_a_removed_mailbox_does_not_make_its_folder_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let gone = "gone@pec.provider-a.test";
+        let work = Work::Local {
+            mailbox: gone.into(),
+            receipt_to: None,
+        };
+        let item = Item::new(
+            "pecd.1.x.1@pec.provider-a.test".into(),
+            work,
+            String::new(),
+            Utc::now(),
+            None,
+        );
+        let mut b = Batch::new();
+        app.deliver_into(&mut b, &item, gone, None, b"Subject: x\r\n\r\nx\r\n")
+            .unwrap();
+        app.commit(b).unwrap();
+        let root = mailbox_path(&app.cfg().data_dir.join("mail"), gone).unwrap();
+        assert!(!root.exists(), "no folder at a removed mailbox's address");
+        let log = crate::audit::search(&app.store, &Default::default()).unwrap();
+        assert!(log.iter().any(|(_, r)| r.event == Event::DeliveryError
+            && r.detail.as_deref().is_some_and(|d| d.contains("5.1.1"))));
     }
 
     #[test]

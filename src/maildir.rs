@@ -123,7 +123,9 @@ pub fn set_aside(base: &Path, address: &str, stamp: &str) -> Result<Option<PathB
     for dir in [aside.as_path(), from.parent().unwrap_or(base)] {
         crate::fsync::sync_dir(dir).map_err(io(dir))?;
     }
-    known().remove(&from);
+    // The mailbox and its folders (`.Archivio`): made afresh, marker and
+    // all, if the address is given again.
+    known().retain(|p| !p.starts_with(&from));
     Ok(Some(to))
 }
 

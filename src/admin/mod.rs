@@ -149,6 +149,7 @@ async fn remove(State(ctx): State<Ctx>, h: HeaderMap, Path(address): Path<String
         // is reported, for the operator to move by hand.
         let aside =
             crate::maildir::set_aside(&mail, &acc.address, &stamp).map_err(|e| e.to_string());
+        ctx.app.forget_usage(&acc.address);
         Ok::<_, crate::tenants::TenantError>((acc.address, aside))
     });
     match removed {
