@@ -2423,14 +2423,25 @@ impl App {
         // made at delivery): for those the inbox name just goes, the copy
         // stays, and the archive's space is not spent twice (nor, under
         // `rotate-oldest`, would the next copy rotate the moved mail out).
+        // A copy is known by its inode (a link) or by its name before the
+        // flags (`<id>,S=<size>`: a copy written, not linked); moving such
+        // a message would put two files of one name in the archive.
         use std::os::unix::fs::MetadataExt as _;
         let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        let archived: std::collections::HashSet<(u64, u64)> = archive
-            .messages()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .filter_map(|(p, _)| inode(p))
-            .collect();
+        let base = |p: &std::path::Path| {
+            p.file_name().map(|n| {
+                n.to_string_lossy()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        };
+        let copies = archive.messages().map_err(|e| e.to_string())?;
+        let archived: std::collections::HashSet<(u64, u64)> =
+            copies.iter().filter_map(|(p, _)| inode(p)).collect();
+        let archived_names: std::collections::HashSet<String> =
+            copies.iter().filter_map(|(p, _)| base(p)).collect();
         let (mut n, mut bytes) = (0, 0);
         let messages = inbox.oldest_first().map_err(|e| e.to_string())?;
         // Only the INBOX's own messages move; the holder's folders (which
@@ -2442,18 +2453,32 @@ impl App {
             return Ok((0, 0));
         }
         for (path, len) in messages {
-            let linked = inode(&path).is_some_and(|i| archived.contains(&i));
+            let linked = inode(&path).is_some_and(|i| archived.contains(&i))
+                || base(&path).is_some_and(|b| archived_names.contains(&b));
             if used <= quota || (!linked && len > room) {
                 break;
             }
             let Some(name) = path.file_name() else {
                 continue;
             };
-            if linked {
-                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let moved = if linked {
+                std::fs::remove_file(&path)
             } else {
-                let to = archive.root().join("cur").join(name);
-                std::fs::rename(&path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::rename(&path, archive.root().join("cur").join(name))
+            };
+            match moved {
+                Ok(()) => {}
+                // Expunged or renamed (a flag) by the holder's IMAP client
+                // since the listing: it is not in the inbox as counted.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Anything else stops the move; what moved so far stays
+                // moved and is flushed and recorded below.
+                Err(e) => {
+                    tracing::warn!(event = "downgrade_move_stopped", file = %path.display(), error = %e);
+                    break;
+                }
+            }
+            if !linked {
                 room -= len;
             }
             used -= len;
@@ -2468,7 +2493,7 @@ impl App {
             ] {
                 crate::fsync::sync_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
             }
-            self.lock_usage().remove(&usage_key(&acc.address));
+            self.forget_usage(&acc.address);
         }
         Ok((n, bytes))
     }
@@ -4429,6 +4454,50 @@ on_expiry = "suspend"
         let log = crate::audit::search(&app.store, &Default::default()).unwrap();
         assert!(log.iter().any(|(_, r)| r.event == Event::DeliveryError
             && r.detail.as_deref().is_some_and(|d| d.contains("5.1.1"))));
+    }
+
+    #[test]
+    fn a_downgrade_does_not_archive_a_message_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let mini = "mini@pec.provider-a.test";
+        let acc = accounts::get(&app.store, mini).unwrap().unwrap();
+        let root = mailbox_path(&app.cfg().data_dir.join("mail"), mini).unwrap();
+        Maildir::open(&root).unwrap();
+        let archive = Maildir::open_folder(&root, ARCHIVE_FOLDER).unwrap();
+        // Two messages over the 10 KB inbox; the older one's archive copy
+        // was written (not linked), and the holder has since read it.
+        for (i, name) in ["m1,S=6000", "m2,S=6000"].iter().enumerate() {
+            let p = root.join("new").join(name);
+            std::fs::write(&p, vec![b'x'; 6000]).unwrap();
+            let t = std::time::SystemTime::now() - Duration::from_secs(3600 * (2 - i as u64));
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        std::fs::write(
+            archive.root().join("cur").join("m1,S=6000:2,S"),
+            vec![b'x'; 6000],
+        )
+        .unwrap();
+        assert_eq!(app.move_excess_to_archive(&acc).unwrap(), (1, 6000));
+        let names = |d: &std::path::Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&root.join("new")), ["m2,S=6000"]);
+        assert_eq!(
+            names(&archive.root().join("cur")),
+            ["m1,S=6000:2,S"],
+            "one copy"
+        );
     }
 
     #[test]

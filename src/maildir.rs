@@ -465,7 +465,13 @@ impl Maildir {
             let dir = self.root.join(d);
             for e in fs::read_dir(&dir).map_err(io(&dir))? {
                 let e = e.map_err(io(&dir))?;
-                let m = e.metadata().map_err(io(&dir))?;
+                // Renamed (a flag set) or expunged by the holder's IMAP
+                // client since the listing: not there to count or remove.
+                let m = match e.metadata() {
+                    Ok(m) => m,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(io(&dir)(err)),
+                };
                 all.push((m.modified().ok(), e.path(), m.len()));
             }
         }
@@ -515,7 +521,16 @@ impl Maildir {
         let new = mtime(&self.root.join("new"))?;
         let mut newest = new;
         for p in dirs.iter().filter(|p| **p != self.root.join("new")) {
-            let t = mtime(p)?;
+            let t = match mtime(p) {
+                Ok(t) => t,
+                // A folder deleted since it was listed: the stamp differs
+                // from one taken with it, and from one taken without it.
+                Err(_) if !p.exists() => {
+                    (p, "gone").hash(&mut h);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             (p, t).hash(&mut h);
             newest = newest.max(t);
         }
@@ -546,7 +561,12 @@ impl Maildir {
         }
         let mut bytes = 0u64;
         for dir in &dirs {
-            for e in fs::read_dir(dir).map_err(io(dir))? {
+            // A folder the holder deleted since it was listed.
+            let entries = match fs::read_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                r => r.map_err(io(dir))?,
+            };
+            for e in entries {
                 let e = e.map_err(io(dir))?;
                 let name = e.file_name();
                 let from_name =
@@ -611,7 +631,12 @@ impl Maildir {
             let dir = self.root.join(d);
             for e in fs::read_dir(&dir).map_err(io(&dir))? {
                 let e = e.map_err(io(&dir))?;
-                let len = e.metadata().map_err(io(&dir))?.len();
+                // As in `oldest_first`: gone since the listing.
+                let len = match e.metadata() {
+                    Ok(m) => m.len(),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(io(&dir)(err)),
+                };
                 out.push((e.path(), len));
             }
         }
