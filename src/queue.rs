@@ -11,7 +11,7 @@
 use crate::store::{Batch, Store, StoreError, Table};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -457,6 +457,12 @@ pub fn quarantine(
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// Blobs a new or moved queue item has just come to reference, and
+    /// when: the collector spares them as recent. Kept here, not in the
+    /// files' times: a blob may be hard-linked into a mailbox's archive,
+    /// where its time is the message's date (Dovecot's INTERNALDATE) and
+    /// the order archive rotation goes by.
+    spared: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// Taken by [`Spool::put_parts`] to reuse an existing blob and by
@@ -471,6 +477,7 @@ impl Spool {
         fs::create_dir_all(dir.join("tmp"))?;
         Ok(Spool {
             dir: dir.to_path_buf(),
+            spared: Default::default(),
         })
     }
 
@@ -490,13 +497,9 @@ impl Spool {
             let _gc = spool_gc_lock();
             let reused = path.exists();
             if reused {
-                // Refresh the age so garbage collection, which spares
-                // recent blobs, cannot take it between this call and the
-                // commit.
-                File::options()
-                    .write(true)
-                    .open(&path)?
-                    .set_modified(std::time::SystemTime::now())?;
+                // Spared as recent, so garbage collection cannot take it
+                // between this call and the commit.
+                self.spare(&name);
             }
             reused
         };
@@ -540,16 +543,20 @@ impl Spool {
     /// snapshot: an item moved behind the walk is not seen, and only its
     /// blob's age (the collector spares recent blobs) keeps it.
     pub fn touch(&self, item: &Item) -> std::io::Result<()> {
-        if item.inline {
-            return Ok(());
+        if !item.inline {
+            self.path(&item.blob)?;
+            let _gc = spool_gc_lock();
+            self.spare(&item.blob);
         }
-        let path = self.path(&item.blob)?;
-        let _gc = spool_gc_lock();
-        match File::options().write(true).open(&path) {
-            Ok(f) => f.set_modified(std::time::SystemTime::now()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        Ok(())
+    }
+
+    /// Mark `name` recent (the caller holds the collector's lock).
+    fn spare(&self, name: &str) {
+        self.spared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), std::time::Instant::now());
     }
 
     /// Where a blob lies (to link it rather than read it).
@@ -561,13 +568,18 @@ impl Spool {
     }
 
     /// Remove blobs no queue item references and older than `min_age` (a
-    /// blob is written just *before* the commit that references it).
+    /// blob is written just *before* the commit that references it), and
+    /// not spared as recently referenced.
     pub fn collect_garbage(
         &self,
         referenced: &std::collections::HashSet<String>,
         min_age: std::time::Duration,
     ) -> std::io::Result<usize> {
         let mut n = 0;
+        self.spared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, at| at.elapsed() < min_age);
         for e in fs::read_dir(&self.dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
@@ -578,6 +590,15 @@ impl Spool {
             // reuse a blob: a blob being reused is refreshed first, so
             // never removed under a new item's feet.
             let _gc = spool_gc_lock();
+            let spared = self
+                .spared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .is_some_and(|at| at.elapsed() < min_age);
+            if spared {
+                continue;
+            }
             let modified = match fs::metadata(e.path()) {
                 Ok(m) => m.modified()?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -629,7 +650,7 @@ mod tests {
         // An old blob touched (its item moved) is spared as recent.
         let c = s.put(b"moved").unwrap();
         let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-        let file = File::options()
+        let file = fs::File::options()
             .write(true)
             .open(s.path(&c).unwrap())
             .unwrap();
@@ -644,6 +665,15 @@ mod tests {
         let hour = std::time::Duration::from_secs(3600);
         assert_eq!(s.collect_garbage(&keep, hour).unwrap(), 0);
         assert_eq!(s.get(&c).unwrap(), b"moved");
+        // Its time untouched: a blob may be an archived message's file.
+        let t = fs::metadata(s.path(&c).unwrap())
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert!(
+            t.elapsed().unwrap() > hour,
+            "the file's time is the message's"
+        );
     }
 
     #[test]
@@ -658,7 +688,7 @@ mod tests {
             // Unreferenced and old: the collector's to take, unless a new
             // item reuses it first.
             let long_ago = std::time::SystemTime::now() - 2 * an_hour;
-            if let Ok(f) = File::options().write(true).open(&path) {
+            if let Ok(f) = fs::File::options().write(true).open(&path) {
                 f.set_modified(long_ago).unwrap();
             }
             let gc = {
