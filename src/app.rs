@@ -255,6 +255,16 @@ fn without_receipt(item: &Item) -> Item {
     kept
 }
 
+/// The metrics label of another provider's enhanced code: its class and
+/// subject only (RFC 3463 has eight subjects), so a peer's replies cannot
+/// mint series without end.
+fn remote_code_label(code: &str) -> String {
+    match code.split('.').nth(1).and_then(|s| s.parse::<u8>().ok()) {
+        Some(subject) if subject <= 7 => format!("5.{subject}.x"),
+        _ => "5.x.x".to_string(),
+    }
+}
+
 /// The usage cache's key of a mailbox (or `<mailbox>#archive`): however
 /// a recipient's case was written, one figure per folder.
 fn usage_key(mailbox: &str) -> String {
@@ -3410,7 +3420,8 @@ impl App {
             .filter(|c| c.starts_with('5'))
             .unwrap_or("5.0.0")
             .to_string();
-        metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => code.clone()).increment(1);
+        metrics::counter!(crate::metrics::DELIVERY_ERRORS, "code" => remote_code_label(&code))
+            .increment(1);
         let failure = DeliveryFailure::Other {
             code,
             description: format!("destinatario rifiutato dal gestore di destinazione ({reply})"),
@@ -4356,6 +4367,14 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_providers_codes_are_labelled_by_class_and_subject() {
+        assert_eq!(remote_code_label("5.1.1"), "5.1.x");
+        assert_eq!(remote_code_label("5.7.123456"), "5.7.x");
+        assert_eq!(remote_code_label("5.99.1"), "5.x.x");
+        assert_eq!(remote_code_label("5.0.0"), "5.0.x");
+    }
 
     #[test]
     fn a_slow_rescan_is_trusted_for_longer() {

@@ -45,12 +45,23 @@ pub fn https_get(
             .map_err(|e| format!("{}: {e}", key.display()))?;
     }
     let connector = b.build();
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+    // Each address in turn (an unreachable IPv6 one must not hide the
+    // IPv4 one that answers).
+    let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
         .map_err(|e| format!("{host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}: no address"))?;
-    let tcp =
-        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{url}: {e}"))?;
+        .collect();
+    let mut last = format!("{host}: no address");
+    let mut tcp = None;
+    for addr in &addrs {
+        match std::net::TcpStream::connect_timeout(addr, timeout) {
+            Ok(t) => {
+                tcp = Some(t);
+                break;
+            }
+            Err(e) => last = format!("{url} ({addr}): {e}"),
+        }
+    }
+    let tcp = tcp.ok_or(last)?;
     tcp.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(timeout))
