@@ -252,6 +252,14 @@ fn another_orders_token_is_denied_on_every_endpoint_and_logged() {
             .0,
         401
     );
+    // Refused before its body is read: no schema hints for a stranger.
+    for (method, path) in [
+        ("POST", "/mailboxes"),
+        ("PUT", "/mailboxes/x@y.it/password"),
+    ] {
+        let (s, v) = d.api("nope", method, path, Some(json!({"wrong": 1})));
+        assert_eq!(s, 401, "{method} {path}: {v}");
+    }
     assert_eq!(d.api(&d.admin_token(), "GET", &mb, None).0, 200);
     let (s, v) = d.api(&d.admin_token(), "POST", "/sweep", None);
     assert_eq!((s, v), (200, json!({"actions": 0, "failed": []})));

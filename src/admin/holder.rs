@@ -85,10 +85,7 @@ fn holder(ctx: &Ctx, h: &HeaderMap, client_ip: &str) -> Result<Account, Response
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Response> {
-    serde_json::from_str(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))
-}
+use super::parse;
 
 /// The new view after one of the holder's own changes, or its error.
 fn answer(ctx: &Ctx, r: Result<Account, TenantError>) -> Response {

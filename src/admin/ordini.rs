@@ -148,13 +148,7 @@ pub(super) fn view(ctx: &Ctx, a: &crate::accounts::Account) -> serde_json::Value
     })
 }
 
-/// A JSON body, parsed after the caller is known (an unauthorized caller
-/// learns nothing of the schema).
-fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Response> {
-    let body = if body.trim().is_empty() { "{}" } else { body };
-    serde_json::from_str(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")))
-}
+use super::parse;
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
