@@ -487,6 +487,8 @@ pub struct App {
     /// One reload at a time (a file reload, an index refresh): each builds
     /// on the configuration the last one left.
     reloading: std::sync::Mutex<()>,
+    /// A scheduled index refresh is running (see `worker`).
+    index_refreshing: std::sync::atomic::AtomicBool,
     /// Message-IDs the reception point is processing right now.
     in_flight: std::sync::Mutex<HashSet<String>>,
     /// Whether the duplicate record held entries in the keys of releases
@@ -661,6 +663,7 @@ impl App {
             started_at: std::time::Instant::now(),
             log_upkeep: Default::default(),
             reloading: Default::default(),
+            index_refreshing: Default::default(),
             in_flight: std::sync::Mutex::new(HashSet::new()),
             legacy_seen,
             busy: std::sync::Mutex::new(HashSet::new()),
@@ -4263,7 +4266,15 @@ impl App {
         }
         let mut last_gc = std::time::Instant::now();
         let mut last_gauges = std::time::Instant::now() - GAUGES_EVERY;
-        let mut last_index = std::time::Instant::now();
+        // The local copy's age decides the first refresh: a daemon
+        // restarted more often than `provider.index_refresh` still
+        // refreshes a copy that old (None: due now).
+        let mut last_index: Option<std::time::Instant> =
+            std::fs::metadata(&self.cfg().provider.provider_index)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .and_then(|age| std::time::Instant::now().checked_sub(age));
         let mut last_purge: Option<std::time::Instant> = None;
         let mut last_timers: Option<std::time::Instant> = None;
         let mut last_checkpoint: Option<std::time::Instant> = None;
@@ -4322,9 +4333,20 @@ impl App {
                     tracing::error!(event = "timers_failed", error = %e);
                 }
             }
-            if last_index.elapsed() >= self.cfg().provider.index_refresh.0 {
-                last_index = std::time::Instant::now();
-                let _ = tokio::task::block_in_place(|| self.refresh_index());
+            if last_index.is_none_or(|t| t.elapsed() >= self.cfg().provider.index_refresh.0)
+                && !self
+                    .index_refreshing
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                // Off the worker: a slow index server must not hold up
+                // deliveries and timers for its download's length.
+                last_index = Some(std::time::Instant::now());
+                let app = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = app.refresh_index();
+                    app.index_refreshing
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                });
             }
             if last_gauges.elapsed() >= GAUGES_EVERY {
                 last_gauges = std::time::Instant::now();

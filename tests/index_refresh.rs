@@ -298,3 +298,39 @@ fn the_index_is_fetched_with_the_providers_client_certificate() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(std::fs::read_to_string(&local).unwrap(), ldif);
 }
+
+/// A daemon restarted more often than `provider.index_refresh` still
+/// refreshes an old local copy: its age, not the process's, decides.
+#[test]
+fn an_old_local_index_is_refreshed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("index.ldif");
+    std::fs::copy(certs().join("index.ldif"), &local).unwrap();
+    let fresh = format!(
+        "{}\n# refreshed at start\n",
+        std::fs::read_to_string(certs().join("index.ldif")).unwrap()
+    );
+    let port = https_server(Arc::new(Mutex::new(fresh.clone().into_bytes())));
+    let mut d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
+    d.kill();
+    let cfg = std::fs::read_to_string(&d.cfg).unwrap().replace(
+        &format!("provider_index = \"{}/index.ldif\"", certs().display()),
+        &format!(
+            "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec\"\nindex_url_ca = \"{}/ca.pem\"",
+            local.display(),
+            certs().display()
+        ),
+    );
+    std::fs::write(&d.cfg, cfg).unwrap();
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&local)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    d.spawn();
+    wait_for("the index refreshed at start", 20, || {
+        std::fs::read_to_string(&local).is_ok_and(|t| t == fresh)
+    });
+}
