@@ -92,6 +92,8 @@ enum Command {
     /// anomaly-class (signed by a provider, not conforming); 3 some file is
     /// ordinary mail (unsigned, bad signature, untrusted or unknown signer);
     /// 4 some file is unreadable; 2 usage error. The worst file decides.
+    /// Without --index, 5 instead of 0: signed and well-formed, but the
+    /// signers not checked against the providers' list.
     Verify {
         /// Message files to check.
         #[arg(required = true)]
@@ -1239,6 +1241,11 @@ fn verify(
         } else {
             print!("{}", report.to_text());
         }
+    }
+    // Signed and well-formed, but by whom? Without the provider index any
+    // S/MIME certificate the trust store accepts would do: not "valid PEC".
+    if worst == Outcome::Pec && checker.index.is_none() {
+        return Ok(ExitCode::from(5));
     }
     Ok(ExitCode::from(worst.exit_code() as u8))
 }
