@@ -1005,6 +1005,17 @@ fn validate_service(
     {
         e.push(err("antivirus.timeout", "must be longer than zero"));
     }
+    if let Some(c) = antivirus.and_then(|a| a.clamd.as_deref())
+        && !c.starts_with('/')
+        && !c
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        e.push(err(
+            "antivirus.clamd",
+            format!("{c:?}: give host:port, or the absolute path of clamd's Unix socket"),
+        ));
+    }
     if let Some(l) = lifecycle {
         if l.term_years == 0 {
             e.push(err("lifecycle.term_years", "must be at least 1"));
@@ -1303,6 +1314,7 @@ term_years = 0
 first_access_days = -1
 [antivirus]
 timeout = "0s"
+clamd = "run/clamd.ctl"
 "#;
         let errs = Config::parse(text, Path::new("/nonexistent")).unwrap_err();
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
@@ -1327,6 +1339,7 @@ timeout = "0s"
             "lifecycle.term_years",
             "lifecycle.first_access_days",
             "antivirus.timeout",
+            "antivirus.clamd",
             "listen",
         ] {
             assert!(keys.contains(&k), "{k} missing in {keys:?}");
