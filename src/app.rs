@@ -2854,8 +2854,10 @@ impl App {
         }
         // A new filling (stop policy) is warned after the holder freed
         // space below 90 %.
-        let reset =
-            !rotating && acc.archive_full_warned && !full && (used + size) * 10 <= quota * 9;
+        let reset = !rotating
+            && acc.archive_full_warned
+            && !full
+            && used.saturating_add(size).saturating_mul(10) <= quota.saturating_mul(9);
         if warn {
             acc.archive_full_warned = true;
             acc.archive_warned_at = Some(now);

@@ -212,3 +212,20 @@ fn a_failed_group_leaves_the_store_usable_and_close_refuses_commits() {
     assert!(matches!(store.commit(b), Err(StoreError::Closed)));
     assert_eq!(store.get(Table::Meta, b"fine").unwrap(), Some(vec![1]));
 }
+
+#[test]
+fn a_store_is_open_in_one_place_at_a_time() {
+    for engine in ["redb", "sled"] {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path(), engine).unwrap();
+        let second = Store::open(dir.path(), engine);
+        assert!(
+            second
+                .err()
+                .is_some_and(|e| e.to_string().contains("open in another process")),
+            "{engine}"
+        );
+        drop(first);
+        assert!(Store::open(dir.path(), engine).is_ok(), "{engine}");
+    }
+}

@@ -271,6 +271,9 @@ struct Waiting {
 pub struct Store {
     engine: Arc<dyn Engine>,
     group: Group,
+    /// `<dir>/pecd.lock`, locked for as long as this store is open (see
+    /// [`Store::open`]).
+    _lock: Option<std::fs::File>,
 }
 
 /// Most batches merged into one engine transaction.
@@ -278,9 +281,34 @@ const GROUP_MAX: usize = 256;
 
 impl Store {
     /// Open the engine named in the config under `dir`.
+    ///
+    /// One process at a time: the store directory's lock file is held for
+    /// the store's whole life. The engines lock their files too, but an
+    /// engine that drops and reopens its database (redb after a failed
+    /// commit) lets go of its lock meanwhile, and a CLI must not take the
+    /// store from a running daemon then.
     pub fn open(dir: &Path, engine: &str) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
+        let lock_path = dir.join("pecd.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Engine(format!("{}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Engine(format!(
+                    "{}: the store is open in another process",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Engine(format!("{}: {e}", lock_path.display())));
+            }
+        }
         let e: Arc<dyn Engine> = match engine {
             "redb" => Arc::new(RedbEngine::open(&dir.join("pecd.redb"))?),
             "sled" => Arc::new(SledEngine::open(&dir.join("pecd.sled"))?),
@@ -290,7 +318,9 @@ impl Store {
                 )));
             }
         };
-        Self::with_engine(e)
+        let mut store = Self::with_engine(e)?;
+        store._lock = Some(lock);
+        Ok(store)
     }
 
     /// Wrap an engine (tests, alternative engines).
@@ -309,6 +339,7 @@ impl Store {
                 }),
                 idle: Condvar::new(),
             },
+            _lock: None,
         })
     }
 
