@@ -317,6 +317,12 @@ fn running_daemon<T>(
     cfg: &pecd::config::Config,
     e: impl std::fmt::Display,
 ) -> Result<Target<T>, String> {
+    // Only a store held by another process means "ask the daemon"; any
+    // other failure (permissions, a damaged file) is the answer itself,
+    // not hidden behind an admin token left from an earlier run.
+    if !e.to_string().contains("open in another process") {
+        return Err(e.to_string());
+    }
     let token = std::fs::read_to_string(cfg.data_dir.join("admin.token")).ok();
     match (cfg.listen.admin, token) {
         (Some(addr), Some(token)) => Ok(Target::Admin {

@@ -205,3 +205,33 @@ fn mailbox_cli_lifecycle() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
 }
+
+/// A store that cannot be opened for another reason than a running
+/// daemon is reported as such, not as an admin endpoint that does not
+/// answer (an admin token left from an earlier run notwithstanding).
+#[test]
+fn a_damaged_store_is_named_not_hidden_behind_the_admin_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("pecd.toml");
+    let text = std::fs::read_to_string(root().join("config/pecd.toml"))
+        .unwrap()
+        .replace("../certs/", &format!("{}/", certs().display()))
+        .replace(
+            "../data/provider-a",
+            &dir.path().join("data").display().to_string(),
+        );
+    std::fs::write(&cfg_path, text).unwrap();
+    let store = dir.path().join("data/store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("pecd.redb"), b"not a database at all").unwrap();
+    std::fs::write(dir.path().join("data/admin.token"), b"stale").unwrap();
+    let out = pecd()
+        .args(["mailbox", "list", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage engine"), "{err}");
+    assert!(!err.contains("admin endpoint"), "{err}");
+}

@@ -510,7 +510,10 @@ pub fn call_raw(
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .map_err(|e| format!("admin endpoint {addr}: {e}"))?;
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    // Some calls take a while on a large provider (a log verification of
+    // 30 months, a bulk load of a whole roll, a national export): the CLI
+    // waits for them rather than give up while the daemon keeps working.
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1800)));
     // A token, or a ready `Basic …` credential (the holder's endpoints).
     let auth = if token.starts_with("Basic ") {
         token.to_string()
