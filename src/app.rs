@@ -2581,8 +2581,13 @@ impl App {
         if after > quota {
             // A refusal is final (an avviso di mancata consegna 5.2.2): it
             // rests on the folders as they are now, not on a figure up to a
-            // minute old (the holder may just have made room).
-            after = self.measure(md, mailbox, None)?.saturating_add(size as u64);
+            // minute old (the holder may just have made room). Their
+            // directory stamps say whether the figure still holds, so a
+            // mailbox that stays full is not rescanned for each message.
+            let known = self.lock_usage().get(&usage_key(mailbox)).map(|k| k.0);
+            after = self
+                .measure(md, mailbox, known)?
+                .saturating_add(size as u64);
         }
         if quota > 0 {
             metrics::histogram!(crate::metrics::QUOTA_USAGE).record(after as f64 / quota as f64);
@@ -2774,8 +2779,10 @@ impl App {
         let mut rotated = 0;
         if full {
             // Full by the folders as they are now (the holder may have
-            // made room), before anything is removed for it.
-            used = self.measure(&md, &key, None)?;
+            // made room), before anything is removed for it; the stamps
+            // spare a rescan when nothing changed.
+            let known = self.lock_usage().get(&usage_key(&key)).map(|k| k.0);
+            used = self.measure(&md, &key, known)?;
             full = used.saturating_add(size) > quota;
         }
         if full
@@ -3726,7 +3733,7 @@ impl App {
         .map_err(|e| failed(e.to_string()))?;
         // "Tried before" is what makes a delivery look for its own earlier
         // file (wherever an IMAP client moved it) instead of writing anew.
-        item.attempts = old.attempts.max(1);
+        item.attempts = 1;
         item.put(&mut b);
         b.delete(Table::Meta, key);
         self.commit(b).map_err(failed)?;
@@ -4185,7 +4192,19 @@ impl App {
             .unwrap_or(self.started);
         let retention = chrono::Duration::from_std(self.cfg().log.retention.0)
             .unwrap_or(chrono::Duration::days(crate::config::LEGAL_LOG_DAYS as i64));
-        let _upkeep = self.log_upkeep.write().unwrap_or_else(|e| e.into_inner());
+        // A verification walking the log holds it for a while: the purge
+        // waits for the next round rather than hold up the worker.
+        let _upkeep = match self.log_upkeep.try_write() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                tracing::info!(
+                    event = "log_purge_postponed",
+                    reason = "a verification is running"
+                );
+                return Ok(0);
+            }
+        };
         let purged = crate::audit::purge(&self.store, now.min(steady) - retention, now)
             .map_err(|e| e.to_string())?;
         if purged > 0 {
@@ -4345,9 +4364,17 @@ impl App {
                 last_index = Some(std::time::Instant::now());
                 let app = self.clone();
                 tokio::task::spawn_blocking(move || {
-                    let _ = app.refresh_index();
-                    app.index_refreshing
-                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                    // Cleared however the refresh ends (a panic included).
+                    struct Done(Arc<App>);
+                    impl Drop for Done {
+                        fn drop(&mut self) {
+                            self.0
+                                .index_refreshing
+                                .store(false, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    let done = Done(app);
+                    let _ = done.0.refresh_index();
                 });
             }
             if last_gauges.elapsed() >= GAUGES_EVERY {

@@ -182,7 +182,10 @@ pub fn verify(
         };
         let Some(signature) = signature else {
             // Only the newest may be a write that stopped between its two
-            // files; an older one without signature had it removed.
+            // files (seals written before the signature went first); an
+            // older one without signature had it removed. Removing the
+            // newest's signature hides no more than removing the newest
+            // seal whole, which only a copy kept elsewhere shows.
             if Some(&path) == newest.as_ref() {
                 continue;
             }

@@ -331,8 +331,9 @@ pub struct Limits {
     /// for the inbound MX each: peers on the open MX cannot take the slots
     /// of authenticated users.
     pub max_connections: usize,
-    /// Bytes of message data all SMTP sessions may hold in memory at once
-    /// while receiving it (DATA): a message that would go beyond gets
+    /// Bytes of message data the SMTP sessions of the submission
+    /// listeners, and those of the inbound MX, may each hold in memory at
+    /// once while receiving it (DATA): a message that would go beyond gets
     /// `452 4.3.1` and its sender tries again later, rather than many
     /// large messages at once exhausting the host's memory. At least twice
     /// `max_message_size` (the submission listener reads up to twice the
@@ -1017,8 +1018,8 @@ fn validate_service(
         ));
     }
     if let Some(l) = lifecycle {
-        if l.term_years == 0 {
-            e.push(err("lifecycle.term_years", "must be at least 1"));
+        if !(1..=10).contains(&l.term_years) {
+            e.push(err("lifecycle.term_years", "must be from 1 to 10"));
         }
         for (key, days) in [
             ("lifecycle.grace_days", l.grace_days),
@@ -1310,7 +1311,7 @@ format = "xml"
 [notify]
 panel_url = "pec.example.it"
 [lifecycle]
-term_years = 0
+term_years = 11
 first_access_days = -1
 [antivirus]
 timeout = "0s"

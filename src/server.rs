@@ -96,7 +96,12 @@ pub async fn start(
     // keep the provider's own users from submitting.
     let max = app.cfg().limits.max_connections;
     let (users, peers) = (Arc::new(Semaphore::new(max)), Arc::new(Semaphore::new(max)));
-    let held = Arc::new(DataMemory::default());
+    // The message memory likewise: slow MX peers holding large messages
+    // must not leave none for the users' submissions.
+    let (users_data, peers_data) = (
+        Arc::new(DataMemory::default()),
+        Arc::new(DataMemory::default()),
+    );
     let mut bound = Vec::new();
     let l = &app.cfg().listen;
     for (name, addr, kind) in [
@@ -134,15 +139,15 @@ pub async fn start(
             .map_err(|source| ServerError::Bind { addr, source })?;
         bound.push((name.to_string(), local));
         tracing::info!(event = "listening", listener = name, addr = %local);
-        let limit = match kind.mode {
-            Mode::Submission => users.clone(),
-            Mode::Inbound => peers.clone(),
+        let limits = match kind.mode {
+            Mode::Submission => (users.clone(), users_data.clone()),
+            Mode::Inbound => (peers.clone(), peers_data.clone()),
         };
         tokio::spawn(accept_loop(
             listener,
             kind,
             app.clone(),
-            (limit, held.clone()),
+            limits,
             shutdown.clone(),
         ));
     }

@@ -118,17 +118,12 @@ pub fn add_outage(store: &Store, o: &Outage, now: DateTime<Utc>) -> Result<(), S
         return Err("the outage must end after it starts".into());
     }
     let mut b = Batch::new();
-    // Two outages that begin together (an incident and the malfunction it
-    // caused) are two entries; the same one recorded twice is one.
+    // Two outages of different kinds that begin together (an incident and
+    // the malfunction it caused) are two entries; one recorded again with
+    // the same start and kind is a correction, and replaces it.
     b.put(
         Table::Meta,
-        format!(
-            "outage/{}/{}/{}",
-            o.start.to_rfc3339(),
-            o.end.to_rfc3339(),
-            o.kind.italian()
-        )
-        .into_bytes(),
+        format!("outage/{}/{}", o.start.to_rfc3339(), o.kind.italian()).into_bytes(),
         serde_json::to_vec(o).unwrap_or_default(),
     );
     let mut r = LogRecord::new(now, Event::Mailbox);

@@ -291,11 +291,18 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
         let lock_path = dir.join("pecd.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        // Locked through a read-only descriptor (flock needs no more): a
+        // lock file that root's CLI created is still the daemon's to lock.
+        let lock = std::fs::File::open(&lock_path)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .and_then(|_| std::fs::File::open(&lock_path)),
+                _ => Err(e),
+            })
             .map_err(|e| StoreError::Engine(format!("{}: {e}", lock_path.display())))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -632,7 +639,11 @@ fn apply_group(
             // error after the write): the head is read back, so the next
             // group's records follow whatever the log now holds instead of
             // taking the same numbers and overwriting them.
-            (out, read_head(engine).ok())
+            // (guarded as `apply` is: an engine that panicked may again)
+            let head = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_head(engine)))
+                .ok()
+                .and_then(Result::ok);
+            (out, head)
         }
     }
 }
