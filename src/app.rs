@@ -4439,6 +4439,28 @@ mod tests {
         assert_eq!(usage_trusted_for(Duration::MAX), USAGE_TRUST_MAX);
     }
 
+    /// `len` bytes at `path`, last modified `hours` ago.
+    fn aged_file(path: &std::path::Path, len: usize, hours: u64) {
+        std::fs::write(path, vec![b'x'; len]).unwrap();
+        let t = std::time::SystemTime::now() - Duration::from_secs(3600 * hours);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    /// The names in `dir`, sorted.
+    fn names_in(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// A provider on the dev certificates, with a 10 KB plan, its data in
     /// `dir`, and one mailbox on that plan.
     fn small_provider(dir: &std::path::Path) -> App {
@@ -4537,34 +4559,17 @@ on_expiry = "suspend"
         let archive = Maildir::open_folder(&root, ARCHIVE_FOLDER).unwrap();
         // Two messages over the 10 KB inbox; the older one's archive copy
         // was written (not linked), and the holder has since read it.
-        for (i, name) in ["m1,S=6000", "m2,S=6000"].iter().enumerate() {
-            let p = root.join("new").join(name);
-            std::fs::write(&p, vec![b'x'; 6000]).unwrap();
-            let t = std::time::SystemTime::now() - Duration::from_secs(3600 * (2 - i as u64));
-            std::fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
-        }
+        aged_file(&root.join("new").join("m1,S=6000"), 6000, 2);
+        aged_file(&root.join("new").join("m2,S=6000"), 6000, 1);
         std::fs::write(
             archive.root().join("cur").join("m1,S=6000:2,S"),
             vec![b'x'; 6000],
         )
         .unwrap();
         assert_eq!(app.move_excess_to_archive(&acc).unwrap(), (1, 6000));
-        let names = |d: &std::path::Path| {
-            let mut v: Vec<String> = std::fs::read_dir(d)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(names(&root.join("new")), ["m2,S=6000"]);
+        assert_eq!(names_in(&root.join("new")), ["m2,S=6000"]);
         assert_eq!(
-            names(&archive.root().join("cur")),
+            names_in(&archive.root().join("cur")),
             ["m1,S=6000:2,S"],
             "one copy"
         );
@@ -4579,16 +4584,8 @@ on_expiry = "suspend"
         let root = mailbox_path(&app.cfg().data_dir.join("mail"), mini).unwrap();
         let archive = Maildir::open_folder(&root, ARCHIVE_FOLDER).unwrap();
         let old = archive.root().join("cur");
-        for (i, name) in ["oldest", "older", "old"].iter().enumerate() {
-            let p = old.join(name);
-            std::fs::write(&p, vec![b'x'; 3000]).unwrap();
-            let t = std::time::SystemTime::now() - Duration::from_secs(3600 * (3 - i as u64));
-            std::fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
+        for (hours, name) in [(3, "oldest"), (2, "older"), (1, "old")] {
+            aged_file(&old.join(name), 3000, hours);
         }
         let copy = |id: &str, size: usize, acc: &mut accounts::Account| {
             let (mut b, mut n) = (Batch::new(), Batch::new());
@@ -4604,14 +4601,7 @@ on_expiry = "suspend"
             app.commit(b).unwrap();
             stored.unwrap()
         };
-        let left = || {
-            let mut v: Vec<String> = std::fs::read_dir(&old)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
+        let left = || names_in(&old);
         // A copy larger than the whole archive: nothing removed for it.
         copy("grande", 11_000, &mut acc);
         assert_eq!(left(), ["old", "older", "oldest"]);

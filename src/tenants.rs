@@ -149,11 +149,7 @@ fn save(
     now: DateTime<Utc>,
     what: String,
 ) -> Result<(), TenantError> {
-    let mut b = Batch::new();
-    accounts::put(&mut b, acc);
-    log(&mut b, now, actor, Some(&acc.address), what);
-    store.commit(b)?;
-    Ok(())
+    save_in(store, Batch::new(), acc, actor, now, what)
 }
 
 /// [`save`], closing the holder's open requests (see [`close_requests`]):
@@ -167,6 +163,18 @@ fn save_closing_requests(
 ) -> Result<(), TenantError> {
     let mut b = Batch::new();
     close_requests(store, &mut b, &acc.tenant, &acc.address)?;
+    save_in(store, b, acc, actor, now, what)
+}
+
+/// [`save`] with `b`'s other changes in the same commit.
+fn save_in(
+    store: &Store,
+    mut b: Batch,
+    acc: &Account,
+    actor: &str,
+    now: DateTime<Utc>,
+    what: String,
+) -> Result<(), TenantError> {
     accounts::put(&mut b, acc);
     log(&mut b, now, actor, Some(&acc.address), what);
     store.commit(b)?;

@@ -448,20 +448,7 @@ fn malformed_dialogues_and_messages_get_replies_and_lose_nothing() {
         let codes = dialogue(inbound, &lines);
         assert_eq!(codes, vec![250, 250, 250, 354], "{name}");
         lines.clear();
-        let s = TcpStream::connect(("127.0.0.1", inbound)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut w = s.try_clone().unwrap();
-        let mut r = BufReader::new(s);
-        reply(&mut r).unwrap();
-        for l in [
-            "EHLO x",
-            "MAIL FROM:<a@esterno.it>",
-            &format!("RCPT TO:<{MARIO}>"),
-            "DATA",
-        ] {
-            w.write_all(&line(l)).unwrap();
-            reply(&mut r).unwrap();
-        }
+        let (mut w, mut r) = in_data(inbound);
         w.write_all(&pecd::smtp::client::dot_stuff(data)).unwrap();
         let done = reply(&mut r).unwrap_or_else(|| panic!("{name}: dropped after DATA"));
         match &done[..3] {
@@ -516,6 +503,22 @@ fn open(port: u16) -> (TcpStream, BufReader<TcpStream>) {
     (s, r)
 }
 
+/// A connection to the MX at the start of a message from outside to
+/// Mario (after its DATA's 354).
+fn in_data(port: u16) -> (TcpStream, BufReader<TcpStream>) {
+    let (mut w, mut r) = open(port);
+    for l in [
+        "EHLO x",
+        "MAIL FROM:<a@esterno.it>",
+        &format!("RCPT TO:<{MARIO}>"),
+        "DATA",
+    ] {
+        w.write_all(&line(l)).unwrap();
+        reply(&mut r).unwrap();
+    }
+    (w, r)
+}
+
 /// Open MX connections cannot hold more message data in memory than
 /// `limits.data_memory`: the message that would pass it gets 452 4.3.1
 /// (its sender tries later), the others are taken, and the memory is
@@ -532,16 +535,7 @@ fn message_data_held_in_memory_is_bounded() {
         ("y".repeat(78) + "\r\n").repeat(180)
     );
     let open_data = || {
-        let (mut w, mut r) = open(inbound);
-        for l in [
-            "EHLO x",
-            "MAIL FROM:<a@esterno.it>",
-            &format!("RCPT TO:<{MARIO}>"),
-            "DATA",
-        ] {
-            w.write_all(&line(l)).unwrap();
-            reply(&mut r).unwrap();
-        }
+        let (mut w, r) = in_data(inbound);
         // About 15 kB each, held until the final dot.
         w.write_all(body.as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(200));

@@ -79,19 +79,26 @@ fn check_config_reports_all_errors_with_key_paths() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
-#[test]
-fn log_commands_on_a_store() {
-    use pecd::audit::{Event, LogRecord};
-    let dir = tempfile::tempdir().unwrap();
-    let cfg_path = dir.path().join("pecd.toml");
+/// The dev configuration with its data under `dir`; its path.
+#[allow(clippy::unwrap_used)]
+fn config_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg_path = dir.join("pecd.toml");
     let text = std::fs::read_to_string(root().join("config/pecd.toml"))
         .unwrap()
         .replace("../certs/", &format!("{}/", certs().display()))
         .replace(
             "../data/provider-a",
-            &dir.path().join("data").display().to_string(),
+            &dir.join("data").display().to_string(),
         );
     std::fs::write(&cfg_path, text).unwrap();
+    cfg_path
+}
+
+#[test]
+fn log_commands_on_a_store() {
+    use pecd::audit::{Event, LogRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = config_in(dir.path());
     {
         let store = pecd::store::Store::open(&dir.path().join("data/store"), "redb").unwrap();
         let mut b = pecd::store::Batch::new();
@@ -127,15 +134,7 @@ fn log_commands_on_a_store() {
 #[test]
 fn mailbox_cli_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_path = dir.path().join("pecd.toml");
-    let text = std::fs::read_to_string(root().join("config/pecd.toml"))
-        .unwrap()
-        .replace("../certs/", &format!("{}/", certs().display()))
-        .replace(
-            "../data/provider-a",
-            &dir.path().join("data").display().to_string(),
-        );
-    std::fs::write(&cfg_path, text).unwrap();
+    let cfg_path = config_in(dir.path());
     let run = |args: &[&str], stdin: &str| {
         use std::io::Write;
         let mut child = pecd()
@@ -212,15 +211,7 @@ fn mailbox_cli_lifecycle() {
 #[test]
 fn a_damaged_store_is_named_not_hidden_behind_the_admin_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_path = dir.path().join("pecd.toml");
-    let text = std::fs::read_to_string(root().join("config/pecd.toml"))
-        .unwrap()
-        .replace("../certs/", &format!("{}/", certs().display()))
-        .replace(
-            "../data/provider-a",
-            &dir.path().join("data").display().to_string(),
-        );
-    std::fs::write(&cfg_path, text).unwrap();
+    let cfg_path = config_in(dir.path());
     let store = dir.path().join("data/store");
     std::fs::create_dir_all(&store).unwrap();
     std::fs::write(store.join("pecd.redb"), b"not a database at all").unwrap();

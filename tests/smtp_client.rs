@@ -184,39 +184,14 @@ fn the_pool_reuses_one_session_for_many_messages() {
     let rt = rt();
     for i in 0..5 {
         let o = rt
-            .block_on(pool.deliver(
-                addr,
-                "me",
-                "a@b.test",
-                &[format!("yes{i}@x.test")],
-                b"S: x\r\n\r\nb\r\n",
-                Duration::from_secs(5),
-            ))
+            .block_on(pooled(&pool, addr, &format!("yes{i}@x.test")))
             .unwrap();
         assert_eq!(o.delivered.len(), 1, "message {i}");
     }
     // A transaction where nothing is accepted leaves the session usable.
-    let o = rt
-        .block_on(pool.deliver(
-            addr,
-            "me",
-            "a@b.test",
-            &["no@x.test".into()],
-            b"S: x\r\n\r\nb\r\n",
-            Duration::from_secs(5),
-        ))
-        .unwrap();
+    let o = rt.block_on(pooled(&pool, addr, "no@x.test")).unwrap();
     assert_eq!(o.permanent.len(), 1);
-    let o = rt
-        .block_on(pool.deliver(
-            addr,
-            "me",
-            "a@b.test",
-            &["yes@x.test".into()],
-            b"S: x\r\n\r\nb\r\n",
-            Duration::from_secs(5),
-        ))
-        .unwrap();
+    let o = rt.block_on(pooled(&pool, addr, "yes@x.test")).unwrap();
     assert_eq!(o.delivered.len(), 1);
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
@@ -229,14 +204,7 @@ fn a_session_the_peer_dropped_is_replaced_before_anything_is_sent() {
     let rt = rt();
     for i in 0..3 {
         let o = rt
-            .block_on(pool.deliver(
-                addr,
-                "me",
-                "a@b.test",
-                &[format!("yes{i}@x.test")],
-                b"S: x\r\n\r\nb\r\n",
-                Duration::from_secs(5),
-            ))
+            .block_on(pooled(&pool, addr, &format!("yes{i}@x.test")))
             .unwrap();
         assert_eq!(o.delivered.len(), 1, "message {i}");
     }
@@ -247,21 +215,30 @@ fn a_session_the_peer_dropped_is_replaced_before_anything_is_sent() {
 fn a_pooled_session_never_resends_after_a_lost_final_reply() {
     let (addr, accepted) = scripted(|_| "250 2.1.5 ok\r\n", None, true, 2, usize::MAX);
     let pool = Pool::new(4, Duration::from_secs(60));
-    let err = rt()
-        .block_on(pool.deliver(
-            addr,
-            "me",
-            "a@b.test",
-            &["x@x.test".into()],
-            b"S: x\r\n\r\nb\r\n",
-            Duration::from_secs(5),
-        ))
-        .unwrap_err();
+    let err = rt().block_on(pooled(&pool, addr, "x@x.test")).unwrap_err();
     assert!(err.is_ambiguous(), "{err}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 /// One message from a@b.test to `rcpts` through `addr` (5 s timeout).
+/// One small message to `rcpt` through `pool`.
+async fn pooled(
+    pool: &Pool,
+    addr: std::net::SocketAddr,
+    rcpt: &str,
+) -> Result<pecd::smtp::client::Outcome, ClientError> {
+    let rcpts = [rcpt.to_string()];
+    pool.deliver(
+        addr,
+        "me",
+        "a@b.test",
+        &rcpts,
+        b"S: x\r\n\r\nb\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 fn send_to(
     addr: std::net::SocketAddr,
     rcpts: &[&str],
@@ -435,16 +412,7 @@ fn a_session_that_got_421_is_not_reused() {
     let pool = Pool::new(4, Duration::from_secs(60));
     let rt = rt();
     for _ in 0..2 {
-        let o = rt
-            .block_on(pool.deliver(
-                addr,
-                "me",
-                "a@b.test",
-                &["yes@x.test".into()],
-                b"S: x\r\n\r\nb\r\n",
-                Duration::from_secs(5),
-            ))
-            .unwrap();
+        let o = rt.block_on(pooled(&pool, addr, "yes@x.test")).unwrap();
         assert_eq!(o.temporary.len(), 1);
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
