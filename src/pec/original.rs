@@ -47,6 +47,35 @@ pub struct OriginalHeaders {
     pub receipt_request: Option<ReceiptVariant>,
     /// The raw `X-TipoRicevuta` value when it is not one of the three tokens.
     pub receipt_request_invalid: Option<String>,
+    /// The first header line (1-based) that is neither a field (`Name:`,
+    /// a name of printable characters without spaces) nor the continuation
+    /// of one. Parsers read such lines differently (`F rom:` is a From to
+    /// one and garbage to another): a check passed on one reading would
+    /// certify a message that shows another.
+    pub malformed_line: Option<usize>,
+}
+
+/// See [`OriginalHeaders::malformed_line`].
+fn malformed_line(header: &[u8]) -> Option<usize> {
+    let mut lines = header.split(|b| *b == b'\n').enumerate().peekable();
+    while let Some((i, line)) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() && lines.peek().is_none() {
+            break; // the header block's own last line break
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if continuation && i > 0 {
+            continue;
+        }
+        let field = line
+            .iter()
+            .position(|b| *b == b':')
+            .is_some_and(|c| c > 0 && line[..c].iter().all(|b| b.is_ascii_graphic()));
+        if !field {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 fn addresses(a: Option<&Address<'_>>) -> Vec<String> {
@@ -93,6 +122,7 @@ impl OriginalHeaders {
                 .map(str::to_string)
                 .filter(|s| !s.is_empty());
         }
+        out.malformed_line = malformed_line(header);
         let fields = header_fields(header);
         out.repeated = ONCE
             .iter()

@@ -111,6 +111,11 @@ fn formal_error(
             sub.mail_from, sub.authenticated
         ));
     }
+    if let Some(line) = h.malformed_line {
+        return Some(format!(
+            "intestazione non conforme alla riga {line} (RFC 5322 §2.2)"
+        ));
+    }
     if let Some(name) = h.repeated {
         return Some(format!("intestazione {name} ripetuta"));
     }
@@ -311,6 +316,36 @@ mod tests {
     /// mail-parser reads the last copy of a repeated field; a client
     /// shows the first. A second From, To or Subject would certify one
     /// thing and show another, a second Bcc would hide a value.
+    /// Lines one parser reads as a field and another as garbage: a From
+    /// or Cc only some readers see, a first line of white space.
+    #[test]
+    fn header_lines_that_are_no_field_are_refused() {
+        let a = "a@pec.provider-a.test";
+        let b = &["b@pec.provider-b.test"];
+        for (msg, line) in [
+            (
+                format!(
+                    "From: capo@pec.provider-a.test\r\n{}",
+                    OK.replacen("From:", "F rom:", 1)
+                ),
+                2,
+            ),
+            (
+                OK.replace("Subject", "C c: spia@pec.provider-c.test\r\nSubject"),
+                4,
+            ),
+            (OK.replace("Subject", "From : x@y.it\r\nSubject"), 4),
+            (format!(" Cc: spia@pec.provider-c.test\r\n{OK}"), 1),
+            (OK.replace("Subject", "senza due punti\r\nSubject"), 4),
+        ] {
+            let why = reason(run(a, a, b, &msg));
+            assert!(why.contains(&format!("riga {line}")), "{msg:?}: {why}");
+        }
+        // Folded fields are fields.
+        let folded = OK.replace("Subject: s", "Subject: una\r\n riga\r\n\tpiegata");
+        assert!(matches!(run(a, a, b, &folded), Decision::Accept(_)));
+    }
+
     #[test]
     fn repeated_fields_and_any_bcc_value_are_refused() {
         let a = "a@pec.provider-a.test";
