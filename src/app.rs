@@ -1156,6 +1156,7 @@ impl App {
             authenticated: &user,
             mail_from: &env.mail_from,
             rcpt_to: &env.rcpt_to,
+            rcpt_overflow: env.rcpt_overflow,
             message: &env.data,
         };
         let live = self.cfg();

@@ -262,6 +262,28 @@ fn wrong_sequences_get_503_and_limits_apply() {
     );
 }
 
+/// On submission, recipients beyond the session's limit are taken and
+/// counted, not refused with a 452 (the client would send them in a
+/// second transaction, and part of a message over the limit would be
+/// certified): the whole message then gets its avviso di non accettazione.
+#[test]
+fn submission_counts_recipients_beyond_the_limit_instead_of_refusing_them() {
+    let mut s = Session::new(cfg(Mode::Submission), true);
+    let mut sh = Shell::new(&s);
+    sh.send(&mut s, "EHLO c\r\n");
+    let plain = b64("\0mario@pec.provider-a.test\0segreto");
+    sh.send(&mut s, &format!("AUTH PLAIN {plain}\r\n"));
+    sh.send(&mut s, "MAIL FROM:<mario@pec.provider-a.test>\r\n");
+    for i in 0..5 {
+        sh.send(&mut s, &format!("RCPT TO:<u{i}@pec.provider-b.test>\r\n"));
+    }
+    sh.send(&mut s, "DATA\r\nSubject: x\r\n\r\nx\r\n.\r\n");
+    assert!(!sh.out.contains("452"), "{}", sh.out);
+    let m = &sh.messages[0];
+    assert_eq!(m.rcpt_to.len() + m.rcpt_overflow, 5);
+    assert!(m.rcpt_overflow > 0);
+}
+
 #[test]
 fn oversized_data_is_read_to_the_end_and_refused() {
     let mut s = Session::new(cfg(Mode::Inbound), false);
@@ -467,6 +489,7 @@ fn trace_header_names_peer_server_protocol_and_recipient() {
         tls: true,
         helo: "client\r\nX-Evil: 1".into(),
         esmtp: true,
+        rcpt_overflow: 0,
         data: Vec::new(),
         peer: Some("::1".parse().unwrap()),
     };

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             authenticated: sender,
             mail_from: sender,
             rcpt_to: &rcpt,
+            rcpt_overflow: 0,
             message: data,
         },
         &AccessLimits {

@@ -19,6 +19,9 @@ pub struct Submission<'a> {
     pub mail_from: &'a str,
     /// SMTP RCPT TO, in order.
     pub rcpt_to: &'a [String],
+    /// Recipients given beyond `rcpt_to` (the session keeps no more than
+    /// twice the limit; the rest is only counted).
+    pub rcpt_overflow: usize,
     /// The message as received (CRLF).
     pub message: &'a [u8],
 }
@@ -150,10 +153,10 @@ fn formal_error(
     if let Some(v) = &h.receipt_request_invalid {
         return Some(format!("valore non valido di X-TipoRicevuta ({v:?})"));
     }
-    if sub.rcpt_to.len() > limits.max_recipients {
+    let recipients = sub.rcpt_to.len().saturating_add(sub.rcpt_overflow);
+    if recipients > limits.max_recipients {
         return Some(format!(
-            "numero di destinatari ({}) superiore al massimo consentito ({})",
-            sub.rcpt_to.len(),
+            "numero di destinatari ({recipients}) superiore al massimo consentito ({})",
             limits.max_recipients
         ));
     }
@@ -164,7 +167,7 @@ fn formal_error(
             limits.max_message_size
         ));
     }
-    let total = size.saturating_mul(sub.rcpt_to.len() as u64);
+    let total = size.saturating_mul(recipients as u64);
     if total > limits.max_total_size {
         return Some(format!(
             "dimensione per numero di destinatari ({total} byte) superiore al massimo consentito ({} byte)",
@@ -186,6 +189,11 @@ mod tests {
     };
 
     fn run(auth: &str, from: &str, rcpt: &[&str], msg: &str) -> Decision {
+        run_over(auth, from, rcpt, msg, 0)
+    }
+
+    /// [`run`] with `overflow` recipients given beyond those kept.
+    fn run_over(auth: &str, from: &str, rcpt: &[&str], msg: &str, overflow: usize) -> Decision {
         let rcpt: Vec<String> = rcpt.iter().map(|s| s.to_string()).collect();
         let provider = Provider {
             name: "Provider A S.p.A.".into(),
@@ -196,6 +204,7 @@ mod tests {
                 authenticated: auth,
                 mail_from: from,
                 rcpt_to: &rcpt,
+                rcpt_overflow: overflow,
                 message: msg.as_bytes(),
             },
             &LIMITS,
@@ -344,6 +353,14 @@ mod tests {
         // Folded fields are fields.
         let folded = OK.replace("Subject: s", "Subject: una\r\n riga\r\n\tpiegata");
         assert!(matches!(run(a, a, b, &folded), Decision::Accept(_)));
+    }
+
+    #[test]
+    fn recipients_only_counted_by_the_session_count() {
+        let a = "a@pec.provider-a.test";
+        let b = &["b@pec.provider-b.test"];
+        let why = reason(run_over(a, a, b, OK, 5));
+        assert!(why.contains("numero di destinatari (6)"), "{why}");
     }
 
     #[test]

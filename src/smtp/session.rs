@@ -70,6 +70,9 @@ pub struct Envelope {
     pub helo: String,
     /// The client greeted with EHLO (not HELO).
     pub esmtp: bool,
+    /// Recipients given on submission beyond those kept (`rcpt_to`): the
+    /// message is over the limit and gets an avviso di non accettazione.
+    pub rcpt_overflow: usize,
     pub data: Vec<u8>,
     /// The client's address, filled in by the I/O shell.
     pub peer: Option<std::net::IpAddr>,
@@ -133,6 +136,9 @@ enum Framing {
 struct Transaction {
     mail_from: String,
     rcpt_to: Vec<String>,
+    /// Recipients given beyond the session's limit on submission: counted,
+    /// not kept (see `Request::Rcpt`).
+    overflow: usize,
 }
 
 /// One connection's state.
@@ -367,6 +373,7 @@ impl Session {
                         tls: self.tls,
                         helo: self.helo.clone().unwrap_or_default(),
                         esmtp: self.esmtp,
+                        rcpt_overflow: tx.overflow,
                         data,
                         peer: None,
                     }));
@@ -687,6 +694,7 @@ impl Session {
                 self.tx = Some(Transaction {
                     mail_from: from.address.to_string(),
                     rcpt_to: Vec::new(),
+                    overflow: 0,
                 });
                 r(Reply::new(250, (2, 1, 0), "Sender OK"))
             }
@@ -720,6 +728,15 @@ impl Session {
                     return r(Reply::new(250, (2, 1, 5), "Recipient OK (already given)"));
                 }
                 if tx.rcpt_to.len() >= max {
+                    // On submission a 452 would have the client send the
+                    // rest in a second transaction, and part of a message
+                    // over the limit certified (RT §2.1): taken and
+                    // counted, so the whole message gets its avviso di non
+                    // accettazione. A peer on the MX is held to the limit.
+                    if mode == Mode::Submission {
+                        tx.overflow += 1;
+                        return r(Reply::new(250, (2, 1, 5), "Recipient OK"));
+                    }
                     return r(Reply::new(452, (4, 5, 3), "Too many recipients"));
                 }
                 if mode == Mode::Inbound {
