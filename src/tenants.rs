@@ -827,6 +827,27 @@ fn reset_key(token: &str) -> Vec<u8> {
 struct ResetGrant {
     address: String,
     expires: DateTime<Utc>,
+    /// The account as it was when the link was sent (see [`grant_stamp`]).
+    #[serde(default)]
+    stamp: String,
+}
+
+/// What a reset link was issued against: the password, where the link
+/// went and whose member the mailbox was. A change of any (a new password
+/// set, a new reference address, a transfer, a newer link) and the link
+/// is dead: the old secretariat cannot take over a mailbox that left it.
+fn grant_stamp(acc: &Account, issued: DateTime<Utc>) -> String {
+    let mut h = openssl::sha::Sha256::new();
+    for part in [
+        acc.password_hash.as_str(),
+        acc.holder.reference_email.as_str(),
+        acc.tenant.as_str(),
+    ] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    h.update(issued.to_rfc3339().as_bytes());
+    h.finish().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A reset link for the holder's reference e-mail: a one-use token (kept
@@ -853,7 +874,14 @@ pub fn issue_reset_token(
     let grant = ResetGrant {
         address: acc.address.clone(),
         expires: now + RESET_VALIDITY,
+        stamp: grant_stamp(&acc, now),
     };
+    // One live link per mailbox: the newest.
+    b.put(
+        Table::Tenants,
+        format!("reset-issued/{}", acc.address).into_bytes(),
+        now.to_rfc3339().into_bytes(),
+    );
     b.put(
         Table::Tenants,
         reset_key(&token),
@@ -888,6 +916,24 @@ pub fn redeem_reset_token(
         .map_err(|e| TenantError::invalid("new_password", e.to_string()))?;
     accounts::with_lock(&grant.address, || {
         let mut acc = accounts::get(store, &grant.address)?.ok_or_else(expired)?;
+        // Checked and spent under the mailbox's lock: two redeems of one
+        // link cannot both succeed.
+        if store.get(Table::Tenants, &reset_key(token))?.is_none() {
+            return Err(expired());
+        }
+        if !grant.stamp.is_empty() {
+            let issued = store
+                .get(
+                    Table::Tenants,
+                    format!("reset-issued/{}", acc.address).as_bytes(),
+                )?
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.to_utc());
+            if issued.is_none_or(|t| grant_stamp(&acc, t) != grant.stamp) {
+                return Err(expired());
+            }
+        }
         acc.password_hash = hash;
         let mut b = Batch::new();
         accounts::put(&mut b, &acc);

@@ -1100,28 +1100,40 @@ fn a_reset_link_goes_to_the_reference_address_and_works_once() {
         d.api(&order, "POST", &path, Some(json!({"via": "fax"}))).0,
         400
     );
-    let (s, v) = d.api(&order, "POST", &path, Some(json!({"via": "link"})));
-    assert_eq!(
-        (s, v["sent_to"].as_str()),
-        (202, Some("segreteria@ordine.test")),
-        "{v}"
+    // Each link asked for: its mail (quoted-printable: soft breaks and =3D
+    // undone) and its token.
+    let link = |n: usize| {
+        let (s, v) = d.api(&order, "POST", &path, Some(json!({"via": "link"})));
+        assert_eq!(
+            (s, v["sent_to"].as_str()),
+            (202, Some("segreteria@ordine.test")),
+            "{v}"
+        );
+        wait_for("the reset mail", 20, || captured.lock().unwrap().len() > n);
+        let mail = captured.lock().unwrap()[n]
+            .1
+            .replace("=\r\n", "")
+            .replace("=3D", "=");
+        let token: String = mail
+            .split("token=")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect();
+        assert_eq!(token.len(), 64, "{mail}");
+        (mail, token)
+    };
+    // Only the newest link works.
+    let (_, first) = link(0);
+    let (mail, token) = link(1);
+    let (s, v) = d.api(
+        "",
+        "POST",
+        "/me/reset",
+        Some(json!({"token": first, "new_password": "password-vecchio-link"})),
     );
-    wait_for("the reset mail", 20, || {
-        !captured.lock().unwrap().is_empty()
-    });
-    // The body is quoted-printable (accented Italian): undo soft breaks and =3D.
-    let mail = captured.lock().unwrap()[0]
-        .1
-        .replace("=\r\n", "")
-        .replace("=3D", "=");
-    let token: String = mail
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit())
-        .collect();
-    assert_eq!(token.len(), 64, "{mail}");
+    assert_eq!((s, v["field"].as_str()), (400, Some("token")), "{v}");
     // Where holders reach the panel, not the admin listener's address.
     assert!(
         mail.contains(&format!("https://pec.ordini.test/me/reset?token={token}")),
@@ -1164,6 +1176,22 @@ fn a_reset_link_goes_to_the_reference_address_and_works_once() {
             .0,
         200
     );
+    // A link sent to the old reference address dies when it changes.
+    let (_, stale) = link(2);
+    let (s, v) = d.api(
+        &order,
+        "PATCH",
+        &format!("/tenants/ordine-lodi/mailboxes/{addr}"),
+        Some(json!({"reference_email": "rita@casa.test"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.api(
+        "",
+        "POST",
+        "/me/reset",
+        Some(json!({"token": stale, "new_password": "presa-da-altri"})),
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("token")), "{v}");
 }
 
 /// Without a smarthost a reset link cannot be mailed: refused, and
