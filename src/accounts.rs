@@ -220,7 +220,6 @@ pub fn dummy_hash() -> &'static str {
     })
 }
 
-/// Constant-time check of a password against a stored hash.
 /// The hash of a secret we drew at random (a first-access password, about
 /// 69 bits: [`crate::tenants::one_time_password`]). Guessing it is out of
 /// reach at any hashing cost, so a light one (1 MiB, one pass; the
@@ -244,6 +243,7 @@ pub fn hash_random_secret(secret: &str) -> Result<String, AccountError> {
         .map_err(|e| fail(e.to_string()))
 }
 
+/// Constant-time check of a password against a stored hash.
 pub fn check_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
         .map(|h| with_argon2(|a| a.verify_password(password.as_bytes(), &h).is_ok()))
@@ -352,8 +352,20 @@ pub fn authenticate(
     address: &str,
     password: &str,
 ) -> Result<Option<Account>, AccountError> {
-    Ok(get(store, address)?
-        .filter(|a| a.state.can_send() && check_password(&a.password_hash, password)))
+    // One hash computed whatever the account (unknown, blocked, or not
+    // allowed to send): the answer's time must not say which addresses
+    // exist.
+    let acc = get(store, address)?;
+    let stored = acc.as_ref().map(|a| a.password_hash.as_str());
+    let good = match stored.filter(|h| !h.is_empty()) {
+        Some(h) => check_password(h, password),
+        None => {
+            // The work, not the answer: nobody's password opens nothing.
+            let _ = check_password(dummy_hash(), password);
+            false
+        }
+    };
+    Ok(acc.filter(|a| good && a.state.can_send()))
 }
 
 /// Run `f` holding the lock of `address`: every read-modify-write of an

@@ -231,6 +231,59 @@ async fn send(
     }
 }
 
+/// Failed SMTP authentications in this window count towards a lockout:
+/// [`AUTH_FAILURES_PER_USER`] for one mailbox, [`AUTH_FAILURES_PER_PEER`]
+/// from one client address (across mailboxes).
+const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+const AUTH_FAILURES_PER_USER: usize = 10;
+const AUTH_FAILURES_PER_PEER: usize = 30;
+
+/// The lockout keys of an attempt: the mailbox (however written) and the
+/// client address.
+fn auth_keys(user: &str, peer: std::net::IpAddr) -> [(String, usize); 2] {
+    [
+        (
+            format!("user:{}", user.trim().to_lowercase()),
+            AUTH_FAILURES_PER_USER,
+        ),
+        (format!("peer:{peer}"), AUTH_FAILURES_PER_PEER),
+    ]
+}
+
+fn auth_failures()
+-> std::sync::MutexGuard<'static, std::collections::HashMap<String, Vec<std::time::Instant>>> {
+    static F: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+    > = std::sync::OnceLock::new();
+    F.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether any key has had its share of failures within the window.
+fn auth_throttled(keys: &[(String, usize)]) -> bool {
+    let mut f = auth_failures();
+    keys.iter().any(|(k, max)| {
+        f.get_mut(k).is_some_and(|v| {
+            v.retain(|t| t.elapsed() < AUTH_WINDOW);
+            v.len() >= *max
+        })
+    })
+}
+
+fn auth_failed(keys: &[(String, usize)]) {
+    let mut f = auth_failures();
+    if f.len() > 100_000 {
+        // Under a spray of addresses: forget what has aged out.
+        f.retain(|_, v| v.last().is_some_and(|t| t.elapsed() < AUTH_WINDOW));
+    }
+    for (k, _) in keys {
+        f.entry(k.clone())
+            .or_default()
+            .push(std::time::Instant::now());
+    }
+}
+
 /// The message data all sessions hold in memory while receiving it
 /// (`limits.data_memory`).
 #[derive(Default)]
@@ -392,9 +445,19 @@ async fn connection(
                     session.tls_started();
                 }
                 Event::Authenticate { user, password } => {
-                    let name = user.clone();
-                    let verdict = app
-                        .blocking(move |app| {
+                    let keys = auth_keys(&user, peer.ip());
+                    let verdict = if auth_throttled(&keys) {
+                        // Not even looked at: guessing across connections
+                        // gets no further than within one.
+                        tracing::warn!(event = "auth_throttled", peer = %peer, user = %user);
+                        Err(Reply::new(
+                            454,
+                            (4, 7, 0),
+                            "Too many failed authentications, try again later",
+                        ))
+                    } else {
+                        let name = user.clone();
+                        app.blocking(move |app| {
                             crate::accounts::authenticate(&app.store, &name, &password)
                         })
                         .await
@@ -402,9 +465,11 @@ async fn connection(
                         .map_err(|e| {
                             tracing::error!(event = "auth_lookup_failed", error = %e);
                             Reply::new(454, (4, 7, 0), "Temporary authentication failure")
-                        });
+                        })
+                    };
                     if matches!(verdict, Ok(None)) {
                         tracing::warn!(event = "auth_failed", peer = %peer, user = %user);
+                        auth_failed(&keys);
                     }
                     out.extend_from_slice(&session.auth_result(verdict).to_bytes());
                 }

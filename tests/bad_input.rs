@@ -594,3 +594,22 @@ fn a_peer_that_does_not_read_its_replies_loses_its_slot() {
     });
     flood.join().unwrap();
 }
+
+/// Password guessing over SMTP AUTH is throttled across connections, as
+/// on the web: after ten failures for one mailbox, even its right
+/// password waits; other mailboxes are not held up by it.
+#[test]
+fn smtp_password_guessing_is_throttled_across_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Spec::new('b', dir.path(), free_port(), vec![]));
+    let (giulia, luca) = (B_MAILBOXES[0], B_MAILBOXES[1]);
+    let msg = |from: &str| format!("From: {from}\r\nTo: {from}\r\nSubject: x\r\n\r\nx\r\n");
+    let send = |(user, pw): (&str, &str)| d.submit(user, pw, user, &[user], msg(user).as_bytes());
+    for _ in 0..10 {
+        let err = send((giulia.0, "indovina")).unwrap_err();
+        assert!(err.contains("535"), "{err}");
+    }
+    let err = send(giulia).unwrap_err();
+    assert!(err.contains("454"), "{err}");
+    send(luca).unwrap();
+}
