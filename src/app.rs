@@ -1144,6 +1144,19 @@ impl App {
 
     fn try_submit(&self, mut env: Envelope) -> Result<Reply, String> {
         let now = self.clock.now();
+        // A session opened before the mailbox was suspended (or its
+        // password changed) sends no more than a new one could.
+        let user = env.authenticated.clone().unwrap_or_default();
+        let may_send = accounts::get(&self.store, &user)
+            .map_err(|e| e.to_string())?
+            .is_some_and(|a| a.state.can_send());
+        if !may_send {
+            return Ok(Reply::new(
+                550,
+                (5, 7, 1),
+                "Mailbox not allowed to send (suspended or expired)",
+            ));
+        }
         let time = LegalTime::new(now);
         let pec_id = self.new_id(time);
         let limits = AccessLimits {
@@ -1151,7 +1164,6 @@ impl App {
             max_total_size: self.cfg().limits.max_total_size,
             max_recipients: self.cfg().limits.max_recipients,
         };
-        let user = env.authenticated.clone().unwrap_or_default();
         let sub = Submission {
             authenticated: &user,
             mail_from: &env.mail_from,

@@ -694,3 +694,35 @@ fn the_log_purge_is_not_fooled_by_a_clock_stepped_ahead() {
         pecd::audit::ChainStatus::Intact { .. }
     ));
 }
+
+/// A session authenticated before its mailbox was suspended sends no more
+/// than a new session could.
+#[test]
+fn a_session_opened_before_a_suspension_cannot_send_after_it() {
+    let p = provider();
+    let env = || pecd::smtp::session::Envelope {
+        mail_from: MARIO.into(),
+        rcpt_to: vec![MARIO.into()],
+        authenticated: Some(MARIO.into()),
+        tls: true,
+        helo: "client".into(),
+        esmtp: true,
+        rcpt_overflow: 0,
+        data: format!("From: {MARIO}\r\nTo: {MARIO}\r\nSubject: x\r\n\r\nx\r\n").into_bytes(),
+        peer: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let submit = |e| {
+        let app = p.app.clone();
+        rt.block_on(async move { tokio::task::spawn_blocking(move || app.submit(e)).await })
+            .unwrap()
+    };
+    assert_eq!(submit(env()).code, 250);
+    accounts::update(&p.app.store, MARIO, p.clock.now_utc(), "test", |a| {
+        a.state = AccountState::Suspended;
+        Ok(())
+    })
+    .unwrap();
+    let r = submit(env());
+    assert_eq!(r.code, 550, "{r:?}");
+}
