@@ -1297,6 +1297,7 @@ pub fn file_request(
     req: &Request,
     now: DateTime<Utc>,
 ) -> Result<Filed, TenantError> {
+    selfcare::not_pending(acc)?;
     let plan = config.plan(&acc.plan);
     match req {
         Request::Addon { steps } => {

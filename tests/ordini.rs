@@ -758,24 +758,37 @@ fn a_holder_completes_the_first_access_and_serves_itself() {
         d.api(&basic(&addr, "wrong-password"), "GET", "/me", None).0,
         401
     );
-    // First access: the contract must be accepted.
-    let (s, v) = d.api(
-        &basic(&addr, &otp),
-        "POST",
-        "/me/first-access",
-        Some(json!({"accept_contract": false, "new_password": "una-nuova-password"})),
-    );
-    assert_eq!(
-        (s, v["field"].as_str()),
-        (400, Some("accept_contract")),
-        "{v}"
-    );
-    let (s, v) = d.api(
-        &basic(&addr, &otp),
-        "POST",
-        "/me/first-access",
-        Some(json!({"accept_contract": true, "new_password": "una-nuova-password"})),
-    );
+    // Until the first access is done, the mailbox is used only through it.
+    let pending = basic(&addr, &otp);
+    for (path, body) in [
+        ("/me/requests", json!({"kind": "addon", "steps": 1})),
+        ("/me/password", json!({"new_password": "altra-password"})),
+        (
+            "/me/reference-email",
+            json!({"reference_email": "x@casa.test"}),
+        ),
+    ] {
+        assert_eq!(d.api(&pending, "POST", path, Some(body)).0, 409, "{path}");
+    }
+    // First access: the data confirmed, the contract accepted, a password
+    // other than the one-time one (the order's secretariat knows that).
+    let first = |confirm: bool, accept: bool, pw: &str| {
+        d.api(
+            &pending,
+            "POST",
+            "/me/first-access",
+            Some(json!({"confirm_data": confirm, "accept_contract": accept, "new_password": pw})),
+        )
+    };
+    for (confirm, accept, pw, field) in [
+        (true, false, "una-nuova-password", "accept_contract"),
+        (false, true, "una-nuova-password", "confirm_data"),
+        (true, true, otp.as_str(), "new_password"),
+    ] {
+        let (s, v) = first(confirm, accept, pw);
+        assert_eq!((s, v["field"].as_str()), (400, Some(field)), "{v}");
+    }
+    let (s, v) = first(true, true, "una-nuova-password");
     assert_eq!((s, v["state"].as_str()), (200, Some("active")), "{v}");
     assert_eq!(
         d.api(&basic(&addr, &otp), "GET", "/me", None).0,
@@ -788,7 +801,9 @@ fn a_holder_completes_the_first_access_and_serves_itself() {
             &me,
             "POST",
             "/me/first-access",
-            Some(json!({"accept_contract": true, "new_password": "x2345678"}))
+            Some(
+                json!({"confirm_data": true, "accept_contract": true, "new_password": "x2345678"})
+            )
         )
         .0,
         409

@@ -106,6 +106,9 @@ async fn me(State(ctx): State<Ctx>, Holder(acc): Holder) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FirstAccess {
+    /// The holder confirms the anagrafica GET /me showed, as the web form
+    /// asks with its own box: not taken for granted.
+    confirm_data: bool,
     accept_contract: bool,
     new_password: String,
 }
@@ -119,12 +122,10 @@ async fn first_access(State(ctx): State<Ctx>, Holder(acc): Holder, body: String)
     answer(
         &ctx,
         tokio::task::block_in_place(|| {
-            // The API's caller confirms the anagrafica by calling: it was
-            // shown by GET /me.
             tenants::first_access(
                 &ctx.app.store,
                 &acc.address,
-                true,
+                f.confirm_data,
                 f.accept_contract,
                 &f.new_password,
                 now,

@@ -38,6 +38,14 @@ pub fn first_access(
             message: "the contract must be accepted".into(),
         });
     }
+    // The one-time password the order handed over is known to its
+    // secretariat: the holder's own must be another.
+    if accounts::check_password(&acc.password_hash, new_password) {
+        return Err(TenantError::Invalid {
+            field: "new_password".into(),
+            message: "must differ from the one-time password".into(),
+        });
+    }
     let hash = password_hash(new_password)?;
     own_update(
         store,
@@ -78,6 +86,18 @@ fn own_update(
     })
 }
 
+/// A mailbox still waiting for its first access is used only through it:
+/// nothing is changed on the holder's word before the data is confirmed
+/// and the contract accepted.
+pub(crate) fn not_pending(a: &Account) -> Result<(), TenantError> {
+    if a.state == AccountState::PendingActivation {
+        return Err(TenantError::Conflict(
+            "the first access is not done: confirm the data and accept the contract first".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn password_hash(new_password: &str) -> Result<String, TenantError> {
     accounts::hash_password(new_password).map_err(|e| TenantError::Invalid {
         field: "new_password".into(),
@@ -93,6 +113,7 @@ pub fn change_password(
 ) -> Result<Account, TenantError> {
     let hash = password_hash(new_password)?;
     own_update(store, address, now, "password changed by the holder", |a| {
+        not_pending(a)?;
         a.password_hash = hash;
         Ok(())
     })
@@ -110,6 +131,7 @@ pub fn change_reference_email(
     })?;
     let what = format!("reference e-mail changed by the holder to {email}");
     own_update(store, address, now, &what, |a| {
+        not_pending(a)?;
         a.holder.reference_email = email;
         Ok(())
     })

@@ -231,8 +231,8 @@ fn contract(w: &Web, a: &Account) -> String {
 }
 
 async fn overview(State(w): St, m: Me) -> Response {
-    if m.acc.state == AccountState::PendingActivation {
-        return Redirect::to("/casella/primo-accesso").into_response();
+    if let Some(r) = first_access_pending(&m) {
+        return r;
     }
     overview_page(&w, &m, None, "", &Errors::default())
 }
@@ -311,7 +311,16 @@ fn overview_page(w: &Web, m: &Me, notice: Option<&str>, form: &str, errors: &Err
     )
 }
 
+/// A mailbox still waiting for its first access goes there first.
+fn first_access_pending(m: &Me) -> Option<Response> {
+    (m.acc.state == AccountState::PendingActivation)
+        .then(|| Redirect::to("/casella/primo-accesso").into_response())
+}
+
 async fn change_password(State(w): St, MeForm(m, f): MeForm) -> Response {
+    if let Some(r) = first_access_pending(&m) {
+        return r;
+    }
     let mut errors = Errors::default();
     if !blocking(|| accounts::check_password(&m.acc.password_hash, f.get("current_password"))) {
         errors.add("current_password", "La password attuale non è corretta.");
@@ -341,6 +350,9 @@ async fn change_password(State(w): St, MeForm(m, f): MeForm) -> Response {
 }
 
 async fn change_email(State(w): St, MeForm(m, f): MeForm) -> Response {
+    if let Some(r) = first_access_pending(&m) {
+        return r;
+    }
     let now = w.app.clock.now();
     match blocking(|| {
         tenants::change_reference_email(&w.app.store, &m.acc.address, f.get("reference_email"), now)
@@ -361,6 +373,9 @@ async fn change_email(State(w): St, MeForm(m, f): MeForm) -> Response {
 }
 
 async fn request(State(w): St, MeForm(m, f): MeForm) -> Response {
+    if let Some(r) = first_access_pending(&m) {
+        return r;
+    }
     let req = match f.get("kind").strip_prefix("plan:") {
         Some(p) => tenants::Request::Upgrade {
             plan: p.to_string(),

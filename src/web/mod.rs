@@ -348,6 +348,9 @@ fn italian_field(field: &str, message: &str) -> String {
         }
         "to" => "L'ordine di destinazione non esiste.".into(),
         "note" => "Scrivere una nota.".into(),
+        "new_password" if message.contains("differ") => {
+            "La nuova password deve essere diversa da quella temporanea.".into()
+        }
         "new_password" | "password" => "La password deve avere almeno 8 caratteri.".into(),
         "confirm_data" => "Confermare i dati anagrafici.".into(),
         "accept_contract" => "Per attivare la casella occorre accettare il contratto.".into(),
