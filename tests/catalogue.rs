@@ -497,6 +497,15 @@ fn non_ascii_addresses_round_trip() {
         .to_string();
     assert_eq!(name, "Per conto di: nicolò.d'amico@pec.provider-a.test");
     xmllint_dtd(&part_named(&env, "daticert.xml").unwrap()).unwrap();
+    // Control characters XML cannot carry, even escaped, in what the
+    // sender wrote (a Reply-To, a Message-ID): the daticert stays valid.
+    let mut odd = c.clone();
+    odd.reply_to = "a\u{1}b@pec.provider-a.test".into();
+    odd.msgid = Some("<id\u{8}x@client.test>".into());
+    let env = signer("provider-a", Digest::Sha256)
+        .sign(&build::transport(&odd, ORIGINAL))
+        .unwrap();
+    xmllint_dtd(&part_named(&env, "daticert.xml").unwrap()).unwrap();
 }
 
 #[test]

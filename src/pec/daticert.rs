@@ -340,7 +340,23 @@ impl Daticert {
 }
 
 fn text_el(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> std::io::Result<()> {
+    // XML 1.0 §2.2 forbids most control characters even escaped: one in a
+    // Reply-To or a Message-ID the sender wrote would make the daticert
+    // malformed, and a strict peer would call the envelope an anomaly
+    // after we had accepted it. Each becomes U+FFFD.
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    };
+    let clean: std::borrow::Cow<'_, str> = if value.chars().all(allowed) {
+        value.into()
+    } else {
+        value
+            .chars()
+            .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
+            .collect::<String>()
+            .into()
+    };
     w.create_element(name)
-        .write_text_content(BytesText::new(value))?;
+        .write_text_content(BytesText::new(&clean))?;
     Ok(())
 }
