@@ -62,14 +62,37 @@ impl fmt::Display for Reply {
         for i in 0..n {
             let sep = if i + 1 < n { '-' } else { ' ' };
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            // A reply line never carries a bare CR or LF of its own.
-            let text = text.replace(['\r', '\n'], " ");
+            // A reply line never carries a bare CR or LF of its own, and
+            // its text is ASCII (RFC 5321 §4.2: no SMTPUTF8 here): the
+            // Italian of a non-acceptance loses its accents, not its words.
+            let text: String = text.chars().map(ascii_fold).collect();
             match self.enhanced {
                 Some((c, s, d)) => write!(f, "{}{sep}{c}.{s}.{d} {text}\r\n", self.code)?,
                 None => write!(f, "{}{sep}{text}\r\n", self.code)?,
             }
         }
         Ok(())
+    }
+}
+
+/// `c` as ASCII text: Italian (and common Latin) accented letters lose
+/// their accent, control characters become spaces, anything else `?`.
+fn ascii_fold(c: char) -> char {
+    match c {
+        ' '..='~' => c,
+        c if c.is_control() => ' ',
+        'à' | 'á' | 'â' | 'ä' => 'a',
+        'À' | 'Á' | 'Â' | 'Ä' => 'A',
+        'è' | 'é' | 'ê' | 'ë' => 'e',
+        'È' | 'É' | 'Ê' | 'Ë' => 'E',
+        'ì' | 'í' | 'î' | 'ï' => 'i',
+        'Ì' | 'Í' | 'Î' | 'Ï' => 'I',
+        'ò' | 'ó' | 'ô' | 'ö' => 'o',
+        'Ò' | 'Ó' | 'Ô' | 'Ö' => 'O',
+        'ù' | 'ú' | 'û' | 'ü' => 'u',
+        'Ù' | 'Ú' | 'Û' | 'Ü' => 'U',
+        '’' | '‘' => '\'',
+        _ => '?',
     }
 }
 
@@ -88,5 +111,9 @@ mod tests {
         };
         assert_eq!(multi.to_string(), "250-host\r\n250 PIPELINING\r\n");
         assert_eq!(Reply::syntax("a\r\nb").to_string(), "501 5.5.4 a  b\r\n");
+        assert_eq!(
+            Reply::new(550, (5, 7, 1), "più di un indirizzo — così").to_string(),
+            "550 5.7.1 piu di un indirizzo ? cosi\r\n"
+        );
     }
 }
