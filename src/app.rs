@@ -2694,10 +2694,12 @@ impl App {
         let mut b = Batch::new();
         let (token, acc) =
             crate::tenants::issue_reset_token(&mut b, &self.store, tenant, address, actor, now)?;
-        let base = match (&live.notify.panel_url, live.listen.admin) {
-            (Some(url), _) => url.clone(),
-            (None, Some(a)) => format!("http://{a}"),
-            (None, None) => format!("https://{}", live.hostname),
+        // Where holders reach the panel; without it a link would name the
+        // admin listener's own address (loopback, plain HTTP): none is sent.
+        let Some(base) = live.notify.panel_url.clone() else {
+            return Err(TenantError::Conflict(
+                "no notify.panel_url: reset links would not reach the panel".into(),
+            ));
         };
         let url = format!("{base}/me/reset?token={token}");
         let hours = crate::tenants::RESET_VALIDITY.num_hours();

@@ -212,8 +212,8 @@ pub struct NotifyConfig {
     pub from: Option<String>,
     /// Where holders reach the web panels (the TLS proxy in front of the
     /// admin listener), e.g. `https://pec.example.it`: the links mailed to
-    /// them (password reset) start with it. Absent: `http://<listen.admin>`,
-    /// which only works on that host (development).
+    /// them (password reset) start with it. Absent: no reset links are
+    /// sent (one-time passwords still are).
     #[serde(default)]
     pub panel_url: Option<String>,
 }

@@ -1228,4 +1228,29 @@ fn a_reset_link_that_cannot_be_mailed_is_refused_and_not_recorded() {
     assert_eq!(s, 409, "{v}");
     let (_, log) = d.api(&d.admin_token(), "GET", "/log/search", None);
     assert!(!log.to_string().contains("reset link sent"), "{log}");
+    // Nor without `notify.panel_url`: the link would name the admin
+    // listener's own (loopback, plain HTTP) address.
+    drop(d);
+    let (sink, captured) = capture_smtp();
+    let extra = format!("[notify]\nsmarthost = \"127.0.0.1:{sink}\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Spec {
+        extra: &extra,
+        ..Spec::new('a', dir.path(), free_port(), vec![])
+    });
+    let order = new_tenant(&d, "ordine-lodi", "LO");
+    let (_, v) = d.api(
+        &order,
+        "POST",
+        "/tenants/ordine-lodi/mailboxes",
+        Some(member("Rita", "Neri", &cf(71))),
+    );
+    let path = format!(
+        "/tenants/ordine-lodi/mailboxes/{}/password-reset",
+        v["address"].as_str().unwrap()
+    );
+    let (s, v) = d.api(&order, "POST", &path, Some(json!({"via": "link"})));
+    assert_eq!(s, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("panel_url"), "{v}");
+    assert!(captured.lock().unwrap().is_empty());
 }
