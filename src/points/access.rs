@@ -136,6 +136,19 @@ fn formal_error(
     if h.to.is_empty() {
         return Some("intestazione To assente o senza destinatari validi".into());
     }
+    // An address without its domain (`To: <nobody>`) names nobody a
+    // receipt could speak of (RFC 5322 §3.4.1: local-part "@" domain).
+    let valid = |a: &str| {
+        a.rsplit_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+    };
+    for (field, list) in [("To", &h.to), ("Cc", &h.cc)] {
+        if let Some(bad) = list.iter().find(|a| !valid(a)) {
+            return Some(format!(
+                "indirizzo non valido nell'intestazione {field}: {bad}"
+            ));
+        }
+    }
     // An address in Bcc is invalid for the system (RT §2.1): any value,
     // parsable or not, since the field travels in postacert.eml.
     if h.bcc_value || !h.bcc.is_empty() {
@@ -353,6 +366,14 @@ mod tests {
         // Folded fields are fields.
         let folded = OK.replace("Subject: s", "Subject: una\r\n riga\r\n\tpiegata");
         assert!(matches!(run(a, a, b, &folded), Decision::Accept(_)));
+    }
+
+    #[test]
+    fn an_address_without_its_domain_is_refused() {
+        let a = "a@pec.provider-a.test";
+        let msg = OK.replace("To: b@pec.provider-b.test", "To: <nobody>");
+        let why = reason(run(a, a, &["c@example.com"], &msg));
+        assert!(why.contains("intestazione To: nobody"), "{why}");
     }
 
     #[test]
