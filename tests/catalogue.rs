@@ -601,3 +601,26 @@ Subject: s\r\n\
         b"From: a@pec.provider-a.test\r\nTo: b@pec.provider-b.test\rBcc: spia@x.it\r\n\r\nbody\r\n";
     assert!(pecd::pec::original::OriginalHeaders::parse(hidden).bcc_value);
 }
+
+/// A subject that looks like an encoded word is written encoded, so mail
+/// programs show what daticert's `oggetto` says, not its decoding.
+#[test]
+fn a_subject_that_looks_encoded_is_shown_as_written() {
+    let mut c = certification(provider_a());
+    c.subject =
+        "vedi =?utf-8?q?Fattura_pagata?= e poi una riga ben piu lunga di settantacinque caratteri"
+            .into();
+    let env = signer("provider-a", Digest::Sha256)
+        .sign(&build::transport(&c, ORIGINAL))
+        .unwrap();
+    openssl_verify(&env).unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&env).unwrap();
+    assert_eq!(
+        parsed.subject().unwrap(),
+        format!("POSTA CERTIFICATA: {}", c.subject)
+    );
+    let (header, _) = pecd::pec::mime::split_header(&env);
+    for line in String::from_utf8_lossy(header).lines() {
+        assert!(line.len() <= 998, "{line}");
+    }
+}
