@@ -1144,8 +1144,8 @@ impl App {
 
     fn try_submit(&self, mut env: Envelope) -> Result<Reply, String> {
         let now = self.clock.now();
-        // A session opened before the mailbox was suspended (or its
-        // password changed) sends no more than a new one could.
+        // A session opened before the mailbox was suspended sends no more
+        // than a new one could.
         let user = env.authenticated.clone().unwrap_or_default();
         let may_send = accounts::get(&self.store, &user)
             .map_err(|e| e.to_string())?

@@ -232,21 +232,38 @@ async fn send(
 }
 
 /// Failed SMTP authentications in this window count towards a lockout:
-/// [`AUTH_FAILURES_PER_USER`] for one mailbox, [`AUTH_FAILURES_PER_PEER`]
-/// from one client address (across mailboxes).
+/// [`AUTH_FAILURES_PER_CLIENT`] for one mailbox from one client (so a
+/// stranger's guesses elsewhere do not lock the holder's own client out),
+/// [`AUTH_FAILURES_PER_USER`] for one mailbox from anywhere (a guessing
+/// spread over many addresses), [`AUTH_FAILURES_PER_PEER`] from one
+/// client (or IPv6 /64) across mailboxes. A success clears its mailbox's
+/// counts.
 const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-const AUTH_FAILURES_PER_USER: usize = 10;
+const AUTH_FAILURES_PER_CLIENT: usize = 10;
+const AUTH_FAILURES_PER_USER: usize = 100;
 const AUTH_FAILURES_PER_PEER: usize = 30;
 
-/// The lockout keys of an attempt: the mailbox (however written) and the
-/// client address.
-fn auth_keys(user: &str, peer: std::net::IpAddr) -> [(String, usize); 2] {
+/// Keys kept at most: a spray of names cannot grow the table past this.
+const AUTH_KEYS_MAX: usize = 100_000;
+
+/// The lockout keys of an attempt and their limits.
+fn auth_keys(user: &str, peer: std::net::IpAddr) -> [(String, usize); 3] {
+    // A name longer than any address is no address: a bounded key.
+    let user: String = user.trim().to_lowercase().chars().take(256).collect();
+    let client = match peer {
+        std::net::IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none() => {
+            let s = ip.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        ip => ip.to_canonical().to_string(),
+    };
     [
         (
-            format!("user:{}", user.trim().to_lowercase()),
-            AUTH_FAILURES_PER_USER,
+            format!("user:{user}|peer:{client}"),
+            AUTH_FAILURES_PER_CLIENT,
         ),
-        (format!("peer:{peer}"), AUTH_FAILURES_PER_PEER),
+        (format!("user:{user}"), AUTH_FAILURES_PER_USER),
+        (format!("peer:{client}"), AUTH_FAILURES_PER_PEER),
     ]
 }
 
@@ -273,14 +290,31 @@ fn auth_throttled(keys: &[(String, usize)]) -> bool {
 
 fn auth_failed(keys: &[(String, usize)]) {
     let mut f = auth_failures();
-    if f.len() > 100_000 {
-        // Under a spray of addresses: forget what has aged out.
+    if f.len() > AUTH_KEYS_MAX {
+        // Under a spray of names: forget what has aged out, and if that
+        // is not enough, everything (the limits start again; memory does
+        // not grow).
         f.retain(|_, v| v.last().is_some_and(|t| t.elapsed() < AUTH_WINDOW));
+        if f.len() > AUTH_KEYS_MAX / 2 {
+            f.clear();
+        }
     }
-    for (k, _) in keys {
-        f.entry(k.clone())
-            .or_default()
-            .push(std::time::Instant::now());
+    for (k, max) in keys {
+        let v = f.entry(k.clone()).or_default();
+        v.push(std::time::Instant::now());
+        // Only the newest `max` matter.
+        if v.len() > *max {
+            v.remove(0);
+        }
+    }
+}
+
+/// A good password: the mailbox's counts start again (its client's
+/// earlier typos do not add up towards a lockout over days).
+fn auth_succeeded(keys: &[(String, usize)]) {
+    let mut f = auth_failures();
+    for (k, _) in &keys[..2] {
+        f.remove(k);
     }
 }
 
@@ -351,9 +385,10 @@ async fn connection(
             // RT §3.1.2: on submission a message over a limit (size,
             // recipients) gets an avviso di non accettazione from the
             // access point; only a grossly oversized one (over twice the
-            // limit) is refused at the SMTP level, so a client is never
-            // left to send its message to part of its To/Cc. The inbound
-            // MX holds peers to the limits themselves.
+            // size limit) is refused at the SMTP level, and recipients
+            // past twice their limit are counted, not kept (see the
+            // session), so a client is never left to send its message to
+            // part of its To/Cc. The inbound MX holds peers to the limits.
             max_message_size: match kind.mode {
                 Mode::Submission => limits.max_message_size.saturating_mul(2) as usize,
                 Mode::Inbound => limits.max_message_size as usize,
@@ -467,9 +502,13 @@ async fn connection(
                             Reply::new(454, (4, 7, 0), "Temporary authentication failure")
                         })
                     };
-                    if matches!(verdict, Ok(None)) {
-                        tracing::warn!(event = "auth_failed", peer = %peer, user = %user);
-                        auth_failed(&keys);
+                    match &verdict {
+                        Ok(None) => {
+                            tracing::warn!(event = "auth_failed", peer = %peer, user = %user);
+                            auth_failed(&keys);
+                        }
+                        Ok(Some(_)) => auth_succeeded(&keys),
+                        Err(_) => {}
                     }
                     out.extend_from_slice(&session.auth_result(verdict).to_bytes());
                 }

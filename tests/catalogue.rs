@@ -502,6 +502,7 @@ fn non_ascii_addresses_round_trip() {
     let mut odd = c.clone();
     odd.reply_to = "a\u{1}b@pec.provider-a.test".into();
     odd.msgid = Some("<id\u{8}x@client.test>".into());
+    odd.recipients[0].address = "\"a\u{1}\"@pec.provider-b.test".into();
     let env = signer("provider-a", Digest::Sha256)
         .sign(&build::transport(&odd, ORIGINAL))
         .unwrap();

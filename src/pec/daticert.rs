@@ -114,7 +114,7 @@ impl Daticert {
                     for d in &self.destinatari {
                         w.create_element("destinatari")
                             .with_attribute(("tipo", d.tipo.token()))
-                            .write_text_content(BytesText::new(&d.address))?;
+                            .write_text_content(BytesText::new(&xml_chars(&d.address)))?;
                     }
                     text_el(w, "risposte", &self.risposte)?;
                     if let Some(o) = &self.oggetto {
@@ -340,14 +340,20 @@ impl Daticert {
 }
 
 fn text_el(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> std::io::Result<()> {
-    // XML 1.0 §2.2 forbids most control characters even escaped: one in a
-    // Reply-To or a Message-ID the sender wrote would make the daticert
-    // malformed, and a strict peer would call the envelope an anomaly
-    // after we had accepted it. Each becomes U+FFFD.
+    w.create_element(name)
+        .write_text_content(BytesText::new(&xml_chars(value)))?;
+    Ok(())
+}
+
+/// `value` with the characters XML 1.0 §2.2 forbids even escaped (most
+/// controls) as U+FFFD: one in an address, a Reply-To or a Message-ID the
+/// sender wrote would make the daticert malformed, and a strict peer would
+/// call the envelope an anomaly after we had accepted it.
+fn xml_chars(value: &str) -> std::borrow::Cow<'_, str> {
     let allowed = |c: char| {
         matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
     };
-    let clean: std::borrow::Cow<'_, str> = if value.chars().all(allowed) {
+    if value.chars().all(allowed) {
         value.into()
     } else {
         value
@@ -355,8 +361,5 @@ fn text_el(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> std::io::Result<
             .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
             .collect::<String>()
             .into()
-    };
-    w.create_element(name)
-        .write_text_content(BytesText::new(&clean))?;
-    Ok(())
+    }
 }

@@ -116,7 +116,7 @@ fn formal_error(
     }
     if let Some(line) = h.malformed_line {
         return Some(format!(
-            "intestazione non conforme alla riga {line} (RFC 5322 §2.2)"
+            "intestazione non conforme alla riga {line} (RFC 5322 §2.2; forme obsolete come \"Subject :\" non accettate)"
         ));
     }
     if let Some(name) = h.repeated {
@@ -335,9 +335,6 @@ mod tests {
         );
     }
 
-    /// mail-parser reads the last copy of a repeated field; a client
-    /// shows the first. A second From, To or Subject would certify one
-    /// thing and show another, a second Bcc would hide a value.
     /// Lines one parser reads as a field and another as garbage: a From
     /// or Cc only some readers see, a first line of white space.
     #[test]
@@ -384,6 +381,9 @@ mod tests {
         assert!(why.contains("numero di destinatari (6)"), "{why}");
     }
 
+    /// mail-parser reads the last copy of a repeated field; a client
+    /// shows the first. A second From, To or Subject would certify one
+    /// thing and show another, a second Bcc would hide a value.
     #[test]
     fn repeated_fields_and_any_bcc_value_are_refused() {
         let a = "a@pec.provider-a.test";

@@ -307,6 +307,12 @@ fn italian(e: &crate::tenants::TenantError) -> String {
         E::Conflict(m) if m.contains("can be unblocked") => {
             "La casella non è bloccata per mancato primo accesso.".into()
         }
+        E::Conflict(m) if m.contains("panel_url") || m.contains("smarthost") => {
+            "Il gestore non ha configurato l'invio dei link di reimpostazione: usare la password temporanea.".into()
+        }
+        E::Conflict(m) if m.contains("first access is not done") => {
+            "Completare prima il primo accesso (dati e contratto).".into()
+        }
         E::Conflict(_) => "Operazione non possibile nello stato attuale della casella.".into(),
         E::Account(crate::accounts::AccountError::WeakPassword) => {
             "La password deve avere almeno 8 caratteri.".into()
