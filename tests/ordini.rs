@@ -1213,18 +1213,24 @@ fn a_reset_link_goes_to_the_reference_address_and_works_once() {
 /// nothing says it was sent (no record, no live token).
 #[test]
 fn a_reset_link_that_cannot_be_mailed_is_refused_and_not_recorded() {
+    // A link asked for Rita, a new member of a new order on `d`: the answer.
+    let ask = |d: &Daemon| {
+        let order = new_tenant(d, "ordine-lodi", "LO");
+        let (_, v) = d.api(
+            &order,
+            "POST",
+            "/tenants/ordine-lodi/mailboxes",
+            Some(member("Rita", "Neri", &cf(71))),
+        );
+        let path = format!(
+            "/tenants/ordine-lodi/mailboxes/{}/password-reset",
+            v["address"].as_str().unwrap()
+        );
+        d.api(&order, "POST", &path, Some(json!({"via": "link"})))
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path());
-    let order = new_tenant(&d, "ordine-lodi", "LO");
-    let (_, v) = d.api(
-        &order,
-        "POST",
-        "/tenants/ordine-lodi/mailboxes",
-        Some(member("Rita", "Neri", &cf(71))),
-    );
-    let addr = v["address"].as_str().unwrap().to_string();
-    let path = format!("/tenants/ordine-lodi/mailboxes/{addr}/password-reset");
-    let (s, v) = d.api(&order, "POST", &path, Some(json!({"via": "link"})));
+    let (s, v) = ask(&d);
     assert_eq!(s, 409, "{v}");
     let (_, log) = d.api(&d.admin_token(), "GET", "/log/search", None);
     assert!(!log.to_string().contains("reset link sent"), "{log}");
@@ -1238,18 +1244,7 @@ fn a_reset_link_that_cannot_be_mailed_is_refused_and_not_recorded() {
         extra: &extra,
         ..Spec::new('a', dir.path(), free_port(), vec![])
     });
-    let order = new_tenant(&d, "ordine-lodi", "LO");
-    let (_, v) = d.api(
-        &order,
-        "POST",
-        "/tenants/ordine-lodi/mailboxes",
-        Some(member("Rita", "Neri", &cf(71))),
-    );
-    let path = format!(
-        "/tenants/ordine-lodi/mailboxes/{}/password-reset",
-        v["address"].as_str().unwrap()
-    );
-    let (s, v) = d.api(&order, "POST", &path, Some(json!({"via": "link"})));
+    let (s, v) = ask(&d);
     assert_eq!(s, 409, "{v}");
     assert!(v["message"].as_str().unwrap().contains("panel_url"), "{v}");
     assert!(captured.lock().unwrap().is_empty());
