@@ -113,16 +113,7 @@ fn an_index_fetched_over_https_replaces_the_local_copy_only_when_it_parses() {
     *served.lock().unwrap() = good.clone().into_bytes();
     let port = https_server(served.clone());
     let d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
-    let cfg = std::fs::read_to_string(&d.cfg).unwrap().replace(
-        &format!("provider_index = \"{}/index.ldif\"", certs().display()),
-        &format!(
-            "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec.ldif\"\nindex_url_ca = \"{}/ca.pem\"",
-            local.display(),
-            certs().display()
-        ),
-    );
-    std::fs::write(&d.cfg, cfg).unwrap();
-    assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
+    fetching(&d, &local, port)("");
     let (s, v) = d.api(&d.admin_token(), "POST", "/index/refresh", None);
     assert_eq!(s, 200, "{v}");
     assert_eq!(
@@ -137,20 +128,25 @@ fn an_index_fetched_over_https_replaces_the_local_copy_only_when_it_parses() {
     assert_eq!(std::fs::read_to_string(&local).unwrap(), good);
 }
 
-/// A reconfiguration of `d`'s provider section: the index fetched from
-/// the test server on `port` into `local`, with `extra` keys; reloaded.
+/// A harness config `base` whose index is fetched from the test server on
+/// `port` into `local`, with `extra` provider keys.
+fn index_fetched(base: &str, local: &std::path::Path, port: u16, extra: &str) -> String {
+    base.replace(
+        &format!("provider_index = \"{}/index.ldif\"", certs().display()),
+        &format!(
+            "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec\"\nindex_url_ca = \"{}/ca.pem\"\n{extra}",
+            local.display(),
+            certs().display()
+        ),
+    )
+}
+
+/// A reconfiguration of `d`'s provider section: [`index_fetched`], then
+/// reloaded.
 fn fetching<'a>(d: &'a Daemon, local: &'a std::path::Path, port: u16) -> impl Fn(&str) + 'a {
     let base = std::fs::read_to_string(&d.cfg).unwrap();
     move |extra: &str| {
-        let cfg = base.replace(
-            &format!("provider_index = \"{}/index.ldif\"", certs().display()),
-            &format!(
-                "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec\"\nindex_url_ca = \"{}/ca.pem\"\n{extra}",
-                local.display(),
-                certs().display()
-            ),
-        );
-        std::fs::write(&d.cfg, cfg).unwrap();
+        std::fs::write(&d.cfg, index_fetched(&base, local, port, extra)).unwrap();
         assert_eq!(d.api(&d.admin_token(), "POST", "/reload", None).0, 200);
     }
 }
@@ -313,15 +309,8 @@ fn an_old_local_index_is_refreshed_at_start() {
     let port = https_server(Arc::new(Mutex::new(fresh.clone().into_bytes())));
     let mut d = Daemon::start(Spec::new('a', dir.path(), free_port(), vec![]));
     d.kill();
-    let cfg = std::fs::read_to_string(&d.cfg).unwrap().replace(
-        &format!("provider_index = \"{}/index.ldif\"", certs().display()),
-        &format!(
-            "provider_index = \"{}\"\nindex_url = \"https://localhost:{port}/igpec\"\nindex_url_ca = \"{}/ca.pem\"",
-            local.display(),
-            certs().display()
-        ),
-    );
-    std::fs::write(&d.cfg, cfg).unwrap();
+    let base = std::fs::read_to_string(&d.cfg).unwrap();
+    std::fs::write(&d.cfg, index_fetched(&base, &local, port, "")).unwrap();
     let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
     std::fs::File::options()
         .write(true)
