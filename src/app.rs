@@ -2100,18 +2100,22 @@ impl App {
                     Err(e) => return Err(format!("LMTP: {e}")),
                 }
             }
-            // A mailbox removed while this waited in the queue: its folder
-            // was set aside, and is not made again at its address (the
-            // next holder of the address must not find this mail).
-            None if !self.mailbox_exists(mailbox)? => Err(DeliveryFailure::UnknownRecipient),
-            None => {
+            None => 'maildir: {
+                // Read once: its existence here, its quota below.
+                let acc = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())?;
+                // A mailbox removed while this waited in the queue: its
+                // folder was set aside, and is not made again at its
+                // address (the next holder must not find this mail).
+                if acc.is_none() && !mailbox.eq_ignore_ascii_case(&self.service_address()) {
+                    break 'maildir Err(DeliveryFailure::UnknownRecipient);
+                }
                 let dir = mailbox_path(&self.cfg().data_dir.join("mail"), mailbox)
                     .map_err(|e| e.to_string())?;
                 let md = self.writable(Maildir::open(dir), data.len())?;
                 // Only an item from before this process started, or one already
                 // retried, can have been interrupted between delivery and commit.
                 let interrupted = item.attempts > 0 || item.created < self.started;
-                let full = receipt_to.is_some() && !self.fits(&md, mailbox, data.len())?;
+                let full = receipt_to.is_some() && !self.fits(&md, acc.as_ref(), data.len())?;
                 // Whether an earlier try left the file (then it is counted
                 // already). Not asked on the common path (a first attempt,
                 // whose rename into `new/` keeps a file of that name
@@ -2583,11 +2587,17 @@ impl App {
     /// Whether `size` more bytes fit in the mailbox's inbox quota. Receipts
     /// and notices are never refused for quota (the holder needs them most
     /// when the box is full: pecd's choice), only envelopes.
-    fn fits(&self, md: &Maildir, mailbox: &str, size: usize) -> Result<bool, String> {
-        let Some(acc) = accounts::get(&self.store, mailbox).map_err(|e| e.to_string())? else {
+    fn fits(
+        &self,
+        md: &Maildir,
+        acc: Option<&accounts::Account>,
+        size: usize,
+    ) -> Result<bool, String> {
+        let Some(acc) = acc else {
             return Ok(true);
         };
-        let Some(quota) = self.quota(&acc) else {
+        let mailbox = acc.address.as_str();
+        let Some(quota) = self.quota(acc) else {
             return Ok(true);
         };
         let mut after = self.usage(md, mailbox)?.saturating_add(size as u64);
@@ -4529,11 +4539,18 @@ on_expiry = "suspend"
         for name in ["a", "b"] {
             std::fs::write(root.join("new").join(name), vec![b'x'; 5000]).unwrap();
         }
-        assert!(!app.fits(&md, mini, 1000).unwrap(), "11 KB in 10 KB");
+        let acc = |a: &str| accounts::get(&app.store, a).unwrap();
+        assert!(
+            !app.fits(&md, acc(mini).as_ref(), 1000).unwrap(),
+            "11 KB in 10 KB"
+        );
         // The holder deletes a message: the next delivery, within the time
         // the figure is trusted, fits.
         std::fs::remove_file(root.join("new").join("a")).unwrap();
-        assert!(app.fits(&md, "Mini@PEC.provider-a.test", 1000).unwrap());
+        assert!(
+            app.fits(&md, acc("Mini@PEC.provider-a.test").as_ref(), 1000)
+                .unwrap()
+        );
     }
 
     #[test]
