@@ -197,14 +197,28 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
     if password.chars().count() < 8 {
         return Err(AccountError::WeakPassword);
     }
-    let mut salt = [0u8; 16];
-    openssl::rand::rand_bytes(&mut salt).map_err(|e| AccountError::Hash(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Hash(e.to_string()))?;
+    let salt = new_salt()?;
     with_argon2(|a| {
         a.hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
     })
     .map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+/// A fresh random salt for a hash.
+fn new_salt() -> Result<SaltString, AccountError> {
+    let mut salt = [0u8; 16];
+    openssl::rand::rand_bytes(&mut salt).map_err(|e| AccountError::Hash(e.to_string()))?;
+    SaltString::encode_b64(&salt).map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+/// The memory cost (KiB) of [`hash_random_secret`]'s light hash.
+const LIGHT_MEMORY_KIB: u32 = 1024;
+
+/// Whether `hash` is a [`hash_random_secret`] hash (its parameters travel
+/// in the PHC string).
+fn is_light_hash(hash: &str) -> bool {
+    hash.contains(&format!("m={LIGHT_MEMORY_KIB},"))
 }
 
 /// A real hash of a random password, made once: a login for an account
@@ -233,10 +247,8 @@ pub fn hash_random_secret(secret: &str) -> Result<String, AccountError> {
         return Err(AccountError::WeakPassword);
     }
     let fail = |e: String| AccountError::Hash(e);
-    let mut salt = [0u8; 16];
-    openssl::rand::rand_bytes(&mut salt).map_err(|e| fail(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| fail(e.to_string()))?;
-    let params = Params::new(1024, 1, 1, None).map_err(|e| fail(e.to_string()))?;
+    let salt = new_salt()?;
+    let params = Params::new(LIGHT_MEMORY_KIB, 1, 1, None).map_err(|e| fail(e.to_string()))?;
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(secret.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -361,7 +373,7 @@ pub fn authenticate(
         // A first-access password's light hash (see `hash_random_secret`)
         // is checked with the full cost's worth of work too: a pending
         // mailbox answers no faster than an unknown address.
-        Some(h) if h.contains("m=1024,") => {
+        Some(h) if is_light_hash(h) => {
             let _ = check_password(dummy_hash(), password);
             check_password(h, password)
         }

@@ -129,7 +129,6 @@ impl Drop for ItemClaim<'_> {
     }
 }
 
-/// The queue as an operator sees it.
 /// What one lifecycle sweep did: the actions applied, and the accounts
 /// it could not change now (each logged with its error, tried again at
 /// the next sweep).
@@ -139,6 +138,7 @@ pub struct Swept {
     pub failed: Vec<String>,
 }
 
+/// The queue as an operator sees it.
 #[derive(Debug, Serialize)]
 pub struct QueueView {
     /// Local work first, then relays, each in due order.
@@ -2554,7 +2554,8 @@ impl App {
     }
 
     /// The usage of `md` read from its folders (`known`: a figure whose
-    /// directory stamps may show it still holds), cached under `key`.
+    /// directory stamps may show it still holds), cached under `key` (a
+    /// [`usage_key`] already).
     fn measure(
         &self,
         md: &Maildir,
@@ -2565,7 +2566,7 @@ impl App {
         let u = md.usage(known).map_err(|e| e.to_string())?;
         let trusted = usage_trusted_for(started.elapsed());
         self.lock_usage()
-            .insert(usage_key(key), (u, started + trusted));
+            .insert(key.to_string(), (u, started + trusted));
         Ok(u.bytes)
     }
 
@@ -3294,15 +3295,13 @@ impl App {
                 if !o.delivered.is_empty() {
                     r.append_to(&mut b);
                 }
+                // The refusals say the same of the message (read once).
                 for (rcpt, why) in &o.permanent {
-                    let mut r = LogRecord::new(now, Event::DeliveryError);
-                    r.pec_id = item.pec_id.clone();
-                    r.sender = Some(mail_from.into());
-                    r.recipients = vec![rcpt.clone()];
-                    r.provider = Some(domain.into());
-                    r.detail = Some(format!("refused by {domain}: {why}"));
-                    Self::describe_relayed(&mut r, data);
-                    r.append_to(&mut b);
+                    let mut refused = r.clone();
+                    refused.event = Event::DeliveryError;
+                    refused.recipients = vec![rcpt.clone()];
+                    refused.detail = Some(format!("refused by {domain}: {why}"));
+                    refused.append_to(&mut b);
                 }
                 if !o.permanent.is_empty() {
                     self.undeliverable(&mut b, item, data, &o.permanent, None, now);

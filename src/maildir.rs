@@ -460,21 +460,7 @@ impl Maildir {
     /// Messages in `new/` and `cur/`, oldest first (by modification time,
     /// then by name).
     pub fn oldest_first(&self) -> Result<Vec<(PathBuf, u64)>, MaildirError> {
-        let mut all = Vec::new();
-        for d in ["new", "cur"] {
-            let dir = self.root.join(d);
-            for e in fs::read_dir(&dir).map_err(io(&dir))? {
-                let e = e.map_err(io(&dir))?;
-                // Renamed (a flag set) or expunged by the holder's IMAP
-                // client since the listing: not there to count or remove.
-                let m = match e.metadata() {
-                    Ok(m) => m,
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(io(&dir)(err)),
-                };
-                all.push((m.modified().ok(), e.path(), m.len()));
-            }
-        }
+        let mut all = self.listed()?;
         all.sort_by(|a, b| {
             a.0.cmp(&b.0)
                 .then_with(|| a.1.file_name().cmp(&b.1.file_name()))
@@ -626,22 +612,29 @@ impl Maildir {
     /// Messages in `new/` and `cur/` with their sizes (what a rescan-based
     /// quota counts; deletions made by an IMAP server are seen).
     pub fn messages(&self) -> Result<Vec<(PathBuf, u64)>, MaildirError> {
-        let mut out = Vec::new();
+        let mut out: Vec<_> = self.listed()?.into_iter().map(|(_, p, l)| (p, l)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every file in `new/` and `cur/`: its time, path and size.
+    fn listed(&self) -> Result<Vec<(Option<SystemTime>, PathBuf, u64)>, MaildirError> {
+        let mut all = Vec::new();
         for d in ["new", "cur"] {
             let dir = self.root.join(d);
             for e in fs::read_dir(&dir).map_err(io(&dir))? {
                 let e = e.map_err(io(&dir))?;
-                // As in `oldest_first`: gone since the listing.
-                let len = match e.metadata() {
-                    Ok(m) => m.len(),
+                // Renamed (a flag set) or expunged by the holder's IMAP
+                // client since the listing: not there to count or remove.
+                let m = match e.metadata() {
+                    Ok(m) => m,
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(err) => return Err(io(&dir)(err)),
                 };
-                out.push((e.path(), len));
+                all.push((m.modified().ok(), e.path(), m.len()));
             }
         }
-        out.sort();
-        Ok(out)
+        Ok(all)
     }
 }
 

@@ -315,12 +315,12 @@ fn target(path: &std::path::Path) -> Result<Target, String> {
 /// could not open it).
 fn running_daemon<T>(
     cfg: &pecd::config::Config,
-    e: impl std::fmt::Display,
+    e: pecd::store::StoreError,
 ) -> Result<Target<T>, String> {
     // Only a store held by another process means "ask the daemon"; any
     // other failure (permissions, a damaged file) is the answer itself,
     // not hidden behind an admin token left from an earlier run.
-    if !e.to_string().contains("open in another process") {
+    if !matches!(e, pecd::store::StoreError::Locked(_)) {
         return Err(e.to_string());
     }
     let token = std::fs::read_to_string(cfg.data_dir.join("admin.token")).ok();

@@ -189,7 +189,7 @@ pub fn random_secret(bytes: usize) -> String {
     if openssl::rand::rand_bytes(&mut b).is_err() {
         return String::new();
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::audit::hex(&b)
 }
 
 /// A one-time password the holder changes at first access: 12 characters
@@ -847,7 +847,7 @@ fn grant_stamp(acc: &Account, issued: DateTime<Utc>) -> String {
         h.update(b"\0");
     }
     h.update(issued.to_rfc3339().as_bytes());
-    h.finish().iter().map(|b| format!("{b:02x}")).collect()
+    crate::audit::hex(&h.finish())
 }
 
 /// A reset link for the holder's reference e-mail: a one-use token (kept

@@ -394,9 +394,12 @@ async fn metrics_text() -> Response {
 
 /// Write a fresh admin token for the local CLI (mode 0600) and return it.
 pub fn write_token(data_dir: &std::path::Path) -> std::io::Result<String> {
-    let mut raw = [0u8; 32];
-    openssl::rand::rand_bytes(&mut raw).map_err(std::io::Error::other)?;
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::tenants::random_secret(32);
+    if token.is_empty() {
+        return Err(std::io::Error::other(
+            "no random source for the admin token",
+        ));
+    }
     write_secret_file(&data_dir.join("admin.token"), token.as_bytes())?;
     Ok(token)
 }

@@ -105,6 +105,9 @@ pub enum StoreError {
     Engine(String),
     #[error("the store is closed")]
     Closed,
+    /// Another process has the store open (a running daemon).
+    #[error("{0}: the store is open in another process")]
+    Locked(String),
     #[error("corrupt record in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
@@ -307,10 +310,7 @@ impl Store {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Engine(format!(
-                    "{}: the store is open in another process",
-                    dir.display()
-                )));
+                return Err(StoreError::Locked(dir.display().to_string()));
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(StoreError::Engine(format!("{}: {e}", lock_path.display())));

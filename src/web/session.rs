@@ -144,7 +144,7 @@ impl Sessions {
             openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).ok()?;
         signer.update(data.as_bytes()).ok()?;
         let tag = signer.sign_to_vec().ok()?;
-        Some(tag.iter().map(|b| format!("{b:02x}")).collect())
+        Some(crate::audit::hex(&tag))
     }
 
     /// A new pre-login session id (nothing is stored).
