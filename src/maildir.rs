@@ -445,14 +445,26 @@ impl Maildir {
     }
 
     /// A Maildir++ folder (e.g. `.Archivio`) of the mailbox at `root`,
-    /// created with its `maildirfolder` marker as Dovecot expects.
+    /// created with its `maildirfolder` marker as Dovecot expects, and
+    /// subscribed when it is made: IMAP clients that show only subscribed
+    /// folders (most, by default) would otherwise never show the archive.
     pub fn open_folder(root: &Path, folder: &str) -> Result<Maildir, MaildirError> {
         let path = root.join(folder);
         let fresh = !known().contains(&path);
         let md = Maildir::open(path)?;
         let marker = md.root.join("maildirfolder");
         if fresh && !marker.exists() {
-            fs::write(&marker, b"").map_err(io(&marker))?;
+            // Whoever creates the marker subscribes, once: a holder who
+            // later unsubscribes is not overruled.
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+            {
+                Ok(_) => subscribe(root, folder)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(&marker)(e)),
+            }
         }
         Ok(md)
     }
@@ -747,6 +759,36 @@ struct Stamp {
 /// archive's space, not the inbox's.
 pub const ARCHIVE_FOLDER: &str = ".Archivio";
 
+/// Add the Maildir++ `folder` (`.Name`) to the mailbox's `subscriptions`
+/// file, where Dovecot keeps IMAP subscriptions: one name per line, in its
+/// version-2 layout after a `V\t2` header and a blank line, in the older
+/// one without it; a one-level name reads the same in both, so it is
+/// appended as it is. Not flushed: a lost subscription loses no mail.
+fn subscribe(root: &Path, folder: &str) -> Result<(), MaildirError> {
+    let name = folder.strip_prefix('.').unwrap_or(folder);
+    let path = root.join("subscriptions");
+    let listed = match fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    if listed.split(|&b| b == b'\n').any(|l| l == name.as_bytes()) {
+        return Ok(());
+    }
+    let mut line = Vec::with_capacity(name.len() + 2);
+    if listed.last().is_some_and(|&b| b != b'\n') {
+        line.push(b'\n');
+    }
+    line.extend_from_slice(name.as_bytes());
+    line.push(b'\n');
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &line))
+        .map_err(io(&path))
+}
+
 /// A mailbox's space, as a downgrade weighs it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Measure {
@@ -1022,6 +1064,39 @@ mod tests {
         // then), this one is.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         assert_eq!(md.usage(Some(u)).unwrap().bytes, 160, "a rescan is due");
+    }
+
+    #[test]
+    fn a_folder_made_here_is_subscribed_once_and_an_unsubscribed_one_stays_so() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box")).unwrap();
+        let subs = md.root().join("subscriptions");
+        // Dovecot's own layout, as it rewrites the file, is kept.
+        fs::write(&subs, "V\t2\n\nLavoro").unwrap();
+        Maildir::open_folder(md.root(), ARCHIVE_FOLDER).unwrap();
+        assert_eq!(
+            fs::read_to_string(&subs).unwrap(),
+            "V\t2\n\nLavoro\nArchivio\n"
+        );
+        // Opened again (another process start), nothing is added.
+        known().retain(|p| !p.starts_with(d.path()));
+        Maildir::open_folder(md.root(), ARCHIVE_FOLDER).unwrap();
+        assert_eq!(
+            fs::read_to_string(&subs).unwrap(),
+            "V\t2\n\nLavoro\nArchivio\n"
+        );
+        // The holder unsubscribed it: the existing folder stays unsubscribed.
+        fs::write(&subs, "V\t2\n\n").unwrap();
+        known().retain(|p| !p.starts_with(d.path()));
+        Maildir::open_folder(md.root(), ARCHIVE_FOLDER).unwrap();
+        assert_eq!(fs::read_to_string(&subs).unwrap(), "V\t2\n\n");
+        // No file yet: one line.
+        let other = Maildir::open(d.path().join("other")).unwrap();
+        Maildir::open_folder(other.root(), ARCHIVE_FOLDER).unwrap();
+        assert_eq!(
+            fs::read_to_string(other.root().join("subscriptions")).unwrap(),
+            "Archivio\n"
+        );
     }
 
     #[test]

@@ -135,7 +135,8 @@ service lmtp {{
 }
 
 /// Every message's header in every folder, read over IMAP with imaplib:
-/// lines `<folder>\t<X-Ricevuta or X-Trasporto value>`.
+/// lines `<folder>\t<X-Ricevuta or X-Trasporto value>`, after one
+/// `subscribed\t<folder>` line per subscribed folder.
 fn imap_headers(dv: &Dovecot, user: &str, password: &str) -> Vec<(String, String)> {
     let port = dv.imap;
     let script = format!(
@@ -143,6 +144,9 @@ fn imap_headers(dv: &Dovecot, user: &str, password: &str) -> Vec<(String, String
 import imaplib, email
 m = imaplib.IMAP4("127.0.0.1", {port})
 m.login({user:?}, {password:?})
+typ, subscribed = m.lsub()
+for f in filter(None, subscribed):
+    print("subscribed\t" + f.decode().split(' "." ')[-1].strip('"'))
 typ, folders = m.list()
 for f in folders:
     name = f.decode().split(' "." ')[-1].strip('"')
@@ -216,6 +220,8 @@ fn dovecot_serves_the_maildir_pecd_writes() {
         "sent and received: {got:?}"
     );
     assert_eq!(count("Archivio", "avvenuta-consegna"), 1, "{got:?}");
+    // And a folder the holder's client shows without being told to.
+    assert_eq!(count("subscribed", "Archivio"), 1, "{got:?}");
 }
 
 #[test]
