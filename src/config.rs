@@ -31,16 +31,39 @@ pub struct Span(pub Duration);
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
+        d.deserialize_any(NumberOrText {
+            expecting: "a duration such as 30s, 5m, 12h, 2d (or whole seconds)",
+            number: |n| Span(Duration::from_secs(n)),
+            text: |t| parse_span(t).map(Span),
+        })
+    }
+}
+
+/// A value written either as a whole number or as text with a unit, with
+/// an error that says which shapes are accepted (serde's untagged enums
+/// say only that nothing matched).
+struct NumberOrText<T> {
+    expecting: &'static str,
+    number: fn(u64) -> T,
+    text: fn(&str) -> Result<T, String>,
+}
+
+impl<T> serde::de::Visitor<'_> for NumberOrText<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<T, E> {
+        Ok((self.number)(n))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<T, E> {
+        match u64::try_from(n) {
+            Ok(n) => Ok((self.number)(n)),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
         }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Span(Duration::from_secs(s))),
-            Raw::Text(t) => parse_span(&t).map(Span).map_err(serde::de::Error::custom),
-        }
+    }
+    fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<T, E> {
+        (self.text)(t).map_err(E::custom)
     }
 }
 
@@ -81,16 +104,11 @@ pub struct Size(pub u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(b) => Ok(Size(b)),
-            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(NumberOrText {
+            expecting: "a size such as 512MB, 1GB (or bytes)",
+            number: Size,
+            text: |t| parse_size(t).map(Size),
+        })
     }
 }
 
@@ -719,6 +737,7 @@ const TOP_KEYS: [&str; 17] = [
 
 /// An array of tables (`[[key]]`), empty when absent.
 fn array<T: serde::de::DeserializeOwned>(
+    text: &str,
     table: &toml::Table,
     key: &str,
     errors: &mut Vec<ConfigError>,
@@ -728,7 +747,7 @@ fn array<T: serde::de::DeserializeOwned>(
         Some(v) => match v.clone().try_into::<Vec<T>>() {
             Ok(r) => r,
             Err(e) => {
-                errors.push(err(key, e.to_string().trim().replace('\n', " ")));
+                errors.push(section_error::<Vec<T>>(text, key, e));
                 Vec::new()
             }
         },
@@ -736,6 +755,7 @@ fn array<T: serde::de::DeserializeOwned>(
 }
 
 fn section<T: serde::de::DeserializeOwned>(
+    text: &str,
     table: &toml::Table,
     key: &str,
     errors: &mut Vec<ConfigError>,
@@ -747,10 +767,79 @@ fn section<T: serde::de::DeserializeOwned>(
     match value.try_into::<T>() {
         Ok(v) => Some(v),
         Err(e) => {
-            errors.push(err(key, e.to_string().trim().replace('\n', " ")));
+            errors.push(section_error::<T>(text, key, e));
             None
         }
     }
+}
+
+/// The error of section `key`. A `toml::Value` has lost its positions, so
+/// the section is read once more from the text for an error that has
+/// them: it names the line and, through it, the field (`limits.
+/// max_connections`); fields are met in the order of the text there, so
+/// it is the first bad one as the operator reads the file.
+fn section_error<T: serde::de::DeserializeOwned>(
+    text: &str,
+    key: &str,
+    e: toml::de::Error,
+) -> ConfigError {
+    let Some((line, message)) = located_error::<T>(text, key) else {
+        return err(key, e.to_string().trim().replace('\n', " "));
+    };
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    let field = lines
+        .last()
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    // The table the line is in (`[plans.base]`, `[[routes]]`), when it is
+    // this section's.
+    let table = lines
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|t| *t == key || t.starts_with(&format!("{key}.")));
+    let path = match (table, field) {
+        (Some(t), Some(f)) => format!("{t}.{f}"),
+        (None, Some(f)) if f.starts_with(&format!("{key}.")) => f.to_string(),
+        (None, Some(f)) => format!("{key}.{f}"),
+        (Some(t), None) => t.to_string(),
+        (None, None) => key.to_string(),
+    };
+    err(
+        path,
+        format!("line {line}: {}", message.trim().replace('\n', " ")),
+    )
+}
+
+/// Reading the top-level `key` of `text` as a `T`: where it fails (the
+/// 1-based line) and why.
+fn located_error<T: serde::de::DeserializeOwned>(text: &str, key: &str) -> Option<(usize, String)> {
+    use serde::de::{IgnoredAny, MapAccess, Visitor};
+    struct Only<'k, T>(&'k str, std::marker::PhantomData<T>);
+    impl<'de, T: serde::de::DeserializeOwned> Visitor<'de> for Only<'_, T> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(k) = map.next_key::<String>()? {
+                if k == self.0 {
+                    map.next_value::<T>()?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    let only = Only::<T>(key, std::marker::PhantomData);
+    let e = serde::Deserializer::deserialize_map(toml::Deserializer::new(text), only).err()?;
+    let at = e.span()?.start;
+    let line = text.get(..at)?.matches('\n').count() + 1;
+    Some((line, e.message().to_string()))
 }
 
 impl Config {
@@ -788,18 +877,18 @@ impl Config {
                 String::new()
             }
         };
-        let provider: Option<ProviderConfig> = section(&table, "provider", &mut errors);
-        let tls: Option<TlsConfig> = section(&table, "tls", &mut errors);
-        let listen: Option<ListenConfig> = section(&table, "listen", &mut errors);
-        let limits: Option<Limits> = section(&table, "limits", &mut errors);
-        let store: Option<StoreConfig> = section(&table, "store", &mut errors);
-        let log: Option<LogConfig> = section(&table, "log", &mut errors);
-        let timers: Option<TimerConfig> = section(&table, "timers", &mut errors);
-        let queue: Option<QueueConfig> = section(&table, "queue", &mut errors);
-        let delivery: Option<DeliveryConfig> = section(&table, "delivery", &mut errors);
-        let routes: Vec<Route> = array(&table, "routes", &mut errors);
-        let dev_mailboxes: Vec<DevMailbox> = array(&table, "dev_mailboxes", &mut errors);
-        let mut plans: Vec<Plan> = array(&table, "plans", &mut errors);
+        let provider: Option<ProviderConfig> = section(text, &table, "provider", &mut errors);
+        let tls: Option<TlsConfig> = section(text, &table, "tls", &mut errors);
+        let listen: Option<ListenConfig> = section(text, &table, "listen", &mut errors);
+        let limits: Option<Limits> = section(text, &table, "limits", &mut errors);
+        let store: Option<StoreConfig> = section(text, &table, "store", &mut errors);
+        let log: Option<LogConfig> = section(text, &table, "log", &mut errors);
+        let timers: Option<TimerConfig> = section(text, &table, "timers", &mut errors);
+        let queue: Option<QueueConfig> = section(text, &table, "queue", &mut errors);
+        let delivery: Option<DeliveryConfig> = section(text, &table, "delivery", &mut errors);
+        let routes: Vec<Route> = array(text, &table, "routes", &mut errors);
+        let dev_mailboxes: Vec<DevMailbox> = array(text, &table, "dev_mailboxes", &mut errors);
+        let mut plans: Vec<Plan> = array(text, &table, "plans", &mut errors);
         if table.get("plans").is_none() {
             plans = default_plans();
         }
@@ -814,9 +903,9 @@ impl Config {
                 ));
             }
         }
-        let notify: Option<NotifyConfig> = section(&table, "notify", &mut errors);
-        let lifecycle: Option<LifecycleConfig> = section(&table, "lifecycle", &mut errors);
-        let antivirus: Option<AntivirusConfig> = section(&table, "antivirus", &mut errors);
+        let notify: Option<NotifyConfig> = section(text, &table, "notify", &mut errors);
+        let lifecycle: Option<LifecycleConfig> = section(text, &table, "lifecycle", &mut errors);
+        let antivirus: Option<AntivirusConfig> = section(text, &table, "antivirus", &mut errors);
         let notify = notify.map(|mut n| {
             if let Some(u) = n.panel_url.as_mut() {
                 *u = u.trim().trim_end_matches('/').to_string();
@@ -1388,7 +1477,63 @@ clamd = "run/clamd.ctl"
         let errs = Config::parse(text, Path::new("/")).unwrap_err();
         assert!(
             errs.iter()
-                .any(|e| e.key == "provider" && e.message.contains("unknown field `foo`")),
+                .any(|e| e.key == "provider.foo"
+                    && e.message.starts_with("line 4: unknown field `foo`")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_value_is_named_by_its_field_and_line() {
+        let base =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pecd.toml"))
+                .unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let line_of = |needle: &str| base.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+        let (conns, warn) = (line_of("max_connections ="), line_of("warning_after ="));
+        let text = base
+            .replace("max_connections = 500", "max_connections = \"many\"")
+            .replace("warning_after = \"12h\"", "warning_after = true");
+        let errs = Config::parse(&text, &dir).unwrap_err();
+        let found = |key: &str, start: &str| {
+            errs.iter()
+                .any(|e| e.key == key && e.message.starts_with(start))
+        };
+        assert!(
+            found(
+                "limits.max_connections",
+                &format!("line {conns}: invalid type: string \"many\", expected usize")
+            ),
+            "{errs:?}"
+        );
+        // Durations and sizes say which shapes they take.
+        assert!(
+            found(
+                "timers.warning_after",
+                &format!(
+                    "line {warn}: invalid type: boolean `true`, expected a duration such as 30s"
+                )
+            ),
+            "{errs:?}"
+        );
+        // Both are reported, in one run.
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        // A dotted key at the top and a field of an array of tables.
+        let text = "data_dir = \"d\"\nlimits.max_message_size = \"big\"\n[[routes]]\ndomain = \"x.test\"\nport = 25\n";
+        let errs = Config::parse(text, Path::new("/")).unwrap_err();
+        let found = |key: &str, start: &str| {
+            errs.iter()
+                .any(|e| e.key == key && e.message.starts_with(start))
+        };
+        assert!(
+            found(
+                "limits.max_message_size",
+                "line 2: invalid type: string \"big\", expected u64"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            found("routes.port", "line 5: unknown field `port`"),
             "{errs:?}"
         );
     }

@@ -48,7 +48,7 @@ fn check_config_reports_all_errors_with_key_paths() {
     for key in [
         "limits.max_recipients",
         "provider.digest",
-        "store: unknown field `colour`",
+        "store.colour: line ",
         "delivery.checkpoint_every",
     ] {
         assert!(err.contains(key), "{key} not in: {err}");
