@@ -213,3 +213,88 @@ fn a_revoked_signer_is_refused_on_both_paths() {
     ]));
     assert_eq!(pecd::smime::load_crls(&der).unwrap().len(), 1);
 }
+
+/// A message signed with a self-made certificate of about `size` bytes
+/// (a long subjectAltName), as anyone can send to the MX.
+fn signed_with_large_certificate(
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    serial: u32,
+    size: usize,
+) -> Vec<u8> {
+    use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", &format!("big {serial}"))
+        .unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(
+        &openssl::bn::BigNum::from_u32(serial)
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap(),
+    )
+    .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(key).unwrap();
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let mut san = SubjectAlternativeName::new();
+    for i in 0..size / 40 {
+        san.dns(&format!("host-{i:08}.large-certificate.test"));
+    }
+    let san = san.build(&b.x509v3_context(None, None)).unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(key, openssl::hash::MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    assert!(cert.to_der().unwrap().len() >= size / 2);
+    let content = b"Content-Type: text/plain\r\n\r\nciao\r\n";
+    let flags = Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY;
+    let p7 = Pkcs7::sign(
+        &cert,
+        key,
+        &openssl::stack::Stack::new().unwrap(),
+        content,
+        flags,
+    )
+    .unwrap();
+    let mut m =
+        b"From: x@y.test\r\nTo: mario.rossi@pec.provider-a.test\r\nSubject: big\r\n".to_vec();
+    m.extend(p7.to_smime(content, flags).unwrap());
+    m
+}
+
+#[test]
+fn large_certificates_sent_by_anyone_are_not_kept() {
+    let anchors = pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap();
+    let v = Verifier::with_anchors(anchors).unwrap();
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    for serial in 1..=20 {
+        let m = signed_with_large_certificate(&key, serial, 200_000);
+        // Untrusted (self-made), whichever path verifies it.
+        assert_eq!(
+            compare(&v, "large certificate", &m, VerifyTime::Now),
+            "chain"
+        );
+    }
+    // Twenty 100+ KB certificates seen: what stays is bounded by entries,
+    // not by what senders pack into them.
+    assert!(
+        v.cache_footprint() < 64 * 1024,
+        "{} bytes cached",
+        v.cache_footprint()
+    );
+    // A provider's certificate is still cached (and verifies again).
+    let c = certification(provider_a());
+    let m = signer("provider-a", Digest::Sha256)
+        .sign(&build::acceptance(&c, "x@y"))
+        .unwrap();
+    let before = v.cache_footprint();
+    assert_eq!(compare(&v, "provider", &m, VerifyTime::Now), "valid");
+    assert!(v.cache_footprint() > before);
+}

@@ -181,7 +181,8 @@ pub struct Verifier {
     now_store: X509Store,
     /// Revocation lists of the CAs that issue providers' certificates.
     crls: Vec<X509Crl>,
-    certs: Mutex<HashMap<Vec<u8>, Arc<CachedCert>>>,
+    /// Parsed certificates by the SHA-256 of their DER.
+    certs: Mutex<HashMap<[u8; 32], Arc<CachedCert>>>,
     chains: Mutex<HashMap<ChainKey, ChainEntry>>,
 }
 
@@ -191,14 +192,22 @@ struct ChainEntry {
     result: Result<(), String>,
 }
 
-/// (leaf DER, the other certificates of the message, concatenated DER).
-type ChainKey = (Vec<u8>, Vec<u8>);
+/// SHA-256 over the leaf's DER and then the message's other certificates'
+/// (each length-prefixed): a key of fixed size, whatever a sender packs
+/// into its signature.
+type ChainKey = [u8; 32];
 
 /// How long a chain verified "now" is reused (certificate expiry inside this
 /// window is caught on the next check).
 pub const CHAIN_TTL: Duration = Duration::from_secs(60);
-/// Bound on cached certificates: attackers can send arbitrary ones.
+/// Bound on cached certificates and chain results: anyone can send
+/// arbitrary certificates, and they are parsed before the signature is
+/// checked. A few hundred providers' certificates and intermediates fit.
 const CERT_CACHE_MAX: usize = 1024;
+/// Larger certificates are parsed for the message at hand and not kept: a
+/// provider's is 1–3 KB, and a cache of 100 MB certificates would hold
+/// gigabytes.
+const CACHED_CERT_MAX_BYTES: usize = 16 * 1024;
 
 /// A parsed certificate and the facts reports need.
 struct CachedCert {
@@ -273,9 +282,26 @@ impl Verifier {
         }
     }
 
+    /// Bytes the caches hold for what senders sent: certificates' DER and
+    /// the keys of both maps (for tests and metrics; the parsed forms are
+    /// about the size of their DER).
+    pub fn cache_footprint(&self) -> usize {
+        let certs = self.certs.lock().map_or(0, |m| {
+            m.values()
+                .map(|c| c.der.len() + std::mem::size_of::<[u8; 32]>())
+                .sum()
+        });
+        let chains = self
+            .chains
+            .lock()
+            .map_or(0, |m| m.len() * std::mem::size_of::<ChainKey>());
+        certs + chains
+    }
+
     fn cached_cert(&self, der: &[u8]) -> Option<Arc<CachedCert>> {
+        let digest = openssl::sha::sha256(der);
         if let Ok(map) = self.certs.lock()
-            && let Some(c) = map.get(der)
+            && let Some(c) = map.get(&digest)
         {
             return Some(c.clone());
         }
@@ -302,11 +328,13 @@ impl Verifier {
             pubkey,
             x509,
         });
-        if let Ok(mut map) = self.certs.lock() {
+        if der.len() <= CACHED_CERT_MAX_BYTES
+            && let Ok(mut map) = self.certs.lock()
+        {
             if map.len() >= CERT_CACHE_MAX {
                 map.clear();
             }
-            map.insert(der.to_vec(), entry.clone());
+            map.insert(digest, entry.clone());
         }
         Some(entry)
     }
@@ -406,13 +434,16 @@ impl Verifier {
             VerifyTime::SigningTime => signing_time,
         };
         *checked_at = Some(at.unwrap_or_else(Utc::now));
-        let key = (
-            leaf_der.to_vec(),
-            others
-                .iter()
-                .flat_map(|c| c.to_der().unwrap_or_default())
-                .collect::<Vec<u8>>(),
-        );
+        let key: ChainKey = {
+            let mut h = openssl::sha::Sha256::new();
+            for der in std::iter::once(leaf_der.to_vec())
+                .chain(others.iter().map(|c| c.to_der().unwrap_or_default()))
+            {
+                h.update(&(der.len() as u64).to_be_bytes());
+                h.update(&der);
+            }
+            h.finish()
+        };
         if at.is_none()
             && let Ok(map) = self.chains.lock()
             && let Some(e) = map.get(&key)
