@@ -1475,6 +1475,15 @@ impl App {
             report.outcome = Outcome::Ordinary;
             report.reason = Some("busta di trasporto racchiusa in un altro messaggio".into());
         }
+        if report.outcome == Outcome::Pec && !report.canonical {
+            // Verified only after its line endings were repaired: what
+            // would be stored and read again (the daticert, postacert.eml
+            // behind a receipt) is not byte for byte what was verified.
+            report.outcome = Outcome::Anomaly;
+            report.reason = Some(
+                "fine riga non conformi nel contenuto firmato: la firma non lo certifica".into(),
+            );
+        }
         let received = match (
             report.outcome,
             report.verdict.as_ref().and_then(|v| v.claimed),
@@ -1865,23 +1874,21 @@ impl App {
                 r.append_to(&mut b);
             }
             (Outcome::Pec, Some(ClaimedKind::AnomalyEnvelope), _) => {
-                let mut existing = Vec::new();
-                for rcpt in rcpt_to {
-                    if self.mailbox_exists(rcpt)? {
-                        self.to_mailbox(&mut b, raw, rcpt, None, now)?;
-                        existing.push(rcpt.clone());
-                    }
-                }
-                let mut r = LogRecord::new(now, Event::Anomaly);
-                r.sender = Some(mail_from.to_string());
-                r.recipients = rcpt_to.to_vec();
-                r.related = received_message_id(raw).into_iter().collect();
-                r.provider = report.provider.clone();
-                r.detail = Some(format!(
-                    "busta di anomalia received, delivered to {}",
-                    existing.join(", ")
-                ));
-                r.append_to(&mut b);
+                // RT §3.5, §9: a busta di anomalia is made by the recipient's
+                // provider for its own user and never travels between
+                // providers; one arriving here left somebody's mailbox and
+                // certifies nothing to our recipients. Wrapped and scanned
+                // like any other mail, not delivered as it is.
+                let why = "busta di anomalia di un altro gestore: non certifica nulla a questo destinatario";
+                self.wrap_unless_infected(
+                    &mut b,
+                    item,
+                    raw,
+                    mail_from,
+                    rcpt_to,
+                    why.into(),
+                    &scanned,
+                )?;
             }
             _ => {
                 // Ordinary mail or a non-conforming PEC message (RT §3.5, §9).

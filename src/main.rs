@@ -1237,6 +1237,7 @@ fn verify(
                 provider: None,
                 provider_checked: checker.index.is_some(),
                 wrapped: false,
+                canonical: true,
                 daticert: None,
                 verdict: None,
             },

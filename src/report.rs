@@ -51,6 +51,14 @@ pub struct Report {
     pub provider_checked: bool,
     /// The signed envelope was found inside a wrapper (e.g. a mailing list).
     pub wrapped: bool,
+    /// The signed entity needed no line-ending repair: it was verified as
+    /// the very bytes that will be stored and read again. A saved file may
+    /// have bare LFs (verified after canonicalisation, RFC 5751 §3.1.1);
+    /// over SMTP a provider's message never does, and a bare CR reads as a
+    /// line break to the canonicalised copy and not to a MIME walker of the
+    /// stored bytes, so those two would see different parts.
+    #[serde(skip)]
+    pub canonical: bool,
     /// The certification data (`daticert.xml`), when readable.
     pub daticert: Option<Daticert>,
     pub verdict: Option<Verdict>,
@@ -102,6 +110,7 @@ impl Checker {
                 provider: None,
                 provider_checked: self.index.is_some(),
                 wrapped: false,
+                canonical: true,
                 daticert: None,
                 verdict: None,
             };
@@ -156,6 +165,10 @@ impl Checker {
             Ok(p) => &p.content,
             Err(_) => raw,
         };
+        let canonical = match &parts {
+            Ok(p) => matches!(p.content, std::borrow::Cow::Borrowed(_)),
+            Err(_) => true,
+        };
         let verdict = classify::classify(header, entity, &origin);
         let outcome = match verdict.class {
             Class::Pec => Outcome::Pec,
@@ -171,6 +184,7 @@ impl Checker {
             provider,
             provider_checked: self.index.is_some(),
             wrapped,
+            canonical,
             daticert: verdict.daticert.clone(),
             verdict: Some(verdict),
         }

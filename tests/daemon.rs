@@ -1611,6 +1611,76 @@ fn receipt_variants_follow_the_signed_original_not_the_envelope_header() {
     assert!(part_named(&consegna().unwrap(), "postacert.eml").is_some());
 }
 
+/// Genuine signatures over messages that must not be taken as they are:
+/// another provider's busta di anomalia (made for its own user, it
+/// certifies nothing here and was never scanned here) and an envelope
+/// whose signed part has a bare CR (verified once its line endings are
+/// repaired, while the stored bytes would read as other parts). Both are
+/// wrapped in B's own busta di anomalia; the envelope gets no presa in
+/// carico.
+#[test]
+fn another_providers_anomaly_and_a_repaired_signed_part_are_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path(), "12h", "23h");
+    let rcpts = vec![GIULIA.to_string()];
+    let ordinary = format!(
+        "From: someone@example.com\r\nTo: {GIULIA}\r\nSubject: ciao\r\nMessage-ID: <ordinaria.7@example.com>\r\n\r\nhello\r\n"
+    );
+    let anomaly = signer("provider-a", pecd::smime::Digest::Sha256)
+        .sign(&pecd::pec::build::anomaly(
+            &pecd::pec::build::AnomalyInput {
+                provider: &provider_a(),
+                time: pecd::clock::LegalTime::new(chrono::Utc::now()),
+                envelope_from: "someone@example.com",
+                recipients: &rcpts,
+                received: ordinary.as_bytes(),
+                reason: "messaggio non firmato da un gestore di posta certificata",
+                fallback_message_id: "anomalia.7@pec.provider-a.test",
+            },
+        ))
+        .unwrap();
+    assert_eq!(
+        checker().check("m", &anomaly).kind.as_deref(),
+        Some("busta-anomalia")
+    );
+    assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &anomaly).starts_with("250"));
+    let mut c = certification_now();
+    c.pec_id = "cr.1@pec.provider-a.test".into();
+    let envelope = signer("provider-a", pecd::smime::Digest::Sha256)
+        .sign(&pecd::pec::build::transport(&c, ORIGINAL))
+        .unwrap();
+    let at = envelope.windows(9).position(|w| w == b"Il giorno").unwrap();
+    let eol = at
+        + envelope[at..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap();
+    let mut bare_cr = envelope.clone();
+    bare_cr.remove(eol + 1);
+    // Still a valid signature, once canonicalised.
+    let report = checker().check("m", &bare_cr);
+    assert_eq!(report.outcome, pecd::report::Outcome::Pec);
+    assert!(!report.canonical);
+    assert!(send_inbound(b.ports.inbound, MARIO, GIULIA, &bare_cr).starts_with("250"));
+    wait_for("both at Giulia's", 30, || b.mailbox(GIULIA).len() == 2);
+    for m in b.mailbox(GIULIA) {
+        let r = checker().check("m", &m);
+        assert_eq!(r.kind.as_deref(), Some("busta-anomalia"));
+        let from = pecd::pec::mime::header_value(pecd::pec::mime::split_header(&m).0, "From")
+            .unwrap_or_default();
+        assert!(
+            from.contains("posta-certificata@pec.provider-b.test"),
+            "{from}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        a.mailbox("posta-certificata@pec.provider-a.test")
+            .is_empty(),
+        "no presa in carico"
+    );
+}
+
 #[test]
 fn forged_message_id_and_replayed_receipts_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
