@@ -298,3 +298,69 @@ fn large_certificates_sent_by_anyone_are_not_kept() {
     assert_eq!(compare(&v, "provider", &m, VerifyTime::Now), "valid");
     assert!(v.cache_footprint() > before);
 }
+
+/// The signature part of a signed message, rewritten by `edit` (its
+/// header text and its decoded DER).
+fn with_signature_part(m: &[u8], edit: impl Fn(&mut String, &mut Vec<u8>)) -> Vec<u8> {
+    let find = |from: usize, what: &[u8]| {
+        m[from..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .map(|i| from + i)
+    };
+    let mut at = 0;
+    while let Some(i) = find(at + 1, b"Content-Type: application/") {
+        at = i;
+    }
+    let body = find(at, b"\r\n\r\n").unwrap() + 4;
+    let end = find(body, b"\r\n--").unwrap();
+    let mut header = String::from_utf8(m[at..body].to_vec()).unwrap();
+    assert!(header.contains("pkcs7-signature"));
+    let b64 = String::from_utf8(m[body..end].to_vec()).unwrap();
+    let mut der = openssl::base64::decode_block(&b64.replace("\r\n", "")).unwrap();
+    edit(&mut header, &mut der);
+    let b64 = openssl::base64::encode_block(&der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let mut out = m[..at].to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(lines.join("\r\n").as_bytes());
+    out.extend_from_slice(&m[end..]);
+    out
+}
+
+#[test]
+fn the_signature_part_is_a_signature_and_nothing_more() {
+    let anchors = pecd::smime::load_certificates(&certs().join("ca.pem")).unwrap();
+    let v = Verifier::with_anchors(anchors).unwrap();
+    let c = certification(provider_a());
+    let m = signer("provider-a", Digest::Sha256)
+        .sign(&build::transport(&c, ORIGINAL))
+        .unwrap();
+    let same = with_signature_part(&m, |_, _| {});
+    assert_eq!(compare(&v, "unchanged", &same, VerifyTime::Now), "valid");
+    // Bytes after the DER (a part of its own, in a binary body) are read
+    // by nobody who checks the signature.
+    let trailing = with_signature_part(&m, |_, der| der.extend_from_slice(b"\r\n--Z\r\n"));
+    assert_eq!(
+        compare(&v, "trailing", &trailing, VerifyTime::Now),
+        "not-signed"
+    );
+    // A type that only mentions pkcs7-signature in a parameter.
+    let mixed = with_signature_part(&m, |h, _| {
+        let media = if h.contains("x-pkcs7") {
+            "application/x-pkcs7-signature"
+        } else {
+            "application/pkcs7-signature"
+        };
+        *h = h.replacen(
+            media,
+            "multipart/mixed; boundary=Z; x=\"pkcs7-signature\"",
+            1,
+        )
+    });
+    assert_eq!(compare(&v, "mixed", &mixed, VerifyTime::Now), "not-signed");
+}

@@ -90,7 +90,14 @@ pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
     let sig_ct = crate::pec::mime::header_value(sig_header, "Content-Type")
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if !sig_ct.contains("pkcs7-signature") {
+    // The media type itself, not a parameter that mentions it: a
+    // `multipart/mixed; x="pkcs7-signature"` would carry parts of its own
+    // that a MIME walker of the stored message reads and nothing signs.
+    let media = sig_ct.split(';').next().unwrap_or_default().trim();
+    if !matches!(
+        media,
+        "application/pkcs7-signature" | "application/x-pkcs7-signature"
+    ) {
         return Err(format!("second part is not a PKCS#7 signature ({sig_ct})"));
     }
     let cte = crate::pec::mime::header_value(sig_header, "Content-Transfer-Encoding")
@@ -102,12 +109,34 @@ pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
     } else {
         sig_body.to_vec()
     };
+    if der_length(&signature).is_some_and(|n| n < signature.len()) {
+        return Err("data after the PKCS#7 signature".into());
+    }
     Ok(SignedParts {
         content: to_crlf(content),
         signature,
         protocol,
         micalg,
     })
+}
+
+/// The length of the DER element `der` starts with (tag, length, value),
+/// when its header is readable (definite lengths only; an indefinite
+/// length, BER, is left to the CMS parser).
+fn der_length(der: &[u8]) -> Option<usize> {
+    let first = *der.get(1)?;
+    if first < 0x80 {
+        return Some(2 + usize::from(first));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let len = der
+        .get(2..2 + n)?
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    (2 + n).checked_add(len)
 }
 
 /// Outcome of the cryptographic checks.
