@@ -246,37 +246,43 @@ fn write_link(f: &[u8], len: usize, source: &[u8]) -> Result<(), String> {
 
 /// Make sure every recorded file is in place (a writer may have failed,
 /// a writeback may have failed), flush every filesystem holding one, then
-/// drop those records. Returns how many were dropped.
+/// drop those records. Returns how many were dropped. The records are
+/// walked in pages from the last one listed, so records that must stay
+/// (a mailbox that cannot be written now) never hold up those after them.
 pub fn checkpoint(store: &Store) -> Result<usize, String> {
     let mut total = 0;
+    let mut from = b"k".to_vec();
     loop {
         let records: Vec<(Vec<u8>, Vec<u8>)> = {
             // Every listed record's writer is done.
             let _listing = WRITING.write().unwrap_or_else(|e| e.into_inner());
             store
-                .entries_with_prefix(Table::Unflushed, b"k")
-                .take(PER_CHECKPOINT)
-                .collect::<Result<_, _>>()
+                .range(Table::Unflushed, &from, Some(b"l"), PER_CHECKPOINT)
                 .map_err(|e| e.to_string())?
         };
-        if records.is_empty() {
+        let Some((last, _)) = records.last() else {
             return Ok(total);
-        }
-        // A writeback error is reported to one syncfs only, perhaps
-        // another caller's: a file written before any failed filesystem
-        // flush is written again (its pages may never have reached the
-        // disk), even if it is there.
-        let failures = crate::fsync::filesystem_failures();
+        };
+        from = last.clone();
+        from.push(0); // the smallest key after `last`
         let roots: HashSet<PathBuf> = records
             .iter()
             .filter_map(|(k, _)| split(&k[1..]))
             .map(|r| r.0)
             .collect();
-        let devices = devices(&roots)?;
+        let (devices, unreachable) = devices(&roots);
+        // Each filesystem's failure count before the global one: a flush
+        // failing in between is then counted in both, and its files are
+        // written again (below) or this pass ends in an error.
         let before: Vec<u64> = devices
             .keys()
             .map(|d| crate::fsync::filesystem_failures_on(*d))
             .collect();
+        // A writeback error is reported to one syncfs only, perhaps
+        // another caller's: a file written before any failed filesystem
+        // flush is written again (its pages may never have reached the
+        // disk), even if it is there.
+        let failures = crate::fsync::filesystem_failures();
         let rewrite = Rewrite {
             clean: {
                 let w = written();
@@ -290,8 +296,20 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
             only_missing: failures == 0,
         };
         // A file that cannot be written now keeps its record (and the
-        // message it needs) for the next checkpoint; the others go.
-        let kept = write_again(store, &records, &rewrite)?.1;
+        // message it needs) for the next checkpoint; so does one on a
+        // filesystem that cannot be flushed from here. The others go.
+        let mut kept = write_again(store, &records, &rewrite, failures)?.1;
+        for (k, v) in &records {
+            let f = &k[1..];
+            if split(f).is_some_and(|(root, _)| unreachable.contains(&root)) {
+                kept.records.insert(f.to_vec());
+                let message = match parse(v) {
+                    Some((b'L', _, source)) => source,
+                    _ => f,
+                };
+                kept.messages.insert(message.to_vec());
+            }
+        }
         for path in devices.values() {
             crate::fsync::sync_filesystem(path).map_err(|e| format!("{}: {e}", path.display()))?;
         }
@@ -329,9 +347,8 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
                 w.remove(f);
             }
         }
-        let dropped = dropped.len();
-        total += dropped;
-        if records.len() < PER_CHECKPOINT || dropped < records.len() {
+        total += dropped.len();
+        if records.len() < PER_CHECKPOINT {
             return Ok(total);
         }
     }
@@ -357,12 +374,16 @@ struct Rewrite {
 /// Write the files of `records` again from their messages, files before
 /// the links to them, as `rewrite` says. Returns how many were written,
 /// and what could not be.
+/// A file written here counts as written by [`written_after`] from
+/// `failures` on (the failed flushes before the write): if dropping its
+/// record fails, the next checkpoint does not look for it again.
 fn write_again(
     store: &Store,
     records: &[(Vec<u8>, Vec<u8>)],
     rewrite: &Rewrite,
+    failures: u64,
 ) -> Result<(usize, Kept), String> {
-    let mut written = 0;
+    let mut count = 0;
     let mut kept = Kept::default();
     for pass in [b'D', b'L'] {
         for (k, v) in records {
@@ -402,7 +423,10 @@ fn write_again(
                 Ok(true)
             });
             match done {
-                Ok(true) => written += 1,
+                Ok(true) => {
+                    count += 1;
+                    written().insert(f.to_vec(), failures);
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(event = "maildir_write_failed", file = ?String::from_utf8_lossy(f), error = %e);
@@ -412,14 +436,16 @@ fn write_again(
             }
         }
     }
-    Ok((written, kept))
+    Ok((count, kept))
 }
 
 /// The filesystems holding `roots`, each with a path on it to flush it
 /// by: the root, or for a root not there (yet: a checkpoint may make it
-/// again) its nearest existing parent.
-fn devices(roots: &HashSet<PathBuf>) -> Result<std::collections::BTreeMap<u64, &Path>, String> {
+/// again) its nearest existing parent; and the roots whose filesystem
+/// cannot be told (a parent that cannot be read), logged.
+fn devices(roots: &HashSet<PathBuf>) -> (std::collections::BTreeMap<u64, &Path>, HashSet<PathBuf>) {
     let mut devices = std::collections::BTreeMap::new();
+    let mut unreachable = HashSet::new();
     for root in roots {
         for path in root.ancestors() {
             match crate::fsync::device(path) {
@@ -428,11 +454,15 @@ fn devices(roots: &HashSet<PathBuf>) -> Result<std::collections::BTreeMap<u64, &
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Err(e) => {
+                    tracing::warn!(event = "maildir_unreachable", path = %path.display(), error = %e);
+                    unreachable.insert(root.clone());
+                    break;
+                }
             }
         }
     }
-    Ok(devices)
+    (devices, unreachable)
 }
 
 /// At start-up, before anything is received: write every recorded file
@@ -444,7 +474,8 @@ pub fn repair(store: &Store) -> Result<usize, String> {
         .entries_with_prefix(Table::Unflushed, b"k")
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let (written, kept) = write_again(store, &records, &Rewrite::default())?;
+    let failures = crate::fsync::filesystem_failures();
+    let (written, kept) = write_again(store, &records, &Rewrite::default(), failures)?;
     if !kept.records.is_empty() {
         return Err(format!(
             "{} recorded files could not be written again (see the log)",
@@ -544,6 +575,67 @@ mod tests {
             b"hello"
         );
         assert_eq!(s.entries(Table::Unflushed).count(), 0);
+    }
+
+    #[test]
+    fn records_that_must_stay_hold_up_no_later_ones_and_an_unreadable_path_fails_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        // A whole page of records for a mailbox that cannot be reached
+        // (its parent became a file: neither written nor flushed), sorted
+        // before one that can.
+        let stuck = Maildir::open(d.path().join("a-wall").join("box"))
+            .unwrap()
+            .flushing(Flush::Deferred);
+        let late = Maildir::open(d.path().join("z").join("box"))
+            .unwrap()
+            .flushing(Flush::Deferred);
+        let mut b = Batch::new();
+        for i in 0..PER_CHECKPOINT {
+            note(&mut b, &stuck, &format!("s{i:05}"), b"hello");
+        }
+        note(&mut b, &late, "late", b"hello");
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        drop(files); // its writer never ran
+        std::fs::remove_dir_all(d.path().join("a-wall")).unwrap();
+        std::fs::write(d.path().join("a-wall"), b"a file where a folder was").unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 1);
+        assert_eq!(std::fs::read(late.new_path("late", 5)).unwrap(), b"hello");
+        assert_eq!(
+            s.entries(Table::Unflushed).count(),
+            2 * PER_CHECKPOINT,
+            "the stuck records and their messages stay"
+        );
+    }
+
+    #[test]
+    fn a_file_a_checkpoint_wrote_counts_as_written() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let (md, _archive, b) = noted(d.path(), &["again"]);
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        drop(files); // its writer never ran
+        let records: Vec<(Vec<u8>, Vec<u8>)> = s
+            .entries_with_prefix(Table::Unflushed, b"k")
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let failures = crate::fsync::filesystem_failures();
+        assert_eq!(
+            write_again(&s, &records, &Rewrite::default(), failures)
+                .unwrap()
+                .0,
+            2
+        );
+        // Should dropping the records fail now, the next checkpoint knows
+        // the files were written: one the holder deleted meanwhile is not
+        // brought back.
+        let f = file(md.root(), "again");
+        assert_eq!(written().get(&f), Some(&failures));
+        std::fs::remove_file(md.new_path("again", 5)).unwrap();
+        assert_eq!(checkpoint(&s).unwrap(), 2);
+        assert!(md.messages().unwrap().is_empty());
     }
 
     #[test]
