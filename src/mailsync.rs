@@ -51,6 +51,17 @@ fn written() -> std::sync::MutexGuard<'static, HashMap<Vec<u8>, u64>> {
     WRITTEN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Records [`repair`] could not write at start-up (a mailbox unreachable
+/// then): after a power loss their names may hold anything, so the
+/// checkpoints write them again even where a file is found, until one
+/// succeeds. One unwritable mailbox does not keep the daemon from
+/// starting.
+static UNREPAIRED: LazyLock<Mutex<HashSet<Vec<u8>>>> = LazyLock::new(Default::default);
+
+fn unrepaired() -> std::sync::MutexGuard<'static, HashSet<Vec<u8>>> {
+    UNREPAIRED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A file's name in this table: `<mailbox root>\0<id>`.
 fn file(root: &Path, id: &str) -> Vec<u8> {
     let mut k = root.as_os_str().as_bytes().to_vec();
@@ -395,6 +406,7 @@ fn write_again(
             let done = mailbox(f).and_then(|(md, id)| {
                 if rewrite.clean.contains(f)
                     || rewrite.only_missing
+                        && !unrepaired().contains(f)
                         && md
                             .find(&id, len)
                             .map_err(|e| e.to_string())?
@@ -426,6 +438,7 @@ fn write_again(
                 Ok(true) => {
                     count += 1;
                     written().insert(f.to_vec(), failures);
+                    unrepaired().remove(f);
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -468,7 +481,8 @@ fn devices(roots: &HashSet<PathBuf>) -> (std::collections::BTreeMap<u64, &Path>,
 /// At start-up, before anything is received: write every recorded file
 /// again wherever an IMAP client moved it (after a power loss a name may
 /// hold anything), flush, and drop the records. Returns how many files
-/// were written.
+/// were written. Those that cannot be written now are logged and left to
+/// the checkpoints, which write them again in full ([`UNREPAIRED`]).
 pub fn repair(store: &Store) -> Result<usize, String> {
     let records: Vec<(Vec<u8>, Vec<u8>)> = store
         .entries_with_prefix(Table::Unflushed, b"k")
@@ -477,10 +491,12 @@ pub fn repair(store: &Store) -> Result<usize, String> {
     let failures = crate::fsync::filesystem_failures();
     let (written, kept) = write_again(store, &records, &Rewrite::default(), failures)?;
     if !kept.records.is_empty() {
-        return Err(format!(
-            "{} recorded files could not be written again (see the log)",
-            kept.records.len()
-        ));
+        tracing::error!(
+            event = "maildir_repair_incomplete",
+            files = kept.records.len(),
+            "recorded files could not be written again; the checkpoints keep trying"
+        );
+        unrepaired().extend(kept.records);
     }
     checkpoint(store)?;
     Ok(written)
@@ -636,6 +652,32 @@ mod tests {
         std::fs::remove_file(md.new_path("again", 5)).unwrap();
         assert_eq!(checkpoint(&s).unwrap(), 2);
         assert!(md.messages().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_mailbox_repair_cannot_reach_is_repaired_by_a_later_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let stuck = Maildir::open(d.path().join("wall").join("box"))
+            .unwrap()
+            .flushing(Flush::Deferred);
+        let mut b = Batch::new();
+        note(&mut b, &stuck, "s1", b"hello");
+        s.commit(b).unwrap();
+        // What a power loss left under its name, in a mailbox that is
+        // out of reach at start-up.
+        std::fs::write(stuck.new_path("s1", 5), b"\0\0\0\0\0").unwrap();
+        let away = d.path().join("wall.away");
+        std::fs::rename(d.path().join("wall"), &away).unwrap();
+        std::fs::write(d.path().join("wall"), b"a file where a folder was").unwrap();
+        assert_eq!(repair(&s).unwrap(), 0, "the daemon starts");
+        assert_eq!(s.entries(Table::Unflushed).count(), 2);
+        std::fs::remove_file(d.path().join("wall")).unwrap();
+        std::fs::rename(&away, d.path().join("wall")).unwrap();
+        // Found there, and still written again.
+        assert_eq!(checkpoint(&s).unwrap(), 1);
+        assert_eq!(std::fs::read(stuck.new_path("s1", 5)).unwrap(), b"hello");
+        assert_eq!(s.entries(Table::Unflushed).count(), 0);
     }
 
     #[test]
