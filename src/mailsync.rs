@@ -276,93 +276,147 @@ pub fn checkpoint(store: &Store) -> Result<usize, String> {
         };
         from = last.clone();
         from.push(0); // the smallest key after `last`
-        let roots: HashSet<PathBuf> = records
-            .iter()
-            .filter_map(|(k, _)| split(&k[1..]))
-            .map(|r| r.0)
-            .collect();
-        let (devices, unreachable) = devices(&roots);
-        // Each filesystem's failure count before the global one: a flush
-        // failing in between is then counted in both, and its files are
-        // written again (below) or this pass ends in an error.
-        let before: Vec<u64> = devices
-            .keys()
-            .map(|d| crate::fsync::filesystem_failures_on(*d))
-            .collect();
-        // A writeback error is reported to one syncfs only, perhaps
-        // another caller's: a file written before any failed filesystem
-        // flush is written again (its pages may never have reached the
-        // disk), even if it is there.
-        let failures = crate::fsync::filesystem_failures();
-        let rewrite = Rewrite {
-            clean: {
-                let w = written();
-                records
-                    .iter()
-                    .map(|(k, _)| &k[1..])
-                    .filter(|f| w.get(*f) == Some(&failures))
-                    .map(<[u8]>::to_vec)
-                    .collect()
-            },
-            only_missing: failures == 0,
-        };
-        // A file that cannot be written now keeps its record (and the
-        // message it needs) for the next checkpoint; so does one on a
-        // filesystem that cannot be flushed from here. The others go.
-        let mut kept = write_again(store, &records, &rewrite, failures)?.1;
-        for (k, v) in &records {
-            let f = &k[1..];
-            if split(f).is_some_and(|(root, _)| unreachable.contains(&root)) {
-                kept.records.insert(f.to_vec());
-                let message = match parse(v) {
-                    Some((b'L', _, source)) => source,
-                    _ => f,
-                };
-                kept.messages.insert(message.to_vec());
-            }
-        }
-        for path in devices.values() {
-            crate::fsync::sync_filesystem(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        let after = devices
-            .keys()
-            .map(|d| crate::fsync::filesystem_failures_on(*d));
-        if !after.eq(before) {
-            // Another caller's flush of these files' filesystem failed
-            // meanwhile: the next checkpoint writes them again.
-            return Err("a filesystem flush failed during the checkpoint".into());
-        }
-        let mut b = Batch::new();
-        let mut dropped = Vec::new();
-        for (k, v) in &records {
-            let f = &k[1..];
-            if !kept.records.contains(f) {
-                b.delete(Table::Unflushed, k.clone());
-                dropped.push(f.to_vec());
-            }
-            // A file's own message, or the one a dropped link was made
-            // from (its file's record may have gone in an earlier pass).
-            let message = match parse(v) {
-                Some((b'L', _, source)) if !kept.records.contains(f) => source,
-                Some((b'L', _, _)) => continue,
-                _ => f,
-            };
-            if !kept.messages.contains(message) {
-                b.delete(Table::Unflushed, prefixed(b'd', message));
-            }
-        }
-        store.commit(b).map_err(|e| e.to_string())?;
-        {
-            let mut w = written();
-            for f in &dropped {
-                w.remove(f);
-            }
-        }
-        total += dropped.len();
+        total += flush_and_drop(store, &records)?.len();
         if records.len() < PER_CHECKPOINT {
             return Ok(total);
         }
     }
+}
+
+/// [`crate::maildir::set_aside`] for a removed account, once what was
+/// delivered to it before its removal is in its files ([`settled`]), so
+/// that it goes aside with the rest.
+pub fn set_aside(
+    store: &Store,
+    base: &Path,
+    address: &str,
+    stamp: &str,
+) -> Result<Option<PathBuf>, String> {
+    let root = crate::maildir::mailbox_path(base, address).map_err(|e| e.to_string())?;
+    settled(store, &root, || {
+        crate::maildir::set_aside(base, address, stamp).map_err(|e| e.to_string())
+    })?
+}
+
+/// Run `f` (moving the mailbox at `root` away) once every recorded file
+/// of that mailbox and its folders is written, flushed and its record
+/// dropped, with no writer running meanwhile: nothing recorded for it is
+/// written at its old place afterwards (where the address's next holder
+/// would find it). Refused, and `f` not run, while a file cannot be
+/// written there.
+pub fn settled<T>(store: &Store, root: &Path, f: impl FnOnce() -> T) -> Result<T, String> {
+    let _writing = WRITING.write().unwrap_or_else(|e| e.into_inner());
+    let prefix = prefixed(b'k', root.as_os_str().as_bytes());
+    let records: Vec<(Vec<u8>, Vec<u8>)> = store
+        .entries_with_prefix(Table::Unflushed, &prefix)
+        .filter(|e| {
+            // The mailbox's own files (`<root>\0…`) and its folders'
+            // (`<root>/.Archivio\0…`), not `<root>x`'s.
+            e.as_ref()
+                .map_or(true, |(k, _)| matches!(k.get(prefix.len()), Some(0 | b'/')))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if !records.is_empty() {
+        let dropped = flush_and_drop(store, &records)?;
+        if dropped.len() < records.len() {
+            return Err(format!(
+                "{} of its files cannot be written now (see the log)",
+                records.len() - dropped.len()
+            ));
+        }
+    }
+    Ok(f())
+}
+
+/// Make sure each of `records`' files is in place (a writer may have
+/// failed, a writeback may have failed), flush every filesystem holding
+/// one, then drop those records; returns the files whose records were
+/// dropped (the others stay: not writable or not flushable now).
+fn flush_and_drop(store: &Store, records: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Vec<u8>>, String> {
+    let roots: HashSet<PathBuf> = records
+        .iter()
+        .filter_map(|(k, _)| split(&k[1..]))
+        .map(|r| r.0)
+        .collect();
+    let (devices, unreachable) = devices(&roots);
+    // Each filesystem's failure count before the global one: a flush
+    // failing in between is then counted in both, and its files are
+    // written again (below) or this pass ends in an error.
+    let before: Vec<u64> = devices
+        .keys()
+        .map(|d| crate::fsync::filesystem_failures_on(*d))
+        .collect();
+    // A writeback error is reported to one syncfs only, perhaps
+    // another caller's: a file written before any failed filesystem
+    // flush is written again (its pages may never have reached the
+    // disk), even if it is there.
+    let failures = crate::fsync::filesystem_failures();
+    let rewrite = Rewrite {
+        clean: {
+            let w = written();
+            records
+                .iter()
+                .map(|(k, _)| &k[1..])
+                .filter(|f| w.get(*f) == Some(&failures))
+                .map(<[u8]>::to_vec)
+                .collect()
+        },
+        only_missing: failures == 0,
+    };
+    // A file that cannot be written now keeps its record (and the
+    // message it needs) for the next checkpoint; so does one on a
+    // filesystem that cannot be flushed from here. The others go.
+    let mut kept = write_again(store, records, &rewrite, failures)?.1;
+    for (k, v) in records {
+        let f = &k[1..];
+        if split(f).is_some_and(|(root, _)| unreachable.contains(&root)) {
+            kept.records.insert(f.to_vec());
+            let message = match parse(v) {
+                Some((b'L', _, source)) => source,
+                _ => f,
+            };
+            kept.messages.insert(message.to_vec());
+        }
+    }
+    for path in devices.values() {
+        crate::fsync::sync_filesystem(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let after = devices
+        .keys()
+        .map(|d| crate::fsync::filesystem_failures_on(*d));
+    if !after.eq(before) {
+        // Another caller's flush of these files' filesystem failed
+        // meanwhile: the next checkpoint writes them again.
+        return Err("a filesystem flush failed during the checkpoint".into());
+    }
+    let mut b = Batch::new();
+    let mut dropped = Vec::new();
+    for (k, v) in records {
+        let f = &k[1..];
+        if !kept.records.contains(f) {
+            b.delete(Table::Unflushed, k.clone());
+            dropped.push(f.to_vec());
+        }
+        // A file's own message, or the one a dropped link was made
+        // from (its file's record may have gone in an earlier pass).
+        let message = match parse(v) {
+            Some((b'L', _, source)) if !kept.records.contains(f) => source,
+            Some((b'L', _, _)) => continue,
+            _ => f,
+        };
+        if !kept.messages.contains(message) {
+            b.delete(Table::Unflushed, prefixed(b'd', message));
+        }
+    }
+    store.commit(b).map_err(|e| e.to_string())?;
+    {
+        let mut w = written();
+        for f in &dropped {
+            w.remove(f);
+        }
+    }
+    Ok(dropped)
 }
 
 /// Records [`write_again`] could not write: they stay, with the messages
@@ -678,6 +732,45 @@ mod tests {
         assert_eq!(checkpoint(&s).unwrap(), 1);
         assert_eq!(std::fs::read(stuck.new_path("s1", 5)).unwrap(), b"hello");
         assert_eq!(s.entries(Table::Unflushed).count(), 0);
+    }
+
+    #[test]
+    fn a_removed_mailbox_takes_what_was_delivered_to_it_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let base = d.path().join("mail");
+        let address = "mario@x.test";
+        let root = crate::maildir::mailbox_path(&base, address).unwrap();
+        let md = Maildir::open(&root).unwrap().flushing(Flush::Deferred);
+        let archive = Maildir::open_folder(md.root(), ".Archivio")
+            .unwrap()
+            .flushing(Flush::Deferred);
+        let mut b = Batch::new();
+        note(&mut b, &md, "last", b"hello");
+        note_link(&mut b, &archive, "last", 5, &md);
+        // Another mailbox whose root starts with the same bytes.
+        let other = Maildir::open(root.with_file_name("mario2"))
+            .unwrap()
+            .flushing(Flush::Deferred);
+        note(&mut b, &other, "theirs", b"hello");
+        let files = pending(&b).unwrap();
+        s.commit(b).unwrap();
+        drop(files); // its writer never ran before the removal
+        let aside = set_aside(&s, &base, address, "20261125T000000Z")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read(Maildir::open(&aside).unwrap().new_path("last", 5)).unwrap(),
+            b"hello"
+        );
+        assert_eq!(s.entries(Table::Unflushed).count(), 2, "only mario2's left");
+        // Nothing comes back at the address for its next holder.
+        assert_eq!(checkpoint(&s).unwrap(), 1);
+        assert!(!root.exists());
+        assert_eq!(
+            std::fs::read(other.new_path("theirs", 5)).unwrap(),
+            b"hello"
+        );
     }
 
     #[test]

@@ -910,7 +910,7 @@ fn mailbox_command(action: MailboxAction) -> Result<ExitCode, String> {
                         .map_err(|e| e.to_string())?;
                     let mail = load_config(&config)?.data_dir.join("mail");
                     let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
-                    if let Some(p) = pecd::maildir::set_aside(&mail, &acc.address, &stamp)
+                    if let Some(p) = pecd::mailsync::set_aside(&store, &mail, &acc.address, &stamp)
                         .map_err(|e| format!("removed, but its messages were not set aside: {e}"))?
                     {
                         println!("messages set aside in {}", p.display());

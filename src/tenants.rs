@@ -1223,7 +1223,7 @@ pub fn transfer(
 /// fiscale): an order's new member gets it only with the same codice
 /// fiscale (a national `mailbox add`, the operator's explicit act, is not
 /// held back). The caller sets the
-/// Maildir aside (see [`crate::maildir::set_aside`]).
+/// Maildir aside (see [`crate::mailsync::set_aside`]).
 pub fn remove_mailbox(
     store: &Store,
     address: &str,

@@ -164,8 +164,7 @@ async fn remove(State(ctx): State<Ctx>, h: HeaderMap, Path(address): Path<String
         let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
         // Removed on the record already: a Maildir that cannot be moved
         // is reported, for the operator to move by hand.
-        let aside =
-            crate::maildir::set_aside(&mail, &acc.address, &stamp).map_err(|e| e.to_string());
+        let aside = crate::mailsync::set_aside(&ctx.app.store, &mail, &acc.address, &stamp);
         ctx.app.forget_usage(&acc.address);
         Ok::<_, crate::tenants::TenantError>((acc.address, aside))
     });
