@@ -600,7 +600,11 @@ impl Maildir {
     /// still counts what was added, but its stamp can no longer match: the
     /// next [`Maildir::usage`] after the caller's trust window rescans.
     /// A change elsewhere shows there too, as its stamp of the other
-    /// directories will differ.
+    /// directories will differ. A [`Flush::Deferred`] delivery is not in
+    /// `new/` yet, and never will be if its commit fails: its figure is
+    /// never taken as settled (its file's landing would unsettle it
+    /// anyway), so a failed commit cannot leave a mailbox counted fuller
+    /// than it is.
     pub fn usage_after_delivery(
         &self,
         known: Usage,
@@ -608,7 +612,7 @@ impl Maildir {
         before: Option<SystemTime>,
     ) -> Usage {
         let new = match self.new_stamp() {
-            Some(now) if before == Some(known.stamp.new) => now,
+            Some(now) if before == Some(known.stamp.new) && self.flush != Flush::Deferred => now,
             _ => SystemTime::UNIX_EPOCH,
         };
         Usage {
@@ -1097,6 +1101,27 @@ mod tests {
             fs::read_to_string(other.root().join("subscriptions")).unwrap(),
             "Archivio\n"
         );
+    }
+
+    #[test]
+    fn a_deferred_delivery_whose_commit_failed_is_not_counted_for_good() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::open(d.path().join("box"))
+            .unwrap()
+            .flushing(Flush::Deferred);
+        md.deliver_once("m1", &[b'x'; 10], false).unwrap();
+        let u0 = md.usage(None).unwrap();
+        // Counted when noted; its commit then fails: no file ever lands.
+        let u1 = md.usage_after_delivery(u0, 1000, md.new_stamp());
+        assert_eq!(u1.bytes, 1010);
+        assert_eq!(md.usage(Some(u1)).unwrap().bytes, 10);
+        // A per-file delivery is in `new/` already: its figure holds.
+        let md = md.flushing(Flush::PerFile);
+        let before = md.new_stamp();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        md.deliver_once("m2", &[b'y'; 5], false).unwrap();
+        let u2 = md.usage_after_delivery(u0, 5, before);
+        assert_eq!(md.usage(Some(u2)).unwrap().bytes, 15);
     }
 
     #[test]
