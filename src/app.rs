@@ -1749,7 +1749,8 @@ impl App {
                     // output; RT §8.4 scans envelopes and ordinary mail),
                     // and one verdict must hold for all its copies.
                     let why = "ricevuta non destinata al mittente del messaggio cui si riferisce";
-                    self.wrap_as_anomaly(&mut b, raw, mail_from, &others, why.into(), now)?;
+                    let arrived = item.created;
+                    self.wrap_as_anomaly(&mut b, raw, mail_from, &others, why.into(), arrived)?;
                 }
                 let mut existing = Vec::new();
                 for rcpt in &addressed {
@@ -1902,9 +1903,6 @@ impl App {
         self.commit_with_flags(b, flags)
     }
 
-    /// In `b`: `raw` wrapped in one busta di anomalia for each of `rcpts`
-    /// that has a mailbox, and the log record. A read error fails the
-    /// item (retried), never drops mail already acknowledged.
     /// The virus scan of `raw`, made once per message (`scanned` keeps it).
     fn scan_once(
         &self,
@@ -1936,7 +1934,7 @@ impl App {
     ) -> Result<(), String> {
         let now = self.clock.now();
         let Some(name) = self.scan_once(raw, scanned)? else {
-            return self.wrap_as_anomaly(b, raw, mail_from, rcpts, reason, now);
+            return self.wrap_as_anomaly(b, raw, mail_from, rcpts, reason, item.created);
         };
         self.keep_virus(&item.id, raw)?;
         let mut r = LogRecord::new(now, Event::VirusDetected);
@@ -1951,6 +1949,12 @@ impl App {
         Ok(())
     }
 
+    /// In `b`: `raw` wrapped in one busta di anomalia for each of `rcpts`
+    /// that has a mailbox, and the log record. A read error fails the
+    /// item (retried), never drops mail already acknowledged. `arrived`:
+    /// when the message was received (its queue item's creation), the
+    /// time the busta di anomalia states (RT §3.5: `Date:` is the arrival
+    /// time), however long it then waited in the queue.
     fn wrap_as_anomaly(
         &self,
         b: &mut Batch,
@@ -1958,9 +1962,10 @@ impl App {
         mail_from: &str,
         rcpts: &[String],
         reason: String,
-        now: DateTime<Utc>,
+        arrived: DateTime<Utc>,
     ) -> Result<(), String> {
-        let time = LegalTime::new(now);
+        let now = self.clock.now();
+        let time = LegalTime::new(arrived);
         let mut existing: Vec<String> = Vec::new();
         for r in rcpts {
             if self.mailbox_exists(r)? {
@@ -4533,6 +4538,33 @@ on_expiry = "suspend"
         accounts::put(&mut b, &acc);
         app.store.commit(b).unwrap();
         app
+    }
+
+    #[test]
+    fn a_busta_di_anomalia_is_dated_when_its_message_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let mini = "mini@pec.provider-a.test";
+        let raw = format!(
+            "From: someone@example.com\r\nTo: {mini}\r\nSubject: ciao\r\nMessage-ID: <m1@example.com>\r\n\r\nhello\r\n"
+        );
+        // Received two hours ago, processed now (a scanner was down).
+        let arrived = app.clock.now() - chrono::Duration::hours(2);
+        let work = Work::Receive {
+            mail_from: "someone@example.com".into(),
+            rcpt_to: vec![mini.into()],
+        };
+        let item = Item::stored_in_memory("r1".into(), work, raw.as_bytes(), arrived);
+        app.process_received(&item, raw.as_bytes(), "someone@example.com", &[mini.into()])
+            .unwrap();
+        // Queued for the mailbox.
+        let due = queue::load_due(&app.store, app.clock.now(), |_| 10, |_| false).unwrap();
+        assert_eq!(due.items.len(), 1);
+        let wrapped = due.items[0].content(&app.store, &app.spool).unwrap();
+        let date =
+            crate::pec::mime::header_value(crate::pec::mime::split_header(&wrapped).0, "Date")
+                .unwrap();
+        assert_eq!(date, LegalTime::new(arrived).rfc5322());
     }
 
     #[test]

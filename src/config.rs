@@ -302,6 +302,11 @@ fn default_index_refresh() -> Span {
     Span(Duration::from_secs(24 * 3600))
 }
 
+// RT §6.2 [?]: providers still sign with SHA-1 (micalg="sha1", 2024
+// samples) and the digest suggests it as the default for byte
+// compatibility; no rule mandates either. SHA-256 is chosen: every peer
+// verifies it (OpenSSL, as for REM), and SHA-1 signatures are refused by
+// current baselines. `provider.digest = "sha1"` switches back.
 fn default_digest() -> String {
     "sha256".into()
 }
