@@ -435,6 +435,24 @@ impl Live {
             name: config.provider.name.clone(),
             domain: config.provider.domain.clone(),
         };
+        // RT §1.1: other providers send presa in carico and rilevazione
+        // virus to the `mailReceipt` our index record publishes, and only
+        // the service address is taken as our service mailbox: a
+        // different one would have them refused or wrapped for nobody,
+        // and every 12 h timer would run out.
+        if let Some(own) = index.provider_for_domain(&provider.domain)
+            && !own
+                .mail_receipt
+                .eq_ignore_ascii_case(&provider.service_address())
+        {
+            return Err(StartError::Config(format!(
+                "{}: line {}: mailReceipt {} of our own record is not the service address {}",
+                config.provider.provider_index.display(),
+                own.line,
+                own.mail_receipt,
+                provider.service_address()
+            )));
+        }
         let tls_acceptor =
             crate::server::acceptor(&config.tls).map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Live {

@@ -77,6 +77,37 @@ fn check_config_reports_all_errors_with_key_paths() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // Our own index record sends other providers' presa in carico to a
+    // mailbox that is not the service address: refused, naming the line.
+    let index = std::fs::read_to_string(certs().join("index.ldif")).unwrap();
+    let own = "mailReceipt: posta-certificata@pec.provider-a.test";
+    assert!(index.contains(own));
+    let elsewhere = dir.path().join("index.ldif");
+    std::fs::write(
+        &elsewhere,
+        index.replace(own, "mailReceipt: ricevute@pec.provider-a.test"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(root().join("config/pecd.toml"))
+        .unwrap()
+        .replace("../certs/", &format!("{}/", certs().display()))
+        .replace(
+            &format!("{}/index.ldif", certs().display()),
+            &elsewhere.display().to_string(),
+        );
+    std::fs::write(&p, text).unwrap();
+    let out = pecd()
+        .args(["check-config", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mailReceipt ricevute@pec.provider-a.test")
+            && err.contains("posta-certificata@pec.provider-a.test"),
+        "{err}"
+    );
 }
 
 /// The dev configuration with its data under `dir`; its path.
