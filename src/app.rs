@@ -1997,7 +1997,7 @@ impl App {
                 envelope_from: mail_from,
                 recipients: &existing,
                 received: raw,
-                reason: &reason,
+                reason: crate::pec::classify::reason_for_holder(&reason),
                 fallback_message_id: &self.new_id(time),
             }))?;
             for rcpt in &existing {

@@ -474,13 +474,34 @@ fn unknown_recipient_ordinary_mail_and_forged_signature() {
     assert!(reply.starts_with("250"), "{reply}");
     wait_for("two anomalies", 30, || b.mailbox(GIULIA).len() >= 2);
     let c = checker();
+    let mut shown = Vec::new();
     for m in b.mailbox(GIULIA) {
         let r = c.check("anomaly", &m);
         assert_eq!(r.kind.as_deref(), Some("busta-anomalia"), "{:?}", r.reason);
         assert_eq!(r.outcome, Outcome::Pec, "signed by B");
         assert!(part_named(&m, "postacert.eml").is_some());
         openssl_verify(&m).unwrap();
+        // The reader is told why in Italian (RT §3.5), the technical
+        // detail (in English, from OpenSSL or the MIME reader) is left to
+        // the log.
+        let text = String::from_utf8_lossy(&m).replace("=\r\n", "");
+        let why = text
+            .split("per il seguente errore:\r\n")
+            .nth(1)
+            .and_then(|t| t.split("\r\n").next())
+            .unwrap_or_default()
+            .to_string();
+        shown.push(why);
     }
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            "la firma digitale del messaggio non risulta attendibile",
+            "messaggio non firmato"
+        ],
+        "{shown:?}"
+    );
     std::thread::sleep(Duration::from_secs(1));
     // Accettazione + mancata consegna: anomalies produce no receipts.
     assert_eq!(a.mailbox(MARIO).len(), 2);

@@ -290,6 +290,26 @@ fn well_formed(r: &Reading) -> Result<(), String> {
     Ok(())
 }
 
+/// How [`classify`] words a message that no PEC provider certifies: an
+/// Italian clause, then (after `: `) the technical detail, which may be in
+/// English (OpenSSL's, the MIME reader's).
+const NOT_SIGNED: &str = "messaggio non firmato";
+const BAD_SIGNATURE: &str = "la firma digitale del messaggio non risulta attendibile";
+const UNKNOWN_SIGNER: &str = "il firmatario non è un gestore dell'indice dei gestori PEC";
+
+/// The part of a [`Verdict::reason`] a busta di anomalia shows its reader
+/// (RT §3.5: a short description, "la firma digitale del messaggio non
+/// risulta attendibile"): the Italian clause without the technical detail,
+/// which stays in the log.
+pub fn reason_for_holder(reason: &str) -> &str {
+    for clause in [NOT_SIGNED, BAD_SIGNATURE, UNKNOWN_SIGNER] {
+        if reason.starts_with(clause) {
+            return clause;
+        }
+    }
+    reason
+}
+
 /// Classify a received message.
 ///
 /// `top_header` is the top-level header block (where the PEC headers live);
@@ -297,23 +317,15 @@ fn well_formed(r: &Reading) -> Result<(), String> {
 pub fn classify(top_header: &[u8], entity: &[u8], origin: &Origin) -> Verdict {
     let r = read(top_header, entity);
     let (class, reason, provider) = match origin {
-        Origin::NotSigned(why) => (
-            Class::Ordinary,
-            Some(format!("messaggio non firmato: {why}")),
-            None,
-        ),
+        Origin::NotSigned(why) => (Class::Ordinary, Some(format!("{NOT_SIGNED}: {why}")), None),
         Origin::SignatureInvalid(why) => (
             Class::Ordinary,
-            Some(format!(
-                "la firma digitale del messaggio non risulta attendibile: {why}"
-            )),
+            Some(format!("{BAD_SIGNATURE}: {why}")),
             None,
         ),
         Origin::UnknownProvider(why) => (
             Class::Ordinary,
-            Some(format!(
-                "il firmatario non è un gestore dell'indice dei gestori PEC: {why}"
-            )),
+            Some(format!("{UNKNOWN_SIGNER}: {why}")),
             None,
         ),
         Origin::Provider {
