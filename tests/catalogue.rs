@@ -625,3 +625,47 @@ fn a_subject_that_looks_encoded_is_shown_as_written() {
         assert!(line.len() <= 998, "{line}");
     }
 }
+
+/// RT §3.11: the prefix stays plain text, as every provider writes it and
+/// as filters match it; only an original that needs it is RFC 2047-encoded
+/// after it, and a long plain one is folded, not encoded.
+#[test]
+fn the_subject_prefix_is_never_encoded() {
+    let long = "Richiesta di integrazione documentale relativa alla pratica numero 2026/000123 del 12 novembre";
+    for (subject, encoded) in [("Fattura n° 12 — Nicolò", true), (long, false), ("", false)] {
+        let mut c = certification(provider_a());
+        c.subject = subject.into();
+        for (prefix, m) in [
+            ("ACCETTAZIONE: ", build::acceptance(&c, "x@y")),
+            (
+                "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ",
+                build::timeout(
+                    &c,
+                    "x@y",
+                    "giulia.bianchi@pec.provider-b.test",
+                    pecd::pec::headers::TimeoutStage::H24,
+                ),
+            ),
+        ] {
+            let header = String::from_utf8(m.header_block()).unwrap();
+            let line = header
+                .split("\r\n")
+                .skip_while(|l| !l.starts_with("Subject:"))
+                .take_while(|l| l.starts_with("Subject:") || l.starts_with([' ', '\t']))
+                .collect::<Vec<_>>();
+            assert!(
+                line[0].starts_with(&format!("Subject: {}", prefix.trim_end())),
+                "{line:?}"
+            );
+            assert_eq!(line.concat().contains("=?"), encoded, "{line:?}");
+            assert!(line.iter().all(|l| l.len() <= 78), "{line:?}");
+            let parsed = mail_parser::MessageParser::default()
+                .parse(header.as_bytes())
+                .unwrap();
+            assert_eq!(
+                parsed.subject().unwrap_or_default().trim_end(),
+                format!("{prefix}{subject}").trim_end()
+            );
+        }
+    }
+}

@@ -311,11 +311,49 @@ fn raw(name: &'static str, value: impl Into<String>) -> HeaderLine {
     HeaderLine::Encoded(name, HeaderType::Raw(Raw::new(one_line(&value.into()))))
 }
 
+/// `Subject: <prefix><original>` with the prefix always as plain text (RT
+/// §3.11; every provider's sample has it so, and filters match it there):
+/// an original that needs RFC 2047 is encoded on its own after it, and a
+/// plain one is folded at its spaces. mail-builder would encode the whole
+/// value, prefix included, as soon as any of it needs encoding.
 fn subject(kind: MessageKind, original: &str) -> HeaderLine {
-    enc(
-        "Subject",
-        Text::new(format!("{}{}", kind.subject_prefix(), one_line(original))),
-    )
+    use mail_builder::headers::Header;
+    let prefix = kind.subject_prefix();
+    let original = one_line(original);
+    let mut line = format!("Subject: {prefix}").into_bytes();
+    let plain = original.is_ascii()
+        && !original.contains("=?")
+        && !original.ends_with([' ', '\t'])
+        && !original.contains('\t')
+        && original.split(' ').all(|w| w.len() < 900);
+    if plain {
+        let mut width = line.len();
+        for (i, word) in original.split(' ').enumerate() {
+            if i > 0 {
+                if width + 1 + word.len() > 76 {
+                    line.extend_from_slice(b"\r\n");
+                    width = 0;
+                }
+                line.push(b' ');
+                width += 1;
+            }
+            line.extend_from_slice(word.as_bytes());
+            width += word.len();
+        }
+        line.extend_from_slice(b"\r\n");
+    } else {
+        // The prefix ends with a space: fold there when little is left of
+        // the line, so mail-builder starts its encoded words on a fresh one.
+        let mut width = line.len();
+        if width > 60 {
+            line.pop();
+            line.extend_from_slice(b"\r\n ");
+            width = 1;
+        }
+        // Writing into a Vec cannot fail.
+        let _ = Text::new(original).write_header(&mut line, width);
+    }
+    HeaderLine::Verbatim(line)
 }
 
 fn on_behalf_of(sender: &str, provider: &Provider) -> HeaderLine {
