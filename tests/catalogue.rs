@@ -643,7 +643,7 @@ fn the_subject_prefix_is_never_encoded() {
                     &c,
                     "x@y",
                     "giulia.bianchi@pec.provider-b.test",
-                    pecd::pec::headers::TimeoutStage::H24,
+                    TimeoutStage::H24,
                 ),
             ),
         ] {
@@ -668,4 +668,38 @@ fn the_subject_prefix_is_never_encoded() {
             );
         }
     }
+}
+
+/// Header fields outside the signature that readers may each take another
+/// copy of: a second Content-Type (mail clients take the first, this
+/// verifier the last), a second X-Ricevuta or X-Trasporto. Such a copy of
+/// a genuine message is not taken as genuine.
+#[test]
+fn repeated_outer_fields_readers_disagree_on_are_not_genuine() {
+    let c = certification(provider_a());
+    let m = signer("provider-a", Digest::Sha256)
+        .sign(&build::transport(&c, ORIGINAL))
+        .unwrap();
+    assert_eq!(dev_checker().check("m", &m).outcome, Outcome::Pec);
+    let first = |field: &str| {
+        let mut out = field.as_bytes().to_vec();
+        out.extend_from_slice(&m);
+        out
+    };
+    let two_types = first("Content-Type: multipart/mixed; boundary=\"altro\"\r\n");
+    let r = dev_checker().check("m", &two_types);
+    assert_eq!(r.outcome, Outcome::Ordinary, "{:?}", r.reason);
+    assert!(r.reason.unwrap().contains("Content-Type"));
+    let r = dev_checker().check("m", &first("X-Trasporto: errore\r\n"));
+    assert_eq!(r.outcome, Outcome::Anomaly, "{:?}", r.reason);
+    assert!(r.reason.unwrap().contains("X-Trasporto ripetuta"));
+    let acceptance = signer("provider-a", Digest::Sha256)
+        .sign(&build::acceptance(&c, "x@y"))
+        .unwrap();
+    assert_eq!(dev_checker().check("m", &acceptance).outcome, Outcome::Pec);
+    let mut two = b"X-Ricevuta: avvenuta-consegna\r\n".to_vec();
+    two.extend_from_slice(&acceptance);
+    let r = dev_checker().check("m", &two);
+    assert_eq!(r.outcome, Outcome::Anomaly, "{:?}", r.reason);
+    assert!(r.reason.unwrap().contains("X-Ricevuta ripetuta"));
 }

@@ -122,12 +122,19 @@ fn read(top_header: &[u8], entity: &[u8]) -> Reading {
         has_postacert: false,
         rem: false,
     };
+    let mut repeated = None;
     for f in header_fields(top_header) {
         let v = || Some(unfold(f.value()));
         // RT §3.11: names case-insensitive (`X-Tiporicevuta` in the wild).
         if f.is(X_RICEVUTA) {
+            if r.x_ricevuta.is_some() {
+                repeated = Some(X_RICEVUTA);
+            }
             r.x_ricevuta = v();
         } else if f.is(X_TRASPORTO) {
+            if r.x_trasporto.is_some() {
+                repeated = Some(X_TRASPORTO);
+            }
             r.x_trasporto = v();
         } else if f.is(X_TIPO_RICEVUTA) {
             r.x_tipo_ricevuta = v();
@@ -154,6 +161,10 @@ fn read(top_header: &[u8], entity: &[u8]) -> Reading {
             TRANSPORT_ANOMALY => r.claimed = Some(ClaimedKind::AnomalyEnvelope),
             _ => r.claim_error = Some(format!("valore X-Trasporto non valido: {v:?}")),
         }
+    }
+    // Outside the signature, and each reader may take another copy.
+    if let Some(name) = repeated {
+        r.claim_error = Some(format!("intestazione {name} ripetuta"));
     }
     let mut h = top_header.to_vec();
     h.extend_from_slice(b"\r\n");

@@ -44,6 +44,16 @@ pub struct SignedParts<'a> {
 /// Split a message whose top-level type is `multipart/signed`.
 pub fn split_multipart_signed(raw: &[u8]) -> Result<SignedParts<'_>, String> {
     let (header, body) = split_header(raw);
+    // Readers disagree on which of two Content-Types counts (mail-parser
+    // and this split take the last, many mail clients the first): one
+    // copy of a genuine message could show parts nothing signs.
+    let types = crate::pec::mime::header_fields(header)
+        .iter()
+        .filter(|f| f.is("Content-Type"))
+        .count();
+    if types > 1 {
+        return Err(format!("{types} Content-Type fields in the message header"));
+    }
     let mut h = header.to_vec();
     h.extend_from_slice(b"\r\n");
     let msg = MessageParser::default()
