@@ -103,3 +103,32 @@ From: x@y.it\r\nSubject: vecchio\r\nContent-Type: multipart/mixed; boundary=\"C\
     );
     assert!(out.contains("vedi inoltro"));
 }
+
+/// A part named outside ASCII: its `.hash` part's name is written the
+/// RFC 2231 way (a header is 7-bit), and reads back as the same name.
+#[test]
+fn a_name_outside_ascii_is_written_in_rfc_2231_form() {
+    let original = "From: a@b.test\r\nTo: c@d.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"XYZ\"\r\n\r\n--XYZ\r\n\
+Content-Type: text/plain\r\n\r\ntesto\r\n--XYZ\r\n\
+Content-Type: application/pdf; name*=utf-8''fattura%20n%C2%B0%2012%20%E2%80%94%20Nicol%C3%B2.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename*=utf-8''fattura%20n%C2%B0%2012%20%E2%80%94%20Nicol%C3%B2.pdf\r\n\r\n\
+JVBERi0xLjQK\r\n--XYZ--\r\n";
+    let out = hash_attachments(original.as_bytes());
+    let header_of_hash_part = s(&out)
+        .split("--XYZ")
+        .find(|p| p.contains(".hash"))
+        .unwrap()
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(header_of_hash_part.is_ascii(), "{header_of_hash_part}");
+    let parsed = mail_parser::MessageParser::default().parse(&out).unwrap();
+    let names: Vec<String> = parsed
+        .attachments()
+        .filter_map(|a| mail_parser::MimeHeaders::attachment_name(a).map(str::to_string))
+        .collect();
+    assert_eq!(names, ["fattura n° 12 — Nicolò.pdf.hash"]);
+}

@@ -68,11 +68,20 @@ pub fn hash_attachments(original: &[u8]) -> Vec<u8> {
         let body = trim_final_break(&original[b..e]);
         let digest = openssl::sha::sha1(body);
         let hex: String = digest.iter().map(|x| format!("{x:02x}")).collect();
-        let name = sanitize(name);
+        let hashed = format!("{name}.hash");
+        // A header is 7-bit: a name that is not ASCII goes in RFC 2231's
+        // `name*=utf-8''…` form, percent-encoded.
+        let (name_param, filename_param) = if hashed.is_ascii() {
+            let n = sanitize(&hashed);
+            (format!("name=\"{n}\""), format!("filename=\"{n}\""))
+        } else {
+            let n = rfc2231(&hashed);
+            (format!("name*=utf-8''{n}"), format!("filename*=utf-8''{n}"))
+        };
         let replacement = format!(
-            "Content-Type: text/plain; charset=\"us-ascii\"; name=\"{name}.hash\"\r\n\
+            "Content-Type: text/plain; charset=\"us-ascii\"; {name_param}\r\n\
 Content-Transfer-Encoding: 7bit\r\n\
-Content-Disposition: attachment; filename=\"{name}.hash\"\r\n\
+Content-Disposition: attachment; {filename_param}\r\n\
 \r\n\
 {hex}"
         )
@@ -113,4 +122,18 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// RFC 2231 §4 value characters: `attribute-char`s as they are, every other
+/// byte of the UTF-8 text as `%XX`.
+fn rfc2231(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
