@@ -417,3 +417,59 @@ fn a_session_that_got_421_is_not_reused() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// RFC 6152 §3: 8-bit data goes only to a server that offers 8BITMIME; a
+/// signed message cannot be converted to 7 bits, so every recipient fails
+/// for good (5.6.3) and nothing is sent.
+#[test]
+fn eight_bit_data_is_not_sent_to_a_server_without_8bitmime() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let commands = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = commands.clone();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        s.write_all(b"220 old peer\r\n").unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let up = line.to_ascii_uppercase();
+            seen.lock().unwrap().push(up.trim_end().to_string());
+            let reply: &[u8] = if up.starts_with("EHLO") {
+                b"250-old peer\r\n250 PIPELINING\r\n"
+            } else if up.starts_with("QUIT") {
+                b"221 bye\r\n"
+            } else {
+                b"250 2.0.0 ok\r\n"
+            };
+            if s.write_all(reply).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+    let o = rt()
+        .block_on(deliver(
+            addr,
+            "me",
+            "a@b.test",
+            &["x@x.test".to_string(), "y@x.test".to_string()],
+            "Subject: x\r\n\r\nperché\r\n".as_bytes(),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert!(o.delivered.is_empty());
+    assert_eq!(o.permanent.len(), 2);
+    assert!(
+        o.permanent.iter().all(|(_, why)| why.contains("5.6.3")),
+        "{o:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let commands = commands.lock().unwrap();
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.starts_with("MAIL") || c == "DATA"),
+        "{commands:?}"
+    );
+}

@@ -325,13 +325,21 @@ impl Session {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(Outcome, bool), ClientError> {
+        let eight_bit_data = data.iter().any(|b| *b >= 0x80);
+        if eight_bit_data && !self.eight_bit {
+            // RFC 6152 §3: 8-bit data only to a server that takes it, and a
+            // signed message cannot be converted to 7 bits: a permanent
+            // failure for every recipient (RFC 3463 5.6.3), nothing sent.
+            let why = "554 5.6.3 the server does not accept 8-bit data (no 8BITMIME) and a signed message cannot be converted".to_string();
+            let outcome = Outcome {
+                permanent: rcpt_to.iter().map(|r| (r.clone(), why.clone())).collect(),
+                ..Outcome::default()
+            };
+            return Ok((outcome, true));
+        }
         let c = &mut self.conn;
         c.timeout = timeout;
-        let body = if self.eight_bit && data.iter().any(|b| *b >= 0x80) {
-            " BODY=8BITMIME"
-        } else {
-            ""
-        };
+        let body = if eight_bit_data { " BODY=8BITMIME" } else { "" };
         let mail = format!("MAIL FROM:<{mail_from}>{body}\r\n");
         let rcpts: Vec<String> = rcpt_to
             .iter()
