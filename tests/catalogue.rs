@@ -703,3 +703,29 @@ fn repeated_outer_fields_readers_disagree_on_are_not_genuine() {
     assert_eq!(r.outcome, Outcome::Anomaly, "{:?}", r.reason);
     assert!(r.reason.unwrap().contains("X-Ricevuta ripetuta"));
 }
+
+/// `From: "Per conto di: <sender>"`: a sender outside ASCII is written as
+/// bare encoded words, never inside quotes (RFC 2047 §5), and reads back.
+#[test]
+fn an_on_behalf_of_name_outside_ascii_is_not_quoted_encoded_words() {
+    for sender in [
+        "nicolò.rossi@pec.provider-a.test",
+        "un.indirizzo.molto.lungo.di.un.ufficio.della.pubblica.amministrazione@pec.provider-a.test",
+    ] {
+        let mut c = certification(provider_a());
+        c.sender = sender.into();
+        let header = String::from_utf8(build::transport(&c, ORIGINAL).header_block()).unwrap();
+        let from: String = header
+            .split("\r\n")
+            .skip_while(|l| !l.starts_with("From:"))
+            .take_while(|l| l.starts_with("From:") || l.starts_with([' ', '\t']))
+            .collect();
+        assert!(!from.contains("\"=?"), "{from}");
+        let parsed = mail_parser::MessageParser::default()
+            .parse(header.as_bytes())
+            .unwrap();
+        let a = parsed.from().unwrap().first().unwrap();
+        assert_eq!(a.name(), Some(format!("Per conto di: {sender}").as_str()));
+        assert_eq!(a.address(), Some("posta-certificata@pec.provider-a.test"));
+    }
+}

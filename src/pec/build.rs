@@ -22,7 +22,6 @@ use super::{
 };
 use crate::clock::LegalTime;
 use mail_builder::headers::HeaderType;
-use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
@@ -301,10 +300,6 @@ fn entity(mut parts: Vec<MimePart<'static>>, postacert: Option<Postacert>) -> Ve
     body
 }
 
-fn enc(name: &'static str, value: impl Into<HeaderType<'static>>) -> HeaderLine {
-    HeaderLine::Encoded(name, value.into())
-}
-
 /// Every value we write is one line, whatever it came from: a line break
 /// in it would start a header field outside the signature.
 fn raw(name: &'static str, value: impl Into<String>) -> HeaderLine {
@@ -356,14 +351,38 @@ fn subject(kind: MessageKind, original: &str) -> HeaderLine {
     HeaderLine::Verbatim(line)
 }
 
+/// `From: "Per conto di: <sender>" <service address>` (RT §3.1, §3.5). A
+/// name outside ASCII is written as bare encoded words: mail-builder puts
+/// them inside quotes, where RFC 2047 §5 forbids them and strict readers
+/// show them undecoded.
 fn on_behalf_of(sender: &str, provider: &Provider) -> HeaderLine {
-    enc(
-        "From",
-        Address::new_address(
-            Some(format!("Per conto di: {}", one_line(sender))),
-            provider.service_address(),
-        ),
-    )
+    use mail_builder::headers::Header;
+    let name = format!("Per conto di: {}", one_line(sender));
+    let mut line = b"From: ".to_vec();
+    if name.is_ascii() {
+        line.push(b'"');
+        for c in name.bytes() {
+            if c == b'"' || c == b'\\' {
+                line.push(b'\\');
+            }
+            line.push(c);
+        }
+        line.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = Text::new(name).write_header(&mut line, 6);
+        line.truncate(line.len().saturating_sub(2)); // its CRLF
+    }
+    let last_line = line.len() - line.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let address = provider.service_address();
+    line.extend_from_slice(if last_line + 3 + address.len() > 78 {
+        b"\r\n <".as_slice()
+    } else {
+        b" <".as_slice()
+    });
+    line.extend_from_slice(address.as_bytes());
+    line.extend_from_slice(b">\r\n");
+    HeaderLine::Verbatim(line)
 }
 
 /// Header lines of a notice (RT §3.0): From is the bare service address,
