@@ -2372,6 +2372,17 @@ impl App {
             accounts::put(&mut b, &acc);
         }
         self.commit(b)?;
+        if deleted {
+            // As for an operator's removal: the messages go aside, never
+            // to whoever gets the address next (the same holder, by the
+            // tombstone, or a national `mailbox add`).
+            let mail = self.cfg().data_dir.join("mail");
+            let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
+            if let Err(e) = crate::mailsync::set_aside(&self.store, &mail, &acc.address, &stamp) {
+                tracing::error!(event = "maildir_not_set_aside", to = %acc.address, error = %e);
+            }
+            self.forget_usage(&acc.address);
+        }
         Ok(acted)
     }
 

@@ -360,6 +360,10 @@ fn a_suspend_plan_mailbox_from_creation_to_deletion_and_re_creation() {
     )
     .unwrap();
     assert_eq!(same.address, addr);
+    // The new mailbox starts empty: the old messages were set aside.
+    assert!(mailbox(&p, &addr).is_empty());
+    let aside = p.app.cfg().data_dir.join("mail/.removed");
+    assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 1);
     // Every step is on the legal log.
     let log = pecd::audit::search(
         &p.app.store,
