@@ -1120,8 +1120,23 @@ fn validate_service(
             ("lifecycle.delete_after_days", l.delete_after_days),
             ("lifecycle.first_access_days", l.first_access_days),
         ] {
-            if days < 0 {
-                e.push(err(key, "must not be negative"));
+            // Ten years at most: a date arithmetic that cannot overflow,
+            // and nothing a provider would mean.
+            if !(0..=3650).contains(&days) {
+                e.push(err(key, "must be from 0 to 3650 days"));
+            }
+        }
+        for &d in &l.reminder_days {
+            // After expiry, only within the grace (a suspended mailbox is
+            // told nothing more); before it, within ten years.
+            if !(-l.grace_days.max(0)..=3650).contains(&d) {
+                e.push(err(
+                    "lifecycle.reminder_days",
+                    format!(
+                        "{d}: must be from -grace_days ({}) to 3650",
+                        -l.grace_days.max(0)
+                    ),
+                ));
             }
         }
     }
@@ -1474,6 +1489,35 @@ clamd = "run/clamd.ctl"
             errs.iter().any(|e| e.key == "timers.final_after"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn lifecycle_days_are_bounded() {
+        let base =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pecd.toml"))
+                .unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let with = |lines: &str| format!("{base}\n[lifecycle]\n{lines}\n");
+        assert!(Config::parse(&with("reminder_days = [90, 30, 5, -25]"), &dir).is_ok());
+        for (lines, key) in [
+            // A huge reminder made every sweep panic on date arithmetic.
+            (
+                "reminder_days = [9223372036854775807]",
+                "lifecycle.reminder_days",
+            ),
+            // After the grace the mailbox is suspended: never sent.
+            (
+                "grace_days = 10\nreminder_days = [-20]",
+                "lifecycle.reminder_days",
+            ),
+            (
+                "delete_after_days = 9223372036854775807",
+                "lifecycle.delete_after_days",
+            ),
+        ] {
+            let errs = Config::parse(&with(lines), &dir).unwrap_err();
+            assert!(errs.iter().any(|e| e.key == key), "{lines}: {errs:?}");
+        }
     }
 
     #[test]
