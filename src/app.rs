@@ -502,6 +502,12 @@ pub struct App {
     /// a verification walks the log page by page, and a purge committed
     /// in between would read as records missing from the start.
     log_upkeep: std::sync::RwLock<()>,
+    /// Held for reading by what closes or marks a transaction (a received
+    /// receipt, a relay's refusal), from its reads of the transaction to
+    /// its commit; for writing by a timer pass, likewise. Without it a
+    /// pass could read a transaction open, a consegna commit its close,
+    /// and the pass then send the 24 h notice and delete that mark.
+    transactions: std::sync::RwLock<()>,
     /// One reload at a time (a file reload, an index refresh): each builds
     /// on the configuration the last one left.
     reloading: std::sync::Mutex<()>,
@@ -680,6 +686,7 @@ impl App {
             started,
             started_at: std::time::Instant::now(),
             log_upkeep: Default::default(),
+            transactions: std::sync::RwLock::new(()),
             reloading: Default::default(),
             index_refreshing: Default::default(),
             in_flight: std::sync::Mutex::new(HashSet::new()),
@@ -1464,6 +1471,9 @@ impl App {
         mail_from: &str,
         rcpt_to: &[String],
     ) -> Result<(), String> {
+        // Until its commit: a timer pass sees this message's marks or none
+        // of its reads.
+        let _transactions = self.transactions.read().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
         let time = LegalTime::new(now);
         let mut b = Batch::new();
@@ -1795,14 +1805,17 @@ impl App {
                     (PecType::VirusDetected, None) => d.ricezione.clone(),
                     (_, consegna) => consegna.iter().cloned().collect(),
                 };
-                // Only about transactions we track: a listed provider
-                // cannot make us sign notices about messages never sent.
+                // Only about transactions we track and are still open: a
+                // listed provider cannot make us sign notices about
+                // messages never sent, and a recipient already settled (a
+                // consegna, a mancata consegna) gets no second outcome.
                 let tracked = |target: &str| -> Result<bool, String> {
-                    Ok(self
-                        .store
-                        .get(Table::Transactions, &tx_key(&d.identificativo, target))
-                        .map_err(|e| e.to_string())?
-                        .is_some())
+                    let key = tx_key(&d.identificativo, target);
+                    let mut closed = key.clone();
+                    closed.extend_from_slice(MARK_CLOSED);
+                    let get = |k: &[u8]| self.store.get(Table::Transactions, k);
+                    Ok(get(&key).map_err(|e| e.to_string())?.is_some()
+                        && get(&closed).map_err(|e| e.to_string())?.is_none())
                 };
                 if t == PecType::VirusDetected && self.is_local(&d.mittente) {
                     let c = Certification::from_daticert(
@@ -3317,6 +3330,8 @@ impl App {
         outcome: Option<crate::smtp::client::Outcome>,
         last_err: String,
     ) -> Result<(), String> {
+        // A refusal closes its transaction (see `process_received`).
+        let _transactions = self.transactions.read().unwrap_or_else(|e| e.into_inner());
         let mut b = Batch::new();
         match outcome {
             Some(o) => {
@@ -3838,6 +3853,7 @@ impl App {
     }
 
     pub fn check_timers(&self) -> Result<usize, String> {
+        let _pass = self.transactions.write().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
         let time = LegalTime::new(now);
         let (warn, fin) = self.timer_durations()?;
@@ -4567,6 +4583,35 @@ on_expiry = "suspend"
         accounts::put(&mut b, &acc);
         app.store.commit(b).unwrap();
         app
+    }
+
+    #[test]
+    fn a_timer_pass_waits_for_a_receipt_being_processed() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = std::sync::Arc::new(small_provider(dir.path()));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (taken, is_taken) = std::sync::mpsc::channel::<()>();
+        let receipt = {
+            let app = app.clone();
+            std::thread::spawn(move || {
+                let _marks = app.transactions.read().unwrap();
+                taken.send(()).unwrap();
+                held.recv().unwrap();
+            })
+        };
+        is_taken.recv().unwrap();
+        let pass = {
+            let app = app.clone();
+            std::thread::spawn(move || app.check_timers().unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !pass.is_finished(),
+            "the pass waited for the receipt's commit"
+        );
+        release.send(()).unwrap();
+        receipt.join().unwrap();
+        assert_eq!(pass.join().unwrap(), 0);
     }
 
     #[test]
