@@ -2499,10 +2499,12 @@ impl App {
         let inbox = Maildir::open(&root).map_err(|e| e.to_string())?;
         let archive = Maildir::open_folder(&root, ARCHIVE_FOLDER).map_err(|e| e.to_string())?;
         let mut used = inbox.usage(None).map_err(|e| e.to_string())?.bytes;
-        let mut room = plan
-            .archive
-            .0
-            .saturating_sub(archive.usage(None).map_err(|e| e.to_string())?.bytes);
+        let archive_used = archive.usage(None).map_err(|e| e.to_string())?.bytes;
+        let mut room = plan.archive.0.saturating_sub(archive_used);
+        // An archive already over its space (a plan with less of it) would
+        // rotate or refuse copies next: a message whose archive copy is its
+        // only one afterwards is not safe there, so its inbox name stays.
+        let archive_over = archive_used > plan.archive.0;
         // Most inbox messages already have their archive copy (a hard link
         // made at delivery): for those the inbox name just goes, the copy
         // stays, and the archive's space is not spent twice (nor, under
@@ -2539,7 +2541,7 @@ impl App {
         for (path, len) in messages {
             let linked = inode(&path).is_some_and(|i| archived.contains(&i))
                 || base(&path).is_some_and(|b| archived_names.contains(&b));
-            if used <= quota || (!linked && len > room) {
+            if used <= quota || (linked && archive_over) || (!linked && len > room) {
                 break;
             }
             let Some(name) = path.file_name() else {
@@ -4583,6 +4585,28 @@ on_expiry = "suspend"
         accounts::put(&mut b, &acc);
         app.store.commit(b).unwrap();
         app
+    }
+
+    #[test]
+    fn a_downgrade_leaves_mail_whose_only_copy_would_be_in_an_archive_over_its_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let mini = "mini@pec.provider-a.test";
+        let acc = accounts::get(&app.store, mini).unwrap().unwrap();
+        let root = mailbox_path(&app.cfg().data_dir.join("mail"), mini).unwrap();
+        let inbox = Maildir::open(&root).unwrap();
+        let archive = Maildir::open_folder(&root, ARCHIVE_FOLDER).unwrap();
+        // Three 5 KB messages, each with its archive copy linked: inbox and
+        // archive both over the plan's 10 KB.
+        for id in ["a", "b", "c"] {
+            let name = format!("{id},S=5000");
+            let path = inbox.root().join("cur").join(&name);
+            std::fs::write(&path, vec![b'x'; 5000]).unwrap();
+            std::fs::hard_link(&path, archive.root().join("cur").join(&name)).unwrap();
+        }
+        assert_eq!(app.move_excess_to_archive(&acc).unwrap(), (0, 0));
+        assert_eq!(inbox.messages().unwrap().len(), 3, "no inbox copy removed");
+        assert_eq!(archive.messages().unwrap().len(), 3);
     }
 
     #[test]
