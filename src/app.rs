@@ -3152,8 +3152,26 @@ impl App {
         domain: &str,
         via: Option<std::net::SocketAddr>,
     ) -> Result<(), String> {
-        let data = item.content(&self.store, &self.spool)?;
         let now = self.clock.now();
+        let give_up = self.cfg().queue.give_up_after.0;
+        if item.expired(now, give_up) {
+            // Past the limit before this try (the daemon was down, the
+            // queue backed up): given up, not relayed late.
+            // Its last try's answer is what the sender is told, if any.
+            let error = item
+                .last_error
+                .clone()
+                .unwrap_or_else(|| format!("not relayed within {give_up:?}"));
+            let late = item.clone();
+            return self
+                .blocking(move |app| {
+                    let mut b = Batch::new();
+                    app.reschedule(&mut b, late, now, error);
+                    app.commit(b)
+                })
+                .await;
+        }
+        let data = item.content(&self.store, &self.spool)?;
         let (kept, stopped) = self.closed_by_final_notice(item, &data, rcpt_to, now);
         let narrowed;
         let item = if stopped.is_empty() {
@@ -3576,6 +3594,11 @@ impl App {
             self.cfg().queue.retry_initial.0,
             self.cfg().queue.retry_max.0,
         );
+        // The last try at the limit, not up to a backoff past it (RT
+        // §2.2.2: a relay is given up after 24 h, not tried at 24 h 20).
+        if let Ok(limit) = chrono::Duration::from_std(give_up) {
+            item.next_attempt = item.next_attempt.min(item.created + limit).max(now);
+        }
         item.put(b);
     }
 
@@ -4607,6 +4630,34 @@ on_expiry = "suspend"
         assert_eq!(app.move_excess_to_archive(&acc).unwrap(), (0, 0));
         assert_eq!(inbox.messages().unwrap().len(), 3, "no inbox copy removed");
         assert_eq!(archive.messages().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_relay_retry_is_not_put_off_past_the_give_up_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let now = app.clock.now();
+        let give_up = chrono::Duration::from_std(app.cfg().queue.give_up_after.0).unwrap();
+        let work = Work::Relay {
+            mail_from: "mini@pec.provider-a.test".into(),
+            rcpt_to: vec!["x@ordinaria.test".into()],
+            domain: "ordinaria.test".into(),
+            via: None,
+        };
+        // Ten minutes before the limit, with a backoff of half an hour.
+        let mut item = Item::stored_in_memory(
+            "r1".into(),
+            work,
+            b"x",
+            now - give_up + chrono::Duration::minutes(10),
+        );
+        item.attempts = 10;
+        let mut b = Batch::new();
+        app.reschedule(&mut b, item.clone(), now, "451 busy".into());
+        app.store.commit(b).unwrap();
+        let at_limit = item.created + give_up;
+        let due = queue::load_due(&app.store, at_limit, |_| 10, |_| false).unwrap();
+        assert_eq!(due.items.len(), 1, "tried at the limit at the latest");
     }
 
     #[test]
