@@ -2298,7 +2298,12 @@ impl App {
         let mut deleted = false;
         for a in actions {
             let what = match a {
-                Action::Remind { key, days, expires } => {
+                Action::Remind {
+                    key,
+                    days,
+                    expires,
+                    superseded,
+                } => {
                     let at_expiry = self.expiry_outlook(&acc, &plan);
                     // The days actually left (a sweep run late, after the
                     // daemon was down, does not say "tra 90 giorni").
@@ -2311,7 +2316,15 @@ impl App {
                         crate::notices::expiry_reminder(&acc.address, expires, left, &at_expiry);
                     self.send_notice(&mut b, &n, &acc, now)?;
                     acc.reminders.push(key.clone());
-                    format!("expiry reminder {key} sent")
+                    acc.reminders.extend(superseded.iter().cloned());
+                    if superseded.is_empty() {
+                        format!("expiry reminder {key} sent")
+                    } else {
+                        format!(
+                            "expiry reminder {key} sent (in place of {})",
+                            superseded.join(", ")
+                        )
+                    }
                 }
                 Action::Downgrade { to, new_expiry } => {
                     let what = format!(

@@ -26,6 +26,10 @@ pub enum Action {
         key: String,
         days: i64,
         expires: NaiveDate,
+        /// Earlier reminders due at the same time (the daemon was down, a
+        /// renewal came late): recorded as sent with this one, not sent
+        /// too, each saying "tra N giorni" of the same day.
+        superseded: Vec<String>,
     },
     /// Expired without renewal, `downgrade` plan: fall back to `to`
     /// (add-ons dropped), a new term from the old expiry.
@@ -80,6 +84,7 @@ pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) 
     let Some(expires) = acc.expires else {
         return out;
     };
+    let mut reminders: Vec<(i64, String)> = Vec::new();
     for &days in &cfg.reminder_days {
         let key = format!("{expires}/{days}");
         let when = expires - Duration::days(days);
@@ -90,8 +95,19 @@ pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) 
         let fits_state = (days >= 0) == (acc.state == AccountState::Active);
         let still_ahead = days < 0 || today <= expires;
         if today >= when && fits_state && still_ahead && !acc.reminders.contains(&key) {
-            out.push(Action::Remind { key, days, expires });
+            reminders.push((days, key));
         }
+    }
+    // The latest one due speaks for all.
+    reminders.sort();
+    if let Some((days, key)) = reminders.first().cloned() {
+        let superseded = reminders.into_iter().skip(1).map(|(_, k)| k).collect();
+        out.push(Action::Remind {
+            key,
+            days,
+            expires,
+            superseded,
+        });
     }
     if today > expires && acc.state_reason.starts_with(STRUCK_OFF) {
         out.push(Action::Become {
@@ -296,12 +312,23 @@ mod tests {
             vec![Action::Remind {
                 key: "2027-06-30/90".into(),
                 days: 90,
-                expires: d("2027-06-30")
+                expires: d("2027-06-30"),
+                superseded: vec![],
             }]
         );
         a.reminders.push("2027-06-30/90".into());
         assert!(due(&a, &plans[1], &cfg, d("2027-04-02")).is_empty());
-        assert_eq!(due(&a, &plans[1], &cfg, d("2027-06-25")).len(), 2); // 30 and 5
+        // The 30- and 5-day reminders both due: one reminder, the nearer,
+        // and the other recorded with it.
+        assert_eq!(
+            due(&a, &plans[1], &cfg, d("2027-06-25")),
+            vec![Action::Remind {
+                key: "2027-06-30/5".into(),
+                days: 5,
+                expires: d("2027-06-30"),
+                superseded: vec!["2027-06-30/30".into()],
+            }]
+        );
         // Missed until after the expiry (the daemon was down): the expiry's
         // own action comes, not reminders of a date already past.
         let late = due(&a, &plans[1], &cfg, d("2027-07-02"));
@@ -343,7 +370,8 @@ mod tests {
             vec![Action::Remind {
                 key: "2027-06-30/-25".into(),
                 days: -25,
-                expires: d("2027-06-30")
+                expires: d("2027-06-30"),
+                superseded: vec![],
             }]
         );
         a.reminders.push("2027-06-30/-25".into());
