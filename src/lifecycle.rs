@@ -48,6 +48,22 @@ pub fn add_years(date: NaiveDate, years: u32) -> NaiveDate {
         .unwrap_or(date)
 }
 
+/// The end of the first term of `years` counted on from `expires` that is
+/// still ahead of `today`: a mailbox whose expiry lies terms behind (made
+/// active long after it was created) is downgraded once, not once per
+/// sweep until its date catches up.
+fn next_term_end(expires: NaiveDate, years: u32, today: NaiveDate) -> NaiveDate {
+    let mut end = add_years(expires, years.max(1));
+    // Bounded: a date never lies thousands of years back.
+    for _ in 0..10_000 {
+        if end > today {
+            break;
+        }
+        end = add_years(end, years.max(1));
+    }
+    end
+}
+
 /// What is due for `acc` on `today`, in order.
 pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) -> Vec<Action> {
     let mut out = Vec::new();
@@ -123,7 +139,7 @@ pub fn due(acc: &Account, plan: &Plan, cfg: &LifecycleConfig, today: NaiveDate) 
                     .downgrade_to
                     .clone()
                     .unwrap_or_else(|| plan.name.clone()),
-                new_expiry: add_years(expires, cfg.term_years),
+                new_expiry: next_term_end(expires, cfg.term_years, today),
             }),
             (AccountState::Active, OnExpiry::Suspend) => out.push(Action::Become {
                 state: AccountState::Expired,
@@ -335,6 +351,24 @@ mod tests {
         assert!(
             !late.iter().any(|x| matches!(x, Action::Remind { .. })),
             "{late:?}"
+        );
+    }
+
+    #[test]
+    fn a_downgrade_of_an_expiry_terms_behind_lands_in_the_future_at_once() {
+        let cfg = LifecycleConfig::default();
+        let plans = default_plans();
+        let mut a = account(AccountState::Active, "2024-06-30");
+        a.reminders = ["90", "30", "5"]
+            .iter()
+            .map(|x| format!("2024-06-30/{x}"))
+            .collect();
+        assert_eq!(
+            due(&a, &plans[1], &cfg, d("2027-07-01")),
+            vec![Action::Downgrade {
+                to: "base".into(),
+                new_expiry: d("2028-06-30")
+            }]
         );
     }
 
