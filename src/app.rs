@@ -2477,11 +2477,17 @@ impl App {
         acc: &accounts::Account,
         plan: &crate::config::Plan,
     ) -> crate::notices::AtExpiry {
+        // Struck off the roll: not renewed, cancelled at expiry whatever
+        // the plan says (see `lifecycle::due`).
+        if acc.state_reason.starts_with(crate::lifecycle::STRUCK_OFF) {
+            return crate::notices::AtExpiry::Lapse;
+        }
         if plan.on_expiry != crate::config::OnExpiry::Downgrade {
             return crate::notices::AtExpiry::Suspend;
         }
         let (d, measured) = match self.downgrade_plan(acc) {
-            Ok(d) => (d, true),
+            // With LMTP delivery nothing was measured here: no figure.
+            Ok(d) => (d, self.cfg().delivery.lmtp.is_none()),
             Err(e) => {
                 tracing::warn!(event = "downgrade_plan_failed", address = %acc.address, error = %e);
                 match self.downgrade_plan_for(acc, crate::maildir::Measure::default()) {
@@ -4671,6 +4677,26 @@ on_expiry = "suspend"
         let at_limit = item.created + give_up;
         let due = queue::load_due(&app.store, at_limit, |_| 10, |_| false).unwrap();
         assert_eq!(due.items.len(), 1, "tried at the limit at the latest");
+    }
+
+    #[test]
+    fn a_struck_off_holder_is_told_the_mailbox_lapses_at_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let mut acc = accounts::get(&app.store, "mini@pec.provider-a.test")
+            .unwrap()
+            .unwrap();
+        let plan = app.plan_of(&acc).unwrap();
+        assert_eq!(
+            app.expiry_outlook(&acc, &plan),
+            crate::notices::AtExpiry::Suspend
+        );
+        acc.state_reason = format!("{}: kept until expiry", crate::lifecycle::STRUCK_OFF);
+        // Not "… sarà sospesa" (nor a downgrade): it cannot be renewed.
+        assert_eq!(
+            app.expiry_outlook(&acc, &plan),
+            crate::notices::AtExpiry::Lapse
+        );
     }
 
     #[test]

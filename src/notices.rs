@@ -51,9 +51,13 @@ pub fn quota_warning(address: &str, level: u8, used: u64, quota: u64) -> Notice 
 
 /// What expiry brings a mailbox, for the reminders: the facts of
 /// [`crate::lifecycle::DowngradePlan`] the holder needs, in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AtExpiry {
     /// Receive-only grace, then suspension, then deletion.
     Suspend,
+    /// Cancelled at expiry, not renewable: the holder is struck off the
+    /// order's roll.
+    Lapse,
     /// Back to the plan `to`, its add-on steps dropped.
     Downgrade {
         to: String,
@@ -72,6 +76,10 @@ impl AtExpiry {
         match self {
             AtExpiry::Suspend => "Senza rinnovo la casella potrà solo ricevere per il periodo di \
                  tolleranza, poi sarà sospesa e infine cancellata."
+                .into(),
+            AtExpiry::Lapse => "La casella non può essere rinnovata, perché il titolare non \
+                 risulta più iscritto all'ordine: alla scadenza sarà cessata. Salvi per tempo i \
+                 messaggi che desidera conservare."
                 .into(),
             AtExpiry::Downgrade {
                 to,
