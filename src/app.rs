@@ -3590,9 +3590,20 @@ impl App {
             match self.keep_given_up(b, &kept_item) {
                 Ok(kept) => {
                     b.append(notice);
-                    // RT §2.2.2: give up after 24 h, on the record.
+                    // RT §2.2.2: give up after 24 h, on the record, with
+                    // whom it concerned (RT §8.2).
                     let mut r = LogRecord::new(now, Event::DeliveryError);
                     r.pec_id = item.pec_id.clone();
+                    match &item.work {
+                        Work::Local { mailbox, .. } | Work::Archive { mailbox } => {
+                            r.recipients = vec![mailbox.clone()];
+                        }
+                        Work::Receive { mail_from, rcpt_to } => {
+                            r.sender = Some(mail_from.clone());
+                            r.recipients = rcpt_to.clone();
+                        }
+                        Work::Relay { .. } => {}
+                    }
                     let mut detail = format!("gave up after {give_up:?}: {error}");
                     if let Some(place) = kept {
                         detail.push_str(&format!("; the message is kept in {place}"));

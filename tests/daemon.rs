@@ -1863,9 +1863,12 @@ fn an_acknowledged_message_given_up_is_kept_not_dropped() {
             .arg(&b.cfg)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.contains("gave up after 2s") && l.contains("the message is kept in"))
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+            // Whom it concerned is on the record too (RT §8.2).
+            l.contains("gave up after 2s")
+                && l.contains("the message is kept in")
+                && l.contains(LUCA)
+        })
     });
     // The operator sees it, mends the mailbox and releases it: it is
     // delivered and the sender gets its consegna.
