@@ -354,15 +354,21 @@ mod tests {
         );
     }
 
+    /// An account expiring on `expires` that had every reminder before it.
+    fn reminded(state: AccountState, expires: &str) -> Account {
+        let mut a = account(state, expires);
+        a.reminders = ["90", "30", "5"]
+            .iter()
+            .map(|x| format!("{expires}/{x}"))
+            .collect();
+        a
+    }
+
     #[test]
     fn a_downgrade_of_an_expiry_terms_behind_lands_in_the_future_at_once() {
         let cfg = LifecycleConfig::default();
         let plans = default_plans();
-        let mut a = account(AccountState::Active, "2024-06-30");
-        a.reminders = ["90", "30", "5"]
-            .iter()
-            .map(|x| format!("2024-06-30/{x}"))
-            .collect();
+        let a = reminded(AccountState::Active, "2024-06-30");
         assert_eq!(
             due(&a, &plans[1], &cfg, d("2027-07-01")),
             vec![Action::Downgrade {
@@ -376,11 +382,7 @@ mod tests {
     fn expiry_downgrades_or_suspends_per_plan() {
         let cfg = LifecycleConfig::default();
         let mut plans = default_plans();
-        let mut a = account(AccountState::Active, "2027-06-30");
-        a.reminders = ["90", "30", "5"]
-            .iter()
-            .map(|x| format!("2027-06-30/{x}"))
-            .collect();
+        let mut a = reminded(AccountState::Active, "2027-06-30");
         assert_eq!(
             due(&a, &plans[1], &cfg, d("2027-07-01")),
             vec![Action::Downgrade {

@@ -70,12 +70,15 @@ fn check_config_reports_all_errors_with_key_paths() {
         .unwrap()
         .replace("../certs/", &format!("{}/", certs().display()))
         .replace("provider-a.key", "provider-b.key");
-    std::fs::write(&p, mismatched).unwrap();
-    let out = pecd()
-        .args(["check-config", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
+    let check = |text: String| {
+        std::fs::write(&p, text).unwrap();
+        pecd()
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let out = check(mismatched);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     // Our own index record sends other providers' presa in carico to a
     // mailbox that is not the service address: refused, naming the line.
@@ -95,12 +98,7 @@ fn check_config_reports_all_errors_with_key_paths() {
             &format!("{}/index.ldif", certs().display()),
             &elsewhere.display().to_string(),
         );
-    std::fs::write(&p, text).unwrap();
-    let out = pecd()
-        .args(["check-config", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = check(text);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
