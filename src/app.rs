@@ -1471,9 +1471,10 @@ impl App {
         mail_from: &str,
         rcpt_to: &[String],
     ) -> Result<(), String> {
-        // Until its commit: a timer pass sees this message's marks or none
-        // of its reads.
-        let _transactions = self.transactions.read().unwrap_or_else(|e| e.into_inner());
+        // A receipt holds it from its reads of the transaction to its
+        // commit (below), after the slow steps: a timer pass waiting for
+        // it holds up every other reader meanwhile.
+        let mut _transactions = None;
         let now = self.clock.now();
         let time = LegalTime::new(now);
         let mut b = Batch::new();
@@ -1758,6 +1759,7 @@ impl App {
                 )?;
             }
             (Outcome::Pec, Some(ClaimedKind::Pec(t)), Some(d)) => {
+                _transactions = Some(self.transactions.read().unwrap_or_else(|e| e.into_inner()));
                 // A receipt or notice for one of our users (or our service
                 // mailbox): deliver it and update the transaction. The SMTP
                 // recipient is not signed: a receipt certifies something
@@ -3173,7 +3175,9 @@ impl App {
     ) -> Result<(), String> {
         let now = self.clock.now();
         let give_up = self.cfg().queue.give_up_after.0;
-        if item.expired(now, give_up) {
+        // The try `reschedule` put at the limit itself still runs: the
+        // slack of one first retry interval.
+        if item.expired(now, give_up + self.cfg().queue.retry_initial.0) {
             // Past the limit before this try (the daemon was down, the
             // queue backed up): given up, not relayed late.
             // Its last try's answer is what the sender is told, if any.
@@ -3626,7 +3630,12 @@ impl App {
         );
         // The last try at the limit, not up to a backoff past it (RT
         // §2.2.2: a relay is given up after 24 h, not tried at 24 h 20).
-        if let Ok(limit) = chrono::Duration::from_std(give_up) {
+        // Only before the limit: an item past it is here because keeping
+        // it failed, and waits its backoff like any other (never `now`
+        // again and again).
+        if !item.expired(now, give_up)
+            && let Ok(limit) = chrono::Duration::from_std(give_up)
+        {
             item.next_attempt = item.next_attempt.min(item.created + limit).max(now);
         }
         item.put(b);
@@ -3908,6 +3917,20 @@ impl App {
     }
 
     pub fn check_timers(&self) -> Result<usize, String> {
+        // Most passes find nothing due: they hold up no receipt.
+        let first = self
+            .store
+            .range(Table::Timers, b"", None, 1)
+            .map_err(|e| e.to_string())?;
+        let nothing_due = match first.first() {
+            None => true,
+            Some((k, _)) => {
+                crate::store::split_time_key(k).is_some_and(|(at, _)| at > self.clock.now())
+            }
+        };
+        if nothing_due {
+            return Ok(0);
+        }
         let _pass = self.transactions.write().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
         let time = LegalTime::new(now);
@@ -4711,9 +4734,49 @@ on_expiry = "suspend"
     }
 
     #[test]
+    fn an_item_past_its_limit_that_cannot_be_kept_waits_its_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = small_provider(dir.path());
+        let now = app.clock.now();
+        // Nowhere to keep it: the quarantine is a file.
+        let data = app.cfg().data_dir.clone();
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("quarantine"), b"not a folder").unwrap();
+        let work = Work::Local {
+            mailbox: "mini@pec.provider-a.test".into(),
+            receipt_to: None,
+        };
+        let mut b = Batch::new();
+        let item = queue::stage(
+            &mut b,
+            &app.spool,
+            &[b"Subject: x\r\n\r\nx\r\n"],
+            "l1".into(),
+            work,
+            now - chrono::Duration::days(2),
+            None,
+        )
+        .unwrap();
+        item.put(&mut b);
+        app.store.commit(b).unwrap();
+        let mut b = Batch::new();
+        app.reschedule(&mut b, item, now, "cannot deliver".into());
+        app.store.commit(b).unwrap();
+        // Not due again at once (a loop of retries as fast as commits).
+        let due = queue::load_due(&app.store, now, |_| 10, |_| false).unwrap();
+        assert!(due.items.is_empty(), "{:?}", due.items);
+        assert!(due.next.is_some_and(|n| n > std::time::Duration::ZERO));
+    }
+
+    #[test]
     fn a_timer_pass_waits_for_a_receipt_being_processed() {
         let dir = tempfile::tempdir().unwrap();
         let app = std::sync::Arc::new(small_provider(dir.path()));
+        // A timer due (of a transaction gone meanwhile): the pass has work.
+        let mut b = Batch::new();
+        let due = app.clock.now() - chrono::Duration::seconds(1);
+        b.put(Table::Timers, timer_key(due, b"gone\nx@y.test"), Vec::new());
+        app.store.commit(b).unwrap();
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (taken, is_taken) = std::sync::mpsc::channel::<()>();
         let receipt = {

@@ -461,7 +461,13 @@ impl Maildir {
                 .create_new(true)
                 .open(&marker)
             {
-                Ok(_) => subscribe(root, folder)?,
+                // Mail goes in whether or not the subscription could be
+                // written: it only shows the folder.
+                Ok(_) => {
+                    if let Err(e) = subscribe(root, folder) {
+                        tracing::warn!(event = "maildir_subscribe_failed", error = %e);
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io(&marker)(e)),
             }

@@ -39,6 +39,12 @@ const PER_CHECKPOINT: usize = 2000;
 /// a listed record's file has been written, or its writer failed.
 static WRITING: RwLock<()> = RwLock::new(());
 
+/// Held by a whole checkpoint, and by [`settled`] before it moves a
+/// mailbox: a checkpoint that listed the mailbox's records before the
+/// move would otherwise write them at the old place after it. Taken
+/// before [`WRITING`].
+static CHECKPOINTING: Mutex<()> = Mutex::new(());
+
 /// Records whose file [`written_after`] wrote, until a checkpoint drops
 /// them, with [`crate::fsync::filesystem_failures`] as it was before the
 /// write. A checkpoint does not look for these files again unless a
@@ -261,6 +267,7 @@ fn write_link(f: &[u8], len: usize, source: &[u8]) -> Result<(), String> {
 /// walked in pages from the last one listed, so records that must stay
 /// (a mailbox that cannot be written now) never hold up those after them.
 pub fn checkpoint(store: &Store) -> Result<usize, String> {
+    let _one = CHECKPOINTING.lock().unwrap_or_else(|e| e.into_inner());
     let mut total = 0;
     let mut from = b"k".to_vec();
     loop {
@@ -305,6 +312,7 @@ pub fn set_aside(
 /// would find it). Refused, and `f` not run, while a file cannot be
 /// written there.
 pub fn settled<T>(store: &Store, root: &Path, f: impl FnOnce() -> T) -> Result<T, String> {
+    let _no_checkpoint = CHECKPOINTING.lock().unwrap_or_else(|e| e.into_inner());
     let _writing = WRITING.write().unwrap_or_else(|e| e.into_inner());
     let prefix = prefixed(b'k', root.as_os_str().as_bytes());
     let records: Vec<(Vec<u8>, Vec<u8>)> = store

@@ -727,5 +727,18 @@ fn an_on_behalf_of_name_outside_ascii_is_not_quoted_encoded_words() {
         let a = parsed.from().unwrap().first().unwrap();
         assert_eq!(a.name(), Some(format!("Per conto di: {sender}").as_str()));
         assert_eq!(a.address(), Some("posta-certificata@pec.provider-a.test"));
+        // A strict reader (Python's e-mail package) sees one address too.
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sys, email.utils; print(email.utils.getaddresses([sys.argv[1]]))")
+            .arg(from.trim_start_matches("From:").replace("\r\n", ""))
+            .output()
+            .unwrap();
+        let seen = String::from_utf8_lossy(&out.stdout);
+        assert!(seen.starts_with("[(") && !seen.contains("), ("), "{seen}");
+        assert!(
+            seen.contains("'posta-certificata@pec.provider-a.test')]"),
+            "{seen}"
+        );
     }
 }

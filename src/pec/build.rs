@@ -24,7 +24,6 @@ use crate::clock::LegalTime;
 use mail_builder::headers::HeaderType;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
-use mail_builder::headers::text::Text;
 use mail_builder::mime::{BodyPart, MimePart};
 
 /// The certification data of one transaction: what every message about it
@@ -312,12 +311,12 @@ fn raw(name: &'static str, value: impl Into<String>) -> HeaderLine {
 /// plain one is folded at its spaces. mail-builder would encode the whole
 /// value, prefix included, as soon as any of it needs encoding.
 fn subject(kind: MessageKind, original: &str) -> HeaderLine {
-    use mail_builder::headers::Header;
     let prefix = kind.subject_prefix();
     let original = one_line(original);
     let mut line = format!("Subject: {prefix}").into_bytes();
     let plain = original.is_ascii()
         && !original.contains("=?")
+        && !original.contains("  ")
         && !original.ends_with([' ', '\t'])
         && !original.contains('\t')
         && original.split(' ').all(|w| w.len() < 900);
@@ -335,20 +334,44 @@ fn subject(kind: MessageKind, original: &str) -> HeaderLine {
             line.extend_from_slice(word.as_bytes());
             width += word.len();
         }
-        line.extend_from_slice(b"\r\n");
     } else {
-        // The prefix ends with a space: fold there when little is left of
-        // the line, so mail-builder starts its encoded words on a fresh one.
-        let mut width = line.len();
-        if width > 60 {
-            line.pop();
-            line.extend_from_slice(b"\r\n ");
-            width = 1;
-        }
-        // Writing into a Vec cannot fail.
-        let _ = Text::new(original).write_header(&mut line, width);
+        // The prefix ends with a space, where the line folds: each
+        // encoded word (up to 72 characters) starts a line of its own.
+        line.pop();
+        line.extend_from_slice(b"\r\n ");
+        line.extend_from_slice(encoded_words(&original).as_bytes());
     }
+    line.extend_from_slice(b"\r\n");
     HeaderLine::Verbatim(line)
+}
+
+/// `text` as RFC 2047 `B` encoded words, folded one per line: `B` because
+/// in a phrase (a display name) `Q` may not carry `:`, `@`, `.` or `'`
+/// raw (§5), and each word at most 75 characters whole (§2), split only
+/// between characters.
+fn encoded_words(text: &str) -> String {
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        // 45 bytes make 60 base64 characters, 72 with the word's frame.
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() || words.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|w| {
+            format!(
+                "=?utf-8?B?{}?=",
+                openssl::base64::encode_block(w.as_bytes())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n ")
 }
 
 /// `From: "Per conto di: <sender>" <service address>` (RT §3.1, §3.5). A
@@ -356,7 +379,6 @@ fn subject(kind: MessageKind, original: &str) -> HeaderLine {
 /// them inside quotes, where RFC 2047 §5 forbids them and strict readers
 /// show them undecoded.
 fn on_behalf_of(sender: &str, provider: &Provider) -> HeaderLine {
-    use mail_builder::headers::Header;
     let name = format!("Per conto di: {}", one_line(sender));
     let mut line = b"From: ".to_vec();
     if name.is_ascii() {
@@ -369,9 +391,7 @@ fn on_behalf_of(sender: &str, provider: &Provider) -> HeaderLine {
         }
         line.push(b'"');
     } else {
-        // Writing into a Vec cannot fail.
-        let _ = Text::new(name).write_header(&mut line, 6);
-        line.truncate(line.len().saturating_sub(2)); // its CRLF
+        line.extend_from_slice(encoded_words(&name).as_bytes());
     }
     let last_line = line.len() - line.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let address = provider.service_address();
