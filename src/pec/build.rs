@@ -365,10 +365,10 @@ fn encoded_words(text: &str) -> String {
     words
         .iter()
         .map(|w| {
-            format!(
-                "=?utf-8?B?{}?=",
-                openssl::base64::encode_block(w.as_bytes())
-            )
+            // Encoding into memory cannot fail; inline: no line breaks.
+            let b64 =
+                mail_builder::encoders::base64::base64_encode(w.as_bytes()).unwrap_or_default();
+            format!("=?utf-8?B?{}?=", String::from_utf8_lossy(&b64))
         })
         .collect::<Vec<_>>()
         .join("\r\n ")
