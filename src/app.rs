@@ -1748,12 +1748,23 @@ impl App {
                         now,
                     )?;
                 }
+                // One of our own envelopes reaching its local recipients
+                // after the final notice (its reception waited: a scanner
+                // down, a release from quarantine): the 24 h notice has
+                // closed the transaction, as for a relay (see
+                // `closed_by_final_notice`), so it is stored without a
+                // consegna. Its age is the signed date's, not the item's.
+                let closed = self.is_local(&d.mittente)
+                    && d.data.instant().is_some_and(|sent| {
+                        chrono::Duration::from_std(self.cfg().timers.final_after.0)
+                            .is_ok_and(|fin| now - sent > fin)
+                    });
                 // Store first; the receipt follows the storage.
                 flags = self.deliver_now_or_queue(
                     &mut b,
                     item,
                     &deliverable,
-                    Some(&c.sender),
+                    (!closed).then_some(c.sender.as_str()),
                     &c.pec_id,
                     raw,
                 )?;

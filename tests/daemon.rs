@@ -1601,6 +1601,39 @@ fn an_envelope_dated_days_ago_is_not_certified_again() {
     );
 }
 
+/// One of a provider's own envelopes reaching its local recipient after
+/// the 24 h notice (its reception waited): stored, without a consegna the
+/// closed transaction no longer takes (as a relay after it is not made).
+#[test]
+fn an_own_envelope_delivered_after_the_final_notice_gets_no_consegna() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, b) = pair(dir.path(), "12h", "23h");
+    let mut c = certification(provider_b());
+    c.pec_id = "tardiva.1@pec.provider-b.test".into();
+    c.sender = GIULIA.into();
+    c.recipients = vec![pecd::pec::Recipient {
+        address: LUCA.into(),
+        class: pecd::pec::RecipientClass::Certified,
+        role: pecd::pec::RecipientRole::To,
+    }];
+    c.time = pecd::clock::LegalTime::new(chrono::Utc::now() - chrono::Duration::days(2));
+    let envelope = signer("provider-b", pecd::smime::Digest::Sha256)
+        .sign(&pecd::pec::build::transport(&c, ORIGINAL))
+        .unwrap();
+    assert!(send_inbound(b.ports.inbound, GIULIA, LUCA, &envelope).starts_with("250"));
+    wait_for("the late envelope", 30, || !b.mailbox(LUCA).is_empty());
+    assert_eq!(
+        checker().check("m", &b.mailbox(LUCA)[0]).kind.as_deref(),
+        Some("posta-certificata")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let consegne = kinds(&b.mailbox(GIULIA))
+        .into_iter()
+        .filter(|(k, _)| k == "avvenuta-consegna")
+        .count();
+    assert_eq!(consegne, 0);
+}
+
 /// Who was in To and who in Cc (completa or sintetica, RT §3.8) is read
 /// from the signed original, not from the envelope's own unsigned header.
 #[test]
