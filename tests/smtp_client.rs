@@ -104,6 +104,32 @@ fn serve(
     }
 }
 
+/// A peer for one connection: it greets, then hands each command line to
+/// `answer` with the socket and its reader, until `answer` says stop or
+/// the client goes.
+fn one_session(
+    greeting: &'static [u8],
+    mut answer: impl FnMut(&str, &mut std::net::TcpStream, &mut BufReader<std::net::TcpStream>) -> bool
+    + Send
+    + 'static,
+) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        s.write_all(greeting).unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            if !answer(&line, &mut s, &mut r) {
+                return;
+            }
+            line.clear();
+        }
+    });
+    addr
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -257,32 +283,23 @@ fn send_to(
 /// A peer greeting with `greeting`, offering PIPELINING, answering RCPT
 /// with [`later_or_mixed`] and DATA with `data_reply` (not 354).
 fn refusing(greeting: &'static str, data_reply: &'static str) -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        s.write_all(greeting.as_bytes()).unwrap();
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            let up = line.to_ascii_uppercase();
-            let reply = if up.starts_with("EHLO") {
-                "250-peer\r\n250 PIPELINING\r\n"
-            } else if up.starts_with("RCPT") {
-                later_or_mixed(&line[line.find('<').unwrap() + 1..line.find('>').unwrap()])
-            } else if up.starts_with("DATA") {
-                data_reply
-            } else if up.starts_with("QUIT") {
-                let _ = s.write_all(b"221 bye\r\n");
-                return;
-            } else {
-                "250 2.0.0 ok\r\n"
-            };
-            s.write_all(reply.as_bytes()).unwrap();
-            line.clear();
-        }
-    });
-    addr
+    one_session(greeting.as_bytes(), move |line, s, _| {
+        let up = line.to_ascii_uppercase();
+        let reply = if up.starts_with("EHLO") {
+            "250-peer\r\n250 PIPELINING\r\n"
+        } else if up.starts_with("RCPT") {
+            later_or_mixed(&line[line.find('<').unwrap() + 1..line.find('>').unwrap()])
+        } else if up.starts_with("DATA") {
+            data_reply
+        } else if up.starts_with("QUIT") {
+            let _ = s.write_all(b"221 bye\r\n");
+            return false;
+        } else {
+            "250 2.0.0 ok\r\n"
+        };
+        s.write_all(reply.as_bytes()).unwrap();
+        true
+    })
 }
 
 fn later_or_mixed(a: &str) -> &'static str {
@@ -321,34 +338,25 @@ fn a_server_that_will_not_talk_is_another_hosts_turn_not_a_refusal() {
 fn a_large_message_to_a_slow_peer_is_not_cut_off_by_the_command_timeout() {
     // More than the socket buffers can absorb, read at about 25 MB/s:
     // the whole write takes over a second, each 64 KB block a few ms.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        s.write_all(b"220 peer\r\n").unwrap();
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            let up = line.to_ascii_uppercase();
-            if up.starts_with("DATA") {
-                s.write_all(b"354 go\r\n").unwrap();
-                let (mut tail, mut buf) = (Vec::new(), vec![0u8; 1 << 20]);
-                while !tail.ends_with(b"\r\n.\r\n") {
-                    std::thread::sleep(Duration::from_millis(40));
-                    let n = std::io::Read::read(&mut r, &mut buf).unwrap();
-                    assert!(n > 0, "the client gave up");
-                    tail.extend_from_slice(&buf[..n]);
-                    let keep = tail.len().saturating_sub(5);
-                    tail.drain(..keep);
-                }
-                s.write_all(b"250 2.0.0 queued\r\n").unwrap();
-            } else if up.starts_with("QUIT") {
-                let _ = s.write_all(b"221 bye\r\n");
-                return;
-            } else {
-                s.write_all(b"250 ok\r\n").unwrap();
+    let addr = one_session(b"220 peer\r\n", |line, s, r| {
+        let up = line.to_ascii_uppercase();
+        if up.starts_with("DATA") {
+            s.write_all(b"354 go\r\n").unwrap();
+            let (mut tail, mut buf) = (Vec::new(), vec![0u8; 1 << 20]);
+            while !tail.ends_with(b"\r\n.\r\n") {
+                std::thread::sleep(Duration::from_millis(40));
+                let n = std::io::Read::read(r, &mut buf).unwrap();
+                assert!(n > 0, "the client gave up");
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(5);
+                tail.drain(..keep);
             }
-            line.clear();
+            s.write_all(b"250 2.0.0 queued\r\n").is_ok()
+        } else if up.starts_with("QUIT") {
+            let _ = s.write_all(b"221 bye\r\n");
+            false
+        } else {
+            s.write_all(b"250 ok\r\n").is_ok()
         }
     });
     let mut body = b"Subject: big\r\n\r\n".to_vec();
@@ -423,30 +431,19 @@ fn a_session_that_got_421_is_not_reused() {
 /// for good (5.6.3) and nothing is sent.
 #[test]
 fn eight_bit_data_is_not_sent_to_a_server_without_8bitmime() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let commands = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = commands.clone();
-    std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        s.write_all(b"220 old peer\r\n").unwrap();
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            let up = line.to_ascii_uppercase();
-            seen.lock().unwrap().push(up.trim_end().to_string());
-            let reply: &[u8] = if up.starts_with("EHLO") {
-                b"250-old peer\r\n250 PIPELINING\r\n"
-            } else if up.starts_with("QUIT") {
-                b"221 bye\r\n"
-            } else {
-                b"250 2.0.0 ok\r\n"
-            };
-            if s.write_all(reply).is_err() {
-                break;
-            }
-            line.clear();
-        }
+    let addr = one_session(b"220 old peer\r\n", move |line, s, _| {
+        let up = line.to_ascii_uppercase();
+        seen.lock().unwrap().push(up.trim_end().to_string());
+        let reply: &[u8] = if up.starts_with("EHLO") {
+            b"250-old peer\r\n250 PIPELINING\r\n"
+        } else if up.starts_with("QUIT") {
+            b"221 bye\r\n"
+        } else {
+            b"250 2.0.0 ok\r\n"
+        };
+        s.write_all(reply).is_ok()
     });
     let o = rt()
         .block_on(deliver(
