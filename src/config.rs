@@ -747,18 +747,13 @@ fn array<T: serde::de::DeserializeOwned>(
     key: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<T> {
-    match table.get(key) {
-        None => Vec::new(),
-        Some(v) => match v.clone().try_into::<Vec<T>>() {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(section_error::<Vec<T>>(text, key, e));
-                Vec::new()
-            }
-        },
-    }
+    table
+        .get(key)
+        .and_then(|v| typed::<Vec<T>>(text, key, v.clone(), errors))
+        .unwrap_or_default()
 }
 
+/// A `[key]` table, read as if empty when absent (its defaults).
 fn section<T: serde::de::DeserializeOwned>(
     text: &str,
     table: &toml::Table,
@@ -769,13 +764,20 @@ fn section<T: serde::de::DeserializeOwned>(
         .get(key)
         .cloned()
         .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
-    match value.try_into::<T>() {
-        Ok(v) => Some(v),
-        Err(e) => {
-            errors.push(section_error::<T>(text, key, e));
-            None
-        }
-    }
+    typed(text, key, value, errors)
+}
+
+/// `value` (the top-level `key` of `text`) as a `T`, or its error noted.
+fn typed<T: serde::de::DeserializeOwned>(
+    text: &str,
+    key: &str,
+    value: toml::Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    value
+        .try_into::<T>()
+        .map_err(|e| errors.push(section_error::<T>(text, key, e)))
+        .ok()
 }
 
 /// The error of section `key`. A `toml::Value` has lost its positions, so
